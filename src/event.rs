@@ -1,0 +1,444 @@
+//! The normalized event (SPEC 4.1): one log line or alert, with ECS field names.
+//!
+//! Events are the unit every stage passes on, so the type is built for the
+//! hot path: enumerated fields (`event.dataset`, `event.action`, …) are
+//! `&'static str` where parsers know them at compile time, `message` is a byte
+//! range into `event.original` when it is a slice of it, and the rarely used
+//! fields live in a small `extra` list. The JSON form is flat and dotted
+//! (`{"source.ip": "…"}`), written by [`Event::to_json`]; field access by ECS
+//! name for detectors goes through [`Field`], resolved once at rule load.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// `event.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Kind {
+    #[default]
+    Event,
+    Alert,
+}
+
+/// `event.outcome`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Outcome {
+    Success,
+    Failure,
+    #[default]
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// A normalized event. Field names in comments are the ECS names.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    /// `@timestamp`: event time, epoch ms.
+    pub timestamp: i64,
+    /// `event.ingested`: when ThreatPilot read it, epoch ms.
+    pub ingested: i64,
+    pub kind: Kind,
+    /// `event.category` (ECS allowed values: authentication, web, process, host, …).
+    pub category: Option<&'static str>,
+    /// `event.action`: what happened, e.g. `ssh_login`, `oom_kill`.
+    pub action: Option<Cow<'static, str>>,
+    pub outcome: Outcome,
+    /// `event.dataset`, e.g. `sshd`, `nginx.access`.
+    pub dataset: Cow<'static, str>,
+    /// `event.original`: the raw line, always kept.
+    pub original: String,
+    /// `message` when it is not a slice of `original`.
+    pub message_owned: Option<String>,
+    /// `message` as a byte range of `original` (when `message_owned` is None).
+    pub message_range: (u32, u32),
+    pub source_ip: Option<String>,
+    pub source_port: Option<u16>,
+    pub user_name: Option<String>,
+    pub host_name: Option<String>,
+    pub service_name: Option<String>,
+    pub process_name: Option<String>,
+    pub process_pid: Option<u32>,
+    pub http_method: Option<String>,
+    /// `url.original`; `url.path` and `url.query` are derived from it.
+    pub url_original: Option<String>,
+    pub http_status: Option<u16>,
+    pub http_body_bytes: Option<u64>,
+    pub user_agent: Option<String>,
+    /// `event.duration` in nanoseconds.
+    pub duration_ns: Option<i64>,
+    /// `log.level`, lowercase.
+    pub log_level: Option<Cow<'static, str>>,
+    /// `labels.*`.
+    pub labels: Vec<(String, String)>,
+    /// Other ECS fields this event carries (`kubernetes.pod.name`, `error.message`, …).
+    pub extra: Vec<(Cow<'static, str>, String)>,
+    /// `template.id` and `template.text`, set by the cluster stage.
+    pub template: Option<TemplateRef>,
+    /// `event.hash`: dedup fingerprint, set by the parse stage.
+    pub hash: u64,
+    /// `event.count`: how many identical events this one stands for.
+    pub count: u32,
+    /// Parse failure reason; the event is still kept (`error.type: parse_failure`).
+    pub parse_error: Option<Cow<'static, str>>,
+    /// Internal: the event-time domain (one per replayed file) for watermarks.
+    pub time_domain: u32,
+    /// Internal: monotonic ns when the source read the line (latency measurement).
+    pub read_ns: u64,
+    /// `log.file.path`, where the event came from a file.
+    pub file_path: Option<Arc<str>>,
+}
+
+/// The template an event was assigned to.
+#[derive(Clone, Debug)]
+pub struct TemplateRef {
+    pub id: u64,
+    pub text: Arc<str>,
+}
+
+/// Formats a template id as it appears in JSON (`t-` and 16 hex digits).
+pub fn template_id_string(id: u64) -> String {
+    format!("t-{id:016x}")
+}
+
+impl Event {
+    /// A new event for a raw line, before any parser has looked at it.
+    pub fn raw(original: String, dataset: Cow<'static, str>) -> Event {
+        let len = original.len() as u32;
+        Event { original, dataset, message_range: (0, len), count: 1, ..Event::default() }
+    }
+
+    /// The `message` field.
+    pub fn message(&self) -> &str {
+        match &self.message_owned {
+            Some(m) => m,
+            None => self.original.get(self.message_range.0 as usize..self.message_range.1 as usize).unwrap_or(""),
+        }
+    }
+
+    /// Sets `message` to a byte range of `original`.
+    pub fn set_message_range(&mut self, start: usize, end: usize) {
+        self.message_owned = None;
+        self.message_range = (start as u32, end as u32);
+    }
+
+    /// `url.path`: the part of `url.original` before `?`.
+    pub fn url_path(&self) -> Option<&str> {
+        let u = self.url_original.as_deref()?;
+        Some(u.split_once('?').map_or(u, |(p, _)| p))
+    }
+
+    /// `url.query`: the part of `url.original` after `?`.
+    pub fn url_query(&self) -> Option<&str> {
+        self.url_original.as_deref()?.split_once('?').map(|(_, q)| q)
+    }
+
+    /// Value of an `extra` field by ECS name.
+    pub fn extra(&self, name: &str) -> Option<&str> {
+        self.extra.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Value of a label (`labels.<name>`).
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn push_extra(&mut self, name: &'static str, value: impl Into<String>) {
+        self.extra.push((Cow::Borrowed(name), value.into()));
+    }
+
+    /// Value of a field by resolved reference; numbers are rendered into `buf`.
+    pub fn get<'a>(&'a self, field: &Field, buf: &'a mut String) -> Option<&'a str> {
+        macro_rules! num {
+            ($v:expr) => {{
+                let v = $v?;
+                buf.clear();
+                let _ = write!(buf, "{v}");
+                Some(buf.as_str())
+            }};
+        }
+        match field {
+            Field::Timestamp => num!(Some(self.timestamp)),
+            Field::Kind => Some(match self.kind {
+                Kind::Event => "event",
+                Kind::Alert => "alert",
+            }),
+            Field::Category => self.category,
+            Field::Action => self.action.as_deref(),
+            Field::Outcome => Some(self.outcome.as_str()),
+            Field::Dataset => Some(&self.dataset),
+            Field::Original => Some(&self.original),
+            Field::Message => Some(self.message()),
+            Field::SourceIp => self.source_ip.as_deref(),
+            Field::SourcePort => num!(self.source_port),
+            Field::UserName => self.user_name.as_deref(),
+            Field::HostName => self.host_name.as_deref(),
+            Field::ServiceName => self.service_name.as_deref(),
+            Field::ProcessName => self.process_name.as_deref(),
+            Field::ProcessPid => num!(self.process_pid),
+            Field::HttpMethod => self.http_method.as_deref(),
+            Field::UrlOriginal => self.url_original.as_deref(),
+            Field::UrlPath => self.url_path(),
+            Field::UrlQuery => self.url_query(),
+            Field::HttpStatus => num!(self.http_status),
+            Field::HttpBodyBytes => num!(self.http_body_bytes),
+            Field::UserAgent => self.user_agent.as_deref(),
+            Field::Duration => num!(self.duration_ns),
+            Field::LogLevel => self.log_level.as_deref(),
+            Field::TemplateId => {
+                let t = self.template.as_ref()?;
+                buf.clear();
+                let _ = write!(buf, "t-{:016x}", t.id);
+                Some(buf.as_str())
+            }
+            Field::TemplateText => self.template.as_ref().map(|t| &*t.text),
+            Field::Label(name) => self.label(name),
+            Field::Extra(name) => self.extra(name),
+        }
+    }
+
+    /// Numeric value of a field (for `sum` and numeric comparisons).
+    pub fn get_number(&self, field: &Field) -> Option<f64> {
+        match field {
+            Field::Timestamp => Some(self.timestamp as f64),
+            Field::HttpStatus => self.http_status.map(f64::from),
+            Field::HttpBodyBytes => self.http_body_bytes.map(|v| v as f64),
+            Field::SourcePort => self.source_port.map(f64::from),
+            Field::ProcessPid => self.process_pid.map(f64::from),
+            Field::Duration => self.duration_ns.map(|v| v as f64),
+            other => {
+                let mut buf = String::new();
+                self.get(other, &mut buf)?.trim().parse().ok()
+            }
+        }
+    }
+
+    /// The flat, dotted ECS JSON object (SPEC 4.1).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        let s = |v: &str| Value::String(v.to_owned());
+        m.insert("@timestamp".into(), Value::String(crate::time::format_rfc3339(self.timestamp)));
+        m.insert("event.ingested".into(), Value::String(crate::time::format_rfc3339(self.ingested)));
+        m.insert("event.kind".into(), s(if self.kind == Kind::Alert { "alert" } else { "event" }));
+        if let Some(c) = self.category {
+            m.insert("event.category".into(), s(c));
+        }
+        if let Some(a) = &self.action {
+            m.insert("event.action".into(), s(a));
+        }
+        m.insert("event.outcome".into(), s(self.outcome.as_str()));
+        m.insert("event.dataset".into(), s(&self.dataset));
+        m.insert("event.original".into(), s(&self.original));
+        m.insert("message".into(), s(self.message()));
+        let opt = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::String(v.clone()));
+            }
+        };
+        opt(&mut m, "source.ip", &self.source_ip);
+        if let Some(p) = self.source_port {
+            m.insert("source.port".into(), p.into());
+        }
+        opt(&mut m, "user.name", &self.user_name);
+        opt(&mut m, "host.name", &self.host_name);
+        opt(&mut m, "service.name", &self.service_name);
+        opt(&mut m, "process.name", &self.process_name);
+        if let Some(p) = self.process_pid {
+            m.insert("process.pid".into(), p.into());
+        }
+        opt(&mut m, "http.request.method", &self.http_method);
+        opt(&mut m, "url.original", &self.url_original);
+        if let Some(p) = self.url_path() {
+            m.insert("url.path".into(), s(p));
+        }
+        if let Some(q) = self.url_query() {
+            m.insert("url.query".into(), s(q));
+        }
+        if let Some(v) = self.http_status {
+            m.insert("http.response.status_code".into(), v.into());
+        }
+        if let Some(v) = self.http_body_bytes {
+            m.insert("http.response.body.bytes".into(), v.into());
+        }
+        opt(&mut m, "user_agent.original", &self.user_agent);
+        if let Some(v) = self.duration_ns {
+            m.insert("event.duration".into(), v.into());
+        }
+        if let Some(l) = &self.log_level {
+            m.insert("log.level".into(), s(l));
+        }
+        if let Some(p) = &self.file_path {
+            m.insert("log.file.path".into(), s(p));
+        }
+        for (k, v) in &self.labels {
+            m.insert(format!("labels.{k}"), s(v));
+        }
+        for (k, v) in &self.extra {
+            m.insert(k.to_string(), s(v));
+        }
+        if let Some(t) = &self.template {
+            m.insert("template.id".into(), Value::String(template_id_string(t.id)));
+            m.insert("template.text".into(), s(&t.text));
+        }
+        m.insert("event.hash".into(), Value::String(format!("{:016x}", self.hash)));
+        m.insert("event.count".into(), self.count.into());
+        if let Some(e) = &self.parse_error {
+            m.insert("error.type".into(), s("parse_failure"));
+            m.insert("error.message".into(), s(e));
+        }
+        Value::Object(m)
+    }
+}
+
+/// A field reference, resolved from its ECS name once when a rule is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    Timestamp,
+    Kind,
+    Category,
+    Action,
+    Outcome,
+    Dataset,
+    Original,
+    Message,
+    SourceIp,
+    SourcePort,
+    UserName,
+    HostName,
+    ServiceName,
+    ProcessName,
+    ProcessPid,
+    HttpMethod,
+    UrlOriginal,
+    UrlPath,
+    UrlQuery,
+    HttpStatus,
+    HttpBodyBytes,
+    UserAgent,
+    Duration,
+    LogLevel,
+    TemplateId,
+    TemplateText,
+    Label(String),
+    Extra(String),
+}
+
+/// Every named ECS field with its JSON type, in output order; the event JSON
+/// Schema is generated from this table.
+pub const FIELDS: &[(&str, &str, &str)] = &[
+    ("@timestamp", "string", "event time, RFC 3339 UTC"),
+    ("event.ingested", "string", "when ThreatPilot read the event, RFC 3339 UTC"),
+    ("event.kind", "string", "event | alert"),
+    ("event.category", "string", "ECS category: authentication, web, process, host, …"),
+    ("event.action", "string", "what happened, e.g. ssh_login, oom_kill"),
+    ("event.outcome", "string", "success | failure | unknown"),
+    ("event.dataset", "string", "source format, e.g. sshd, nginx.access, kernel"),
+    ("event.original", "string", "the raw line, always kept"),
+    ("message", "string", "the message part of the line"),
+    ("source.ip", "string", "client or peer address"),
+    ("source.port", "integer", "client or peer port"),
+    ("user.name", "string", "account the event is about"),
+    ("host.name", "string", "host that logged the event"),
+    ("service.name", "string", "service the event belongs to"),
+    ("process.name", "string", "program name"),
+    ("process.pid", "integer", "process id"),
+    ("http.request.method", "string", "HTTP method"),
+    ("url.original", "string", "request target as sent"),
+    ("url.path", "string", "path part of url.original"),
+    ("url.query", "string", "query part of url.original"),
+    ("http.response.status_code", "integer", "HTTP status"),
+    ("http.response.body.bytes", "integer", "response body size"),
+    ("user_agent.original", "string", "User-Agent header"),
+    ("event.duration", "integer", "duration in nanoseconds"),
+    ("log.level", "string", "severity, lowercase"),
+    ("log.file.path", "string", "file the line was read from"),
+    ("template.id", "string", "template id from clustering"),
+    ("template.text", "string", "template text from clustering"),
+    ("event.hash", "string", "dedup fingerprint"),
+    ("event.count", "integer", "how many identical events this one stands for"),
+    ("error.type", "string", "parse_failure when no parser understood the line"),
+    ("error.message", "string", "why the line was not understood"),
+];
+
+impl Field {
+    /// Resolves an ECS field name (`source.ip`, `labels.team`, `kubernetes.pod.name`).
+    pub fn resolve(name: &str) -> Result<Field, String> {
+        Ok(match name {
+            "@timestamp" => Field::Timestamp,
+            "event.kind" => Field::Kind,
+            "event.category" => Field::Category,
+            "event.action" => Field::Action,
+            "event.outcome" => Field::Outcome,
+            "event.dataset" => Field::Dataset,
+            "event.original" => Field::Original,
+            "message" => Field::Message,
+            "source.ip" => Field::SourceIp,
+            "source.port" => Field::SourcePort,
+            "user.name" => Field::UserName,
+            "host.name" => Field::HostName,
+            "service.name" => Field::ServiceName,
+            "process.name" => Field::ProcessName,
+            "process.pid" => Field::ProcessPid,
+            "http.request.method" => Field::HttpMethod,
+            "url.original" => Field::UrlOriginal,
+            "url.path" => Field::UrlPath,
+            "url.query" => Field::UrlQuery,
+            "http.response.status_code" => Field::HttpStatus,
+            "http.response.body.bytes" => Field::HttpBodyBytes,
+            "user_agent.original" => Field::UserAgent,
+            "event.duration" => Field::Duration,
+            "log.level" => Field::LogLevel,
+            "template.id" => Field::TemplateId,
+            "template.text" => Field::TemplateText,
+            other => {
+                if let Some(label) = other.strip_prefix("labels.") {
+                    if label.is_empty() {
+                        return Err("empty label name".into());
+                    }
+                    Field::Label(label.to_owned())
+                } else if EXTRA_FIELDS.contains(&other) {
+                    Field::Extra(other.to_owned())
+                } else {
+                    return Err(format!("unknown field `{other}`"));
+                }
+            }
+        })
+    }
+}
+
+/// ECS fields that parsers set through `Event::extra`.
+pub const EXTRA_FIELDS: &[&str] = &[
+    "error.message",
+    "file.path",
+    "kubernetes.pod.name",
+    "kubernetes.namespace",
+    "kubernetes.container.name",
+    "kubernetes.node.name",
+    "container.id",
+    "rule.name",
+    "alert.fingerprint",
+    "alert.group_key",
+    "alert.status",
+    "alert.summary",
+    "alert.starts_at",
+    "alert.ends_at",
+    "process.exit_code",
+    "process.target.name",
+    "process.target.pid",
+    "sudo.command",
+    "sudo.target_user",
+    "nginx.limit_zone",
+    "url.domain",
+    "http.request.referrer",
+    "tls.client.subject",
+];

@@ -1,0 +1,9 @@
+//! ThreatPilot: a streaming detection-and-response pipeline.
+//!
+//! Data flows `source -> parse -> dedupe -> cluster -> detect -> sinks`; see
+//! `docs/ARCHITECTURE.md` for the tour. Each stage is a module here; the
+//! stage graph that joins them is [`pipeline`].
+
+pub mod event;
+pub mod parse;
+pub mod time;

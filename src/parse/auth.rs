@@ -1,0 +1,94 @@
+//! PAM (`pam_unix(sshd:auth): authentication failure; … rhost=… user=…`,
+//! also as `sshd(pam_unix)[pid]: authentication failure; …`) and sudo
+//! (`alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls`).
+//!
+//! Actions: `pam_auth_failure`, `pam_check_pass`, `session_opened`,
+//! `session_closed`, `sudo_command`, `sudo_auth_failure`, `sudo_not_allowed`.
+
+use std::borrow::Cow;
+
+use super::is_ip;
+use crate::event::{Event, Outcome};
+
+fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
+    ev.category = Some("authentication");
+    ev.action = Some(Cow::Borrowed(action));
+    ev.outcome = outcome;
+}
+
+/// Parses a PAM message; false when it is not one.
+pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
+    let body = match msg.strip_prefix("pam_unix(") {
+        Some(r) => match r.split_once("): ") {
+            Some((svc, body)) => {
+                let service = svc.split(':').next().unwrap_or(svc);
+                ev.labels.push(("pam_service".into(), service.to_owned()));
+                body
+            }
+            None => return false,
+        },
+        None => msg,
+    };
+    if body.starts_with("authentication failure;") || body.starts_with("PAM ") && body.contains("authentication failure") {
+        set(ev, "pam_auth_failure", Outcome::Failure);
+        for kv in body.split([' ', ';']) {
+            if let Some(host) = kv.strip_prefix("rhost=").filter(|h| !h.is_empty()) {
+                if is_ip(host) {
+                    ev.source_ip = Some(host.to_owned());
+                } else {
+                    ev.labels.push(("rhost".into(), host.to_owned()));
+                }
+            } else if let Some(u) = kv.strip_prefix("user=").filter(|u| !u.is_empty()) {
+                ev.user_name = Some(u.to_owned());
+            }
+        }
+        return true;
+    }
+    if let Some(rest) = body.strip_prefix("check pass; user ") {
+        set(ev, "pam_check_pass", Outcome::Failure);
+        if rest != "unknown" {
+            ev.user_name = Some(rest.trim().to_owned());
+        }
+        return true;
+    }
+    for (prefix, action) in [("session opened for user ", "session_opened"), ("session closed for user ", "session_closed")] {
+        if let Some(rest) = body.strip_prefix(prefix) {
+            set(ev, action, Outcome::Success);
+            let user = rest.split([' ', '(']).next().unwrap_or(rest);
+            ev.user_name = Some(user.to_owned()).filter(|u| !u.is_empty());
+            return true;
+        }
+    }
+    false
+}
+
+/// Parses a sudo message; falls back to PAM lines sudo also writes.
+pub fn parse_sudo(ev: &mut Event, msg: &str) -> bool {
+    if parse_pam(ev, msg) {
+        return true;
+    }
+    let Some((user, rest)) = msg.split_once(" : ") else { return false };
+    let user = user.trim();
+    if user.is_empty() || user.contains(' ') {
+        return false;
+    }
+    ev.user_name = Some(user.to_owned());
+    let mut fields = rest.split(" ; ");
+    let first = fields.next().unwrap_or("");
+    if first.contains("incorrect password attempt") {
+        set(ev, "sudo_auth_failure", Outcome::Failure);
+    } else if first.contains("NOT in sudoers") || first.contains("command not allowed") {
+        set(ev, "sudo_not_allowed", Outcome::Failure);
+    } else {
+        set(ev, "sudo_command", Outcome::Success);
+    }
+    ev.category = Some("process");
+    for kv in std::iter::once(first).chain(fields) {
+        if let Some(v) = kv.strip_prefix("USER=") {
+            ev.push_extra("sudo.target_user", v);
+        } else if let Some(v) = kv.strip_prefix("COMMAND=") {
+            ev.push_extra("sudo.command", v);
+        }
+    }
+    true
+}

@@ -1,0 +1,123 @@
+//! Web server error logs.
+//! nginx: `2021/12/02 11:53:15 [error] 4065777#4065777: *42 limiting requests,
+//! excess: 5.428 by zone "z", client: ::1, server: , request: "GET / HTTP/1.1"`.
+//! apache: `[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328]
+//! [client 72.15.99.187:1234] File does not exist: /var/www/favicon.ico`.
+//!
+//! Actions: `nginx_rate_limited`, `http_error` (anything else), with
+//! `log.level`, `source.ip` and the request where the line carries them.
+
+use std::borrow::Cow;
+
+use super::is_ip;
+use crate::event::{Event, Outcome};
+use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev};
+
+pub fn parse_nginx(ev: &mut Event) -> bool {
+    let line = std::mem::take(&mut ev.original);
+    let ok = nginx_fields(ev, &line);
+    ev.original = line;
+    ok
+}
+
+fn nginx_fields(ev: &mut Event, line: &str) -> bool {
+    let b = line.as_bytes();
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
+        (digits(b, 0, 4), digits(b, 5, 2), digits(b, 8, 2), digits(b, 11, 2), digits(b, 14, 2), digits(b, 17, 2))
+    else {
+        return false;
+    };
+    ev.timestamp = epoch_ms(y as i64, mo, d, h, mi, s, 0);
+    let rest = &line[19..];
+    let Some(rest) = rest.strip_prefix(" [") else { return false };
+    let Some((level, rest)) = rest.split_once("] ") else { return false };
+    ev.log_level = Some(Cow::Owned(level.to_ascii_lowercase()));
+    // "pid#tid: *conn message"
+    let (pidtid, msg) = rest.split_once(": ").unwrap_or(("", rest));
+    ev.process_pid = pidtid.split('#').next().and_then(|p| p.parse().ok());
+    ev.process_name = Some("nginx".into());
+    let msg_start = super::offset_in(line, msg);
+    let msg = match msg.strip_prefix('*') {
+        Some(m) => m.split_once(' ').map_or(m, |(_, m)| m),
+        None => msg,
+    };
+    ev.set_message_range(super::offset_in(line, msg).max(msg_start), line.len());
+    ev.dataset = Cow::Borrowed("nginx.error");
+    ev.category = Some("web");
+    ev.outcome = Outcome::Failure;
+    if msg.starts_with("limiting requests") || msg.starts_with("limiting connections") {
+        ev.action = Some(Cow::Borrowed("nginx_rate_limited"));
+        if let Some(z) = msg.split_once("by zone \"").and_then(|(_, r)| r.split_once('"')) {
+            ev.push_extra("nginx.limit_zone", z.0);
+        }
+    } else {
+        ev.action = Some(Cow::Borrowed("http_error"));
+    }
+    for part in msg.split(", ") {
+        if let Some(c) = part.strip_prefix("client: ") {
+            if is_ip(c) {
+                ev.source_ip = Some(c.to_owned());
+            }
+        } else if let Some(r) = part.strip_prefix("request: \"") {
+            let r = r.trim_end_matches('"');
+            let mut it = r.splitn(3, ' ');
+            if let (Some(m), Some(u)) = (it.next(), it.next()) {
+                ev.http_method = Some(m.to_owned());
+                ev.url_original = Some(u.to_owned());
+            }
+        } else if let Some(h) = part.strip_prefix("host: \"") {
+            ev.push_extra("url.domain", h.trim_end_matches('"'));
+        }
+    }
+    true
+}
+
+pub fn parse_apache(ev: &mut Event) -> bool {
+    let line = std::mem::take(&mut ev.original);
+    let ok = apache_fields(ev, &line);
+    ev.original = line;
+    ok
+}
+
+fn apache_fields(ev: &mut Event, line: &str) -> bool {
+    // "[Wed Oct 11 14:32:52.123456 2000] [module:level] [pid N:tid M] [client IP:port] msg"
+    let Some(rest) = line.strip_prefix('[') else { return false };
+    let Some((ts, mut rest)) = rest.split_once("] ") else { return false };
+    let b = ts.as_bytes();
+    let Some(month) = b.get(4..7).and_then(month_from_abbrev) else { return false };
+    let day = digits(b, 8, 2).or_else(|| digits(b, 9, 1));
+    let (Some(day), Some(h), Some(mi), Some(s)) = (day, digits(b, 11, 2), digits(b, 14, 2), digits(b, 17, 2)) else {
+        return false;
+    };
+    let (ms, f) = fraction_ms(b, 19);
+    let Some(year) = digits(b, 20 + f, 4) else { return false };
+    ev.timestamp = epoch_ms(year as i64, month, day, h, mi, s, ms);
+    while let Some(r) = rest.strip_prefix('[') {
+        let Some((tag, r)) = r.split_once("] ") else { break };
+        if let Some(client) = tag.strip_prefix("client ") {
+            let ip = match client.rsplit_once(':') {
+                Some((ip, port)) if port.bytes().all(|c| c.is_ascii_digit()) && is_ip(ip) => ip,
+                _ => client,
+            };
+            if is_ip(ip) {
+                ev.source_ip = Some(ip.to_owned());
+            }
+        } else if let Some(pid) = tag.strip_prefix("pid ") {
+            ev.process_pid = pid.split(':').next().and_then(|p| p.parse().ok());
+        } else if let Some((module, level)) = tag.split_once(':') {
+            ev.log_level = Some(Cow::Owned(level.to_owned()));
+            ev.labels.push(("apache_module".into(), module.to_owned()));
+        } else {
+            ev.log_level = Some(Cow::Owned(tag.to_owned()));
+        }
+        rest = r;
+    }
+    let start = super::offset_in(line, rest);
+    ev.set_message_range(start, line.len());
+    ev.process_name = Some("apache".into());
+    ev.dataset = Cow::Borrowed("apache.error");
+    ev.category = Some("web");
+    ev.outcome = Outcome::Failure;
+    ev.action = Some(Cow::Borrowed("http_error"));
+    true
+}

@@ -1,0 +1,234 @@
+//! Parsing: raw lines in, ECS events out (SPEC 4.1).
+//!
+//! ```text
+//! line ─> detect format (first bytes) ─> header parser ─> program parser
+//!         syslog 3164/5424, access,        (syslog)        sshd, pam, sudo,
+//!         error logs, JSON, logfmt,                         kernel, kubelet
+//!         klog, kubectl events, dmesg
+//! ```
+//! Detection looks at the first bytes only, so it costs a few comparisons per
+//! line; a source may name its format and skip it. A line no parser
+//! understands still becomes an event with `error.type: parse_failure`
+//! (counted by the parse stage): nothing is dropped. Every parser is a
+//! function of the line and a small per-source [`SourceState`] (year
+//! inference, JSON field mapping), so parsing is deterministic.
+
+mod access;
+mod alertmanager;
+mod auth;
+mod errorlog;
+mod json;
+mod kernel;
+mod kube;
+mod logfmt;
+mod sshd;
+mod syslog;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+pub use alertmanager::parse_webhook;
+pub use json::JsonMapping;
+
+/// Formats a source may name; `auto` detects per line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Auto,
+    Syslog,
+    /// nginx or apache access log, combined or common.
+    Access,
+    NginxError,
+    ApacheError,
+    Json,
+    Logfmt,
+    Kernel,
+    Klog,
+    KubeEvents,
+    Alertmanager,
+    /// No parsing: the event is the line (`message` = line).
+    Raw,
+}
+
+/// Per-source parser state and settings.
+#[derive(Clone, Debug)]
+pub struct SourceState {
+    pub format: Format,
+    /// `event.dataset` for lines whose parser does not know it (e.g. `nginx.access`).
+    pub dataset_hint: Option<Arc<str>>,
+    /// `host.name` for formats that do not carry it.
+    pub host_hint: Option<Arc<str>>,
+    pub json: JsonMapping,
+    pub year: syslog::YearInference,
+    pub file_path: Option<Arc<str>>,
+    pub time_domain: u32,
+}
+
+impl SourceState {
+    /// A source whose year-less timestamps are placed relative to `reference_ms`.
+    pub fn new(format: Format, reference_ms: i64) -> SourceState {
+        SourceState {
+            format,
+            dataset_hint: None,
+            host_hint: None,
+            json: JsonMapping::default(),
+            year: syslog::YearInference::new(reference_ms),
+            file_path: None,
+            time_domain: 0,
+        }
+    }
+}
+
+/// Parses one line into events: one, or one per alert for an Alertmanager
+/// payload. Never fails: a line no parser understands is kept and marked.
+pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &mut Vec<Event>) {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let format = match state.format {
+        Format::Auto => detect(line.as_bytes()),
+        f => f,
+    };
+    if matches!(format, Format::Json | Format::Alertmanager) && alertmanager::looks_like_webhook(line) {
+        if let Ok(events) = parse_webhook(line, ingested_ms) {
+            for mut ev in events {
+                ev.time_domain = state.time_domain;
+                ev.file_path = state.file_path.clone();
+                out.push(ev);
+            }
+            return;
+        }
+    }
+    out.push(parse_as(line, format, state, ingested_ms));
+}
+
+/// Parses one line into one event (Alertmanager payloads: see [`parse_into`]).
+pub fn parse_line(line: &str, state: &mut SourceState, ingested_ms: i64) -> Event {
+    let format = match state.format {
+        Format::Auto => detect(line.as_bytes()),
+        f => f,
+    };
+    parse_as(line.strip_suffix('\r').unwrap_or(line), format, state, ingested_ms)
+}
+
+fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i64) -> Event {
+    let mut ev = Event::raw(line.to_owned(), Cow::Borrowed("unknown"));
+    ev.ingested = ingested_ms;
+    ev.time_domain = state.time_domain;
+    ev.file_path = state.file_path.clone();
+    let ok = match format {
+        // bare kernel lines (node-problem-detector, journal exports) have no header
+        Format::Auto => kernel::parse_message(&mut ev, line),
+        Format::Raw => false,
+        Format::Syslog => syslog::parse(&mut ev, state),
+        Format::Access => access::parse(&mut ev, state),
+        Format::NginxError => errorlog::parse_nginx(&mut ev),
+        Format::ApacheError => errorlog::parse_apache(&mut ev),
+        Format::Json | Format::Alertmanager => json::parse(&mut ev, state),
+        Format::Logfmt => logfmt::parse(&mut ev),
+        Format::Kernel => kernel::parse_dmesg(&mut ev) || kernel::parse_message(&mut ev, line),
+        Format::Klog => kube::parse_klog_line(&mut ev, state),
+        Format::KubeEvents => kube::parse_events_line(&mut ev),
+    };
+    if !ok && format != Format::Raw {
+        ev.parse_error = Some(Cow::Borrowed(if format == Format::Auto {
+            "no parser recognised the line"
+        } else {
+            "line does not match the source's format"
+        }));
+    }
+    if ev.dataset == "unknown" {
+        if let Some(d) = &state.dataset_hint {
+            ev.dataset = Cow::Owned(d.to_string());
+        }
+    }
+    if ev.host_name.is_none() {
+        ev.host_name = state.host_hint.as_deref().map(str::to_owned);
+    }
+    if ev.timestamp == 0 {
+        ev.timestamp = ingested_ms;
+    }
+    ev.hash = fingerprint(&ev);
+    ev
+}
+
+/// The dedup fingerprint: dataset, host and message, without the timestamp,
+/// so a line repeated within the dedup window collapses.
+pub fn fingerprint(ev: &Event) -> u64 {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    h.update(ev.dataset.as_bytes());
+    h.update(&[0]);
+    h.update(ev.host_name.as_deref().unwrap_or("").as_bytes());
+    h.update(&[0]);
+    h.update(ev.message().as_bytes());
+    h.digest()
+}
+
+/// Guesses a line's format from its first bytes.
+pub fn detect(b: &[u8]) -> Format {
+    let Some(&first) = b.first() else { return Format::Raw };
+    match first {
+        b'{' => Format::Json,
+        b'<' => Format::Syslog,
+        b'[' => {
+            if b.get(1).is_some_and(|c| c.is_ascii_alphabetic()) {
+                Format::ApacheError
+            } else {
+                Format::Kernel
+            }
+        }
+        b'I' | b'W' | b'E' | b'F' if kube::looks_like_klog(b) => Format::Klog,
+        b'A'..=b'Z' if crate::time::month_from_abbrev(b).is_some() && b.get(3) == Some(&b' ') => Format::Syslog,
+        b'0'..=b'9' => {
+            if b.len() > 19 && b[4] == b'/' && b[7] == b'/' && b[10] == b' ' {
+                Format::NginxError
+            } else if b.len() > 19 && b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b' ') {
+                // ISO timestamp first: rsyslog's precise format, or an app log
+                if syslog::looks_like_iso_syslog(b) { Format::Syslog } else { Format::Logfmt }
+            } else if access::looks_like_access(b) {
+                Format::Access
+            } else if kube::looks_like_events_line(b) {
+                Format::KubeEvents
+            } else {
+                Format::Auto
+            }
+        }
+        _ => {
+            if access::looks_like_access(b) {
+                Format::Access
+            } else if kube::looks_like_events_line(b) {
+                Format::KubeEvents
+            } else if logfmt::looks_like_logfmt(b) {
+                Format::Logfmt
+            } else {
+                Format::Auto
+            }
+        }
+    }
+}
+
+/// Splits off the next space-delimited token: (token, rest without leading spaces).
+pub(crate) fn token(s: &str) -> (&str, &str) {
+    match s.find(' ') {
+        Some(i) => (&s[..i], s[i + 1..].trim_start_matches(' ')),
+        None => (s, ""),
+    }
+}
+
+/// Byte offset of `part` (a slice of `whole`) within `whole`.
+pub(crate) fn offset_in(whole: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len())
+}
+
+/// True when `s` is an IPv4 or IPv6 address.
+pub(crate) fn is_ip(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests;

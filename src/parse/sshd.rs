@@ -1,0 +1,207 @@
+//! OpenSSH server messages (`sshd`, and `sshd-session` / `sshd-auth` since 9.8).
+//!
+//! Sets `event.action`, `event.outcome`, `user.name`, `source.ip` and
+//! `source.port`. Actions:
+//! `ssh_login` (failure or success, with `labels.auth_method`),
+//! `ssh_invalid_user`, `ssh_disconnect_preauth`, `ssh_too_many_auth_failures`,
+//! `ssh_banner_error`, `ssh_no_identification`, `ssh_reverse_mapping_failed`,
+//! `ssh_negotiation_failed`, `ssh_connection`.
+
+use std::borrow::Cow;
+
+use super::{is_ip, token};
+use crate::event::{Event, Outcome};
+
+/// Parses an sshd message; false when it is not one sshd itself writes
+/// (PAM lines are handled by the caller).
+pub fn parse(ev: &mut Event, msg: &str) -> bool {
+    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    let msg = msg.strip_suffix(" [preauth]").unwrap_or(msg);
+    if let Some(rest) = msg.strip_prefix("Failed ") {
+        return login(ev, rest, Outcome::Failure);
+    }
+    if let Some(rest) = msg.strip_prefix("Accepted ") {
+        return login(ev, rest, Outcome::Success);
+    }
+    if let Some(rest) = msg.strip_prefix("Invalid user ") {
+        // "Invalid user NAME from IP [port N]"; NAME may be empty
+        let (user, tail) = split_user_from(rest);
+        set(ev, "ssh_invalid_user", Outcome::Failure);
+        ev.user_name = user.map(str::to_owned);
+        from_ip_port(ev, tail);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("input_userauth_request: invalid user ") {
+        set(ev, "ssh_invalid_user", Outcome::Failure);
+        ev.user_name = Some(rest.trim().to_owned()).filter(|u| !u.is_empty());
+        return true;
+    }
+    for prefix in ["Connection closed by ", "Disconnected from ", "Connection reset by "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            set(ev, "ssh_disconnect_preauth", Outcome::Unknown);
+            user_then_ip(ev, rest);
+            return true;
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("Received disconnect from ") {
+        set(ev, "ssh_disconnect_preauth", Outcome::Unknown);
+        let (ip, tail) = ip_token(rest);
+        ev.source_ip = ip;
+        if let Some(p) = tail.strip_prefix("port ") {
+            ev.source_port = p.split(|c: char| !c.is_ascii_digit()).next().and_then(|p| p.parse().ok());
+        }
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Disconnecting ") {
+        // "Disconnecting authenticating user root 1.2.3.4 port 22: Too many authentication failures"
+        let (who, why) = rest.split_once(": ").unwrap_or((rest, ""));
+        if why.starts_with("Too many authentication failures") {
+            set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
+        } else {
+            set(ev, "ssh_disconnect_preauth", Outcome::Unknown);
+        }
+        user_then_ip(ev, who);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Disconnecting: Too many authentication failures") {
+        set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
+        if let Some(u) = rest.trim().strip_prefix("for ") {
+            ev.user_name = Some(token(u).0.to_owned());
+        }
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("maximum authentication attempts exceeded for ") {
+        set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
+        let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
+        let (user, tail) = split_user_from(rest);
+        ev.user_name = user.map(str::to_owned);
+        from_ip_port(ev, tail);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("banner exchange: Connection from ") {
+        set(ev, "ssh_banner_error", Outcome::Failure);
+        ip_port(ev, rest);
+        return true;
+    }
+    if msg.starts_with("kex_exchange_identification:") {
+        set(ev, "ssh_banner_error", Outcome::Failure);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Did not receive identification string from ") {
+        set(ev, "ssh_no_identification", Outcome::Failure);
+        ip_port(ev, rest);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Unable to negotiate with ") {
+        set(ev, "ssh_negotiation_failed", Outcome::Failure);
+        ip_port(ev, rest);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Timeout before authentication for ") {
+        set(ev, "ssh_disconnect_preauth", Outcome::Failure);
+        ip_port(ev, rest);
+        return true;
+    }
+    if msg.starts_with("reverse mapping checking getaddrinfo for ") {
+        set(ev, "ssh_reverse_mapping_failed", Outcome::Unknown);
+        if let (Some(a), Some(b)) = (msg.find('['), msg.find(']')) {
+            ev.source_ip = msg.get(a + 1..b).filter(|ip| is_ip(ip)).map(str::to_owned);
+        }
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Connection from ") {
+        set(ev, "ssh_connection", Outcome::Unknown);
+        ip_port(ev, rest);
+        return true;
+    }
+    false
+}
+
+fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
+    ev.category = Some("authentication");
+    ev.action = Some(Cow::Borrowed(action));
+    ev.outcome = outcome;
+}
+
+/// "password for [invalid user ]NAME from IP port N ssh2[: KEY]"
+fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
+    let Some((method, rest)) = rest.split_once(" for ") else { return false };
+    if method.contains(' ') {
+        return false;
+    }
+    set(ev, "ssh_login", outcome);
+    let rest = match rest.strip_prefix("invalid user ") {
+        Some(r) => {
+            ev.labels.push(("invalid_user".into(), "true".into()));
+            r
+        }
+        None => rest,
+    };
+    let (user, tail) = split_user_from(rest);
+    ev.user_name = user.map(str::to_owned);
+    ev.labels.push(("auth_method".into(), method.to_owned()));
+    from_ip_port(ev, tail);
+    true
+}
+
+/// Splits "NAME from TAIL" where NAME may contain spaces or be empty; uses the
+/// last " from " so user names like "from" survive.
+fn split_user_from(s: &str) -> (Option<&str>, &str) {
+    if let Some(tail) = s.strip_prefix("from ") {
+        if tail.split(' ').next().is_some_and(is_ip) {
+            return (None, tail);
+        }
+    }
+    match s.rfind(" from ") {
+        Some(i) => (Some(&s[..i]).filter(|u| !u.is_empty()), &s[i + 6..]),
+        None => (Some(s.trim()).filter(|u| !u.is_empty()), ""),
+    }
+}
+
+/// "IP port N ..." or "IP ..."
+fn from_ip_port(ev: &mut Event, tail: &str) {
+    ip_port(ev, tail);
+}
+
+fn ip_port(ev: &mut Event, s: &str) {
+    let (ip, rest) = ip_token(s);
+    ev.source_ip = ip;
+    if let Some(p) = rest.strip_prefix("port ") {
+        ev.source_port = token(p).0.trim_end_matches(':').parse().ok();
+    }
+}
+
+fn ip_token(s: &str) -> (Option<String>, &str) {
+    let (ip, rest) = token(s);
+    let ip = ip.trim_end_matches(':');
+    (Some(ip.to_owned()).filter(|ip| is_ip(ip)), rest)
+}
+
+/// "[authenticating |invalid ]user NAME IP port N" or "IP port N"
+fn user_then_ip(ev: &mut Event, s: &str) {
+    let s = s.strip_prefix("authenticating ").unwrap_or(s);
+    let s = match s.strip_prefix("invalid ") {
+        Some(r) => {
+            ev.labels.push(("invalid_user".into(), "true".into()));
+            r
+        }
+        None => s,
+    };
+    if let Some(rest) = s.strip_prefix("user ") {
+        // the user name ends where the address begins: find " <ip> port"
+        let mut parts = rest.rsplitn(4, ' ');
+        let tail: Vec<&str> = parts.by_ref().collect();
+        // tail is reversed: [port_n, "port", ip, user...]
+        if tail.len() == 4 && tail[1] == "port" && is_ip(tail[2]) {
+            ev.user_name = Some(tail[3].to_owned());
+            ev.source_ip = Some(tail[2].to_owned());
+            ev.source_port = tail[0].parse().ok();
+            return;
+        }
+        let (user, rest) = token(rest);
+        ev.user_name = Some(user.to_owned());
+        ip_port(ev, rest);
+    } else {
+        ip_port(ev, s);
+    }
+}
