@@ -7,3 +7,6 @@
 pub mod event;
 pub mod parse;
 pub mod time;
+pub mod cluster;
+pub mod dedupe;
+pub mod cli;

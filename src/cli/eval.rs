@@ -1,0 +1,113 @@
+//! `threatpilot eval clustering DIR`: GA, FGA, PA and FTA on the Loghub 2k
+//! sets under DIR (`DIR/<Dataset>/<Dataset>_2k.log` and its
+//! `_structured_corrected.csv`), with the one shared clustering configuration.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cluster::eval::{score, Scores, LOGHUB_FORMATS};
+use crate::cluster::logformat::LogFormat;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Template grouping accuracy on Loghub 2k datasets.
+    Clustering {
+        /// Folder holding one sub-folder per dataset.
+        dir: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let What::Clustering { dir, json } = args.what;
+    let mut results: Vec<(String, Scores, f64)> = Vec::new();
+    for (name, format) in LOGHUB_FORMATS {
+        let base = Path::new(&dir).join(name);
+        let log = base.join(format!("{name}_2k.log"));
+        let csv = base.join(format!("{name}_2k.log_structured_corrected.csv"));
+        if !log.exists() || !csv.exists() {
+            continue;
+        }
+        let truth = read_truth(&csv)?;
+        let text = std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let fmt = LogFormat::compile(format).map_err(anyhow::Error::msg)?;
+        let started = std::time::Instant::now();
+        let (drain, assigned) = super::cluster::cluster_lines(lines.iter().copied(), Some(&fmt));
+        let secs = started.elapsed().as_secs_f64();
+        let predicted: Vec<(String, String)> =
+            assigned.iter().map(|&i| (i.to_string(), drain.cluster(i).text.to_string())).collect();
+        let s = score(&truth, &predicted);
+        results.push((name.to_string(), s, lines.len() as f64 / secs.max(1e-9)));
+    }
+    if results.is_empty() {
+        anyhow::bail!("no Loghub 2k dataset found under {dir}");
+    }
+    let avg = |f: fn(&Scores) -> f64| results.iter().map(|(_, s, _)| f(s)).sum::<f64>() / results.len() as f64;
+    if json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(n, s, lps)| serde_json::json!({"dataset": n, "scores": s, "lines_per_sec": lps}))
+            .collect();
+        println!("{}", serde_json::json!({"datasets": rows, "average": {"ga": avg(|s| s.ga), "fga": avg(|s| s.fga), "pa": avg(|s| s.pa), "fta": avg(|s| s.fta)}}));
+    } else {
+        println!("{:<10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}", "dataset", "GA", "FGA", "PA", "FTA", "groups", "truth");
+        for (n, s, _) in &results {
+            println!("{n:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7} {:>7}", s.ga, s.fga, s.pa, s.fta, s.predicted_groups, s.true_groups);
+        }
+        println!("{:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3}", "average", avg(|s| s.ga), avg(|s| s.fga), avg(|s| s.pa), avg(|s| s.fta));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads (EventId, EventTemplate) per line from a Loghub structured CSV.
+fn read_truth(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = csv_rows(&text).into_iter();
+    let header = rows.next().context("empty ground-truth file")?;
+    let id = header.iter().position(|h| h == "EventId").context("no EventId column")?;
+    let tpl = header.iter().position(|h| h == "EventTemplate").context("no EventTemplate column")?;
+    Ok(rows.filter(|r| r.len() > id.max(tpl)).map(|r| (r[id].clone(), r[tpl].clone())).collect())
+}
+
+/// Minimal RFC 4180 reader (quoted fields with doubled quotes).
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, '\r') => {}
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}

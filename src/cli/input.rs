@@ -1,0 +1,44 @@
+//! Reading input files (or `-` for stdin) line by line, with a clear error
+//! naming the file when one cannot be read. Invalid UTF-8 is replaced, not
+//! fatal: a log line with a stray byte is still a log line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+
+use anyhow::Context;
+
+/// Opens a path, `-` meaning stdin.
+pub fn open(path: &str) -> anyhow::Result<Box<dyn BufRead>> {
+    if path == "-" {
+        return Ok(Box::new(BufReader::new(std::io::stdin())));
+    }
+    let f = File::open(path).with_context(|| format!("cannot open {path}"))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+}
+
+/// Calls `f` with each line (without its newline); lines are lossily decoded.
+pub fn for_each_line(mut r: impl BufRead, mut f: impl FnMut(&str)) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(s) => f(s),
+            Err(_) => f(&String::from_utf8_lossy(&buf)),
+        }
+    }
+}
+
+/// Reads a whole input (for documents such as webhook payloads).
+pub fn read_all(path: &str) -> anyhow::Result<String> {
+    let mut s = String::new();
+    let mut bytes = Vec::new();
+    open(path)?.read_to_end(&mut bytes).with_context(|| format!("cannot read {path}"))?;
+    s.push_str(&String::from_utf8_lossy(&bytes));
+    Ok(s)
+}

@@ -1,0 +1,50 @@
+//! Command-line interface. Each subcommand lives in its own module; output
+//! shapes on stdout are contracts that scripts rely on (README, SPEC 13).
+
+mod cluster;
+mod eval;
+mod input;
+mod parse;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "threatpilot", version, about = "Streaming detection and response for SOC and SRE teams")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse log lines into ECS events, one JSON object per line.
+    Parse(parse::Args),
+    /// Group log lines into templates, one JSON object per input line.
+    Cluster(cluster::Args),
+    /// Score ThreatPilot against public ground truth.
+    Eval(eval::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Parse(a) => parse::run(a),
+        Command::Cluster(a) => cluster::run(a),
+        Command::Eval(a) => eval::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THREATPILOT_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

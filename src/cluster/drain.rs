@@ -1,0 +1,291 @@
+//! Drain-style online template mining (He et al., ICWS 2017).
+//!
+//! ```text
+//! content ─> tokens (whitespace) ─> mask (mask.rs) ─> tree walk:
+//!   token count ─> first `depth` tokens (masked ones take the <*> branch,
+//!   and so do tokens past `max_children` at a node) ─> leaf: clusters of that
+//!   length ─> most similar cluster (share of equal non-wildcard tokens,
+//!   ties to the most general) ─> at or above `similarity`: merge (differing
+//!   positions become <*>), else a new cluster
+//! ```
+//! Tokens are compared by 64-bit hashes; strings are kept only for template
+//! text. A template's id is the hash of its text, so the same template gets
+//! the same id in every run and on every worker; when a template generalizes
+//! its id changes with its text (the old id stays valid for events already
+//! emitted). The cluster count is capped: past `max_clusters`, lines join
+//! the closest existing cluster of their length or an all-wildcard one, and
+//! `overflowed` counts them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::mask::{mask_token, WILDCARD};
+
+/// Clustering settings; one configuration serves every log source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Tree depth: how many leading tokens route a line (besides its length).
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Minimum share of equal tokens to join a cluster (0..1).
+    #[serde(default = "default_similarity")]
+    pub similarity: f64,
+    /// Children per tree node before further tokens take the <*> branch.
+    #[serde(default = "default_max_children")]
+    pub max_children: usize,
+    /// Upper bound on clusters held in memory.
+    #[serde(default = "default_max_clusters")]
+    pub max_clusters: usize,
+}
+
+fn default_depth() -> usize {
+    2
+}
+fn default_similarity() -> f64 {
+    0.5
+}
+fn default_max_children() -> usize {
+    100
+}
+fn default_max_clusters() -> usize {
+    100_000
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            depth: default_depth(),
+            similarity: default_similarity(),
+            max_children: default_max_children(),
+            max_clusters: default_max_clusters(),
+        }
+    }
+}
+
+const WILD: u64 = 0;
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    tokens: Vec<Box<str>>,
+    hashes: Vec<u64>,
+    pub id: u64,
+    pub text: Arc<str>,
+    pub size: u64,
+}
+
+impl Cluster {
+    fn new(tokens: Vec<Box<str>>, hashes: Vec<u64>) -> Cluster {
+        let text: Arc<str> = Arc::from(tokens.join(" "));
+        Cluster { id: xxh3_64(text.as_bytes()), text, tokens, hashes, size: 0 }
+    }
+}
+
+#[derive(Default)]
+struct Node {
+    children: HashMap<u64, usize>,
+    clusters: Vec<usize>,
+}
+
+/// The template miner.
+pub struct Drain {
+    cfg: DrainConfig,
+    nodes: Vec<Node>,
+    roots: HashMap<usize, usize>,
+    clusters: Vec<Cluster>,
+    pub overflowed: u64,
+    scratch_tokens: Vec<String>,
+    scratch_hashes: Vec<u64>,
+}
+
+/// Splits content into tokens and their masked hashes.
+fn tokenize(content: &str, tokens: &mut Vec<String>, hashes: &mut Vec<u64>) {
+    tokens.clear();
+    hashes.clear();
+    for tok in content.split_ascii_whitespace() {
+        match mask_token(tok) {
+            Some(m) => {
+                hashes.push(if m == WILDCARD { WILD } else { xxh3_64(m.as_bytes()) | 1 });
+                tokens.push(m);
+            }
+            None => {
+                hashes.push(xxh3_64(tok.as_bytes()) | 1);
+                tokens.push(tok.to_owned());
+            }
+        }
+    }
+}
+
+impl Drain {
+    pub fn new(cfg: DrainConfig) -> Drain {
+        Drain {
+            cfg,
+            nodes: Vec::new(),
+            roots: HashMap::new(),
+            clusters: Vec::new(),
+            overflowed: 0,
+            scratch_tokens: Vec::new(),
+            scratch_hashes: Vec::new(),
+        }
+    }
+
+    pub fn clusters(&self) -> &[Cluster] {
+        &self.clusters
+    }
+
+    pub fn cluster(&self, idx: usize) -> &Cluster {
+        &self.clusters[idx]
+    }
+
+    /// Assigns `content` to a cluster; returns the cluster index.
+    pub fn add(&mut self, content: &str) -> usize {
+        let mut tokens = std::mem::take(&mut self.scratch_tokens);
+        let mut hashes = std::mem::take(&mut self.scratch_hashes);
+        tokenize(content, &mut tokens, &mut hashes);
+        let leaf = self.leaf_for(&hashes);
+        let idx = match self.best_match(leaf, &hashes) {
+            Some((ci, sim)) if sim >= self.cfg.similarity => {
+                self.merge(ci, &tokens, &hashes);
+                ci
+            }
+            best => {
+                if self.clusters.len() >= self.cfg.max_clusters {
+                    self.overflowed += 1;
+                    match best {
+                        Some((ci, _)) => {
+                            self.merge(ci, &tokens, &hashes);
+                            ci
+                        }
+                        None => self.new_cluster(leaf, vec![WILDCARD.into(); hashes.len()], vec![WILD; hashes.len()]),
+                    }
+                } else {
+                    let toks: Vec<Box<str>> = tokens.iter().map(|t| t.as_str().into()).collect();
+                    self.new_cluster(leaf, toks, hashes.clone())
+                }
+            }
+        };
+        self.clusters[idx].size += 1;
+        self.scratch_tokens = tokens;
+        self.scratch_hashes = hashes;
+        idx
+    }
+
+    fn new_cluster(&mut self, leaf: usize, tokens: Vec<Box<str>>, hashes: Vec<u64>) -> usize {
+        let idx = self.clusters.len();
+        self.clusters.push(Cluster::new(tokens, hashes));
+        self.nodes[leaf].clusters.push(idx);
+        idx
+    }
+
+    fn node(&mut self) -> usize {
+        self.nodes.push(Node::default());
+        self.nodes.len() - 1
+    }
+
+    /// Walks (and grows) the tree to the leaf for this token sequence.
+    fn leaf_for(&mut self, hashes: &[u64]) -> usize {
+        let len = hashes.len();
+        let mut cur = match self.roots.get(&len) {
+            Some(&n) => n,
+            None => {
+                let n = self.node();
+                self.roots.insert(len, n);
+                n
+            }
+        };
+        for &h in hashes.iter().take(self.cfg.depth) {
+            let next = match self.nodes[cur].children.get(&h) {
+                Some(&n) => n,
+                None => {
+                    let key = if self.nodes[cur].children.len() >= self.cfg.max_children { WILD } else { h };
+                    match self.nodes[cur].children.get(&key) {
+                        Some(&n) => n,
+                        None => {
+                            let n = self.node();
+                            self.nodes[cur].children.insert(key, n);
+                            n
+                        }
+                    }
+                }
+            };
+            cur = next;
+        }
+        cur
+    }
+
+    fn best_match(&self, leaf: usize, hashes: &[u64]) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64, usize)> = None;
+        let n = hashes.len().max(1) as f64;
+        for &ci in &self.nodes[leaf].clusters {
+            let c = &self.clusters[ci];
+            let mut same = 0usize;
+            let mut params = 0usize;
+            for (t, h) in c.hashes.iter().zip(hashes) {
+                if *t == WILD {
+                    params += 1;
+                } else if t == h {
+                    same += 1;
+                }
+            }
+            let sim = same as f64 / n;
+            if best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p)) {
+                best = Some((ci, sim, params));
+            }
+        }
+        if hashes.is_empty() {
+            return best.map(|(c, _, _)| (c, 1.0));
+        }
+        best.map(|(c, s, _)| (c, s))
+    }
+
+    fn merge(&mut self, ci: usize, tokens: &[String], hashes: &[u64]) {
+        let c = &mut self.clusters[ci];
+        let mut changed = false;
+        for i in 0..c.hashes.len() {
+            if c.hashes[i] != WILD && c.hashes[i] != hashes[i] {
+                c.hashes[i] = WILD;
+                c.tokens[i] = WILDCARD.into();
+                changed = true;
+            }
+        }
+        let _ = tokens;
+        if changed {
+            let text: Arc<str> = Arc::from(c.tokens.join(" "));
+            c.id = xxh3_64(text.as_bytes());
+            c.text = text;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn groups_lines_that_differ_in_variables() {
+        let mut d = Drain::new(DrainConfig::default());
+        let a = d.add("Failed password for root from 1.2.3.4 port 22 ssh2");
+        let b = d.add("Failed password for admin from 5.6.7.8 port 2222 ssh2");
+        let c = d.add("Accepted publickey for alice from 5.6.7.8 port 2222 ssh2");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(&*d.cluster(a).text, "Failed password for <*> from <*> port <*> ssh2");
+    }
+
+    proptest! {
+        /// Template stability: the same input gives the same ids in every run.
+        #[test]
+        fn ids_are_stable_across_runs(lines in proptest::collection::vec("[a-c]{1,2}( [0-9a-c]{1,3}){0,4}", 1..40)) {
+            let run = |lines: &[String]| {
+                let mut d = Drain::new(DrainConfig::default());
+                lines.iter().map(|l| { let i = d.add(l); d.cluster(i).id }).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(run(&lines), run(&lines));
+        }
+    }
+}
