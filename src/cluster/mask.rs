@@ -90,7 +90,11 @@ fn is_variable(s: &str) -> bool {
     if s.starts_with("0x") || (hexish && b.len() >= 8) {
         return true;
     }
-    // identifiers with a digit run of 2+ or mostly digits: blk_-1608, node-246, job_1445_0020
+    // identifiers with an all-digit segment: rdd_2_1, broadcast_9_piece0, task-12
+    if s.split(['_', '-', '.', '/', '@', '#', '$']).any(|seg| !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_digit())) {
+        return true;
+    }
+    // identifiers with a digit run of 2+ or mostly digits: blk_-1608, node246, job_1445_0020
     let mut run = 0;
     let mut max_run = 0;
     for c in b {
