@@ -10,3 +10,6 @@ pub mod time;
 pub mod cluster;
 pub mod dedupe;
 pub mod cli;
+pub mod detect;
+pub mod finding;
+pub mod metrics;

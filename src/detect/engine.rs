@@ -1,0 +1,411 @@
+//! The detection engine: events in, findings out, on event time.
+//!
+//! Detectors are indexed by the datasets their `match` requires, so an
+//! event is tested only against detectors that can match it. State is a map
+//! from (detector, time domain, group key) to a small [`KeyState`]; when it
+//! outgrows `max_keys`, expired keys go first, then the least recently seen
+//! inactive ones (counted in `evicted_keys`): a flood of new keys costs
+//! bounded memory, never an OOM. Keys with an open finding are never evicted.
+
+use std::collections::{HashMap, HashSet};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::config::AggregateKind;
+use super::window::{Contribution, WindowState};
+use super::{Detector, Logic};
+use crate::event::{Event, Outcome};
+use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most group keys held across all detectors.
+    pub max_keys: usize,
+    /// How far behind the newest event time an event may arrive and still count.
+    pub allowed_lateness_ms: i64,
+    pub execution_id: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_keys: 1_000_000, allowed_lateness_ms: 60_000, execution_id: format!("exec-{}", crate::time::now_ms()) }
+    }
+}
+
+/// Outcome counters; `events == late + evaluated`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStats {
+    pub events: u64,
+    pub late: u64,
+    pub evaluated: u64,
+    pub matched: u64,
+    pub opened: u64,
+    pub updated: u64,
+    pub resolved: u64,
+    pub evicted_keys: u64,
+}
+
+type Key = (u32, u32, u64);
+
+struct KeyState {
+    first_seen: i64,
+    last_seen: i64,
+    window: WindowState,
+    event_count: u64,
+    success: u64,
+    failure: u64,
+    targets: Vec<u64>,
+    evidence: Vec<Box<str>>,
+    active: Option<Box<Active>>,
+}
+
+struct Active {
+    finding: Finding,
+    last_emit: i64,
+}
+
+const MAX_TARGETS: usize = 64;
+const EVIDENCE_LINE_MAX: usize = 512;
+
+impl KeyState {
+    fn new(det: &Detector, ts: i64) -> KeyState {
+        KeyState {
+            first_seen: ts,
+            last_seen: ts,
+            window: match &det.logic {
+                Logic::Window(w) => WindowState::new(w),
+                Logic::Sequence(_) => WindowState::Sequence { stage: 0, count: 0, start: ts },
+            },
+            event_count: 0,
+            success: 0,
+            failure: 0,
+            targets: Vec::new(),
+            evidence: Vec::new(),
+            active: None,
+        }
+    }
+
+    /// How long after `last_seen` the key's window is certainly empty.
+    fn span_ms(&self, det: &Detector) -> i64 {
+        match &det.logic {
+            Logic::Window(w) => self.window.span_ms(w),
+            Logic::Sequence(s) => s.within_ms,
+        }
+    }
+}
+
+pub struct Engine {
+    detectors: Vec<Detector>,
+    by_dataset: HashMap<String, Vec<u32>>,
+    generic: Vec<u32>,
+    keys: HashMap<Key, KeyState>,
+    active: HashSet<Key>,
+    newest: HashMap<u32, i64>,
+    last_sweep: HashMap<u32, i64>,
+    cfg: EngineConfig,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(detectors: Vec<Detector>, cfg: EngineConfig) -> Engine {
+        let mut by_dataset: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut generic = Vec::new();
+        for (i, d) in detectors.iter().enumerate() {
+            match d.matcher.required_datasets() {
+                Some(ds) => ds.into_iter().for_each(|ds| by_dataset.entry(ds).or_default().push(i as u32)),
+                None => generic.push(i as u32),
+            }
+        }
+        Engine {
+            detectors,
+            by_dataset,
+            generic,
+            keys: HashMap::new(),
+            active: HashSet::new(),
+            newest: HashMap::new(),
+            last_sweep: HashMap::new(),
+            cfg,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn detectors(&self) -> &[Detector] {
+        &self.detectors
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Runs one event through every detector that can match it.
+    pub fn process(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        self.stats.events += 1;
+        let newest = self.newest.entry(ev.time_domain).or_insert(i64::MIN);
+        if *newest != i64::MIN && ev.timestamp < *newest - self.cfg.allowed_lateness_ms {
+            self.stats.late += 1;
+            return;
+        }
+        *newest = (*newest).max(ev.timestamp);
+        let newest = *newest;
+        self.stats.evaluated += 1;
+        let Engine { detectors, by_dataset, generic, keys, active, cfg, stats, .. } = self;
+        let specific = by_dataset.get(ev.dataset.as_ref()).map_or(&[][..], Vec::as_slice);
+        for &di in specific.iter().chain(generic.iter()) {
+            let det = &detectors[di as usize];
+            if det.matcher.matches(ev) {
+                stats.matched += 1;
+                observe(det, di, ev, keys, active, cfg, stats, out);
+            }
+        }
+        let watermark = newest - self.cfg.allowed_lateness_ms;
+        let last = self.last_sweep.entry(ev.time_domain).or_insert(i64::MIN);
+        if *last == i64::MIN || watermark - *last >= 1000 {
+            *last = watermark;
+            self.sweep(ev.time_domain, watermark, out);
+        }
+        if self.keys.len() > self.cfg.max_keys {
+            self.evict();
+        }
+    }
+
+    /// Resolves findings quiet since before `watermark` minus their resolve delay.
+    fn sweep(&mut self, domain: u32, watermark: i64, out: &mut Vec<Finding>) {
+        let due: Vec<Key> = self
+            .active
+            .iter()
+            .filter(|k| k.1 == domain)
+            .filter(|k| {
+                let st = &self.keys[k];
+                st.last_seen + self.detectors[k.0 as usize].resolve_after_ms <= watermark
+            })
+            .copied()
+            .collect();
+        for k in due {
+            self.resolve(k, out);
+        }
+    }
+
+    fn resolve(&mut self, k: Key, out: &mut Vec<Finding>) {
+        self.active.remove(&k);
+        if let Some(st) = self.keys.remove(&k) {
+            if let Some(a) = st.active {
+                let mut f = a.finding;
+                f.status = Status::Resolved;
+                f.update_count += 1;
+                fill(&mut f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
+                f.emitted_at = crate::time::now_ms();
+                self.stats.resolved += 1;
+                out.push(f);
+            }
+        }
+    }
+
+    /// End of input: every open finding resolves (its activity has stopped).
+    pub fn flush(&mut self, out: &mut Vec<Finding>) {
+        let mut keys: Vec<Key> = self.active.iter().copied().collect();
+        keys.sort();
+        for k in keys {
+            self.resolve(k, out);
+        }
+        self.keys.clear();
+    }
+
+    fn evict(&mut self) {
+        let target = self.cfg.max_keys - self.cfg.max_keys / 10;
+        let before = self.keys.len();
+        let (detectors, newest) = (&self.detectors, &self.newest);
+        self.keys.retain(|k, st| {
+            st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > newest.get(&k.1).copied().unwrap_or(i64::MIN)
+        });
+        if self.keys.len() > target {
+            let mut seen: Vec<i64> = self.keys.values().filter(|s| s.active.is_none()).map(|s| s.last_seen).collect();
+            let excess = (self.keys.len() - target).min(seen.len());
+            if excess > 0 {
+                let (_, cutoff, _) = seen.select_nth_unstable(excess - 1);
+                let cutoff = *cutoff;
+                let mut budget = excess;
+                self.keys.retain(|_, st| {
+                    if budget > 0 && st.active.is_none() && st.last_seen <= cutoff {
+                        budget -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+        }
+        self.stats.evicted_keys += (before - self.keys.len()) as u64;
+        metrics::counter!(crate::metrics::DETECT_EVICTED_KEYS).increment((before - self.keys.len()) as u64);
+    }
+}
+
+fn hash_str(h: &mut Xxh3, s: &str) {
+    h.update(s.as_bytes());
+    h.update(&[0x1f]);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    det: &Detector,
+    di: u32,
+    ev: &Event,
+    keys: &mut HashMap<Key, KeyState>,
+    active: &mut HashSet<Key>,
+    cfg: &EngineConfig,
+    stats: &mut EngineStats,
+    out: &mut Vec<Finding>,
+) {
+    let mut buf = String::new();
+    let mut h = Xxh3::new();
+    for f in &det.group_by {
+        match ev.get(f, &mut buf) {
+            Some(v) if !v.is_empty() => hash_str(&mut h, v),
+            _ => return,
+        }
+    }
+    let key = (di, ev.time_domain, h.digest());
+    let ts = ev.timestamp;
+    let st = keys.entry(key).or_insert_with(|| KeyState::new(det, ts));
+    if st.active.is_none() && ts > st.last_seen + st.span_ms(det) {
+        *st = KeyState::new(det, ts);
+    }
+    st.first_seen = st.first_seen.min(ts);
+    st.last_seen = st.last_seen.max(ts);
+    st.event_count += ev.count as u64;
+    match ev.outcome {
+        Outcome::Success => st.success += ev.count as u64,
+        Outcome::Failure => st.failure += ev.count as u64,
+        Outcome::Unknown => {}
+    }
+    if let Some(tf) = &det.targets_field {
+        if let Some(v) = ev.get(tf, &mut buf) {
+            let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+            if st.targets.len() < MAX_TARGETS && !st.targets.contains(&th) {
+                st.targets.push(th);
+            }
+        }
+    }
+    if st.evidence.len() < det.evidence_max {
+        let line = &ev.original;
+        let cut = (0..=line.len().min(EVIDENCE_LINE_MAX)).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        st.evidence.push(line[..cut].into());
+    }
+    if let Some(a) = st.active.as_mut() {
+        if ts >= a.last_emit + det.cooldown_ms {
+            a.last_emit = ts;
+            let f = &mut a.finding;
+            f.status = Status::Updated;
+            f.update_count += 1;
+            fill(f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
+            f.emitted_at = crate::time::now_ms();
+            f.trigger_read_ns = ev.read_ns;
+            stats.updated += 1;
+            out.push(f.clone());
+        }
+        return;
+    }
+    let (crossed, value, threshold) = match &det.logic {
+        Logic::Window(w) => {
+            let num = match w.aggregate {
+                AggregateKind::Sum => w.field.as_ref().and_then(|f| ev.get_number(f)).unwrap_or(0.0) * ev.count as f64,
+                AggregateKind::Ratio => {
+                    if w.numerator.as_ref().is_some_and(|n| n.matches(ev)) { ev.count as f64 } else { 0.0 }
+                }
+                _ => 0.0,
+            };
+            let distinct = match (&w.aggregate, &w.field) {
+                (AggregateKind::DistinctCount, Some(f)) => match ev.get(f, &mut buf) {
+                    Some(v) => xxhash_rust::xxh3::xxh3_64(v.as_bytes()),
+                    None => return,
+                },
+                _ => 0,
+            };
+            let (value, events) = st.window.observe(w, &Contribution { ts, weight: ev.count as f64, num, distinct });
+            let enough = w.aggregate != AggregateKind::Ratio || events >= w.min_events as f64;
+            (enough && value >= w.threshold, value, w.threshold)
+        }
+        Logic::Sequence(seq) => {
+            let WindowState::Sequence { stage, count, start } = &mut st.window else { return };
+            if ts - *start > seq.within_ms {
+                *stage = 0;
+                *count = 0;
+            }
+            let s = *stage as usize;
+            if s < seq.steps.len() && seq.steps[s].1.matches(ev) {
+                if *stage == 0 && *count == 0 {
+                    *start = ts;
+                }
+                *count += ev.count as u64;
+                if *count >= seq.steps[s].2 {
+                    *stage += 1;
+                    *count = 0;
+                }
+            }
+            (*stage as usize == seq.steps.len(), *stage as f64, seq.steps.len() as f64)
+        }
+    };
+    if !crossed {
+        return;
+    }
+    let offender = match ev.get(&det.offender_field, &mut buf) {
+        Some(v) => v.to_owned(),
+        None => return,
+    };
+    let mut context = std::collections::BTreeMap::new();
+    for (k, f) in &det.context {
+        if let Some(v) = ev.get(f, &mut buf) {
+            context.insert(k.clone(), v.to_owned());
+        }
+    }
+    let mut idh = Xxh3::new();
+    hash_str(&mut idh, &det.id);
+    hash_str(&mut idh, &offender);
+    idh.update(&key.2.to_le_bytes());
+    idh.update(&st.first_seen.to_le_bytes());
+    let mut f = Finding {
+        finding_id: format!("f-{:016x}", idh.digest()),
+        execution_id: format!("{}-v{}", cfg.execution_id, det.revision),
+        detector: DetectorRef { id: det.id.clone(), version: det.revision },
+        domain: det.domain,
+        classification: det.classification.clone(),
+        title: det.title.clone(),
+        severity: det.severity,
+        confidence: det.confidence,
+        status: Status::Open,
+        context,
+        offender: Offender { kind: det.offender_kind, value: offender.clone() },
+        metrics: Metrics { value, threshold, ..Metrics::default() },
+        time_window: TimeWindow { start: st.first_seen, end: st.last_seen },
+        first_seen: st.first_seen,
+        last_seen: st.last_seen,
+        update_count: 0,
+        evidence: Vec::new(),
+        recommended_actions: det.recommended_actions.iter().map(|a| a.replace("{offender}", &offender)).collect(),
+        attack: det.attack.clone(),
+        emitted_at: crate::time::now_ms(),
+        crossed_at: ts,
+        trigger_read_ns: ev.read_ns,
+    };
+    fill(&mut f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
+    stats.opened += 1;
+    out.push(f.clone());
+    st.active = Some(Box::new(Active { finding: f, last_emit: ts }));
+    active.insert(key);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill(f: &mut Finding, evidence: &[Box<str>], first: i64, last: i64, count: u64, success: u64, failure: u64, targets: usize) {
+    f.first_seen = first;
+    f.last_seen = last;
+    f.time_window = TimeWindow { start: first, end: last };
+    f.metrics.event_count = count;
+    f.metrics.success_count = success;
+    f.metrics.failure_count = failure;
+    f.metrics.unique_targets = targets as u64;
+    f.metrics.duration_sec = ((last - first).max(0) / 1000) as u64;
+    f.evidence = evidence.iter().map(|e| e.to_string()).collect();
+}
