@@ -13,3 +13,5 @@ pub mod cli;
 pub mod detect;
 pub mod finding;
 pub mod metrics;
+pub mod cli_support;
+pub mod pipeline;

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let format = args.log_format.as_deref().map(LogFormat::compile).transpose().map_err(anyhow::Error::msg)?;
     let mut lines = Vec::new();
     for path in &args.files {
-        super::input::for_each_line(super::input::open(path)?, |l| lines.push(l.to_owned()))?;
+        crate::cli_support::for_each_line(crate::cli_support::open(path)?, |l| lines.push(l.to_owned()))?;
     }
     let (drain, assigned) = cluster_lines(lines.iter().map(String::as_str), format.as_ref());
     let stdout = std::io::stdout();

@@ -1,10 +1,12 @@
 //! Command-line interface. Each subcommand lives in its own module; output
 //! shapes on stdout are contracts that scripts rely on (README, SPEC 13).
 
+mod check;
 mod cluster;
 mod eval;
-mod input;
+
 mod parse;
+mod replay;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,14 @@ enum Command {
     Parse(parse::Args),
     /// Group log lines into templates, one JSON object per input line.
     Cluster(cluster::Args),
+    /// Replay log files through the pipeline; findings as JSON lines.
+    Replay(replay::ReplayArgs),
+    /// Run a pipeline file.
+    Run(replay::RunArgs),
+    /// Check every pipeline and detector file.
+    Validate(check::ValidateArgs),
+    /// Run the detector fixtures.
+    Test(check::TestArgs),
     /// Score ThreatPilot against public ground truth.
     Eval(eval::Args),
 }
@@ -33,6 +43,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(a) => parse::run(a),
         Command::Cluster(a) => cluster::run(a),
+        Command::Replay(a) => replay::replay(a),
+        Command::Run(a) => replay::run(a),
+        Command::Validate(a) => check::validate(a),
+        Command::Test(a) => check::test(a),
         Command::Eval(a) => eval::run(a),
     };
     match result {

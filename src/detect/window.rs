@@ -97,10 +97,17 @@ impl WindowState {
                 finish(num, den)
             }
             WindowState::Leaky { level, last } => {
-                if *last != i64::MIN && c.ts > *last {
-                    *level = (*level - (c.ts - *last) as f64 / logic.leak_ms).max(0.0);
+                // whole events leak once per interval, as CrowdSec's buckets do
+                if *last == i64::MIN || *level <= 0.0 {
+                    *last = c.ts;
+                } else if c.ts > *last {
+                    let leaked = ((c.ts - *last) as f64 / logic.leak_ms).floor();
+                    *level = (*level - leaked).max(0.0);
+                    *last += (leaked * logic.leak_ms) as i64;
+                    if *level <= 0.0 {
+                        *last = c.ts;
+                    }
                 }
-                *last = (*last).max(c.ts);
                 *level += c.weight;
                 (*level, *level)
             }
@@ -165,8 +172,9 @@ mod tests {
         for i in 0..5 {
             add(&mut w, &l, i * 1000);
         }
-        // five events in 4 s leak 0.4; twenty seconds later two more have leaked
-        assert!((add(&mut w, &l, 24_000) - (5.0 - 2.4 + 1.0)).abs() < 1e-9);
+        // five events in 4 s leak nothing; by 24 s two whole events have leaked
+        assert_eq!(add(&mut w, &l, 4_500), 6.0);
+        assert_eq!(add(&mut w, &l, 24_000), 6.0 - 2.0 + 1.0);
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     }
     for prefix in ["Connection closed by ", "Disconnected from ", "Connection reset by "] {
         if let Some(rest) = msg.strip_prefix(prefix) {
-            set(ev, "ssh_disconnect_preauth", Outcome::Unknown);
+            // an authenticating (or invalid) user dropped before success is a failed attempt
+            let attempt = rest.starts_with("authenticating user ") || rest.starts_with("invalid user ");
+            set(ev, "ssh_disconnect_preauth", if attempt { Outcome::Failure } else { Outcome::Unknown });
             user_then_ip(ev, rest);
             return true;
         }

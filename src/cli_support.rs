@@ -35,6 +35,7 @@ pub fn for_each_line(mut r: impl BufRead, mut f: impl FnMut(&str)) -> std::io::R
 }
 
 /// Reads a whole input (for documents such as webhook payloads).
+#[allow(dead_code)]
 pub fn read_all(path: &str) -> anyhow::Result<String> {
     let mut s = String::new();
     let mut bytes = Vec::new();

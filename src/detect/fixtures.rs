@@ -1,0 +1,84 @@
+//! Detector fixtures: `fixtures/detectors/<name>/` holds input files
+//! (`*.log`, `*.jsonl`, `*.json`) and `expected.json`, the findings the
+//! input must raise: `[{"detector": "...", "offender": "..."}]`. The
+//! comparison is exact both ways: a missing finding and an extra one both
+//! fail, so fixtures check precision as well as recall. Year-less
+//! timestamps are placed relative to [`FIXTURE_REFERENCE_MS`], so results do
+//! not depend on the day the tests run.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::Finding;
+use crate::parse::{Format, SourceState};
+use crate::pipeline::config::PipelineSpec;
+
+/// 2026-06-01T00:00:00Z.
+pub const FIXTURE_REFERENCE_MS: i64 = 1_780_272_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Expected {
+    pub detector: String,
+    pub offender: String,
+}
+
+/// Fixture folders under `root`, sorted.
+pub fn fixture_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("expected.json").exists())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Replays one fixture folder with the detectors under `detectors`; returns
+/// the findings, or a description of what differs from `expected.json`.
+pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String> {
+    let expected: Vec<Expected> = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).map_err(|e| format!("{}: {e}", dir.display()))?,
+    )
+    .map_err(|e| format!("{}/expected.json: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n != "expected.json") && p.extension().is_some_and(|e| e == "log" || e == "jsonl" || e == "json"))
+        .collect();
+    files.sort();
+    let dets = super::load_dir(detectors).map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let spec = fixture_pipeline();
+    let mut inputs = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let mut state = SourceState::new(Format::Auto, FIXTURE_REFERENCE_MS);
+        state.time_domain = i as u32;
+        let lines = if f.extension().is_some_and(|e| e == "json") { vec![text.replace('\n', " ")] } else { text.lines().map(str::to_owned).collect() };
+        inputs.push((state, lines));
+    }
+    let findings = crate::pipeline::run_inline(&spec, &mut inputs, dets);
+    let got: BTreeSet<Expected> = findings.iter().map(|f| Expected { detector: f.detector.id.clone(), offender: f.offender.value.clone() }).collect();
+    let want: BTreeSet<Expected> = expected.into_iter().collect();
+    if got == want {
+        Ok(findings)
+    } else {
+        let missing: Vec<_> = want.difference(&got).collect();
+        let extra: Vec<_> = got.difference(&want).collect();
+        Err(format!("{}: missing {missing:?}, unexpected {extra:?}", dir.display()))
+    }
+}
+
+/// The pipeline settings fixtures run with: the defaults.
+pub fn fixture_pipeline() -> PipelineSpec {
+    PipelineSpec {
+        version: 1,
+        name: "fixtures".into(),
+        sources: Vec::new(),
+        transforms: Default::default(),
+        detect: Default::default(),
+        sinks: Vec::new(),
+        batch_size: 1024,
+        channel_capacity: 8,
+    }
+}

@@ -1,0 +1,167 @@
+//! Pipeline files (`pipelines/*.yaml`): sources, transforms, detectors, sinks.
+//! Sources and sinks are closed, tagged enums: every component is
+//! registered here and matched exhaustively.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::DrainConfig;
+use crate::parse::{Format, JsonMapping};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// File format version; 1.
+    pub version: u32,
+    pub name: String,
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub transforms: TransformsConfig,
+    #[serde(default)]
+    pub detect: DetectConfig,
+    pub sinks: Vec<SinkConfig>,
+    /// Events per batch between stages.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Batches a stage's input channel holds before the sender waits.
+    #[serde(default = "default_channel")]
+    pub channel_capacity: usize,
+}
+
+fn default_batch() -> usize {
+    1024
+}
+fn default_channel() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Files read to the end; each file is its own event-time domain.
+    File {
+        id: String,
+        paths: Vec<String>,
+        #[serde(default)]
+        format: Format,
+        /// `event.dataset` where the format does not say (e.g. `nginx.access`).
+        #[serde(default)]
+        dataset: Option<String>,
+        /// `host.name` where the lines do not carry it.
+        #[serde(default)]
+        host: Option<String>,
+        #[serde(default)]
+        json_mapping: JsonMapping,
+    },
+    /// Standard input until end of file.
+    Stdin {
+        id: String,
+        #[serde(default)]
+        format: Format,
+        #[serde(default)]
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformsConfig {
+    #[serde(default)]
+    pub dedupe: DedupeConfig,
+    #[serde(default)]
+    pub cluster: DrainConfig,
+}
+
+impl Default for TransformsConfig {
+    fn default() -> Self {
+        TransformsConfig { dedupe: DedupeConfig::default(), cluster: DrainConfig::default() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    /// Identical events this close in event time collapse.
+    #[serde(default = "default_dedupe_window")]
+    pub window_ms: i64,
+    /// Alert keys remembered to drop Alertmanager resends.
+    #[serde(default = "default_alert_keys")]
+    pub max_alert_keys: usize,
+}
+
+fn default_dedupe_window() -> i64 {
+    1000
+}
+fn default_alert_keys() -> usize {
+    100_000
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig { window_ms: default_dedupe_window(), max_alert_keys: default_alert_keys() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Folders of detector files, relative to the working directory.
+    #[serde(default = "default_detector_paths")]
+    pub paths: Vec<String>,
+    /// Most window keys held; older ones are evicted (and counted) past it.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness_secs: u64,
+}
+
+fn default_detector_paths() -> Vec<String> {
+    vec!["detectors".into()]
+}
+fn default_max_keys() -> usize {
+    1_000_000
+}
+fn default_lateness() -> u64 {
+    60
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig { paths: default_detector_paths(), max_keys: default_max_keys(), allowed_lateness_secs: default_lateness() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Findings as JSON lines on stdout.
+    Stdout {
+        /// Every version of each finding, not only its final state.
+        #[serde(default)]
+        updates: bool,
+    },
+    /// Findings as JSON lines in a file (every version, appended in order).
+    File { path: String },
+    /// A Markdown summary written when the pipeline stops.
+    Report { path: String },
+}
+
+/// Parses a pipeline file's text; errors carry the line.
+pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::CompileError> {
+    let spec: PipelineSpec = serde_saphyr::from_str(text).map_err(|e| crate::detect::CompileError {
+        path: path.to_owned(),
+        line: e.location().map_or(0, |l| l.line()),
+        message: e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned(),
+    })?;
+    let err = |message: String| crate::detect::CompileError { path: path.to_owned(), line: 1, message };
+    if spec.version != 1 {
+        return Err(err(format!("unsupported pipeline file version {} (expected 1)", spec.version)));
+    }
+    if spec.sources.is_empty() || spec.sinks.is_empty() {
+        return Err(err("a pipeline needs at least one source and one sink".into()));
+    }
+    if spec.batch_size == 0 || spec.channel_capacity == 0 {
+        return Err(err("batch_size and channel_capacity must be at least 1".into()));
+    }
+    Ok(spec)
+}

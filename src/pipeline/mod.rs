@@ -1,0 +1,11 @@
+//! The pipeline: a versioned file ([`config`]) declares sources, transforms,
+//! detectors and sinks; [`graph`] runs them as tasks joined by bounded
+//! channels; [`stages`] holds the per-batch logic both paths share.
+
+pub mod config;
+pub mod graph;
+pub mod sinks;
+pub mod stages;
+
+pub use config::{load_str, PipelineSpec};
+pub use graph::{inputs, run, run_inline, RunSummary, StageReport};

@@ -1,0 +1,120 @@
+//! Finding sinks for local runs: stdout (final states, or every version),
+//! a JSON-lines file (every version), and a Markdown report at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use super::config::SinkConfig;
+use super::graph::StageReport;
+use crate::finding::Finding;
+
+pub struct Sinks {
+    configs: Vec<SinkConfig>,
+    files: Vec<Option<std::io::BufWriter<std::fs::File>>>,
+    /// Final state per finding id, in order of first emission.
+    latest: Vec<Finding>,
+    index: HashMap<String, usize>,
+    versions: usize,
+    report: StageReport,
+}
+
+impl Sinks {
+    pub fn open(configs: Vec<SinkConfig>) -> anyhow::Result<Sinks> {
+        let mut files = Vec::new();
+        for c in &configs {
+            files.push(match c {
+                SinkConfig::File { path } => {
+                    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {path}: {e}"))?;
+                    Some(std::io::BufWriter::new(f))
+                }
+                _ => None,
+            });
+        }
+        Ok(Sinks { configs, files, latest: Vec::new(), index: HashMap::new(), versions: 0, report: StageReport { stage: "sink".into(), ..StageReport::default() } })
+    }
+
+    pub fn accept(&mut self, f: Finding) -> anyhow::Result<()> {
+        self.report.received += 1;
+        self.versions += 1;
+        let line = serde_json::to_string(&f)?;
+        for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {
+            match (c, file) {
+                (SinkConfig::Stdout { updates: true }, _) => println!("{line}"),
+                (SinkConfig::File { .. }, Some(w)) => writeln!(w, "{line}")?,
+                _ => {}
+            }
+        }
+        match self.index.get(&f.finding_id) {
+            Some(&i) => self.latest[i] = f,
+            None => {
+                self.index.insert(f.finding_id.clone(), self.latest.len());
+                self.latest.push(f);
+            }
+        }
+        self.report.emitted += 1;
+        Ok(())
+    }
+
+    /// Writes final states and reports; returns (stage report, findings, versions).
+    pub fn finish(mut self) -> anyhow::Result<(StageReport, usize, usize)> {
+        for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {
+            match (c, file) {
+                (SinkConfig::Stdout { updates: false }, _) => {
+                    let stdout = std::io::stdout();
+                    let mut out = stdout.lock();
+                    for f in &self.latest {
+                        writeln!(out, "{}", serde_json::to_string(f)?)?;
+                    }
+                }
+                (SinkConfig::File { .. }, Some(w)) => w.flush()?,
+                (SinkConfig::Report { path }, _) => {
+                    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(path, report_markdown(&self.latest)).map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
+                }
+                _ => {}
+            }
+        }
+        Ok((self.report, self.latest.len(), self.versions))
+    }
+}
+
+/// A Markdown summary of findings: counts by domain, classification and
+/// severity, top offenders, and each finding.
+pub fn report_markdown(findings: &[Finding]) -> String {
+    let mut s = String::from("# ThreatPilot findings report\n\n");
+    s.push_str(&format!("{} findings.\n\n", findings.len()));
+    let mut by: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    let mut offenders: BTreeMap<String, usize> = BTreeMap::new();
+    for f in findings {
+        *by.entry((f.domain.as_str().into(), f.classification.clone(), format!("{:?}", f.severity).to_lowercase())).or_default() += 1;
+        *offenders.entry(format!("{:?} {}", f.offender.kind, f.offender.value).to_lowercase()).or_default() += 1;
+    }
+    s.push_str("## By domain, classification and severity\n\n| domain | classification | severity | findings |\n|---|---|---|---|\n");
+    for ((d, c, sev), n) in &by {
+        s.push_str(&format!("| {d} | {c} | {sev} | {n} |\n"));
+    }
+    let mut top: Vec<_> = offenders.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    s.push_str("\n## Top offenders\n\n| offender | findings |\n|---|---|\n");
+    for (o, n) in top.iter().take(10) {
+        s.push_str(&format!("| {o} | {n} |\n"));
+    }
+    s.push_str("\n## Findings\n\n| first seen | detector | severity | offender | events | status |\n|---|---|---|---|---|---|\n");
+    for f in findings {
+        s.push_str(&format!(
+            "| {} | {} | {:?} | {} | {} | {:?} |\n",
+            crate::time::format_rfc3339(f.first_seen),
+            f.detector.id,
+            f.severity,
+            f.offender.value,
+            f.metrics.event_count,
+            f.status
+        ));
+    }
+    s
+}

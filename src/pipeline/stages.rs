@@ -1,0 +1,45 @@
+//! The processing stages as plain structs, so one code path serves both the
+//! task graph ([`super::graph`]) and single-threaded callers (fixture tests,
+//! the per-core benchmark): parse -> dedupe -> cluster -> detect.
+
+use crate::cluster::Clusterer;
+use crate::dedupe::{DedupStats, Deduper};
+use crate::detect::{Detector, Engine, EngineConfig};
+use crate::event::Event;
+use crate::finding::Finding;
+
+use super::config::PipelineSpec;
+
+pub struct Stages {
+    pub dedupe: Deduper,
+    pub cluster: Clusterer,
+    pub engine: Engine,
+}
+
+impl Stages {
+    pub fn new(spec: &PipelineSpec, detectors: Vec<Detector>, execution_id: String) -> Stages {
+        Stages {
+            dedupe: Deduper::new(spec.transforms.dedupe.window_ms, spec.transforms.dedupe.max_alert_keys),
+            cluster: Clusterer::new(spec.transforms.cluster.clone()),
+            engine: Engine::new(
+                detectors,
+                EngineConfig {
+                    max_keys: spec.detect.max_keys,
+                    allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
+                    execution_id,
+                },
+            ),
+        }
+    }
+
+    /// Runs a parsed batch through dedupe, cluster and detect.
+    pub fn process(&mut self, batch: Vec<Event>, findings: &mut Vec<Finding>) -> DedupStats {
+        let mut events = Vec::with_capacity(batch.len());
+        let stats = self.dedupe.process(batch, &mut events);
+        self.cluster.process(&mut events);
+        for ev in &events {
+            self.engine.process(ev, findings);
+        }
+        stats
+    }
+}
