@@ -250,4 +250,8 @@ pub struct OffenderSpec {
     #[serde(rename = "type")]
     pub kind: OffenderType,
     pub field: String,
+    /// Stands in for a missing offender or group-by value (e.g. `unknown-host`
+    /// for bare kernel lines); without it such events are skipped.
+    #[serde(default)]
+    pub default: Option<String>,
 }

@@ -262,9 +262,9 @@ fn observe(
     let mut buf = String::new();
     let mut h = Xxh3::new();
     for f in &det.group_by {
-        match ev.get(f, &mut buf) {
-            Some(v) if !v.is_empty() => hash_str(&mut h, v),
-            _ => return,
+        match (ev.get(f, &mut buf).filter(|v| !v.is_empty()), det.offender_default.as_deref()) {
+            (Some(v), _) | (None, Some(v)) => hash_str(&mut h, v),
+            (None, None) => return,
         }
     }
     let key = (di, ev.time_domain, h.digest());
@@ -351,9 +351,9 @@ fn observe(
     if !crossed {
         return;
     }
-    let offender = match ev.get(&det.offender_field, &mut buf) {
-        Some(v) => v.to_owned(),
-        None => return,
+    let offender = match (ev.get(&det.offender_field, &mut buf).filter(|v| !v.is_empty()), det.offender_default.as_deref()) {
+        (Some(v), _) | (None, Some(v)) => v.to_owned(),
+        (None, None) => return,
     };
     let mut context = std::collections::BTreeMap::new();
     for (k, f) in &det.context {

@@ -79,7 +79,12 @@ fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondi
         tests.push(Test::Keywords(ac));
     }
     if let Some(r) = &cond.regex {
-        tests.push(Test::Regex(Regex::new(r).map_err(|e| err(format!("invalid regex: {e}")))?));
+        let re = Regex::new(r).map_err(|e| {
+            // the regex crate draws a caret diagram over several lines; keep the verdict
+            let text = e.to_string();
+            err(format!("invalid regex {r:?}: {}", text.lines().last().unwrap_or("").trim_start_matches("error: ")))
+        })?;
+        tests.push(Test::Regex(re));
     }
     if cond.gte.is_some() || cond.lte.is_some() {
         tests.push(Test::Range { gte: cond.gte, lte: cond.lte });

@@ -53,6 +53,7 @@ pub struct Detector {
     pub group_by: Vec<Field>,
     pub offender_kind: OffenderType,
     pub offender_field: Field,
+    pub offender_default: Option<String>,
     pub context: Vec<(String, Field)>,
     pub targets_field: Option<Field>,
     pub recommended_actions: Vec<String>,
@@ -178,6 +179,7 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
         group_by,
         offender_kind: out.offender.kind,
         offender_field: field(1, &out.offender.field)?,
+        offender_default: out.offender.default.clone(),
         context: out.context.iter().map(|(k, v)| Ok((k.clone(), field(1, v)?))).collect::<Result<_, CompileError>>()?,
         targets_field: out.targets_field.as_deref().map(|f| field(1, f)).transpose()?,
         recommended_actions: out.recommended_actions.clone(),
@@ -198,8 +200,14 @@ pub fn load_str(text: &str, path: &str) -> Result<Detector, CompileError> {
     compile(&spec, path)
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_owned()
+/// The first line of a YAML error, without the location we report ourselves.
+pub(crate) fn first_line(s: &str) -> String {
+    let line = s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((loc, rest)) if loc.contains("column") => rest.to_owned(),
+        _ => line.to_owned(),
+    }
 }
 
 /// Every `*.yaml` under `dir` (recursively), sorted for a stable order.

@@ -21,6 +21,8 @@ struct Webhook {
     version: Option<String>,
     group_key: Option<String>,
     #[serde(default)]
+    status: String,
+    #[serde(default)]
     common_annotations: BTreeMap<String, String>,
     #[serde(default)]
     group_labels: BTreeMap<String, String>,
@@ -56,7 +58,21 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
     }
     let group_key = hook.group_key.unwrap_or_default();
     let mut out = Vec::with_capacity(hook.alerts.len());
-    for alert in hook.alerts {
+    for mut alert in hook.alerts {
+        if alert.status.is_empty() {
+            alert.status = hook.status.clone();
+        }
+        if alert.fingerprint.is_empty() {
+            // Alertmanager fingerprints are a hash of the label set; senders that omit it get ours
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for (k, v) in &alert.labels {
+                h.update(k.as_bytes());
+                h.update(&[0]);
+                h.update(v.as_bytes());
+                h.update(&[0]);
+            }
+            alert.fingerprint = format!("{:016x}", h.digest());
+        }
         let original = serde_json::to_string(&alert).unwrap_or_default();
         let mut ev = Event::raw(original, Cow::Borrowed("alertmanager"));
         ev.ingested = ingested_ms;

@@ -151,7 +151,7 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
     let spec: PipelineSpec = serde_saphyr::from_str(text).map_err(|e| crate::detect::CompileError {
         path: path.to_owned(),
         line: e.location().map_or(0, |l| l.line()),
-        message: e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned(),
+        message: crate::detect::first_line(&e.to_string()),
     })?;
     let err = |message: String| crate::detect::CompileError { path: path.to_owned(), line: 1, message };
     if spec.version != 1 {

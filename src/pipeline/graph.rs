@@ -308,7 +308,24 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
     })
 }
 
-/// Single-threaded run over lines already in memory (fixtures, per-core bench).
+/// Each finding once, in its final state, in order of first emission.
+pub fn final_states(versions: Vec<Finding>) -> Vec<Finding> {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<Finding> = Vec::new();
+    for f in versions {
+        match index.get(&f.finding_id) {
+            Some(&i) => out[i] = f,
+            None => {
+                index.insert(f.finding_id.clone(), out.len());
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Single-threaded run over lines already in memory (fixtures, per-core
+/// bench); returns every finding version in emission order.
 pub fn run_inline(spec: &PipelineSpec, inputs: &mut [(SourceState, Vec<String>)], detectors: Vec<Detector>) -> Vec<Finding> {
     let mut stages = Stages::new(spec, detectors, "exec-inline".into());
     let mut findings = Vec::new();

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: build, unit and integration tests, detector
+# fixtures, and a check of every shipped data file. Servers that tests need
+# are installed and started by scripts/servers.sh on ephemeral loopback
+# ports and stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/threatpilot-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# shellcheck source=scripts/servers.sh
+source scripts/servers.sh
+trap servers_stop EXIT
+servers_start
+
+cargo build --locked --release --bin threatpilot
+tp="$CARGO_TARGET_DIR/release/threatpilot"
+"$tp" validate
+"$tp" test
+cargo test --locked --release
