@@ -15,3 +15,4 @@ pub mod finding;
 pub mod metrics;
 pub mod cli_support;
 pub mod pipeline;
+pub mod simulate;

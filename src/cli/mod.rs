@@ -1,12 +1,14 @@
 //! Command-line interface. Each subcommand lives in its own module; output
 //! shapes on stdout are contracts that scripts rely on (README, SPEC 13).
 
+mod bench;
 mod check;
 mod cluster;
 mod eval;
 
 mod parse;
 mod replay;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,10 @@ enum Command {
     Validate(check::ValidateArgs),
     /// Run the detector fixtures.
     Test(check::TestArgs),
+    /// Write realistic traffic with injected attacks and the expected findings.
+    Simulate(simulate::Args),
+    /// Measure throughput, latency and memory of the in-process pipeline.
+    Bench(bench::Args),
     /// Score ThreatPilot against public ground truth.
     Eval(eval::Args),
 }
@@ -47,6 +53,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => replay::run(a),
         Command::Validate(a) => check::validate(a),
         Command::Test(a) => check::test(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
     };
     match result {

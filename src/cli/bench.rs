@@ -1,0 +1,192 @@
+//! `threatpilot bench [--json]`: simulated (or replicated real) traffic
+//! through the whole in-process pipeline with every shipped detector.
+//!
+//! Reports events/s per stage on one core (each stage timed alone on the
+//! previous stage's output), end to end on one core (all stages inline on
+//! one thread), and through the threaded stage graph, with finding latency
+//! (reading the crossing event to emitting its finding) and peak memory.
+//! Each figure is the median of `--runs` runs.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cluster::Clusterer;
+use crate::dedupe::Deduper;
+use crate::detect::{Engine, EngineConfig};
+use crate::parse::{parse_into, Format, SourceState};
+use crate::simulate::{generate, SimConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Events to run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Replicate these real log files (varying addresses) instead of simulating.
+    #[arg(long)]
+    replicate: Vec<String>,
+    #[arg(long, default_value = "detectors")]
+    detectors: String,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize, Default, Clone)]
+struct Report {
+    input: String,
+    events: usize,
+    detectors: usize,
+    parse_eps: f64,
+    dedupe_eps: f64,
+    cluster_eps: f64,
+    detect_eps: f64,
+    end_to_end_one_core_eps: f64,
+    graph_eps: f64,
+    findings: usize,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    peak_rss_mib: f64,
+    templates: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Lines of real logs repeated to `n`, with IPv4 addresses varied per copy.
+fn replicate(files: &[String], n: usize) -> anyhow::Result<Vec<String>> {
+    let mut base = Vec::new();
+    for f in files {
+        base.extend(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?.lines().map(str::to_owned));
+    }
+    anyhow::ensure!(!base.is_empty(), "no lines to replicate");
+    let ip = regex::Regex::new(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")?;
+    let mut out = Vec::with_capacity(n);
+    let mut copy = 0usize;
+    while out.len() < n {
+        for l in &base {
+            if out.len() >= n {
+                break;
+            }
+            if copy == 0 {
+                out.push(l.clone());
+            } else {
+                let c = copy;
+                out.push(ip.replace_all(l, |caps: &regex::Captures| format!("{}.{}.{}.{}", 10 + (c >> 16) % 200, (c >> 8) & 255, c & 255, &caps[4])).into_owned());
+            }
+        }
+        copy += 1;
+    }
+    Ok(out)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (lines, input): (Vec<String>, String) = if args.replicate.is_empty() {
+        let (sim, _) = generate(&SimConfig { events: args.events, seed: 7, events_per_sec: 500.0 });
+        (sim.into_iter().map(|l| l.text).collect(), "simulated mixed traffic (sshd, nginx, JSON app, kernel)".into())
+    } else {
+        (replicate(&args.replicate, args.events)?, format!("replicated: {}", args.replicate.join(", ")))
+    };
+    let detectors = || crate::detect::load_dir(std::path::Path::new(&args.detectors)).map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
+    let n_detectors = detectors()?.len();
+    let spec = crate::detect::fixtures::fixture_pipeline();
+    let n = lines.len() as f64;
+    let mut runs: Vec<Report> = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let mut r = Report { input: input.clone(), events: lines.len(), detectors: n_detectors, ..Report::default() };
+        // parse
+        let t = Instant::now();
+        let mut state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
+        let mut events = Vec::with_capacity(lines.len());
+        let now = crate::time::now_ms();
+        for l in &lines {
+            parse_into(l, &mut state, now, &mut events);
+        }
+        r.parse_eps = n / t.elapsed().as_secs_f64();
+        // dedupe, batch by batch
+        let t = Instant::now();
+        let mut d = Deduper::new(1000, 100_000);
+        let mut deduped = Vec::with_capacity(events.len());
+        let mut it = events.into_iter().peekable();
+        while it.peek().is_some() {
+            let batch: Vec<_> = it.by_ref().take(1024).collect();
+            d.process(batch, &mut deduped);
+        }
+        r.dedupe_eps = n / t.elapsed().as_secs_f64();
+        // cluster
+        let t = Instant::now();
+        let mut c = Clusterer::new(spec.transforms.cluster.clone());
+        c.process(&mut deduped);
+        r.cluster_eps = deduped.len() as f64 / t.elapsed().as_secs_f64();
+        r.templates = c.template_count();
+        // detect
+        let t = Instant::now();
+        let mut engine = Engine::new(detectors()?, EngineConfig::default());
+        let mut findings = Vec::new();
+        for ev in &deduped {
+            engine.process(ev, &mut findings);
+        }
+        engine.flush(&mut findings);
+        r.detect_eps = deduped.len() as f64 / t.elapsed().as_secs_f64();
+        drop(deduped);
+        // end to end on one thread
+        let t = Instant::now();
+        let mut inputs = vec![(SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000), lines.clone())];
+        let started = t.elapsed();
+        let versions = crate::pipeline::run_inline(&spec, &mut inputs, detectors()?);
+        r.end_to_end_one_core_eps = n / (t.elapsed() - started).as_secs_f64();
+        r.findings = crate::pipeline::graph::final_states(versions).len();
+        // threaded graph from a file
+        let dir = std::env::temp_dir().join(format!("threatpilot-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("input.log");
+        std::fs::write(&path, lines.join("\n"))?;
+        let mut state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
+        state.time_domain = 0;
+        let ins = vec![crate::pipeline::graph::SourceInput { path: Some(path.display().to_string()), state }];
+        let sinks = crate::pipeline::sinks::Sinks::open(vec![crate::pipeline::config::SinkConfig::File { path: dir.join("findings.jsonl").display().to_string() }])?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let summary = rt.block_on(crate::pipeline::run(&spec, ins, detectors()?, sinks))?;
+        r.graph_eps = n / summary.elapsed_secs;
+        r.latency_p50_ms = summary.latency_p50_ms;
+        r.latency_p99_ms = summary.latency_p99_ms;
+        let _ = std::fs::remove_dir_all(&dir);
+        r.peak_rss_mib = peak_rss_mib();
+        runs.push(r);
+    }
+    let pick = |f: fn(&Report) -> f64| median(runs.iter().map(f).collect());
+    let mut m = runs[0].clone();
+    m.parse_eps = pick(|r| r.parse_eps);
+    m.dedupe_eps = pick(|r| r.dedupe_eps);
+    m.cluster_eps = pick(|r| r.cluster_eps);
+    m.detect_eps = pick(|r| r.detect_eps);
+    m.end_to_end_one_core_eps = pick(|r| r.end_to_end_one_core_eps);
+    m.graph_eps = pick(|r| r.graph_eps);
+    m.latency_p50_ms = pick(|r| r.latency_p50_ms);
+    m.latency_p99_ms = pick(|r| r.latency_p99_ms);
+    m.peak_rss_mib = runs.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        println!("input: {} ({} events, {} detectors, median of {} runs)", m.input, m.events, m.detectors, runs.len());
+        println!("  parse            {:>12.0} events/s (one core)", m.parse_eps);
+        println!("  dedupe           {:>12.0} events/s (one core)", m.dedupe_eps);
+        println!("  cluster          {:>12.0} events/s (one core)", m.cluster_eps);
+        println!("  detect           {:>12.0} events/s (one core)", m.detect_eps);
+        println!("  end to end       {:>12.0} events/s (one core, all stages inline)", m.end_to_end_one_core_eps);
+        println!("  stage graph      {:>12.0} events/s (tasks on 2 threads, from a file)", m.graph_eps);
+        println!("  findings {}, templates {}, finding latency p50 {:.1} ms, p99 {:.1} ms, peak RSS {:.0} MiB", m.findings, m.templates, m.latency_p50_ms, m.latency_p99_ms, m.peak_rss_mib);
+    }
+    Ok(ExitCode::SUCCESS)
+}
