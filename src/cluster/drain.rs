@@ -23,7 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::mask::{mask_token, WILDCARD};
+use super::mask::{classify, Masked, WILDCARD};
 
 /// Clustering settings; one configuration serves every log source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -99,26 +99,32 @@ pub struct Drain {
     roots: HashMap<usize, usize>,
     clusters: Vec<Cluster>,
     pub overflowed: u64,
-    scratch_tokens: Vec<String>,
     scratch_hashes: Vec<u64>,
 }
 
-/// Splits content into tokens and their masked hashes.
-fn tokenize(content: &str, tokens: &mut Vec<String>, hashes: &mut Vec<u64>) {
-    tokens.clear();
+/// Splits content into masked token hashes (no allocation for constants
+/// and whole variables; the text is rebuilt only for a new cluster).
+fn tokenize(content: &str, hashes: &mut Vec<u64>) {
     hashes.clear();
     for tok in content.split_ascii_whitespace() {
-        match mask_token(tok) {
-            Some(m) => {
-                hashes.push(if m == WILDCARD { WILD } else { xxh3_64(m.as_bytes()) | 1 });
-                tokens.push(m);
-            }
-            None => {
-                hashes.push(xxh3_64(tok.as_bytes()) | 1);
-                tokens.push(tok.to_owned());
-            }
-        }
+        hashes.push(match classify(tok) {
+            Masked::Keep => xxh3_64(tok.as_bytes()) | 1,
+            Masked::Wild => WILD,
+            Masked::Partial(m) => xxh3_64(m.as_bytes()) | 1,
+        });
     }
+}
+
+/// The masked token texts of `content` (for a new cluster's template).
+fn masked_tokens(content: &str) -> Vec<Box<str>> {
+    content
+        .split_ascii_whitespace()
+        .map(|tok| match classify(tok) {
+            Masked::Keep => tok.into(),
+            Masked::Wild => WILDCARD.into(),
+            Masked::Partial(m) => m.into_boxed_str(),
+        })
+        .collect()
 }
 
 /// Share of the template's constant tokens that the line keeps in place.
@@ -149,7 +155,6 @@ impl Drain {
             roots: HashMap::new(),
             clusters: Vec::new(),
             overflowed: 0,
-            scratch_tokens: Vec::new(),
             scratch_hashes: Vec::new(),
         }
     }
@@ -164,13 +169,12 @@ impl Drain {
 
     /// Assigns `content` to a cluster; returns the cluster index.
     pub fn add(&mut self, content: &str) -> usize {
-        let mut tokens = std::mem::take(&mut self.scratch_tokens);
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
-        tokenize(content, &mut tokens, &mut hashes);
+        tokenize(content, &mut hashes);
         let leaf = self.leaf_for(&hashes);
         let idx = match self.best_match(leaf, &hashes) {
             Some((ci, sim)) if sim >= self.cfg.similarity => {
-                self.merge(ci, &tokens, &hashes);
+                self.merge(ci, &hashes);
                 ci
             }
             best => {
@@ -178,19 +182,17 @@ impl Drain {
                     self.overflowed += 1;
                     match best {
                         Some((ci, _)) => {
-                            self.merge(ci, &tokens, &hashes);
+                            self.merge(ci, &hashes);
                             ci
                         }
                         None => self.new_cluster(leaf, vec![WILDCARD.into(); hashes.len()], vec![WILD; hashes.len()]),
                     }
                 } else {
-                    let toks: Vec<Box<str>> = tokens.iter().map(|t| t.as_str().into()).collect();
-                    self.new_cluster(leaf, toks, hashes.clone())
+                    self.new_cluster(leaf, masked_tokens(content), hashes.clone())
                 }
             }
         };
         self.clusters[idx].size += 1;
-        self.scratch_tokens = tokens;
         self.scratch_hashes = hashes;
         idx
     }
@@ -251,7 +253,7 @@ impl Drain {
         best.map(|(c, s, _)| (c, s))
     }
 
-    fn merge(&mut self, ci: usize, tokens: &[String], hashes: &[u64]) {
+    fn merge(&mut self, ci: usize, hashes: &[u64]) {
         let c = &mut self.clusters[ci];
         let mut changed = false;
         for i in 0..c.hashes.len() {
@@ -261,7 +263,6 @@ impl Drain {
                 changed = true;
             }
         }
-        let _ = tokens;
         if changed {
             let text: Arc<str> = Arc::from(c.tokens.join(" "));
             c.id = xxh3_64(text.as_bytes());

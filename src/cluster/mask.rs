@@ -12,6 +12,26 @@
 /// The wildcard token.
 pub const WILDCARD: &str = "<*>";
 
+/// How a token is masked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Masked {
+    /// A constant: kept as it is.
+    Keep,
+    /// Wholly variable: `<*>`.
+    Wild,
+    /// Partly variable, e.g. `[<*>]` or `uid=<*>`.
+    Partial(String),
+}
+
+/// Classifies `tok` without allocating unless it is partly variable.
+pub fn classify(tok: &str) -> Masked {
+    match mask_token(tok) {
+        None => Masked::Keep,
+        Some(m) if m == WILDCARD => Masked::Wild,
+        Some(m) => Masked::Partial(m),
+    }
+}
+
 /// Returns the masked form of `tok`, or None when it is kept as is.
 pub fn mask_token(tok: &str) -> Option<String> {
     let b = tok.as_bytes();
@@ -28,6 +48,9 @@ pub fn mask_token(tok: &str) -> Option<String> {
             let v = &tok[eq + 1..];
             return Some(format!("{}={}", &tok[..eq], mask_token(v).unwrap_or_else(|| v.to_owned())));
         }
+    }
+    if !is_wrap(b[0]) && !is_wrap(b[b.len() - 1]) && !tok.contains('=') && is_variable(tok) {
+        return Some(WILDCARD.to_owned());
     }
     // strip surrounding punctuation
     let start = b.iter().position(|c| !is_wrap(*c)).unwrap_or(b.len());

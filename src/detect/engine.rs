@@ -1,7 +1,8 @@
 //! The detection engine: events in, findings out, on event time.
 //!
-//! Detectors are indexed by the datasets their `match` requires, so an
-//! event is tested only against detectors that can match it. State is a map
+//! Detectors are indexed by the one field value their `match` requires
+//! (action, dataset, log level or category), so an event is tested only
+//! against detectors that can match it. State is a map
 //! from (detector, time domain, group key) to a small [`KeyState`]; when it
 //! outgrows `max_keys`, expired keys go first, then the least recently seen
 //! inactive ones (counted in `evicted_keys`): a flood of new keys costs
@@ -14,7 +15,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::config::AggregateKind;
 use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
-use crate::event::{Event, Outcome};
+use crate::event::{Event, Field, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
 
 #[derive(Clone, Debug)]
@@ -94,10 +95,51 @@ impl KeyState {
     }
 }
 
+/// Detectors by the value of the one field each requires.
+#[derive(Default)]
+struct Index {
+    by_action: HashMap<String, Vec<u32>>,
+    by_dataset: HashMap<String, Vec<u32>>,
+    by_level: HashMap<String, Vec<u32>>,
+    by_category: HashMap<String, Vec<u32>>,
+    generic: Vec<u32>,
+}
+
+impl Index {
+    fn build(detectors: &[Detector]) -> Index {
+        let mut ix = Index::default();
+        for (i, d) in detectors.iter().enumerate() {
+            let map = match d.matcher.index_key() {
+                Some((Field::Action, v)) => Some((&mut ix.by_action, v)),
+                Some((Field::Dataset, v)) => Some((&mut ix.by_dataset, v)),
+                Some((Field::LogLevel, v)) => Some((&mut ix.by_level, v)),
+                Some((Field::Category, v)) => Some((&mut ix.by_category, v)),
+                _ => None,
+            };
+            match map {
+                Some((m, values)) => values.into_iter().for_each(|v| m.entry(v).or_default().push(i as u32)),
+                None => ix.generic.push(i as u32),
+            }
+        }
+        ix
+    }
+
+    /// Each detector that can match `ev` appears once (a detector is in one map).
+    fn candidates<'a>(&'a self, ev: &Event) -> impl Iterator<Item = u32> + 'a {
+        let get = |m: &'a HashMap<String, Vec<u32>>, k: Option<&str>| k.and_then(|k| m.get(k)).map_or(&[][..], Vec::as_slice);
+        get(&self.by_action, ev.action.as_deref())
+            .iter()
+            .chain(get(&self.by_dataset, Some(ev.dataset.as_ref())))
+            .chain(get(&self.by_level, ev.log_level.as_deref()))
+            .chain(get(&self.by_category, ev.category))
+            .chain(self.generic.iter())
+            .copied()
+    }
+}
+
 pub struct Engine {
     detectors: Vec<Detector>,
-    by_dataset: HashMap<String, Vec<u32>>,
-    generic: Vec<u32>,
+    index: Index,
     keys: HashMap<Key, KeyState>,
     active: HashSet<Key>,
     newest: HashMap<u32, i64>,
@@ -108,18 +150,9 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(detectors: Vec<Detector>, cfg: EngineConfig) -> Engine {
-        let mut by_dataset: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut generic = Vec::new();
-        for (i, d) in detectors.iter().enumerate() {
-            match d.matcher.required_datasets() {
-                Some(ds) => ds.into_iter().for_each(|ds| by_dataset.entry(ds).or_default().push(i as u32)),
-                None => generic.push(i as u32),
-            }
-        }
         Engine {
+            index: Index::build(&detectors),
             detectors,
-            by_dataset,
-            generic,
             keys: HashMap::new(),
             active: HashSet::new(),
             newest: HashMap::new(),
@@ -152,9 +185,8 @@ impl Engine {
         *newest = (*newest).max(ev.timestamp);
         let newest = *newest;
         self.stats.evaluated += 1;
-        let Engine { detectors, by_dataset, generic, keys, active, cfg, stats, .. } = self;
-        let specific = by_dataset.get(ev.dataset.as_ref()).map_or(&[][..], Vec::as_slice);
-        for &di in specific.iter().chain(generic.iter()) {
+        let Engine { detectors, index, keys, active, cfg, stats, .. } = self;
+        for di in index.candidates(ev) {
             let det = &detectors[di as usize];
             if det.matcher.matches(ev) {
                 stats.matched += 1;

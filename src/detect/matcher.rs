@@ -47,12 +47,15 @@ impl Matcher {
             && !self.none.iter().any(|c| c.test(ev, &mut buf))
     }
 
-    /// Datasets this matcher requires (from an `all` condition on
-    /// `event.dataset` with `equals`), used to index detectors by dataset.
-    pub fn required_datasets(&self) -> Option<Vec<String>> {
-        self.all.iter().find_map(|c| match (&c.field, &c.test) {
-            (Field::Dataset, Test::Equals(v)) => Some(v.clone()),
-            _ => None,
+    /// The most selective field this matcher requires one of a few values
+    /// of (an `all` condition with `equals` on action, dataset, log level or
+    /// category), so the engine tests a detector only on events that can match.
+    pub fn index_key(&self) -> Option<(Field, Vec<String>)> {
+        [Field::Action, Field::Dataset, Field::LogLevel, Field::Category].into_iter().find_map(|want| {
+            self.all.iter().find_map(|c| match &c.test {
+                Test::Equals(v) if c.field == want => Some((want.clone(), v.clone())),
+                _ => None,
+            })
         })
     }
 }
