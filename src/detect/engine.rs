@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::config::AggregateKind;
 use super::window::{Contribution, WindowState};
+use super::matcher::{EvalCtx, KeywordGroups, Matcher};
 use super::{Detector, Logic};
 use crate::event::{Event, Field, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
@@ -140,6 +141,7 @@ impl Index {
 pub struct Engine {
     detectors: Vec<Detector>,
     index: Index,
+    keywords: KeywordGroups,
     keys: HashMap<Key, KeyState>,
     active: HashSet<Key>,
     newest: HashMap<u32, i64>,
@@ -149,9 +151,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(detectors: Vec<Detector>, cfg: EngineConfig) -> Engine {
+    pub fn new(mut detectors: Vec<Detector>, cfg: EngineConfig) -> Engine {
+        let matchers = detectors.iter_mut().flat_map(|d| {
+            let mut ms: Vec<&mut Matcher> = vec![&mut d.matcher];
+            match &mut d.logic {
+                Logic::Window(w) => ms.extend(w.numerator.as_mut()),
+                Logic::Sequence(s) => ms.extend(s.steps.iter_mut().map(|st| &mut st.1)),
+            }
+            ms
+        });
+        // patterns were already built once per condition; merging cannot fail where those did not
+        let keywords = KeywordGroups::build(matchers).unwrap_or_default();
         Engine {
             index: Index::build(&detectors),
+            keywords,
             detectors,
             keys: HashMap::new(),
             active: HashSet::new(),
@@ -185,12 +198,13 @@ impl Engine {
         *newest = (*newest).max(ev.timestamp);
         let newest = *newest;
         self.stats.evaluated += 1;
-        let Engine { detectors, index, keys, active, cfg, stats, .. } = self;
+        let Engine { detectors, index, keywords, keys, active, cfg, stats, .. } = self;
+        let mut ctx = EvalCtx::new(keywords);
         for di in index.candidates(ev) {
             let det = &detectors[di as usize];
-            if det.matcher.matches(ev) {
+            if det.matcher.matches_in(ev, &mut ctx) {
                 stats.matched += 1;
-                observe(det, di, ev, keys, active, cfg, stats, out);
+                observe(det, di, ev, keys, active, cfg, stats, &mut ctx, out);
             }
         }
         let watermark = newest - self.cfg.allowed_lateness_ms;
@@ -289,6 +303,7 @@ fn observe(
     active: &mut HashSet<Key>,
     cfg: &EngineConfig,
     stats: &mut EngineStats,
+    ctx: &mut EvalCtx<'_>,
     out: &mut Vec<Finding>,
 ) {
     let mut buf = String::new();
@@ -345,7 +360,7 @@ fn observe(
             let num = match w.aggregate {
                 AggregateKind::Sum => w.field.as_ref().and_then(|f| ev.get_number(f)).unwrap_or(0.0) * ev.count as f64,
                 AggregateKind::Ratio => {
-                    if w.numerator.as_ref().is_some_and(|n| n.matches(ev)) { ev.count as f64 } else { 0.0 }
+                    if w.numerator.as_ref().is_some_and(|n| n.matches_in(ev, ctx)) { ev.count as f64 } else { 0.0 }
                 }
                 _ => 0.0,
             };
@@ -367,7 +382,7 @@ fn observe(
                 *count = 0;
             }
             let s = *stage as usize;
-            if s < seq.steps.len() && seq.steps[s].1.matches(ev) {
+            if s < seq.steps.len() && seq.steps[s].1.matches_in(ev, ctx) {
                 if *stage == 0 && *count == 0 {
                     *start = ts;
                 }

@@ -1,5 +1,11 @@
 //! Compiled event matching: conditions resolved to [`Field`]s, keyword sets
 //! built into Aho-Corasick automata and regexes compiled, all at load.
+//!
+//! Keyword sets on the same field (say `url.original`, percent-decoded) from
+//! every detector are also merged into one automaton per field
+//! ([`KeywordGroups`]): the engine scans an event's URL once, records which
+//! patterns occur, and each detector's condition checks its own patterns in
+//! that record. Seven HTTP attack detectors then cost one scan, not seven.
 
 use std::borrow::Cow;
 
@@ -14,10 +20,19 @@ use crate::event::{Event, Field};
 enum Test {
     Equals(Vec<String>),
     Prefix(Vec<String>),
-    Keywords(AhoCorasick),
+    Keywords(Keywords),
     Regex(Regex),
     Range { gte: Option<f64>, lte: Option<f64> },
     Exists(bool),
+}
+
+#[derive(Debug)]
+struct Keywords {
+    patterns: Vec<String>,
+    /// For matching outside the engine (no shared groups).
+    own: AhoCorasick,
+    /// (group, first pattern id, end) in the shared automaton, once registered.
+    slot: Option<(usize, usize, usize)>,
 }
 
 #[derive(Debug)]
@@ -41,10 +56,19 @@ impl Matcher {
     }
 
     pub fn matches(&self, ev: &Event) -> bool {
+        self.matches_in(ev, &mut EvalCtx::default())
+    }
+
+    /// Matches with the engine's shared keyword scans for this event.
+    pub fn matches_in(&self, ev: &Event, ctx: &mut EvalCtx<'_>) -> bool {
         let mut buf = String::new();
-        self.all.iter().all(|c| c.test(ev, &mut buf))
-            && (self.any.is_empty() || self.any.iter().any(|c| c.test(ev, &mut buf)))
-            && !self.none.iter().any(|c| c.test(ev, &mut buf))
+        self.all.iter().all(|c| c.test(ev, &mut buf, ctx))
+            && (self.any.is_empty() || self.any.iter().any(|c| c.test(ev, &mut buf, ctx)))
+            && !self.none.iter().any(|c| c.test(ev, &mut buf, ctx))
+    }
+
+    fn conditions_mut(&mut self) -> impl Iterator<Item = &mut CompiledCondition> {
+        self.all.iter_mut().chain(self.any.iter_mut()).chain(self.none.iter_mut())
     }
 
     /// The most selective field this matcher requires one of a few values
@@ -79,7 +103,7 @@ fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondi
             .ascii_case_insensitive(true)
             .build(k)
             .map_err(|e| err(format!("cannot build keyword set: {e}")))?;
-        tests.push(Test::Keywords(ac));
+        tests.push(Test::Keywords(Keywords { patterns: k.clone(), own: ac, slot: None }));
     }
     if let Some(r) = &cond.regex {
         let re = Regex::new(r).map_err(|e| {
@@ -105,8 +129,89 @@ fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondi
     Ok(CompiledCondition { field, test: tests.remove(0), url_decode: cond.url_decode })
 }
 
+/// One merged automaton per (field, url_decode).
+#[derive(Debug, Default)]
+pub struct KeywordGroups {
+    groups: Vec<(Field, bool, AhoCorasick, usize)>,
+}
+
+impl KeywordGroups {
+    /// Merges the keyword conditions of `matchers` and assigns each its slot.
+    pub fn build<'a>(matchers: impl Iterator<Item = &'a mut Matcher>) -> Result<KeywordGroups, aho_corasick::BuildError> {
+        let mut keys: Vec<(Field, bool, Vec<String>)> = Vec::new();
+        for m in matchers {
+            for c in m.conditions_mut() {
+                let (field, decode) = (c.field.clone(), c.url_decode);
+                if let Test::Keywords(k) = &mut c.test {
+                    let gi = match keys.iter().position(|g| g.0 == field && g.1 == decode) {
+                        Some(i) => i,
+                        None => {
+                            keys.push((field, decode, Vec::new()));
+                            keys.len() - 1
+                        }
+                    };
+                    let start = keys[gi].2.len();
+                    keys[gi].2.extend(k.patterns.iter().cloned());
+                    k.slot = Some((gi, start, keys[gi].2.len()));
+                }
+            }
+        }
+        let mut groups = Vec::with_capacity(keys.len());
+        for (field, decode, patterns) in keys {
+            let ac = AhoCorasick::builder().ascii_case_insensitive(true).build(&patterns)?;
+            groups.push((field, decode, ac, patterns.len()));
+        }
+        Ok(KeywordGroups { groups })
+    }
+}
+
+/// Per-event scratch: which shared patterns occur (computed on first need).
+#[derive(Default)]
+pub struct EvalCtx<'a> {
+    groups: Option<&'a KeywordGroups>,
+    hits: Vec<Option<Vec<u64>>>,
+}
+
+impl<'a> EvalCtx<'a> {
+    pub fn new(groups: &'a KeywordGroups) -> EvalCtx<'a> {
+        EvalCtx { groups: Some(groups), hits: Vec::new() }
+    }
+
+    /// Forgets the previous event's scans.
+    pub fn reset(&mut self) {
+        self.hits.iter_mut().for_each(|h| *h = None);
+    }
+
+    fn any_hit(&mut self, ev: &Event, group: usize, start: usize, end: usize) -> Option<bool> {
+        let groups = self.groups?;
+        let (field, decode, ac, n) = groups.groups.get(group)?;
+        if self.hits.len() < groups.groups.len() {
+            self.hits.resize(groups.groups.len(), None);
+        }
+        if self.hits[group].is_none() {
+            let mut bits = vec![0u64; n.div_ceil(64)];
+            let mut buf = String::new();
+            if let Some(v) = ev.get(field, &mut buf) {
+                let v: Cow<str> = if *decode { url_decode(v) } else { Cow::Borrowed(v) };
+                for m in ac.find_overlapping_iter(v.as_ref()) {
+                    let p = m.pattern().as_usize();
+                    bits[p / 64] |= 1 << (p % 64);
+                }
+            }
+            self.hits[group] = Some(bits);
+        }
+        let bits = self.hits[group].as_ref()?;
+        Some((start..end).any(|p| bits[p / 64] & (1 << (p % 64)) != 0))
+    }
+}
+
 impl CompiledCondition {
-    fn test(&self, ev: &Event, buf: &mut String) -> bool {
+    fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
+        if let Test::Keywords(Keywords { slot: Some((g, s, e)), .. }) = &self.test {
+            if let Some(hit) = ctx.any_hit(ev, *g, *s, *e) {
+                return hit;
+            }
+        }
         if let Test::Range { gte, lte } = &self.test {
             return match ev.get_number(&self.field) {
                 Some(v) => gte.is_none_or(|g| v >= g) && lte.is_none_or(|l| v <= l),
@@ -120,7 +225,7 @@ impl CompiledCondition {
         match &self.test {
             Test::Equals(v) => v.iter().any(|x| x == value.as_ref()),
             Test::Prefix(v) => v.iter().any(|x| value.starts_with(x.as_str())),
-            Test::Keywords(ac) => ac.is_match(value.as_ref()),
+            Test::Keywords(k) => k.own.is_match(value.as_ref()),
             Test::Regex(r) => r.is_match(&value),
             Test::Exists(e) => *e,
             Test::Range { .. } => false,
