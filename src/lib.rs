@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod cli_support;
 pub mod pipeline;
 pub mod simulate;
+pub mod schema;

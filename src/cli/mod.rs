@@ -39,6 +39,11 @@ enum Command {
     Simulate(simulate::Args),
     /// Measure throughput, latency and memory of the in-process pipeline.
     Bench(bench::Args),
+    /// Write the JSON Schemas of events, findings, detectors and pipelines.
+    Schemas {
+        #[arg(long, default_value = "schemas")]
+        out: String,
+    },
     /// Score ThreatPilot against public ground truth.
     Eval(eval::Args),
 }
@@ -55,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Test(a) => check::test(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Schemas { out } => crate::schema::write(std::path::Path::new(&out)).map(|_| ExitCode::SUCCESS).map_err(Into::into),
         Command::Eval(a) => eval::run(a),
     };
     match result {

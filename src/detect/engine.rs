@@ -4,9 +4,10 @@
 //! (action, dataset, log level or category), so an event is tested only
 //! against detectors that can match it. State is a map
 //! from (detector, time domain, group key) to a small [`KeyState`]; when it
-//! outgrows `max_keys`, expired keys go first, then the least recently seen
-//! inactive ones (counted in `evicted_keys`): a flood of new keys costs
-//! bounded memory, never an OOM. Keys with an open finding are never evicted.
+//! outgrows `max_keys`, expired keys go first, then inactive keys with the
+//! fewest events (oldest first among equals), counted in `evicted_keys`: a
+//! flood of new keys costs bounded memory, never an OOM, and does not wash
+//! out a slow attacker's build-up. Keys with an open finding are never evicted.
 
 use std::collections::{HashMap, HashSet};
 
@@ -268,14 +269,16 @@ impl Engine {
             st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > newest.get(&k.1).copied().unwrap_or(i64::MIN)
         });
         if self.keys.len() > target {
-            let mut seen: Vec<i64> = self.keys.values().filter(|s| s.active.is_none()).map(|s| s.last_seen).collect();
-            let excess = (self.keys.len() - target).min(seen.len());
+            // least evidence first (fewest events, then least recently seen):
+            // a flood of one-off keys goes before a slow attacker building up
+            let mut rank: Vec<(u64, i64)> = self.keys.values().filter(|s| s.active.is_none()).map(|s| (s.event_count, s.last_seen)).collect();
+            let excess = (self.keys.len() - target).min(rank.len());
             if excess > 0 {
-                let (_, cutoff, _) = seen.select_nth_unstable(excess - 1);
+                let (_, cutoff, _) = rank.select_nth_unstable(excess - 1);
                 let cutoff = *cutoff;
                 let mut budget = excess;
                 self.keys.retain(|_, st| {
-                    if budget > 0 && st.active.is_none() && st.last_seen <= cutoff {
+                    if budget > 0 && st.active.is_none() && (st.event_count, st.last_seen) <= cutoff {
                         budget -= 1;
                         false
                     } else {
@@ -455,4 +458,63 @@ fn fill(f: &mut Finding, evidence: &[Box<str>], first: i64, last: i64, count: u6
     f.metrics.unique_targets = targets as u64;
     f.metrics.duration_sec = ((last - first).max(0) / 1000) as u64;
     f.evidence = evidence.iter().map(|e| e.to_string()).collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_line, Format, SourceState};
+
+    const BF: &str = r#"
+version: 1
+id: identity.bf
+revision: 1
+title: bf
+domain: identity
+classification: brute_force
+severity: high
+confidence: 0.9
+match:
+  all:
+    - field: event.action
+      equals: [ssh_login]
+    - field: event.outcome
+      equals: [failure]
+window:
+  kind: sliding
+  size_secs: 600
+  group_by: [source.ip]
+  threshold: 20
+output:
+  offender: {type: ip, field: source.ip}
+"#;
+
+    #[test]
+    fn a_flood_of_new_keys_is_evicted_and_an_attack_in_it_still_found() {
+        let det = crate::detect::load_str(BF, "bf.yaml").unwrap();
+        let mut engine = Engine::new(vec![det], EngineConfig { max_keys: 1000, allowed_lateness_ms: 60_000, execution_id: "t".into() });
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut out = Vec::new();
+        let attacker = |sec: u32| format!("Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2", sec / 60 % 60, sec % 60);
+        // a quick burst, then slower than the key table turns over (1500 new keys
+        // between attempts against room for 1000): least-recently-seen eviction
+        // would forget the attacker every time
+        for _ in 0..5 {
+            engine.process(&parse_line(&attacker(0), &mut st, 0), &mut out);
+        }
+        for i in 0..50_000u32 {
+            let sec = i / 100;
+            let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            let line = format!("Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from {ip} port 22 ssh2", sec / 60 % 60, sec % 60);
+            engine.process(&parse_line(&line, &mut st, 0), &mut out);
+            if i % 1500 == 1499 {
+                engine.process(&parse_line(&attacker(sec), &mut st, 0), &mut out);
+            }
+            assert!(engine.tracked_keys() <= 1000, "state grew past its bound");
+        }
+        assert!(engine.stats().evicted_keys > 40_000);
+        assert_eq!(out.iter().filter(|f| f.offender.value == "203.0.113.9").map(|f| &f.finding_id).collect::<std::collections::HashSet<_>>().len(), 1);
+        // the state of one tracked key is small
+        assert!(std::mem::size_of::<KeyState>() <= 192, "KeyState is {} bytes", std::mem::size_of::<KeyState>());
+    }
 }
