@@ -17,3 +17,4 @@ pub mod cli_support;
 pub mod pipeline;
 pub mod simulate;
 pub mod schema;
+pub mod prehashed;

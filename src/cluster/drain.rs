@@ -16,7 +16,7 @@
 //! the closest existing cluster of their length or an all-wildcard one, and
 //! `overflowed` counts them.
 
-use std::collections::HashMap;
+use crate::prehashed::PrehashedMap;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
@@ -88,7 +88,7 @@ impl Cluster {
 
 #[derive(Default)]
 struct Node {
-    children: HashMap<u64, usize>,
+    children: PrehashedMap<u64, usize>,
     clusters: Vec<usize>,
 }
 
@@ -96,17 +96,17 @@ struct Node {
 pub struct Drain {
     cfg: DrainConfig,
     nodes: Vec<Node>,
-    roots: HashMap<usize, usize>,
+    roots: PrehashedMap<usize, usize>,
     clusters: Vec<Cluster>,
     pub overflowed: u64,
     scratch_hashes: Vec<u64>,
 }
 
-/// Splits content into masked token hashes (no allocation for constants
-/// and whole variables; the text is rebuilt only for a new cluster).
-fn tokenize(content: &str, hashes: &mut Vec<u64>) {
+/// Masked token hashes (no allocation for constants and whole variables;
+/// the text is rebuilt only for a new cluster).
+fn tokenize<'a>(tokens: impl Iterator<Item = &'a str>, hashes: &mut Vec<u64>) {
     hashes.clear();
-    for tok in content.split_ascii_whitespace() {
+    for tok in tokens {
         hashes.push(match classify(tok) {
             Masked::Keep => xxh3_64(tok.as_bytes()) | 1,
             Masked::Wild => WILD,
@@ -115,10 +115,9 @@ fn tokenize(content: &str, hashes: &mut Vec<u64>) {
     }
 }
 
-/// The masked token texts of `content` (for a new cluster's template).
-fn masked_tokens(content: &str) -> Vec<Box<str>> {
-    content
-        .split_ascii_whitespace()
+/// The masked token texts (for a new cluster's template).
+fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
+    tokens
         .map(|tok| match classify(tok) {
             Masked::Keep => tok.into(),
             Masked::Wild => WILDCARD.into(),
@@ -152,7 +151,7 @@ impl Drain {
         Drain {
             cfg,
             nodes: Vec::new(),
-            roots: HashMap::new(),
+            roots: PrehashedMap::default(),
             clusters: Vec::new(),
             overflowed: 0,
             scratch_hashes: Vec::new(),
@@ -169,8 +168,13 @@ impl Drain {
 
     /// Assigns `content` to a cluster; returns the cluster index.
     pub fn add(&mut self, content: &str) -> usize {
+        self.add_tokens(content.split_ascii_whitespace())
+    }
+
+    /// Assigns a line already split into tokens; returns the cluster index.
+    pub fn add_tokens<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> usize {
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
-        tokenize(content, &mut hashes);
+        tokenize(tokens.clone(), &mut hashes);
         let leaf = self.leaf_for(&hashes);
         let idx = match self.best_match(leaf, &hashes) {
             Some((ci, sim)) if sim >= self.cfg.similarity => {
@@ -188,7 +192,7 @@ impl Drain {
                         None => self.new_cluster(leaf, vec![WILDCARD.into(); hashes.len()], vec![WILD; hashes.len()]),
                     }
                 } else {
-                    self.new_cluster(leaf, masked_tokens(content), hashes.clone())
+                    self.new_cluster(leaf, masked_tokens(tokens), hashes.clone())
                 }
             }
         };

@@ -4,7 +4,10 @@
 //! [`logformat`] extracts `<Content>` with the Loghub benchmark's header
 //! syntax, and [`eval`] scores groupings against Loghub ground truth. The
 //! pipeline stage ([`Clusterer`]) sets `template.id` and `template.text` on
-//! every event from its `message`.
+//! every event from its `message`, except for HTTP requests, whose line
+//! format is already known: they are clustered on what varies meaningfully,
+//! method, path segments and status (`GET products <*> Not_Found`), not on the
+//! whole line with its user agent and timestamp.
 
 pub mod drain;
 pub mod eval;
@@ -27,7 +30,14 @@ impl Clusterer {
     /// Sets the template of each event.
     pub fn process(&mut self, events: &mut [Event]) {
         for ev in events {
-            let idx = self.drain.add(ev.message());
+            let idx = match (ev.http_method.as_deref(), ev.url_path(), ev.http_status) {
+                (Some(method), Some(path), Some(status)) => {
+                    let status = status_token(status);
+                    let segments = path.split('/').filter(|s| !s.is_empty());
+                    self.drain.add_tokens(std::iter::once(method).chain(segments).chain(std::iter::once(status)))
+                }
+                _ => self.drain.add(ev.message()),
+            };
             let c = self.drain.cluster(idx);
             ev.template = Some(TemplateRef { id: c.id, text: c.text.clone() });
         }
@@ -39,5 +49,59 @@ impl Clusterer {
 
     pub fn drain(&self) -> &Drain {
         &self.drain
+    }
+}
+
+/// Status codes as reason phrases: constants to the masker, so a 404
+/// template is not a 200 one, and readable in template text.
+fn status_token(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No_Content",
+        206 => "Partial_Content",
+        301 => "Moved_Permanently",
+        302 => "Found",
+        304 => "Not_Modified",
+        400 => "Bad_Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not_Found",
+        405 => "Method_Not_Allowed",
+        408 => "Request_Timeout",
+        413 => "Payload_Too_Large",
+        429 => "Too_Many_Requests",
+        444 => "No_Response",
+        499 => "Client_Closed_Request",
+        500 => "Internal_Server_Error",
+        502 => "Bad_Gateway",
+        503 => "Service_Unavailable",
+        504 => "Gateway_Timeout",
+        100..=199 => "Informational",
+        200..=299 => "Success",
+        300..=399 => "Redirection",
+        400..=499 => "Client_Error",
+        _ => "Server_Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_line, Format, SourceState};
+
+    #[test]
+    fn access_lines_cluster_on_method_path_and_status() {
+        let mut st = SourceState::new(Format::Auto, 0);
+        let mut events = vec![
+            parse_line(r#"10.0.0.1 - - [03/Mar/2026:10:00:00 +0000] "GET /products/42 HTTP/1.1" 200 5 "-" "curl/8""#, &mut st, 0),
+            parse_line(r#"10.0.0.2 - - [03/Mar/2026:10:00:01 +0000] "GET /products/77 HTTP/1.1" 200 9 "-" "Mozilla/5.0 (X11)""#, &mut st, 0),
+            parse_line(r#"10.0.0.2 - - [03/Mar/2026:10:00:01 +0000] "GET /products/77 HTTP/1.1" 404 9 "-" "Mozilla/5.0 (X11)""#, &mut st, 0),
+        ];
+        let mut c = Clusterer::new(DrainConfig::default());
+        c.process(&mut events);
+        let t: Vec<&str> = events.iter().map(|e| &*e.template.as_ref().unwrap().text).collect();
+        assert_eq!(t[1], "GET products <*> OK");
+        assert_eq!(t[2], "GET products <*> Not_Found");
     }
 }

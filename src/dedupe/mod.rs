@@ -14,7 +14,9 @@
 //! Invariant (tested with proptest): the sum of `event.count` over the output
 //! equals the sum over the input minus dropped alert resends.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::prehashed::{PrehashedMap, PrehashedSet};
 
 use crate::event::{Event, Kind};
 
@@ -31,8 +33,8 @@ pub struct DedupStats {
 
 pub struct Deduper {
     window_ms: i64,
-    index: HashMap<u64, usize>,
-    alerts_seen: HashSet<u64>,
+    index: PrehashedMap<u64, usize>,
+    alerts_seen: PrehashedSet<u64>,
     alerts_order: VecDeque<u64>,
     max_alert_keys: usize,
 }
@@ -41,8 +43,8 @@ impl Deduper {
     pub fn new(window_ms: i64, max_alert_keys: usize) -> Deduper {
         Deduper {
             window_ms,
-            index: HashMap::with_capacity(1024),
-            alerts_seen: HashSet::new(),
+            index: PrehashedMap::with_capacity_and_hasher(1024, Default::default()),
+            alerts_seen: PrehashedSet::default(),
             alerts_order: VecDeque::new(),
             max_alert_keys: max_alert_keys.max(1),
         }

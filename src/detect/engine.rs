@@ -9,7 +9,9 @@
 //! flood of new keys costs bounded memory, never an OOM, and does not wash
 //! out a slow attacker's build-up. Keys with an open finding are never evicted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use crate::prehashed::{PrehashedMap, PrehashedSet};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -143,8 +145,8 @@ pub struct Engine {
     detectors: Vec<Detector>,
     index: Index,
     keywords: KeywordGroups,
-    keys: HashMap<Key, KeyState>,
-    active: HashSet<Key>,
+    keys: PrehashedMap<Key, KeyState>,
+    active: PrehashedSet<Key>,
     newest: HashMap<u32, i64>,
     last_sweep: HashMap<u32, i64>,
     cfg: EngineConfig,
@@ -167,8 +169,8 @@ impl Engine {
             index: Index::build(&detectors),
             keywords,
             detectors,
-            keys: HashMap::new(),
-            active: HashSet::new(),
+            keys: PrehashedMap::default(),
+            active: PrehashedSet::default(),
             newest: HashMap::new(),
             last_sweep: HashMap::new(),
             cfg,
@@ -302,8 +304,8 @@ fn observe(
     det: &Detector,
     di: u32,
     ev: &Event,
-    keys: &mut HashMap<Key, KeyState>,
-    active: &mut HashSet<Key>,
+    keys: &mut PrehashedMap<Key, KeyState>,
+    active: &mut PrehashedSet<Key>,
     cfg: &EngineConfig,
     stats: &mut EngineStats,
     ctx: &mut EvalCtx<'_>,
@@ -339,12 +341,8 @@ fn observe(
             }
         }
     }
-    if st.evidence.len() < det.evidence_max {
-        let line = &ev.original;
-        let cut = (0..=line.len().min(EVIDENCE_LINE_MAX)).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
-        st.evidence.push(line[..cut].into());
-    }
     if let Some(a) = st.active.as_mut() {
+        push_evidence(&mut st.evidence, det, ev);
         if ts >= a.last_emit + det.cooldown_ms {
             a.last_emit = ts;
             let f = &mut a.finding;
@@ -398,6 +396,11 @@ fn observe(
             (*stage as usize == seq.steps.len(), *stage as f64, seq.steps.len() as f64)
         }
     };
+    // Evidence is kept from half-way to the threshold on: the lines that
+    // build up to a finding, without a copy for every one-off key.
+    if crossed || value * 2.0 >= threshold {
+        push_evidence(&mut st.evidence, det, ev);
+    }
     if !crossed {
         return;
     }
@@ -445,6 +448,14 @@ fn observe(
     out.push(f.clone());
     st.active = Some(Box::new(Active { finding: f, last_emit: ts }));
     active.insert(key);
+}
+
+fn push_evidence(evidence: &mut Vec<Box<str>>, det: &Detector, ev: &Event) {
+    if evidence.len() < det.evidence_max {
+        let line = &ev.original;
+        let cut = (0..=line.len().min(EVIDENCE_LINE_MAX)).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        evidence.push(line[..cut].into());
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -19,6 +19,8 @@ use crate::event::{Event, Field};
 #[derive(Debug)]
 enum Test {
     Equals(Vec<String>),
+    /// `equals` on a numeric field, compared as numbers (no formatting per event).
+    EqualsNumber(Vec<f64>),
     Prefix(Vec<String>),
     Keywords(Keywords),
     Regex(Regex),
@@ -90,7 +92,12 @@ fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondi
     let field = Field::resolve(&cond.field).map_err(err)?;
     let mut tests = Vec::new();
     if let Some(v) = &cond.equals {
-        tests.push(Test::Equals(v.clone()));
+        let numeric = matches!(field, Field::HttpStatus | Field::SourcePort | Field::ProcessPid | Field::HttpBodyBytes | Field::Duration);
+        match v.iter().map(|x| x.parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+            Ok(nums) if numeric && !cond.url_decode => tests.push(Test::EqualsNumber(nums)),
+            Err(_) if numeric => return Err(err(format!("`{}` is numeric: `equals` needs numbers", cond.field))),
+            _ => tests.push(Test::Equals(v.clone())),
+        }
     }
     if let Some(v) = &cond.prefix {
         tests.push(Test::Prefix(v.clone()));
@@ -212,6 +219,9 @@ impl CompiledCondition {
                 return hit;
             }
         }
+        if let Test::EqualsNumber(v) = &self.test {
+            return ev.get_number(&self.field).is_some_and(|n| v.contains(&n));
+        }
         if let Test::Range { gte, lte } = &self.test {
             return match ev.get_number(&self.field) {
                 Some(v) => gte.is_none_or(|g| v >= g) && lte.is_none_or(|l| v <= l),
@@ -228,7 +238,7 @@ impl CompiledCondition {
             Test::Keywords(k) => k.own.is_match(value.as_ref()),
             Test::Regex(r) => r.is_match(&value),
             Test::Exists(e) => *e,
-            Test::Range { .. } => false,
+            Test::Range { .. } | Test::EqualsNumber(_) => false,
         }
     }
 }
