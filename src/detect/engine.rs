@@ -9,8 +9,6 @@
 //! flood of new keys costs bounded memory, never an OOM, and does not wash
 //! out a slow attacker's build-up. Keys with an open finding are never evicted.
 
-use std::collections::HashMap;
-
 use crate::prehashed::{PrehashedMap, PrehashedSet};
 
 use xxhash_rust::xxh3::Xxh3;
@@ -102,10 +100,10 @@ impl KeyState {
 /// Detectors by the value of the one field each requires.
 #[derive(Default)]
 struct Index {
-    by_action: HashMap<String, Vec<u32>>,
-    by_dataset: HashMap<String, Vec<u32>>,
-    by_level: HashMap<String, Vec<u32>>,
-    by_category: HashMap<String, Vec<u32>>,
+    by_action: PrehashedMap<String, Vec<u32>>,
+    by_dataset: PrehashedMap<String, Vec<u32>>,
+    by_level: PrehashedMap<String, Vec<u32>>,
+    by_category: PrehashedMap<String, Vec<u32>>,
     generic: Vec<u32>,
 }
 
@@ -130,7 +128,7 @@ impl Index {
 
     /// Each detector that can match `ev` appears once (a detector is in one map).
     fn candidates<'a>(&'a self, ev: &Event) -> impl Iterator<Item = u32> + 'a {
-        let get = |m: &'a HashMap<String, Vec<u32>>, k: Option<&str>| k.and_then(|k| m.get(k)).map_or(&[][..], Vec::as_slice);
+        let get = |m: &'a PrehashedMap<String, Vec<u32>>, k: Option<&str>| k.and_then(|k| m.get(k)).map_or(&[][..], Vec::as_slice);
         get(&self.by_action, ev.action.as_deref())
             .iter()
             .chain(get(&self.by_dataset, Some(ev.dataset.as_ref())))
@@ -147,8 +145,8 @@ pub struct Engine {
     keywords: KeywordGroups,
     keys: PrehashedMap<Key, KeyState>,
     active: PrehashedSet<Key>,
-    newest: HashMap<u32, i64>,
-    last_sweep: HashMap<u32, i64>,
+    newest: PrehashedMap<u32, i64>,
+    last_sweep: PrehashedMap<u32, i64>,
     cfg: EngineConfig,
     stats: EngineStats,
 }
@@ -171,8 +169,8 @@ impl Engine {
             detectors,
             keys: PrehashedMap::default(),
             active: PrehashedSet::default(),
-            newest: HashMap::new(),
-            last_sweep: HashMap::new(),
+            newest: PrehashedMap::default(),
+            last_sweep: PrehashedMap::default(),
             cfg,
             stats: EngineStats::default(),
         }

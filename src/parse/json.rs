@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::SourceState;
 use crate::event::{Event, Outcome};
@@ -22,38 +21,49 @@ use crate::time::parse_rfc3339;
 #[serde(transparent)]
 pub struct JsonMapping(pub BTreeMap<String, String>);
 
+/// A flattened JSON leaf: the text of a string (unescaped, borrowed when it
+/// has no escapes) or the literal of a number, bool or array.
+struct Leaf<'a> {
+    key: Cow<'a, str>,
+    text: Cow<'a, str>,
+    number: Option<f64>,
+}
+
 pub fn parse(ev: &mut Event, state: &SourceState) -> bool {
-    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&ev.original) else { return false };
-    let mut flat: Vec<(String, Value)> = Vec::with_capacity(obj.len());
-    flatten("", Value::Object(obj), &mut flat);
+    let line = std::mem::take(&mut ev.original);
+    let ok = parse_fields(ev, &line, state);
+    ev.original = line;
+    ok
+}
+
+fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
+    let mut flat: Vec<Leaf<'_>> = Vec::with_capacity(16);
+    if !flatten_raw(Cow::Borrowed(""), line, &mut flat, 0) {
+        return false;
+    }
     ev.dataset = Cow::Borrowed("json");
-    if flat.iter().any(|(k, _)| k == "involvedObject.kind") {
+    if flat.iter().any(|l| l.key == "involvedObject.kind") {
         return kube_event(ev, &flat);
     }
     // explicit mapping first: rename mapped keys to their ECS names
     for (ecs, key) in &state.json.0 {
-        if let Some(entry) = flat.iter_mut().find(|(k, _)| k == key) {
-            entry.0 = ecs.clone();
+        if let Some(leaf) = flat.iter_mut().find(|l| l.key == key.as_str()) {
+            leaf.key = Cow::Owned(ecs.clone());
         }
     }
     let mut msg: Option<String> = None;
-    for (k, v) in flat {
-        let text = match &v {
-            Value::String(s) => Cow::Borrowed(s.as_str()),
-            Value::Null => continue,
-            other => Cow::Owned(other.to_string()),
-        };
-        match k.as_str() {
+    for Leaf { key, text, number } in flat {
+        match key.as_ref() {
             "@timestamp" | "timestamp" | "time" | "ts" | "date" => {
                 if let Some((t, _)) = parse_rfc3339(text.as_bytes()) {
                     ev.timestamp = t;
-                } else if let Some(n) = v.as_f64() {
+                } else if let Some(n) = number {
                     // epoch seconds or milliseconds
                     ev.timestamp = if n > 1e11 { n as i64 } else { (n * 1000.0) as i64 };
                 }
             }
             "message" | "msg" => msg = Some(text.into_owned()),
-            "log.level" | "level" | "severity" | "lvl" => ev.log_level = Some(Cow::Owned(text.to_ascii_lowercase())),
+            "log.level" | "level" | "severity" | "lvl" => ev.log_level = Some(level(&text)),
             "event.dataset" => ev.dataset = Cow::Owned(text.into_owned()),
             "event.category" => ev.category = category(&text),
             "source.port" => ev.source_port = text.parse().ok(),
@@ -78,26 +88,94 @@ pub fn parse(ev: &mut Event, state: &SourceState) -> bool {
     true
 }
 
+/// Common levels as static strings (no allocation), others lowercased.
+fn level(s: &str) -> Cow<'static, str> {
+    for l in ["trace", "debug", "info", "warn", "warning", "error", "fatal", "critical"] {
+        if s.eq_ignore_ascii_case(l) {
+            return Cow::Borrowed(l);
+        }
+    }
+    Cow::Owned(s.to_ascii_lowercase())
+}
+
+/// Flattens a JSON object into dotted leaves without building a value tree;
+/// false when `text` is not a JSON object.
+fn flatten_raw<'a>(prefix: Cow<'a, str>, text: &'a str, out: &mut Vec<Leaf<'a>>, depth: usize) -> bool {
+    let Ok(ObjectEntries(map)) = serde_json::from_str::<ObjectEntries<'a>>(text) else {
+        return false;
+    };
+    for (k, raw) in map {
+        let key = if prefix.is_empty() { k } else { Cow::Owned(format!("{prefix}.{k}")) };
+        let v = raw.get();
+        match v.as_bytes().first() {
+            Some(b'{') if depth < 8 => {
+                flatten_raw(key, v, out, depth + 1);
+            }
+            Some(b'"') => {
+                let text: Cow<'a, str> = serde_json::from_str(v).unwrap_or(Cow::Borrowed(""));
+                out.push(Leaf { key, text, number: None });
+            }
+            Some(b'n') => {}
+            _ => out.push(Leaf { key, number: v.parse().ok(), text: Cow::Borrowed(v) }),
+        }
+    }
+    true
+}
+
+/// A JSON object read as its entries in order (keys borrowed where possible).
+struct ObjectEntries<'a>(Vec<(Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for ObjectEntries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = ObjectEntries<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<CowStr<'de>>()? {
+                    let v: &'de serde_json::value::RawValue = m.next_value()?;
+                    out.push((k.0, v));
+                }
+                Ok(ObjectEntries(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 fn category(s: &str) -> Option<&'static str> {
     ["authentication", "web", "process", "host", "network", "file", "database", "iam", "session"]
         .into_iter()
         .find(|c| *c == s)
 }
 
-fn flatten(prefix: &str, v: Value, out: &mut Vec<(String, Value)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
-        }
-        other => out.push((prefix.to_owned(), other)),
-    }
-}
-
-fn kube_event(ev: &mut Event, flat: &[(String, Value)]) -> bool {
-    let get = |key: &str| flat.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_str());
+fn kube_event(ev: &mut Event, flat: &[Leaf<'_>]) -> bool {
+    let get = |key: &str| flat.iter().find(|l| l.key == key && l.number.is_none()).map(|l| l.text.as_ref());
     let reason = get("reason").unwrap_or("");
     ev.dataset = Cow::Borrowed("kubernetes.event");
     ev.category = Some("process");
@@ -115,8 +193,8 @@ fn kube_event(ev: &mut Event, flat: &[(String, Value)]) -> bool {
             break;
         }
     }
-    if let Some(n) = flat.iter().find(|(k, _)| k == "count").and_then(|(_, v)| v.as_u64()) {
-        ev.count = n.clamp(1, u32::MAX as u64) as u32;
+    if let Some(n) = flat.iter().find(|l| l.key == "count").and_then(|l| l.number) {
+        ev.count = n.clamp(1.0, u32::MAX as f64) as u32;
     }
     if get("involvedObject.kind") == Some("Pod") {
         if let Some(name) = get("involvedObject.name") {
