@@ -21,7 +21,7 @@ fn counters_add_up_across_the_graph() {
         .map(|(i, f)| {
             let mut state = SourceState::new(Format::Auto, threatpilot::detect::fixtures::FIXTURE_REFERENCE_MS);
             state.time_domain = i as u32;
-            SourceInput { path: Some((*f).to_owned()), state }
+            SourceInput { path: Some((*f).to_owned()), state, pace_lines_per_sec: None }
         })
         .collect();
     let mut spec = threatpilot::detect::fixtures::fixture_pipeline();

@@ -27,6 +27,9 @@ pub struct ReplayArgs {
     /// Instant that year-less timestamps are placed before (RFC 3339; default now).
     #[arg(long)]
     reference_time: Option<String>,
+    /// Replay each file at this many lines per second instead of as fast as possible.
+    #[arg(long)]
+    lines_per_sec: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -56,7 +59,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if f != "-" {
             state.file_path = Some(f.as_str().into());
         }
-        ins.push(crate::pipeline::graph::SourceInput { path: (f != "-").then(|| f.clone()), state });
+        ins.push(crate::pipeline::graph::SourceInput { path: (f != "-").then(|| f.clone()), state, pace_lines_per_sec: args.lines_per_sec });
     }
     spec.sources = vec![SourceConfig::Stdin { id: "replay".into(), format: Format::Auto, dataset: None }];
     execute(&spec, ins)

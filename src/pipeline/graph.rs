@@ -67,7 +67,7 @@ pub struct RunSummary {
     pub templates: usize,
     pub parse_failures: u64,
     pub evicted_keys: u64,
-    /// Read-to-emit latency of finding versions, milliseconds.
+    /// Read-to-emit latency of opened findings (threshold crossings), milliseconds.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub elapsed_secs: f64,
@@ -90,6 +90,9 @@ pub fn mono_ns() -> u64 {
 pub struct SourceInput {
     pub path: Option<String>,
     pub state: SourceState,
+    /// Read at most this many lines per second (replay at a given speed);
+    /// batches are then sent every 10 ms instead of when full.
+    pub pace_lines_per_sec: Option<f64>,
 }
 
 /// Expands the pipeline's sources into one input per file (or stdin).
@@ -104,13 +107,13 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                     state.host_hint = host.as_deref().map(Arc::from);
                     state.json = json_mapping.clone();
                     state.file_path = Some(Arc::from(p.as_str()));
-                    out.push(SourceInput { path: Some(p.clone()), state });
+                    out.push(SourceInput { path: Some(p.clone()), state, pace_lines_per_sec: None });
                 }
             }
             SourceConfig::Stdin { format, dataset, .. } => {
                 let mut state = SourceState::new(*format, reference_ms);
                 state.dataset_hint = dataset.as_deref().map(Arc::from);
-                out.push(SourceInput { path: None, state });
+                out.push(SourceInput { path: None, state, pace_lines_per_sec: None });
             }
         }
     }
@@ -133,6 +136,7 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
 
     // sources: blocking readers, one after another per input (files replay in turn)
     let paths: Vec<Option<String>> = inputs.iter().map(|i| i.path.clone()).collect();
+    let paces: Vec<Option<f64>> = inputs.iter().map(|i| i.pace_lines_per_sec).collect();
     let mut states: Vec<SourceState> = inputs.into_iter().map(|i| i.state).collect();
     let source = tokio::task::spawn_blocking(move || -> anyhow::Result<StageReport> {
         let mut rep = StageReport::new("source");
@@ -146,14 +150,32 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
             };
             let mut lines = Vec::with_capacity(batch_size);
             let mut closed = false;
+            let pace = paces[i].filter(|p| *p > 0.0);
+            let started = Instant::now();
+            let mut read = 0u64;
+            let mut next_flush = std::time::Duration::from_millis(10);
             crate::cli_support::for_each_line(reader, |l| {
                 rep.received += 1;
                 if closed {
                     *rep.dropped.entry("downstream_closed".into()).or_default() += 1;
                     return;
                 }
+                if let Some(p) = pace {
+                    // hold each line until its time comes, as a live stream would deliver it
+                    let due = std::time::Duration::from_secs_f64(read as f64 / p);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        if wait > std::time::Duration::from_micros(200) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    read += 1;
+                }
                 lines.push(l.to_owned());
-                if lines.len() >= batch_size {
+                let flush_due = pace.is_some() && started.elapsed() >= next_flush;
+                if flush_due {
+                    next_flush = started.elapsed() + std::time::Duration::from_millis(10);
+                }
+                if lines.len() >= batch_size || flush_due {
                     let n = lines.len() as u64;
                     let b = RawBatch { source: i, lines: std::mem::replace(&mut lines, Vec::with_capacity(batch_size)), read_ns: mono_ns() };
                     if raw_tx.blocking_send(b).is_err() {
@@ -276,7 +298,10 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
         while let Some(batch) = findings_rx.recv().await {
             let now = mono_ns();
             for f in batch {
-                latencies.push(now.saturating_sub(f.trigger_read_ns) as f64 / 1e6);
+                // latency is from the event that crossed the threshold to its finding
+                if f.status == crate::finding::Status::Open {
+                    latencies.push(now.saturating_sub(f.trigger_read_ns) as f64 / 1e6);
+                }
                 metrics::counter!(crate::metrics::FINDINGS_EMITTED, "detector" => f.detector.id.clone()).increment(1);
                 sinks.accept(f)?;
             }
