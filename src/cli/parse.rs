@@ -12,42 +12,7 @@ pub struct Args {
     files: Vec<String>,
     /// Format of every line (default: detected per line).
     #[arg(long, value_enum, default_value = "auto")]
-    format: FormatArg,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
-    Auto,
-    Syslog,
-    Access,
-    NginxError,
-    ApacheError,
-    Json,
-    Logfmt,
-    Kernel,
-    Klog,
-    KubeEvents,
-    Alertmanager,
-    Raw,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Format {
-        match f {
-            FormatArg::Auto => Format::Auto,
-            FormatArg::Syslog => Format::Syslog,
-            FormatArg::Access => Format::Access,
-            FormatArg::NginxError => Format::NginxError,
-            FormatArg::ApacheError => Format::ApacheError,
-            FormatArg::Json => Format::Json,
-            FormatArg::Logfmt => Format::Logfmt,
-            FormatArg::Kernel => Format::Kernel,
-            FormatArg::Klog => Format::Klog,
-            FormatArg::KubeEvents => Format::KubeEvents,
-            FormatArg::Alertmanager => Format::Alertmanager,
-            FormatArg::Raw => Format::Raw,
-        }
-    }
+    format: Format,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -55,7 +20,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let now = crate::time::now_ms();
     for path in &args.files {
-        let mut state = SourceState::new(args.format.into(), now);
+        let mut state = SourceState::new(args.format, now);
         state.file_path = (path != "-").then(|| path.as_str().into());
         let mut events = Vec::new();
         let mut write_err = None;

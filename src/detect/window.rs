@@ -185,6 +185,25 @@ mod tests {
         assert_eq!(add(&mut w, &l, 60_000), 1.0);
     }
 
+    #[test]
+    fn sum_and_ratio_over_a_sliding_window() {
+        let mut l = logic(WindowKind::Sliding);
+        l.aggregate = AggregateKind::Sum;
+        let mut w = WindowState::new(&l);
+        let c = |ts, num| Contribution { ts, weight: 1.0, num, distinct: 0 };
+        assert_eq!(w.observe(&l, &c(0, 100.0)).0, 100.0);
+        assert_eq!(w.observe(&l, &c(30_000, 250.0)).0, 350.0);
+        // the first contribution has slid out a minute later
+        assert_eq!(w.observe(&l, &c(61_000, 1.0)).0, 251.0);
+        l.aggregate = AggregateKind::Ratio;
+        let mut w = WindowState::new(&l);
+        w.observe(&l, &c(0, 1.0));
+        w.observe(&l, &c(1_000, 0.0));
+        w.observe(&l, &c(2_000, 0.0));
+        let (ratio, events) = w.observe(&l, &c(3_000, 1.0));
+        assert_eq!((ratio, events), (0.5, 4.0));
+    }
+
     proptest! {
         /// Window assignment: a sliding count never exceeds the events added,
         /// and events a full window older than the newest no longer count.

@@ -36,8 +36,9 @@ pub use alertmanager::parse_webhook;
 pub use json::JsonMapping;
 
 /// Formats a source may name; `auto` detects per line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "kebab-case")]
 pub enum Format {
     #[default]
     Auto,
