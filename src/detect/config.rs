@@ -71,6 +71,10 @@ pub struct DetectorSpec {
     pub window: Option<Located<WindowSpec>>,
     #[serde(default)]
     pub sequence: Option<Located<SequenceSpec>>,
+    /// Events that end the activity at once (e.g. Alertmanager's `resolved`):
+    /// an open finding of the same group resolves without waiting for quiet.
+    #[serde(default)]
+    pub resolve_when: Option<MatchSpec>,
     pub output: OutputSpec,
 }
 

@@ -105,11 +105,14 @@ struct Index {
     by_level: PrehashedMap<String, Vec<u32>>,
     by_category: PrehashedMap<String, Vec<u32>>,
     generic: Vec<u32>,
+    /// Detectors with `resolve_when`, tested on every event.
+    resolvers: Vec<u32>,
 }
 
 impl Index {
     fn build(detectors: &[Detector]) -> Index {
         let mut ix = Index::default();
+        ix.resolvers = detectors.iter().enumerate().filter(|(_, d)| d.resolve_when.is_some()).map(|(i, _)| i as u32).collect();
         for (i, d) in detectors.iter().enumerate() {
             let map = match d.matcher.index_key() {
                 Some((Field::Action, v)) => Some((&mut ix.by_action, v)),
@@ -155,6 +158,7 @@ impl Engine {
     pub fn new(mut detectors: Vec<Detector>, cfg: EngineConfig) -> Engine {
         let matchers = detectors.iter_mut().flat_map(|d| {
             let mut ms: Vec<&mut Matcher> = vec![&mut d.matcher];
+            ms.extend(d.resolve_when.as_mut());
             match &mut d.logic {
                 Logic::Window(w) => ms.extend(w.numerator.as_mut()),
                 Logic::Sequence(s) => ms.extend(s.steps.iter_mut().map(|st| &mut st.1)),
@@ -199,8 +203,21 @@ impl Engine {
         *newest = (*newest).max(ev.timestamp);
         let newest = *newest;
         self.stats.evaluated += 1;
-        let Engine { detectors, index, keywords, keys, active, cfg, stats, .. } = self;
-        let mut ctx = EvalCtx::new(keywords);
+        let mut ctx = EvalCtx::new(&self.keywords);
+        for &di in &self.index.resolvers {
+            let det = &self.detectors[di as usize];
+            if det.resolve_when.as_ref().is_some_and(|m| m.matches_in(ev, &mut ctx)) {
+                if let Some(key) = group_key(det, di, ev) {
+                    if self.active.contains(&key) {
+                        if let Some(st) = self.keys.get_mut(&key) {
+                            st.last_seen = st.last_seen.max(ev.timestamp);
+                        }
+                        resolve_key(&mut self.keys, &mut self.active, &mut self.stats, key, out);
+                    }
+                }
+            }
+        }
+        let Engine { detectors, index, keys, active, cfg, stats, .. } = self;
         for di in index.candidates(ev) {
             let det = &detectors[di as usize];
             if det.matcher.matches_in(ev, &mut ctx) {
@@ -237,18 +254,7 @@ impl Engine {
     }
 
     fn resolve(&mut self, k: Key, out: &mut Vec<Finding>) {
-        self.active.remove(&k);
-        if let Some(st) = self.keys.remove(&k) {
-            if let Some(a) = st.active {
-                let mut f = a.finding;
-                f.status = Status::Resolved;
-                f.update_count += 1;
-                fill(&mut f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
-                f.emitted_at = crate::time::now_ms();
-                self.stats.resolved += 1;
-                out.push(f);
-            }
-        }
+        resolve_key(&mut self.keys, &mut self.active, &mut self.stats, k, out);
     }
 
     /// End of input: every open finding resolves (its activity has stopped).
@@ -292,6 +298,35 @@ impl Engine {
     }
 }
 
+/// Emits the final version of an open finding and forgets its key.
+fn resolve_key(keys: &mut PrehashedMap<Key, KeyState>, active: &mut PrehashedSet<Key>, stats: &mut EngineStats, k: Key, out: &mut Vec<Finding>) {
+    active.remove(&k);
+    if let Some(st) = keys.remove(&k) {
+        if let Some(a) = st.active {
+            let mut f = a.finding;
+            f.status = Status::Resolved;
+            f.update_count += 1;
+            fill(&mut f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
+            f.emitted_at = crate::time::now_ms();
+            stats.resolved += 1;
+            out.push(f);
+        }
+    }
+}
+
+/// The state key of `ev` for `det`, or None when a group-by value is missing.
+fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
+    let mut buf = String::new();
+    let mut h = Xxh3::new();
+    for f in &det.group_by {
+        match (ev.get(f, &mut buf).filter(|v| !v.is_empty()), det.offender_default.as_deref()) {
+            (Some(v), _) | (None, Some(v)) => hash_str(&mut h, v),
+            (None, None) => return None,
+        }
+    }
+    Some((di, ev.time_domain, h.digest()))
+}
+
 fn hash_str(h: &mut Xxh3, s: &str) {
     h.update(s.as_bytes());
     h.update(&[0x1f]);
@@ -310,14 +345,7 @@ fn observe(
     out: &mut Vec<Finding>,
 ) {
     let mut buf = String::new();
-    let mut h = Xxh3::new();
-    for f in &det.group_by {
-        match (ev.get(f, &mut buf).filter(|v| !v.is_empty()), det.offender_default.as_deref()) {
-            (Some(v), _) | (None, Some(v)) => hash_str(&mut h, v),
-            (None, None) => return,
-        }
-    }
-    let key = (di, ev.time_domain, h.digest());
+    let Some(key) = group_key(det, di, ev) else { return };
     let ts = ev.timestamp;
     let st = keys.entry(key).or_insert_with(|| KeyState::new(det, ts));
     if st.active.is_none() && ts > st.last_seen + st.span_ms(det) {
@@ -525,5 +553,27 @@ output:
         assert_eq!(out.iter().filter(|f| f.offender.value == "203.0.113.9").map(|f| &f.finding_id).collect::<std::collections::HashSet<_>>().len(), 1);
         // the state of one tracked key is small
         assert!(std::mem::size_of::<KeyState>() <= 192, "KeyState is {} bytes", std::mem::size_of::<KeyState>());
+    }
+
+    #[test]
+    fn an_alert_resolved_by_alertmanager_resolves_its_finding_at_once() {
+        let dets = crate::detect::load_dir(std::path::Path::new("detectors")).unwrap();
+        let mut engine = Engine::new(dets, EngineConfig::default());
+        let hook = |status: &str, at: &str| {
+            format!(
+                r#"{{"version":"4","groupKey":"g","status":"{status}","receiver":"r","alerts":[{{"status":"{status}","labels":{{"alertname":"HighLatency","instance":"api-1:9100"}},"annotations":{{"summary":"p99 high"}},"startsAt":"2026-03-03T10:00:00Z","endsAt":"{at}","fingerprint":"f1"}}]}}"#
+            )
+        };
+        let mut st = SourceState::new(Format::Auto, 0);
+        let mut out = Vec::new();
+        let mut evs = Vec::new();
+        crate::parse::parse_into(&hook("firing", "0001-01-01T00:00:00Z"), &mut st, 0, &mut evs);
+        crate::parse::parse_into(&hook("resolved", "2026-03-03T10:05:00Z"), &mut st, 0, &mut evs);
+        for ev in &evs {
+            engine.process(ev, &mut out);
+        }
+        let statuses: Vec<_> = out.iter().filter(|f| f.detector.id == "infrastructure.alert_firing").map(|f| f.status).collect();
+        assert_eq!(statuses, vec![Status::Open, Status::Resolved], "resolved before the input ends");
+        assert_eq!(out[1].last_seen - out[1].first_seen, 300_000);
     }
 }
