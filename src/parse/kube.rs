@@ -19,7 +19,9 @@ pub fn looks_like_klog(b: &[u8]) -> bool {
 }
 
 pub fn looks_like_events_line(b: &[u8]) -> bool {
-    let s = std::str::from_utf8(&b[..b.len().min(40)]).unwrap_or("");
+    let head = &b[..b.len().min(40)];
+    // the cut may fall inside a character: keep the valid prefix
+    let s = std::str::from_utf8(head).unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""));
     let mut it = s.split_whitespace();
     let (a, c) = (it.next(), it.next());
     matches!(a, Some("Normal" | "Warning")) || matches!(c, Some("Normal" | "Warning"))

@@ -79,7 +79,8 @@ fn parse_header(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
     let b = line.as_bytes();
     let mut at = 0;
     if b.first() == Some(&b'<') {
-        let Some(close) = line[..line.len().min(6)].find('>') else { return false };
+        // bytes, not str: the first six bytes may end inside a character
+        let Some(close) = b[..b.len().min(6)].iter().position(|&c| c == b'>') else { return false };
         let Ok(pri) = line[1..close].parse::<u16>() else { return false };
         ev.log_level = Some(Cow::Borrowed(severity_name(pri % 8)));
         at = close + 1;

@@ -169,3 +169,49 @@ fn unknown_line_is_kept_and_marked() {
     assert_eq!(ev.original, "some words nobody parses");
     assert_eq!(ev.to_json()["error.type"], "parse_failure");
 }
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEEDS: &[&str] = &[
+        "Dec 10 06:55:46 LabSZ sshd[24200]: Failed password for invalid user webmaster from 173.234.31.186 port 38926 ssh2",
+        "<38>1 2026-01-16T06:48:51Z web-1 sshd 812 - [meta x=\"a]b\"] Disconnected from authenticating user root 1.2.3.4 port 22 [preauth]",
+        r#"127.0.0.1 - frank [30/Sep/2021:11:11:54 +0200] "GET /foo?a=1 HTTP/1.1" 404 162 "-" "curl/7.68.0""#,
+        r#"2021/12/02 11:53:15 [error] 4065777#4065777: *4 limiting requests, excess: 5.428 by zone "z", client: ::1, server: , request: "GET / HTTP/1.1""#,
+        "[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328636416] [client 72.15.99.187:5523] File does not exist",
+        r#"{"ts":"2026-01-16T06:48:51Z","level":"ERROR","msg":"x","req":{"remote":"203.0.113.50"}}"#,
+        r#"ts=2026-01-16T06:48:51Z level=warn msg="db slow" status=503"#,
+        r#"E0127 07:27:45.123456 1234 pod_workers.go:1298] "Error" err="CrashLoopBackOff" pod="default/a""#,
+        "  Warning  BackOff    2m38s (x26 over 7m37s)  kubelet  Back-off restarting failed container d in pod a_b(c)",
+        "[ 8123.456] EXT4-fs (sda1): Remounting filesystem read-only",
+        r#"{"version":"4","groupKey":"g","status":"firing","receiver":"r","alerts":[{"labels":{"alertname":"X"},"startsAt":"2026-01-16T06:48:51Z"}]}"#,
+    ];
+
+    proptest! {
+        /// Any text, and any cut or splice of real lines, parses to events without panicking.
+        #[test]
+        fn parsing_never_panics(seed in 0usize..SEEDS.len(), cut in 0usize..200, junk in "\\PC{0,40}", noise in any::<String>()) {
+            let s = SEEDS[seed];
+            let cut = (0..=cut.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            let mut st = SourceState::new(Format::Auto, REF_2026);
+            let mut out = Vec::new();
+            for line in [format!("{}{junk}", &s[..cut]), format!("{junk}{}", &s[cut..]), noise.clone()] {
+                parse_into(&line, &mut st, 0, &mut out);
+            }
+            let mut c = crate::cluster::Clusterer::new(crate::cluster::DrainConfig::default());
+            c.process(&mut out);
+            for ev in &out {
+                let _ = ev.to_json();
+            }
+        }
+    }
+}
+
+/// Regression: a `<` followed by multi-byte characters made the PRI scan
+/// slice inside a character and panic.
+#[test]
+fn pri_scan_on_multibyte_line_does_not_panic() {
+    let ev = one("<ਊᝮ*%ð%:ශ'Q authenticating user root");
+    assert!(ev.parse_error.is_some());
+}
