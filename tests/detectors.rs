@@ -46,3 +46,21 @@ fn broken_detectors_have_golden_errors() {
         assert_eq!(err.to_string(), want.trim_end(), "golden error of {}", case.display());
     }
 }
+
+#[test]
+fn findings_are_deterministic_across_runs() {
+    let strip = |fs: Vec<threatpilot::finding::Finding>| {
+        fs.into_iter()
+            .map(|mut f| {
+                f.emitted_at = 0;
+                f.execution_id.clear();
+                serde_json::to_string(&f).unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    for d in fixture_dirs(Path::new("fixtures/detectors")).unwrap() {
+        let a = strip(run_fixture(&d, Path::new("detectors")).unwrap());
+        let b = strip(run_fixture(&d, Path::new("detectors")).unwrap());
+        assert_eq!(a, b, "{}", d.display());
+    }
+}
