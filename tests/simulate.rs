@@ -21,7 +21,7 @@ fn simulated_attacks_are_found_and_nothing_else() {
             .collect();
         let spec = threatpilot::detect::fixtures::fixture_pipeline();
         let detectors = threatpilot::detect::load_dir(std::path::Path::new("detectors")).unwrap();
-        let findings = threatpilot::pipeline::graph::final_states(threatpilot::pipeline::run_inline(&spec, &mut inputs, detectors));
+        let findings = threatpilot::pipeline::graph::final_states(threatpilot::pipeline::run_inline(&spec, &mut inputs, detectors, threatpilot::detect::fixtures::FIXTURE_REFERENCE_MS));
         let got: BTreeSet<(String, String)> = findings.iter().map(|f| (f.detector.id.clone(), f.offender.value.clone())).collect();
         let want: BTreeSet<(String, String)> = expected.iter().map(|e| (e.detector.clone(), e.offender.clone())).collect();
         assert_eq!(got, want, "seed {seed}");

@@ -157,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let t = Instant::now();
         let mut inputs = vec![(SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000), lines.clone())];
         let started = t.elapsed();
-        let versions = crate::pipeline::run_inline(&spec, &mut inputs, detectors()?);
+        let versions = crate::pipeline::run_inline(&spec, &mut inputs, detectors()?, crate::time::now_ms());
         r.end_to_end_one_core_eps = n / (t.elapsed() - started).as_secs_f64();
         r.findings = crate::pipeline::graph::final_states(versions).len();
         // threaded graph from a file

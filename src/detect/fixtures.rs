@@ -3,8 +3,9 @@
 //! input must raise: `[{"detector": "...", "offender": "..."}]`. The
 //! comparison is exact both ways: a missing finding and an extra one both
 //! fail, so fixtures check precision as well as recall. Year-less
-//! timestamps are placed relative to [`FIXTURE_REFERENCE_MS`], so results do
-//! not depend on the day the tests run.
+//! timestamps are placed relative to [`FIXTURE_REFERENCE_MS`], and lines
+//! without a timestamp are ingested at that instant, so results (ids
+//! included) do not depend on the day the tests run.
 
 use std::path::{Path, PathBuf};
 
@@ -56,7 +57,7 @@ pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String>
         let lines = if f.extension().is_some_and(|e| e == "json") { vec![text.replace('\n', " ")] } else { text.lines().map(str::to_owned).collect() };
         inputs.push((state, lines));
     }
-    let findings = crate::pipeline::graph::final_states(crate::pipeline::run_inline(&spec, &mut inputs, dets));
+    let findings = crate::pipeline::graph::final_states(crate::pipeline::run_inline(&spec, &mut inputs, dets, FIXTURE_REFERENCE_MS));
     let mut got: Vec<Expected> = findings.iter().map(|f| Expected { detector: f.detector.id.clone(), offender: f.offender.value.clone() }).collect();
     let mut want = expected;
     got.sort();

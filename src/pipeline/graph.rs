@@ -350,11 +350,13 @@ pub fn final_states(versions: Vec<Finding>) -> Vec<Finding> {
 }
 
 /// Single-threaded run over lines already in memory (fixtures, per-core
-/// bench); returns every finding version in emission order.
-pub fn run_inline(spec: &PipelineSpec, inputs: &mut [(SourceState, Vec<String>)], detectors: Vec<Detector>) -> Vec<Finding> {
+/// bench); returns every finding version in emission order. `ingested_ms`
+/// is the ingestion instant, which is also the event time of lines that
+/// carry none: pin it and the run is reproducible.
+pub fn run_inline(spec: &PipelineSpec, inputs: &mut [(SourceState, Vec<String>)], detectors: Vec<Detector>, ingested_ms: i64) -> Vec<Finding> {
     let mut stages = Stages::new(spec, detectors, "exec-inline".into());
     let mut findings = Vec::new();
-    let now = crate::time::now_ms();
+    let now = ingested_ms;
     for (state, lines) in inputs.iter_mut() {
         for chunk in lines.chunks(spec.batch_size.max(1)) {
             let mut events = Vec::with_capacity(chunk.len());
