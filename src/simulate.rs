@@ -96,7 +96,7 @@ fn clf_time(ms: i64) -> String {
 /// A benign client address from a large pool (10.0.0.0/8 and 100.64.0.0/10).
 fn client_ip(rng: &mut Rng) -> String {
     let n = rng.below(200_000);
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
     } else {
         format!("100.{}.{}.{}", 64 + ((n >> 16) & 63), (n >> 8) & 255, n & 255)

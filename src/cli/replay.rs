@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::parse::{Format, SourceState};
-use crate::pipeline::config::{SinkConfig, SourceConfig};
+use crate::pipeline::config::SinkConfig;
 use crate::pipeline::sinks::Sinks;
 use crate::pipeline::{inputs, PipelineSpec, RunSummary};
 
@@ -61,7 +61,6 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         ins.push(crate::pipeline::graph::SourceInput { path: (f != "-").then(|| f.clone()), state, pace_lines_per_sec: args.lines_per_sec });
     }
-    spec.sources = vec![SourceConfig::Stdin { id: "replay".into(), format: Format::Auto, dataset: None }];
     execute(&spec, ins)
 }
 

@@ -260,10 +260,10 @@ impl Drain {
     fn merge(&mut self, ci: usize, hashes: &[u64]) {
         let c = &mut self.clusters[ci];
         let mut changed = false;
-        for i in 0..c.hashes.len() {
-            if c.hashes[i] != WILD && c.hashes[i] != hashes[i] {
-                c.hashes[i] = WILD;
-                c.tokens[i] = WILDCARD.into();
+        for ((t, tok), h) in c.hashes.iter_mut().zip(c.tokens.iter_mut()).zip(hashes) {
+            if *t != WILD && t != h {
+                *t = WILD;
+                *tok = WILDCARD.into();
                 changed = true;
             }
         }

@@ -43,12 +43,11 @@ pub fn mask_token(tok: &str) -> Option<String> {
         return None;
     }
     // key=value: keep the key
-    if let Some(eq) = tok.find('=') {
-        if eq > 0 && tok[..eq].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-') {
+    if let Some(eq) = tok.find('=')
+        && eq > 0 && tok[..eq].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-') {
             let v = &tok[eq + 1..];
             return Some(format!("{}={}", &tok[..eq], mask_token(v).unwrap_or_else(|| v.to_owned())));
         }
-    }
     if !is_wrap(b[0]) && !is_wrap(b[b.len() - 1]) && !tok.contains('=') && is_variable(tok) {
         return Some(WILDCARD.to_owned());
     }
@@ -103,11 +102,10 @@ fn is_variable(s: &str) -> bool {
         return true;
     }
     // ip:port
-    if let Some((ip, port)) = s.rsplit_once(':') {
-        if port.bytes().all(|c| c.is_ascii_digit()) && ip.parse::<std::net::IpAddr>().is_ok() {
+    if let Some((ip, port)) = s.rsplit_once(':')
+        && port.bytes().all(|c| c.is_ascii_digit()) && ip.parse::<std::net::IpAddr>().is_ok() {
             return true;
         }
-    }
     // hex ids (0x.., long hex, uuids)
     let hexish = b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
     if s.starts_with("0x") || (hexish && b.len() >= 8) {

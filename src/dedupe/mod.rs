@@ -89,11 +89,10 @@ impl Deduper {
             return false;
         }
         self.alerts_order.push_back(key);
-        if self.alerts_order.len() > self.max_alert_keys {
-            if let Some(old) = self.alerts_order.pop_front() {
+        if self.alerts_order.len() > self.max_alert_keys
+            && let Some(old) = self.alerts_order.pop_front() {
                 self.alerts_seen.remove(&old);
             }
-        }
         true
     }
 }

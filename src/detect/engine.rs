@@ -111,8 +111,10 @@ struct Index {
 
 impl Index {
     fn build(detectors: &[Detector]) -> Index {
-        let mut ix = Index::default();
-        ix.resolvers = detectors.iter().enumerate().filter(|(_, d)| d.resolve_when.is_some()).map(|(i, _)| i as u32).collect();
+        let mut ix = Index {
+            resolvers: detectors.iter().enumerate().filter(|(_, d)| d.resolve_when.is_some()).map(|(i, _)| i as u32).collect(),
+            ..Index::default()
+        };
         for (i, d) in detectors.iter().enumerate() {
             let map = match d.matcher.index_key() {
                 Some((Field::Action, v)) => Some((&mut ix.by_action, v)),
@@ -206,16 +208,14 @@ impl Engine {
         let mut ctx = EvalCtx::new(&self.keywords);
         for &di in &self.index.resolvers {
             let det = &self.detectors[di as usize];
-            if det.resolve_when.as_ref().is_some_and(|m| m.matches_in(ev, &mut ctx)) {
-                if let Some(key) = group_key(det, di, ev) {
-                    if self.active.contains(&key) {
+            if det.resolve_when.as_ref().is_some_and(|m| m.matches_in(ev, &mut ctx))
+                && let Some(key) = group_key(det, di, ev)
+                    && self.active.contains(&key) {
                         if let Some(st) = self.keys.get_mut(&key) {
                             st.last_seen = st.last_seen.max(ev.timestamp);
                         }
                         resolve_key(&mut self.keys, &mut self.active, &mut self.stats, key, out);
                     }
-                }
-            }
         }
         let Engine { detectors, index, keys, active, cfg, stats, .. } = self;
         for di in index.candidates(ev) {
@@ -301,8 +301,8 @@ impl Engine {
 /// Emits the final version of an open finding and forgets its key.
 fn resolve_key(keys: &mut PrehashedMap<Key, KeyState>, active: &mut PrehashedSet<Key>, stats: &mut EngineStats, k: Key, out: &mut Vec<Finding>) {
     active.remove(&k);
-    if let Some(st) = keys.remove(&k) {
-        if let Some(a) = st.active {
+    if let Some(st) = keys.remove(&k)
+        && let Some(a) = st.active {
             let mut f = a.finding;
             f.status = Status::Resolved;
             f.update_count += 1;
@@ -311,7 +311,6 @@ fn resolve_key(keys: &mut PrehashedMap<Key, KeyState>, active: &mut PrehashedSet
             stats.resolved += 1;
             out.push(f);
         }
-    }
 }
 
 /// The state key of `ev` for `det`, or None when a group-by value is missing.
@@ -359,14 +358,13 @@ fn observe(
         Outcome::Failure => st.failure += ev.count as u64,
         Outcome::Unknown => {}
     }
-    if let Some(tf) = &det.targets_field {
-        if let Some(v) = ev.get(tf, &mut buf) {
+    if let Some(tf) = &det.targets_field
+        && let Some(v) = ev.get(tf, &mut buf) {
             let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
             if st.targets.len() < MAX_TARGETS && !st.targets.contains(&th) {
                 st.targets.push(th);
             }
         }
-    }
     if let Some(a) = st.active.as_mut() {
         push_evidence(&mut st.evidence, det, ev);
         if ts >= a.last_emit + det.cooldown_ms {
@@ -386,9 +384,8 @@ fn observe(
         Logic::Window(w) => {
             let num = match w.aggregate {
                 AggregateKind::Sum => w.field.as_ref().and_then(|f| ev.get_number(f)).unwrap_or(0.0) * ev.count as f64,
-                AggregateKind::Ratio => {
-                    if w.numerator.as_ref().is_some_and(|n| n.matches_in(ev, ctx)) { ev.count as f64 } else { 0.0 }
-                }
+                AggregateKind::Ratio
+                    if w.numerator.as_ref().is_some_and(|n| n.matches_in(ev, ctx)) => { ev.count as f64 }
                 _ => 0.0,
             };
             let distinct = match (&w.aggregate, &w.field) {

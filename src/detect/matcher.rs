@@ -217,11 +217,10 @@ impl<'a> EvalCtx<'a> {
 
 impl CompiledCondition {
     fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
-        if let Test::Keywords(Keywords { slot: Some((g, s, e)), .. }) = &self.test {
-            if let Some(hit) = ctx.any_hit(ev, *g, *s, *e) {
+        if let Test::Keywords(Keywords { slot: Some((g, s, e)), .. }) = &self.test
+            && let Some(hit) = ctx.any_hit(ev, *g, *s, *e) {
                 return hit;
             }
-        }
         if let Test::EqualsNumber(v) = &self.test {
             return ev.get_number(&self.field).is_some_and(|n| v.contains(&n));
         }

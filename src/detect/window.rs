@@ -129,11 +129,10 @@ impl WindowState {
                 match values.iter_mut().find(|v| v.0 == c.distinct) {
                     Some(v) => v.1 = v.1.max(c.ts),
                     None => {
-                        if values.len() >= cap {
-                            if let Some(oldest) = values.iter().enumerate().min_by_key(|(_, v)| v.1).map(|(i, _)| i) {
+                        if values.len() >= cap
+                            && let Some(oldest) = values.iter().enumerate().min_by_key(|(_, v)| v.1).map(|(i, _)| i) {
                                 values.swap_remove(oldest);
                             }
-                        }
                         values.push((c.distinct, c.ts));
                     }
                 }

@@ -74,7 +74,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     }
     let rest = &line[open + 2..];
     let Some(close) = rest.find(']') else { return false };
-    let Some(ts) = parse_clf_time(rest[..close].as_bytes()) else { return false };
+    let Some(ts) = parse_clf_time(&rest.as_bytes()[..close]) else { return false };
     ev.timestamp = ts;
     let rest = rest[close + 1..].trim_start();
     let Some(rest) = rest.strip_prefix('"') else { return false };
@@ -108,20 +108,17 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     }
     ev.http_status = Some(status);
     ev.http_body_bytes = bytes;
-    if let Some(r) = after.trim_start().strip_prefix('"') {
-        if let Some((referrer, r)) = split_quoted(r) {
+    if let Some(r) = after.trim_start().strip_prefix('"')
+        && let Some((referrer, r)) = split_quoted(r) {
             if referrer != "-" && !referrer.is_empty() {
                 ev.push_extra("http.request.referrer", referrer);
             }
-            if let Some(r) = r.trim_start().strip_prefix('"') {
-                if let Some((ua, _)) = split_quoted(r) {
-                    if ua != "-" && !ua.is_empty() {
+            if let Some(r) = r.trim_start().strip_prefix('"')
+                && let Some((ua, _)) = split_quoted(r)
+                    && ua != "-" && !ua.is_empty() {
                         ev.user_agent = Some(ua.to_owned());
                     }
-                }
-            }
         }
-    }
     ev.category = Some("web");
     ev.outcome = if status >= 400 { Outcome::Failure } else { Outcome::Success };
     ev.action = Some(Cow::Borrowed("http_request"));

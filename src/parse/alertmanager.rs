@@ -51,11 +51,10 @@ struct Alert {
 /// Parses a webhook body into events; an error names what is wrong.
 pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String> {
     let hook: Webhook = serde_json::from_str(body).map_err(|e| format!("invalid Alertmanager payload: {e}"))?;
-    if let Some(v) = &hook.version {
-        if v != "4" {
+    if let Some(v) = &hook.version
+        && v != "4" {
             return Err(format!("unsupported Alertmanager payload version {v:?} (expected \"4\")"));
         }
-    }
     let group_key = hook.group_key.unwrap_or_default();
     let mut out = Vec::with_capacity(hook.alerts.len());
     for mut alert in hook.alerts {

@@ -196,11 +196,10 @@ fn kube_event(ev: &mut Event, flat: &[Leaf<'_>]) -> bool {
     if let Some(n) = flat.iter().find(|l| l.key == "count").and_then(|l| l.number) {
         ev.count = n.clamp(1.0, u32::MAX as f64) as u32;
     }
-    if get("involvedObject.kind") == Some("Pod") {
-        if let Some(name) = get("involvedObject.name") {
+    if get("involvedObject.kind") == Some("Pod")
+        && let Some(name) = get("involvedObject.name") {
             ev.push_extra("kubernetes.pod.name", name);
         }
-    }
     if let Some(ns) = get("involvedObject.namespace") {
         ev.push_extra("kubernetes.namespace", ns);
     }

@@ -37,12 +37,11 @@ pub fn parse_message(ev: &mut Event, msg: &str) -> bool {
         target(ev, &msg[i + "Kill process ".len()..]);
         ("oom_invoked", "warning")
     } else if msg.starts_with("INFO: task ") && msg.contains(" blocked for more than ") {
-        if let Some(task) = msg["INFO: task ".len()..].split(' ').next() {
-            if let Some((name, pid)) = task.trim_end_matches(':').rsplit_once(':') {
+        if let Some(task) = msg["INFO: task ".len()..].split(' ').next()
+            && let Some((name, pid)) = task.trim_end_matches(':').rsplit_once(':') {
                 ev.push_extra("process.target.name", name);
                 ev.push_extra("process.target.pid", pid);
             }
-        }
         ("hung_task", "error")
     } else if msg.starts_with("BUG: unable to handle kernel") || msg.starts_with("divide error:") || msg.starts_with("Oops:") || msg.starts_with("kernel BUG at") {
         ("kernel_oops", "critical")
@@ -53,12 +52,11 @@ pub fn parse_message(ev: &mut Event, msg: &str) -> bool {
     } else if msg.starts_with("EXT4-fs error") || msg.starts_with("XFS") && msg.contains("shutdown") {
         ("fs_error", "error")
     } else if msg.contains(": segfault at ") {
-        if let Some((prog, _)) = msg.split_once(": segfault at ") {
-            if let Some((name, pid)) = prog.rsplit_once('[') {
+        if let Some((prog, _)) = msg.split_once(": segfault at ")
+            && let Some((name, pid)) = prog.rsplit_once('[') {
                 ev.push_extra("process.target.name", name);
                 ev.push_extra("process.target.pid", pid.trim_end_matches(']'));
             }
-        }
         ("segfault", "error")
     } else if msg.starts_with("unregister_netdevice: waiting for") {
         ("netdevice_stuck", "warning")

@@ -68,13 +68,12 @@ pub fn parse_klog_message(ev: &mut Event, msg: &str, msg_at: usize) {
         }
         _ => msg,
     };
-    if let Some(pod) = quoted_value(body, "pod=\"") {
-        if let Some((ns, name)) = pod.split_once('/') {
+    if let Some(pod) = quoted_value(body, "pod=\"")
+        && let Some((ns, name)) = pod.split_once('/') {
             ev.push_extra("kubernetes.namespace", ns);
             ev.push_extra("kubernetes.pod.name", name);
             ev.service_name.get_or_insert_with(|| workload_of(name).to_owned());
         }
-    }
     if let Some(c) = body.split_once("container=").map(|(_, r)| r.split([' ', '\\', '"']).next().unwrap_or(r)) {
         ev.push_extra("kubernetes.container.name", c);
     }
@@ -130,11 +129,10 @@ fn events_fields(ev: &mut Event, line: &str) -> bool {
         ev.count = n.max(1);
     }
     let object = if kind_at == 1 { toks.get(3).copied() } else { None };
-    if let Some((kind, name)) = object.and_then(|o| o.split_once('/')) {
-        if kind == "pod" {
+    if let Some((kind, name)) = object.and_then(|o| o.split_once('/'))
+        && kind == "pod" {
             ev.push_extra("kubernetes.pod.name", name);
         }
-    }
     // message: after "kubelet" (describe) or after the object (get events)
     let msg = match line.find("kubelet ") {
         Some(i) => line[i + 8..].trim_start(),

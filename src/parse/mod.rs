@@ -94,8 +94,8 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
         Format::Auto => detect(line.as_bytes()),
         f => f,
     };
-    if matches!(format, Format::Json | Format::Alertmanager) && alertmanager::looks_like_webhook(line) {
-        if let Ok(events) = parse_webhook(line, ingested_ms) {
+    if matches!(format, Format::Json | Format::Alertmanager) && alertmanager::looks_like_webhook(line)
+        && let Ok(events) = parse_webhook(line, ingested_ms) {
             for mut ev in events {
                 ev.time_domain = state.time_domain;
                 ev.file_path = state.file_path.clone();
@@ -103,7 +103,6 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
             }
             return;
         }
-    }
     out.push(parse_as(line, format, state, ingested_ms));
 }
 
@@ -142,11 +141,10 @@ fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i6
             "line does not match the source's format"
         }));
     }
-    if ev.dataset == "unknown" {
-        if let Some(d) = &state.dataset_hint {
+    if ev.dataset == "unknown"
+        && let Some(d) = &state.dataset_hint {
             ev.dataset = Cow::Owned(d.to_string());
         }
-    }
     if ev.host_name.is_none() {
         ev.host_name = state.host_hint.as_deref().map(str::to_owned);
     }

@@ -149,11 +149,10 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
 /// Splits "NAME from TAIL" where NAME may contain spaces or be empty; uses the
 /// last " from " so user names like "from" survive.
 fn split_user_from(s: &str) -> (Option<&str>, &str) {
-    if let Some(tail) = s.strip_prefix("from ") {
-        if tail.split(' ').next().is_some_and(is_ip) {
+    if let Some(tail) = s.strip_prefix("from ")
+        && tail.split(' ').next().is_some_and(is_ip) {
             return (None, tail);
         }
-    }
     match s.rfind(" from ") {
         Some(i) => (Some(&s[..i]).filter(|u| !u.is_empty()), &s[i + 6..]),
         None => (Some(s.trim()).filter(|u| !u.is_empty()), ""),

@@ -215,17 +215,15 @@ fn severity_name(sev: u16) -> &'static str {
 /// Picks the message parser by program name; `msg_at` is the message offset.
 fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
     // rsyslog's repeat compression: "message repeated 5 times: [ Failed password …]"
-    if let Some(rest) = msg.strip_prefix("message repeated ") {
-        if let Some((n, inner)) = rest.split_once(" times: [") {
-            if let (Ok(n), Some(inner)) = (n.parse::<u32>(), inner.strip_suffix(']')) {
+    if let Some(rest) = msg.strip_prefix("message repeated ")
+        && let Some((n, inner)) = rest.split_once(" times: [")
+            && let (Ok(n), Some(inner)) = (n.parse::<u32>(), inner.strip_suffix(']')) {
                 let inner = inner.trim_start();
                 ev.count = n.max(1);
                 let inner_at = msg_at + super::offset_in(msg, inner);
                 ev.set_message_range(inner_at, inner_at + inner.len());
                 return dispatch(ev, inner, inner_at);
             }
-        }
-    }
     let prog = ev.process_name.as_deref().unwrap_or("");
     let base = prog.split('(').next().unwrap_or(prog).to_owned();
     match base.as_str() {

@@ -65,6 +65,7 @@ pub enum SourceConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct TransformsConfig {
     #[serde(default)]
     pub dedupe: DedupeConfig,
@@ -72,11 +73,6 @@ pub struct TransformsConfig {
     pub cluster: DrainConfig,
 }
 
-impl Default for TransformsConfig {
-    fn default() -> Self {
-        TransformsConfig { dedupe: DedupeConfig::default(), cluster: DrainConfig::default() }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -163,11 +163,10 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
                 if let Some(p) = pace {
                     // hold each line until its time comes, as a live stream would deliver it
                     let due = std::time::Duration::from_secs_f64(read as f64 / p);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        if wait > std::time::Duration::from_micros(200) {
+                    if let Some(wait) = due.checked_sub(started.elapsed())
+                        && wait > std::time::Duration::from_micros(200) {
                             std::thread::sleep(wait);
                         }
-                    }
                     read += 1;
                 }
                 lines.push(l.to_owned());
