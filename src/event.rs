@@ -69,7 +69,7 @@ pub struct Event {
     pub service_name: Option<String>,
     pub process_name: Option<String>,
     pub process_pid: Option<u32>,
-    pub http_method: Option<String>,
+    pub http_method: Option<Cow<'static, str>>,
     /// `url.original`; `url.path` and `url.query` are derived from it.
     pub url_original: Option<String>,
     pub http_status: Option<u16>,
@@ -80,7 +80,7 @@ pub struct Event {
     /// `log.level`, lowercase.
     pub log_level: Option<Cow<'static, str>>,
     /// `labels.*`.
-    pub labels: Vec<(String, String)>,
+    pub labels: Vec<(Cow<'static, str>, String)>,
     /// Other ECS fields this event carries (`kubernetes.pod.name`, `error.message`, …).
     pub extra: Vec<(Cow<'static, str>, String)>,
     /// `template.id` and `template.text`, set by the cluster stage.
@@ -104,6 +104,15 @@ pub struct Event {
 pub struct TemplateRef {
     pub id: u64,
     pub text: Arc<str>,
+}
+
+/// An HTTP method, without allocating for the standard ones.
+pub fn http_method(m: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+    match KNOWN.iter().find(|k| **k == m) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(m.to_owned()),
+    }
 }
 
 /// Formats a template id as it appears in JSON (`t-` and 16 hex digits).
@@ -256,7 +265,9 @@ impl Event {
         if let Some(p) = self.process_pid {
             m.insert("process.pid".into(), p.into());
         }
-        opt(&mut m, "http.request.method", &self.http_method);
+        if let Some(v) = &self.http_method {
+            m.insert("http.request.method".into(), s(v));
+        }
         opt(&mut m, "url.original", &self.url_original);
         if let Some(p) = self.url_path() {
             m.insert("url.path".into(), s(p));

@@ -96,7 +96,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     let mut parts = request.splitn(3, ' ');
     match (parts.next(), parts.next()) {
         (Some(method), Some(url)) if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() => {
-            ev.http_method = Some(method.to_owned());
+            ev.http_method = Some(crate::event::http_method(method));
             ev.url_original = Some(url.to_owned());
         }
         _ => {

@@ -115,11 +115,11 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
             ev.push_extra("alert.ends_at", crate::time::format_rfc3339(e));
         }
         for (k, v) in &alert.labels {
-            ev.labels.push((k.clone(), v.clone()));
+            ev.labels.push((Cow::Owned(k.clone()), v.clone()));
         }
         for (k, v) in &hook.group_labels {
             if !alert.labels.contains_key(k) {
-                ev.labels.push((k.clone(), v.clone()));
+                ev.labels.push((Cow::Owned(k.clone()), v.clone()));
             }
         }
         ev.hash = dedup_key(&group_key, &alert.fingerprint, &alert.starts_at, &alert.status);

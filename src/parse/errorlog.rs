@@ -62,7 +62,7 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
             let r = r.trim_end_matches('"');
             let mut it = r.splitn(3, ' ');
             if let (Some(m), Some(u)) = (it.next(), it.next()) {
-                ev.http_method = Some(m.to_owned());
+                ev.http_method = Some(crate::event::http_method(m));
                 ev.url_original = Some(u.to_owned());
             }
         } else if let Some(h) = part.strip_prefix("host: \"") {

@@ -74,7 +74,7 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             "event.duration" => ev.duration_ns = text.parse().ok(),
             k if crate::event::EXTRA_FIELDS.contains(&k) => ev.extra.push((Cow::Owned(k.to_owned()), text.into_owned())),
             k => match k.strip_prefix("labels.") {
-                Some(l) => ev.labels.push((l.to_owned(), text.into_owned())),
+                Some(l) => ev.labels.push((Cow::Owned(l.to_owned()), text.into_owned())),
                 None => super::logfmt::set_known(ev, k, &text),
             },
         }

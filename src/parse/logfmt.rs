@@ -88,7 +88,7 @@ pub(super) fn set_known(ev: &mut Event, key: &str, value: &str) {
         "host" | "hostname" | "host.name" => ev.host_name = Some(value.to_owned()),
         "user" | "username" | "user.name" => ev.user_name = Some(value.to_owned()),
         "ip" | "client_ip" | "remote_addr" | "src_ip" | "source.ip" => ev.source_ip = Some(value.to_owned()),
-        "method" | "http.request.method" => ev.http_method = Some(value.to_owned()),
+        "method" | "http.request.method" => ev.http_method = Some(crate::event::http_method(value)),
         "path" | "url" | "uri" | "url.original" => ev.url_original = Some(value.to_owned()),
         "status" | "status_code" | "http.response.status_code" => {
             ev.http_status = value.parse().ok();
@@ -106,7 +106,7 @@ pub(super) fn set_known(ev: &mut Event, key: &str, value: &str) {
                 _ => Outcome::Unknown,
             }
         }
-        _ => ev.labels.push((key.to_owned(), value.to_owned())),
+        _ => ev.labels.push((Cow::Owned(key.to_owned()), value.to_owned())),
     }
 }
 
