@@ -3,7 +3,7 @@
 //! fatal: a log line with a stray byte is still a log line.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 
 use anyhow::Context;
 
@@ -34,12 +34,21 @@ pub fn for_each_line(mut r: impl BufRead, mut f: impl FnMut(&str)) -> std::io::R
     }
 }
 
-/// Reads a whole input (for documents such as webhook payloads).
-#[allow(dead_code)]
-pub fn read_all(path: &str) -> anyhow::Result<String> {
-    let mut s = String::new();
-    let mut bytes = Vec::new();
-    open(path)?.read_to_end(&mut bytes).with_context(|| format!("cannot read {path}"))?;
-    s.push_str(&String::from_utf8_lossy(&bytes));
-    Ok(s)
+/// Calls `f` with each record of an input: a `.json` file is one document
+/// (an Alertmanager payload is usually pretty-printed over many lines;
+/// JSON strings hold no raw newlines, so joining its lines with spaces
+/// keeps it intact); anything else is one record per line.
+pub fn for_each_record(path: Option<&str>, r: impl BufRead, mut f: impl FnMut(&str)) -> std::io::Result<()> {
+    if path.is_some_and(|p| p.ends_with(".json")) {
+        let mut doc = String::new();
+        for_each_line(r, |l| {
+            doc.push_str(l);
+            doc.push(' ');
+        })?;
+        if !doc.trim().is_empty() {
+            f(doc.trim_end());
+        }
+        return Ok(());
+    }
+    for_each_line(r, f)
 }

@@ -80,3 +80,12 @@ fn simulate_writes_streams_and_expected_findings() {
     assert!(expected.len() >= 10);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn replay_reads_a_pretty_printed_alertmanager_payload_as_one_document() {
+    let out = tp().args(["replay", "fixtures/detectors/am-high-memory/input.json"]).output().unwrap();
+    assert!(out.status.success());
+    let findings = json_lines(&out.stdout);
+    assert_eq!(findings.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(findings[0]["detector"]["id"], "infrastructure.alert_firing");
+}

@@ -24,7 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         state.file_path = (path != "-").then(|| path.as_str().into());
         let mut events = Vec::new();
         let mut write_err = None;
-        crate::cli_support::for_each_line(crate::cli_support::open(path)?, |line| {
+        crate::cli_support::for_each_record(Some(path.as_str()), crate::cli_support::open(path)?, |line| {
             events.clear();
             parse_into(line, &mut state, now, &mut events);
             for ev in &events {

@@ -51,10 +51,11 @@ pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String>
     let spec = fixture_pipeline();
     let mut inputs = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let mut state = SourceState::new(Format::Auto, FIXTURE_REFERENCE_MS);
         state.time_domain = i as u32;
-        let lines = if f.extension().is_some_and(|e| e == "json") { vec![text.replace('\n', " ")] } else { text.lines().map(str::to_owned).collect() };
+        let mut lines = Vec::new();
+        crate::cli_support::for_each_record(f.to_str(), std::io::BufReader::new(file), |r| lines.push(r.to_owned())).map_err(|e| format!("{}: {e}", f.display()))?;
         inputs.push((state, lines));
     }
     let findings = crate::pipeline::graph::final_states(crate::pipeline::run_inline(&spec, &mut inputs, dets, FIXTURE_REFERENCE_MS));

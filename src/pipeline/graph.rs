@@ -154,7 +154,7 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = std::time::Duration::from_millis(10);
-            crate::cli_support::for_each_line(reader, |l| {
+            crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
                 rep.received += 1;
                 if closed {
                     *rep.dropped.entry("downstream_closed".into()).or_default() += 1;
