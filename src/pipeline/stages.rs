@@ -1,6 +1,7 @@
-//! The processing stages as plain structs, so one code path serves both the
-//! task graph ([`super::graph`]) and single-threaded callers (fixture tests,
-//! the per-core benchmark): parse -> dedupe -> cluster -> detect.
+//! The processing stages chained on one thread (fixture tests, the per-core
+//! benchmark): dedupe -> cluster -> detect over a parsed batch. The task
+//! graph ([`super::graph`]) gives each of the same structs (`Deduper`,
+//! `Clusterer`, `Engine`) its own task instead, so both run the same logic.
 
 use crate::cluster::Clusterer;
 use crate::dedupe::{DedupStats, Deduper};
