@@ -10,8 +10,8 @@ use threatpilot::cluster::{Clusterer, DrainConfig};
 use threatpilot::dedupe::Deduper;
 use threatpilot::detect::{Engine, EngineConfig};
 use threatpilot::event::Event;
-use threatpilot::parse::{parse_into, Format, SourceState};
-use threatpilot::simulate::{generate, SimConfig, START_MS};
+use threatpilot::parse::{Format, SourceState, parse_into};
+use threatpilot::simulate::{START_MS, SimConfig, generate};
 
 const EVENTS: usize = 200_000;
 
@@ -37,9 +37,15 @@ fn parse_all(lines: &[String]) -> Vec<Event> {
 }
 
 fn main() {
-    let (sim, _) = generate(&SimConfig { events: EVENTS, seed: 7, events_per_sec: 500.0 });
+    let (sim, _) = generate(&SimConfig {
+        events: EVENTS,
+        seed: 7,
+        events_per_sec: 500.0,
+    });
     let lines: Vec<String> = sim.into_iter().map(|l| l.text).collect();
-    let detectors = || threatpilot::detect::load_dir(std::path::Path::new("detectors")).expect("detectors load");
+    let detectors = || {
+        threatpilot::detect::load_dir(std::path::Path::new("detectors")).expect("detectors load")
+    };
 
     let parse = median_ns_per_event(|| black_box(parse_all(&lines)).len());
     let parsed = parse_all(&lines);
@@ -68,7 +74,10 @@ fn main() {
         black_box(findings);
         clustered.len()
     });
-    println!("hot paths, ns per event (simulated mixed traffic, {} events, median of 7):", lines.len());
+    println!(
+        "hot paths, ns per event (simulated mixed traffic, {} events, median of 7):",
+        lines.len()
+    );
     println!("  parse   {parse:8.0}");
     println!("  dedupe  {dedupe:8.0}  (includes cloning each batch)");
     println!("  cluster {cluster:8.0}  (includes cloning the events)");

@@ -38,7 +38,11 @@ pub fn for_each_line(mut r: impl BufRead, mut f: impl FnMut(&str)) -> std::io::R
 /// (an Alertmanager payload is usually pretty-printed over many lines;
 /// JSON strings hold no raw newlines, so joining its lines with spaces
 /// keeps it intact); anything else is one record per line.
-pub fn for_each_record(path: Option<&str>, r: impl BufRead, mut f: impl FnMut(&str)) -> std::io::Result<()> {
+pub fn for_each_record(
+    path: Option<&str>,
+    r: impl BufRead,
+    mut f: impl FnMut(&str),
+) -> std::io::Result<()> {
     if path.is_some_and(|p| p.ends_with(".json")) {
         let mut doc = String::new();
         for_each_line(r, |l| {

@@ -108,7 +108,9 @@ pub struct TemplateRef {
 
 /// An HTTP method, without allocating for the standard ones.
 pub fn http_method(m: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 9] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
     match KNOWN.iter().find(|k| **k == m) {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(m.to_owned()),
@@ -124,14 +126,23 @@ impl Event {
     /// A new event for a raw line, before any parser has looked at it.
     pub fn raw(original: String, dataset: Cow<'static, str>) -> Event {
         let len = original.len() as u32;
-        Event { original, dataset, message_range: (0, len), count: 1, ..Event::default() }
+        Event {
+            original,
+            dataset,
+            message_range: (0, len),
+            count: 1,
+            ..Event::default()
+        }
     }
 
     /// The `message` field.
     pub fn message(&self) -> &str {
         match &self.message_owned {
             Some(m) => m,
-            None => self.original.get(self.message_range.0 as usize..self.message_range.1 as usize).unwrap_or(""),
+            None => self
+                .original
+                .get(self.message_range.0 as usize..self.message_range.1 as usize)
+                .unwrap_or(""),
         }
     }
 
@@ -149,17 +160,26 @@ impl Event {
 
     /// `url.query`: the part of `url.original` after `?`.
     pub fn url_query(&self) -> Option<&str> {
-        self.url_original.as_deref()?.split_once('?').map(|(_, q)| q)
+        self.url_original
+            .as_deref()?
+            .split_once('?')
+            .map(|(_, q)| q)
     }
 
     /// Value of an `extra` field by ECS name.
     pub fn extra(&self, name: &str) -> Option<&str> {
-        self.extra.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Value of a label (`labels.<name>`).
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn push_extra(&mut self, name: &'static str, value: impl Into<String>) {
@@ -236,9 +256,22 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         let s = |v: &str| Value::String(v.to_owned());
-        m.insert("@timestamp".into(), Value::String(crate::time::format_rfc3339(self.timestamp)));
-        m.insert("event.ingested".into(), Value::String(crate::time::format_rfc3339(self.ingested)));
-        m.insert("event.kind".into(), s(if self.kind == Kind::Alert { "alert" } else { "event" }));
+        m.insert(
+            "@timestamp".into(),
+            Value::String(crate::time::format_rfc3339(self.timestamp)),
+        );
+        m.insert(
+            "event.ingested".into(),
+            Value::String(crate::time::format_rfc3339(self.ingested)),
+        );
+        m.insert(
+            "event.kind".into(),
+            s(if self.kind == Kind::Alert {
+                "alert"
+            } else {
+                "event"
+            }),
+        );
         if let Some(c) = self.category {
             m.insert("event.category".into(), s(c));
         }
@@ -298,10 +331,16 @@ impl Event {
             m.insert(k.to_string(), s(v));
         }
         if let Some(t) = &self.template {
-            m.insert("template.id".into(), Value::String(template_id_string(t.id)));
+            m.insert(
+                "template.id".into(),
+                Value::String(template_id_string(t.id)),
+            );
             m.insert("template.text".into(), s(&t.text));
         }
-        m.insert("event.hash".into(), Value::String(format!("{:016x}", self.hash)));
+        m.insert(
+            "event.hash".into(),
+            Value::String(format!("{:016x}", self.hash)),
+        );
         m.insert("event.count".into(), self.count.into());
         if let Some(e) = &self.parse_error {
             m.insert("error.type".into(), s("parse_failure"));
@@ -348,12 +387,28 @@ pub enum Field {
 /// Schema is generated from this table.
 pub const FIELDS: &[(&str, &str, &str)] = &[
     ("@timestamp", "string", "event time, RFC 3339 UTC"),
-    ("event.ingested", "string", "when ThreatPilot read the event, RFC 3339 UTC"),
+    (
+        "event.ingested",
+        "string",
+        "when ThreatPilot read the event, RFC 3339 UTC",
+    ),
     ("event.kind", "string", "event | alert"),
-    ("event.category", "string", "ECS category: authentication, web, process, host, …"),
-    ("event.action", "string", "what happened, e.g. ssh_login, oom_kill"),
+    (
+        "event.category",
+        "string",
+        "ECS category: authentication, web, process, host, …",
+    ),
+    (
+        "event.action",
+        "string",
+        "what happened, e.g. ssh_login, oom_kill",
+    ),
     ("event.outcome", "string", "success | failure | unknown"),
-    ("event.dataset", "string", "source format, e.g. sshd, nginx.access, kernel"),
+    (
+        "event.dataset",
+        "string",
+        "source format, e.g. sshd, nginx.access, kernel",
+    ),
     ("event.original", "string", "the raw line, always kept"),
     ("message", "string", "the message part of the line"),
     ("source.ip", "string", "client or peer address"),
@@ -376,8 +431,16 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("template.id", "string", "template id from clustering"),
     ("template.text", "string", "template text from clustering"),
     ("event.hash", "string", "dedup fingerprint"),
-    ("event.count", "integer", "how many identical events this one stands for"),
-    ("error.type", "string", "parse_failure when no parser understood the line"),
+    (
+        "event.count",
+        "integer",
+        "how many identical events this one stands for",
+    ),
+    (
+        "error.type",
+        "string",
+        "parse_failure when no parser understood the line",
+    ),
     ("error.message", "string", "why the line was not understood"),
 ];
 

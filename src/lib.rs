@@ -4,17 +4,17 @@
 //! `docs/ARCHITECTURE.md` for the tour. Each stage is a module here; the
 //! stage graph that joins them is [`pipeline`].
 
-pub mod event;
-pub mod parse;
-pub mod time;
+pub mod cli;
+pub mod cli_support;
 pub mod cluster;
 pub mod dedupe;
-pub mod cli;
 pub mod detect;
+pub mod event;
 pub mod finding;
 pub mod metrics;
-pub mod cli_support;
+pub mod parse;
 pub mod pipeline;
-pub mod simulate;
-pub mod schema;
 pub mod prehashed;
+pub mod schema;
+pub mod simulate;
+pub mod time;

@@ -2,7 +2,7 @@
 //! description, registered in one place. Label values are bounded (stage,
 //! reason, detector id), never an address or a user.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 pub const STAGE_RECEIVED: &str = "threatpilot_stage_received_total";
 pub const STAGE_EMITTED: &str = "threatpilot_stage_emitted_total";
@@ -17,14 +17,54 @@ pub const TEMPLATES: &str = "threatpilot_templates";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
-    describe_counter!(STAGE_RECEIVED, Unit::Count, "items a stage received, by stage");
-    describe_counter!(STAGE_EMITTED, Unit::Count, "items a stage passed on, by stage");
-    describe_counter!(STAGE_DROPPED, Unit::Count, "items a stage did not pass on, by stage and reason");
-    describe_gauge!(STAGE_QUEUE_DEPTH, Unit::Count, "batches waiting in a stage's input channel");
-    describe_counter!(PARSE_FAILURES, Unit::Count, "lines no parser understood (kept, marked)");
-    describe_counter!(DETECT_EVICTED_KEYS, Unit::Count, "window keys evicted to bound memory");
-    describe_gauge!(DETECT_TRACKED_KEYS, Unit::Count, "window keys held by the detection engine");
-    describe_counter!(FINDINGS_EMITTED, Unit::Count, "finding versions emitted, by detector and status");
-    describe_histogram!(FINDING_LATENCY, Unit::Seconds, "from reading the crossing event to emitting its finding");
-    describe_gauge!(TEMPLATES, Unit::Count, "log templates known to the cluster stage");
+    describe_counter!(
+        STAGE_RECEIVED,
+        Unit::Count,
+        "items a stage received, by stage"
+    );
+    describe_counter!(
+        STAGE_EMITTED,
+        Unit::Count,
+        "items a stage passed on, by stage"
+    );
+    describe_counter!(
+        STAGE_DROPPED,
+        Unit::Count,
+        "items a stage did not pass on, by stage and reason"
+    );
+    describe_gauge!(
+        STAGE_QUEUE_DEPTH,
+        Unit::Count,
+        "batches waiting in a stage's input channel"
+    );
+    describe_counter!(
+        PARSE_FAILURES,
+        Unit::Count,
+        "lines no parser understood (kept, marked)"
+    );
+    describe_counter!(
+        DETECT_EVICTED_KEYS,
+        Unit::Count,
+        "window keys evicted to bound memory"
+    );
+    describe_gauge!(
+        DETECT_TRACKED_KEYS,
+        Unit::Count,
+        "window keys held by the detection engine"
+    );
+    describe_counter!(
+        FINDINGS_EMITTED,
+        Unit::Count,
+        "finding versions emitted, by detector and status"
+    );
+    describe_histogram!(
+        FINDING_LATENCY,
+        Unit::Seconds,
+        "from reading the crossing event to emitting its finding"
+    );
+    describe_gauge!(
+        TEMPLATES,
+        Unit::Count,
+        "log templates known to the cluster stage"
+    );
 }

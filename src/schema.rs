@@ -3,7 +3,7 @@
 //! the output of [`all`], and a test fails when the two differ or when a
 //! shipped file or an emitted record does not validate.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::detect::config::DetectorSpec;
 use crate::finding::Finding;
@@ -15,8 +15,14 @@ pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("event.schema.json", event_schema()),
         ("finding.schema.json", to(schemars::schema_for!(Finding))),
-        ("detector.schema.json", to(schemars::schema_for!(DetectorSpec))),
-        ("pipeline.schema.json", to(schemars::schema_for!(PipelineSpec))),
+        (
+            "detector.schema.json",
+            to(schemars::schema_for!(DetectorSpec)),
+        ),
+        (
+            "pipeline.schema.json",
+            to(schemars::schema_for!(PipelineSpec)),
+        ),
     ]
 }
 
@@ -27,7 +33,9 @@ fn event_schema() -> Value {
         props.insert((*name).to_owned(), json!({"type": ty, "description": desc}));
     }
     for name in crate::event::EXTRA_FIELDS {
-        props.entry((*name).to_owned()).or_insert(json!({"type": "string"}));
+        props
+            .entry((*name).to_owned())
+            .or_insert(json!({"type": "string"}));
     }
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -43,7 +43,11 @@ pub fn month_from_abbrev(b: &[u8]) -> Option<u32> {
     if b.len() < 3 {
         return None;
     }
-    let key = [b[0].to_ascii_lowercase(), b[1].to_ascii_lowercase(), b[2].to_ascii_lowercase()];
+    let key = [
+        b[0].to_ascii_lowercase(),
+        b[1].to_ascii_lowercase(),
+        b[2].to_ascii_lowercase(),
+    ];
     Some(match &key {
         b"jan" => 1,
         b"feb" => 2,
@@ -101,7 +105,9 @@ pub fn zone_offset_ms(b: &[u8], at: usize) -> (i64, usize) {
     match b.get(at) {
         Some(b'Z') | Some(b'z') => (0, 1),
         Some(&sign @ (b'+' | b'-')) => {
-            let Some(h) = digits(b, at + 1, 2) else { return (0, 0) };
+            let Some(h) = digits(b, at + 1, 2) else {
+                return (0, 0);
+            };
             let (m, used) = if b.get(at + 3) == Some(&b':') {
                 (digits(b, at + 4, 2), 6)
             } else {
@@ -135,7 +141,10 @@ pub fn parse_rfc3339(b: &[u8]) -> Option<(i64, usize)> {
     }
     let (ms, f) = fraction_ms(b, 19);
     let (off, z) = zone_offset_ms(b, 19 + f);
-    Some((epoch_ms(year, month, day, h, mi, s.min(59), ms) - off, 19 + f + z))
+    Some((
+        epoch_ms(year, month, day, h, mi, s.min(59), ms) - off,
+        19 + f + z,
+    ))
 }
 
 /// Formats epoch ms as RFC 3339 UTC with milliseconds (`2024-01-02T03:04:05.678Z`).
@@ -171,9 +180,18 @@ mod tests {
     #[test]
     fn known_instants() {
         assert_eq!(epoch_ms(1970, 1, 1, 0, 0, 0, 0), 0);
-        assert_eq!(parse_rfc3339(b"2026-01-16T06:48:51Z").map(|x| x.0), Some(1_768_546_131_000));
-        assert_eq!(parse_rfc3339(b"2021-09-30T11:11:54+02:00").map(|x| x.0), Some(1_632_993_114_000));
-        assert_eq!(format_rfc3339(1_768_546_131_000), "2026-01-16T06:48:51.000Z");
+        assert_eq!(
+            parse_rfc3339(b"2026-01-16T06:48:51Z").map(|x| x.0),
+            Some(1_768_546_131_000)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2021-09-30T11:11:54+02:00").map(|x| x.0),
+            Some(1_632_993_114_000)
+        );
+        assert_eq!(
+            format_rfc3339(1_768_546_131_000),
+            "2026-01-16T06:48:51.000Z"
+        );
     }
 
     proptest! {

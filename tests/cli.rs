@@ -10,27 +10,46 @@ fn tp() -> Command {
 }
 
 fn json_lines(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }
 
 #[test]
 fn parse_prints_one_dotted_ecs_event_per_line() {
-    let out = tp().args(["parse", "fixtures/detectors/crowdsec-ssh-bf/input.log"]).output().unwrap();
+    let out = tp()
+        .args(["parse", "fixtures/detectors/crowdsec-ssh-bf/input.log"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let events = json_lines(&out.stdout);
-    let lines = std::fs::read_to_string("fixtures/detectors/crowdsec-ssh-bf/input.log").unwrap().lines().count();
+    let lines = std::fs::read_to_string("fixtures/detectors/crowdsec-ssh-bf/input.log")
+        .unwrap()
+        .lines()
+        .count();
     assert_eq!(events.len(), lines);
     let e = &events[0];
     assert_eq!(e["event.dataset"], "sshd");
     assert_eq!(e["source.ip"], "35.188.49.176");
     assert!(e["@timestamp"].as_str().unwrap().ends_with('Z'));
-    assert!(e["event.original"].as_str().unwrap().contains("Invalid user pascal"));
+    assert!(
+        e["event.original"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid user pascal")
+    );
 }
 
 #[test]
 fn cluster_prints_line_template_id_and_template() {
     let out = tp()
-        .args(["cluster", "--log-format", r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>", "fixtures/detectors/crowdsec-ssh-slow-bf/input.log"])
+        .args([
+            "cluster",
+            "--log-format",
+            r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>",
+            "fixtures/detectors/crowdsec-ssh-slow-bf/input.log",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -47,14 +66,34 @@ fn cluster_prints_line_template_id_and_template() {
 
 #[test]
 fn replay_prints_final_findings_and_a_summary() {
-    let out = tp().args(["replay", "--reference-time", "2026-06-01T00:00:00Z", "fixtures/detectors/crowdsec-ssh-bf/input.log"]).output().unwrap();
+    let out = tp()
+        .args([
+            "replay",
+            "--reference-time",
+            "2026-06-01T00:00:00Z",
+            "fixtures/detectors/crowdsec-ssh-bf/input.log",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let findings = json_lines(&out.stdout);
-    let ids: std::collections::HashSet<_> = findings.iter().map(|f| f["finding_id"].as_str().unwrap().to_owned()).collect();
+    let ids: std::collections::HashSet<_> = findings
+        .iter()
+        .map(|f| f["finding_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), findings.len(), "each finding once");
     assert!(findings.iter().all(|f| f["status"] == "resolved"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("received="));
-    let updates = tp().args(["replay", "--updates", "--reference-time", "2026-06-01T00:00:00Z", "fixtures/detectors/crowdsec-ssh-bf/input.log"]).output().unwrap();
+    let updates = tp()
+        .args([
+            "replay",
+            "--updates",
+            "--reference-time",
+            "2026-06-01T00:00:00Z",
+            "fixtures/detectors/crowdsec-ssh-bf/input.log",
+        ])
+        .output()
+        .unwrap();
     let versions = json_lines(&updates.stdout);
     assert!(versions.len() > findings.len());
     assert_eq!(versions[0]["status"], "open");
@@ -63,29 +102,54 @@ fn replay_prints_final_findings_and_a_summary() {
 #[test]
 fn validate_reports_file_and_line() {
     assert!(tp().arg("validate").output().unwrap().status.success());
-    let out = tp().args(["validate", "--detectors", "tests/invalid/bad_regex", "--pipelines", "pipelines"]).output().unwrap();
+    let out = tp()
+        .args([
+            "validate",
+            "--detectors",
+            "tests/invalid/bad_regex",
+            "--pipelines",
+            "pipelines",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tests/invalid/bad_regex/input.yaml:13: invalid regex"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("tests/invalid/bad_regex/input.yaml:13: invalid regex")
+    );
 }
 
 #[test]
 fn simulate_writes_streams_and_expected_findings() {
     let dir = std::env::temp_dir().join(format!("tp-sim-{}", std::process::id()));
-    let out = tp().args(["simulate", "--events", "20000", "--out"]).arg(&dir).output().unwrap();
+    let out = tp()
+        .args(["simulate", "--events", "20000", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     for f in ["sshd.log", "nginx.log", "app.jsonl", "kernel.log"] {
         assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 0, "{f}");
     }
-    let expected: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let expected: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     assert!(expected.len() >= 10);
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn replay_reads_a_pretty_printed_alertmanager_payload_as_one_document() {
-    let out = tp().args(["replay", "fixtures/detectors/am-high-memory/input.json"]).output().unwrap();
+    let out = tp()
+        .args(["replay", "fixtures/detectors/am-high-memory/input.json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let findings = json_lines(&out.stdout);
-    assert_eq!(findings.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        findings.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(findings[0]["detector"]["id"], "infrastructure.alert_firing");
 }

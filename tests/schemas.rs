@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use serde_json::Value;
-use threatpilot::parse::{parse_into, Format, SourceState};
+use threatpilot::parse::{Format, SourceState, parse_into};
 
 fn shipped(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(Path::new("schemas").join(name)).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(Path::new("schemas").join(name)).unwrap())
+        .unwrap()
 }
 
 fn validator(name: &str) -> jsonschema::Validator {
@@ -15,20 +16,30 @@ fn validator(name: &str) -> jsonschema::Validator {
 }
 
 fn assert_valid(v: &jsonschema::Validator, instance: &Value, what: &str) {
-    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    let errors: Vec<String> = v
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "{what} does not validate: {errors:?}");
 }
 
 #[test]
 fn schemas_have_not_drifted_from_the_types() {
     for (name, schema) in threatpilot::schema::all() {
-        assert_eq!(shipped(name), schema, "schemas/{name} is stale: run `threatpilot schemas`");
+        assert_eq!(
+            shipped(name),
+            schema,
+            "schemas/{name} is stale: run `threatpilot schemas`"
+        );
     }
 }
 
 #[test]
 fn shipped_detectors_and_pipelines_validate() {
-    for (dir, schema) in [("detectors", "detector.schema.json"), ("pipelines", "pipeline.schema.json")] {
+    for (dir, schema) in [
+        ("detectors", "detector.schema.json"),
+        ("pipelines", "pipeline.schema.json"),
+    ] {
         let v = validator(schema);
         for f in threatpilot::detect::detector_files(Path::new(dir)).unwrap() {
             let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
@@ -44,7 +55,11 @@ fn emitted_findings_and_events_validate() {
     let mut n = 0;
     for d in threatpilot::detect::fixtures::fixture_dirs(Path::new("fixtures/detectors")).unwrap() {
         for f in threatpilot::detect::fixtures::run_fixture(&d, Path::new("detectors")).unwrap() {
-            assert_valid(&findings, &serde_json::to_value(&f).unwrap(), &format!("finding from {}", d.display()));
+            assert_valid(
+                &findings,
+                &serde_json::to_value(&f).unwrap(),
+                &format!("finding from {}", d.display()),
+            );
             n += 1;
         }
         for entry in std::fs::read_dir(&d).unwrap() {
@@ -56,7 +71,11 @@ fn emitted_findings_and_events_validate() {
                     parse_into(line, &mut st, 0, &mut out);
                 }
                 for ev in out {
-                    assert_valid(&events, &ev.to_json(), &format!("event from {}", p.display()));
+                    assert_valid(
+                        &events,
+                        &ev.to_json(),
+                        &format!("event from {}", p.display()),
+                    );
                 }
             }
         }

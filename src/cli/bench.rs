@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::cluster::Clusterer;
 use crate::dedupe::Deduper;
 use crate::detect::{Engine, EngineConfig};
-use crate::parse::{parse_into, Format, SourceState};
-use crate::simulate::{generate, SimConfig};
+use crate::parse::{Format, SourceState, parse_into};
+use crate::simulate::{SimConfig, generate};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,7 +69,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn replicate(files: &[String], n: usize) -> anyhow::Result<Vec<String>> {
     let mut base = Vec::new();
     for f in files {
-        base.extend(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?.lines().map(str::to_owned));
+        base.extend(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?
+                .lines()
+                .map(str::to_owned),
+        );
     }
     anyhow::ensure!(!base.is_empty(), "no lines to replicate");
     let ip = regex::Regex::new(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")?;
@@ -84,7 +89,18 @@ fn replicate(files: &[String], n: usize) -> anyhow::Result<Vec<String>> {
                 out.push(l.clone());
             } else {
                 let c = copy;
-                out.push(ip.replace_all(l, |caps: &regex::Captures| format!("{}.{}.{}.{}", 10 + (c >> 16) % 200, (c >> 8) & 255, c & 255, &caps[4])).into_owned());
+                out.push(
+                    ip.replace_all(l, |caps: &regex::Captures| {
+                        format!(
+                            "{}.{}.{}.{}",
+                            10 + (c >> 16) % 200,
+                            (c >> 8) & 255,
+                            c & 255,
+                            &caps[4]
+                        )
+                    })
+                    .into_owned(),
+                );
             }
         }
         copy += 1;
@@ -95,29 +111,61 @@ fn replicate(files: &[String], n: usize) -> anyhow::Result<Vec<String>> {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (lines, input): (Vec<String>, String) = if args.replicate.is_empty() {
-        let (sim, _) = generate(&SimConfig { events: args.events, seed: 7, events_per_sec: 500.0 });
-        (sim.into_iter().map(|l| l.text).collect(), "simulated mixed traffic (sshd, nginx, JSON app, kernel)".into())
+        let (sim, _) = generate(&SimConfig {
+            events: args.events,
+            seed: 7,
+            events_per_sec: 500.0,
+        });
+        (
+            sim.into_iter().map(|l| l.text).collect(),
+            "simulated mixed traffic (sshd, nginx, JSON app, kernel)".into(),
+        )
     } else {
-        (replicate(&args.replicate, args.events)?, format!("replicated: {}", args.replicate.join(", ")))
+        (
+            replicate(&args.replicate, args.events)?,
+            format!("replicated: {}", args.replicate.join(", ")),
+        )
     };
-    let detectors = || crate::detect::load_dir(std::path::Path::new(&args.detectors)).map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
+    let detectors = || {
+        crate::detect::load_dir(std::path::Path::new(&args.detectors)).map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    };
     let n_detectors = detectors()?.len();
     let mut spec = crate::detect::fixtures::fixture_pipeline();
     if !args.replicate.is_empty() {
         // replicas repeat the same timestamps; evaluate them all instead of dropping them as late
         spec.detect.allowed_lateness_secs = 10 * 365 * 86_400;
     }
-    let engine_cfg = EngineConfig { allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000, ..EngineConfig::default() };
+    let engine_cfg = EngineConfig {
+        allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
+        ..EngineConfig::default()
+    };
     let n = lines.len() as f64;
     let mut runs: Vec<Report> = Vec::new();
     for _ in 0..args.runs.max(1) {
-        let mut r = Report { input: input.clone(), events: lines.len(), detectors: n_detectors, ..Report::default() };
+        let mut r = Report {
+            input: input.clone(),
+            events: lines.len(),
+            detectors: n_detectors,
+            ..Report::default()
+        };
         // parse
         let t = Instant::now();
         let mut state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
@@ -155,9 +203,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         drop(deduped);
         // end to end on one thread
         let t = Instant::now();
-        let mut inputs = vec![(SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000), lines.clone())];
+        let mut inputs = vec![(
+            SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000),
+            lines.clone(),
+        )];
         let started = t.elapsed();
-        let versions = crate::pipeline::run_inline(&spec, &mut inputs, detectors()?, crate::time::now_ms());
+        let versions =
+            crate::pipeline::run_inline(&spec, &mut inputs, detectors()?, crate::time::now_ms());
         r.end_to_end_one_core_eps = n / (t.elapsed() - started).as_secs_f64();
         r.findings = crate::pipeline::graph::final_states(versions).len();
         // threaded graph from a file
@@ -167,9 +219,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, lines.join("\n"))?;
         let mut state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
         state.time_domain = 0;
-        let ins = vec![crate::pipeline::graph::SourceInput { path: Some(path.display().to_string()), state, pace_lines_per_sec: None }];
-        let sinks = crate::pipeline::sinks::Sinks::open(vec![crate::pipeline::config::SinkConfig::File { path: dir.join("findings.jsonl").display().to_string() }])?;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let ins = vec![crate::pipeline::graph::SourceInput {
+            path: Some(path.display().to_string()),
+            state,
+            pace_lines_per_sec: None,
+        }];
+        let sinks =
+            crate::pipeline::sinks::Sinks::open(vec![crate::pipeline::config::SinkConfig::File {
+                path: dir.join("findings.jsonl").display().to_string(),
+            }])?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let summary = rt.block_on(crate::pipeline::run(&spec, ins, detectors()?, sinks))?;
         r.graph_eps = n / summary.elapsed_secs;
         r.flood_latency_p50_ms = summary.latency_p50_ms;
@@ -178,8 +240,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let paced_lines = lines.len().min((args.latency_rate * 3.0) as usize);
         std::fs::write(&path, lines[..paced_lines].join("\n"))?;
         let state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
-        let ins = vec![crate::pipeline::graph::SourceInput { path: Some(path.display().to_string()), state, pace_lines_per_sec: Some(args.latency_rate) }];
-        let sinks = crate::pipeline::sinks::Sinks::open(vec![crate::pipeline::config::SinkConfig::File { path: dir.join("paced.jsonl").display().to_string() }])?;
+        let ins = vec![crate::pipeline::graph::SourceInput {
+            path: Some(path.display().to_string()),
+            state,
+            pace_lines_per_sec: Some(args.latency_rate),
+        }];
+        let sinks =
+            crate::pipeline::sinks::Sinks::open(vec![crate::pipeline::config::SinkConfig::File {
+                path: dir.join("paced.jsonl").display().to_string(),
+            }])?;
         let mut paced_spec = spec.clone();
         paced_spec.batch_size = 256;
         let summary = rt.block_on(crate::pipeline::run(&paced_spec, ins, detectors()?, sinks))?;
@@ -206,15 +275,49 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
-        println!("input: {} ({} events, {} detectors, median of {} runs)", m.input, m.events, m.detectors, runs.len());
-        println!("  parse            {:>12.0} events/s (one core)", m.parse_eps);
-        println!("  dedupe           {:>12.0} events/s (one core)", m.dedupe_eps);
-        println!("  cluster          {:>12.0} events/s (one core)", m.cluster_eps);
-        println!("  detect           {:>12.0} events/s (one core)", m.detect_eps);
-        println!("  end to end       {:>12.0} events/s (one core, all stages inline)", m.end_to_end_one_core_eps);
-        println!("  stage graph      {:>12.0} events/s (tasks on 2 threads, from a file)", m.graph_eps);
-        println!("  finding latency at {:.0} events/s: p50 {:.1} ms, p99 {:.1} ms (flooded: p50 {:.0} ms, p99 {:.0} ms of queueing)", m.latency_rate, m.latency_p50_ms, m.latency_p99_ms, m.flood_latency_p50_ms, m.flood_latency_p99_ms);
-        println!("  findings {}, templates {}, peak RSS {:.0} MiB (the benchmark holds its input and every stage's output in memory)", m.findings, m.templates, m.peak_rss_mib);
+        println!(
+            "input: {} ({} events, {} detectors, median of {} runs)",
+            m.input,
+            m.events,
+            m.detectors,
+            runs.len()
+        );
+        println!(
+            "  parse            {:>12.0} events/s (one core)",
+            m.parse_eps
+        );
+        println!(
+            "  dedupe           {:>12.0} events/s (one core)",
+            m.dedupe_eps
+        );
+        println!(
+            "  cluster          {:>12.0} events/s (one core)",
+            m.cluster_eps
+        );
+        println!(
+            "  detect           {:>12.0} events/s (one core)",
+            m.detect_eps
+        );
+        println!(
+            "  end to end       {:>12.0} events/s (one core, all stages inline)",
+            m.end_to_end_one_core_eps
+        );
+        println!(
+            "  stage graph      {:>12.0} events/s (tasks on 2 threads, from a file)",
+            m.graph_eps
+        );
+        println!(
+            "  finding latency at {:.0} events/s: p50 {:.1} ms, p99 {:.1} ms (flooded: p50 {:.0} ms, p99 {:.0} ms of queueing)",
+            m.latency_rate,
+            m.latency_p50_ms,
+            m.latency_p99_ms,
+            m.flood_latency_p50_ms,
+            m.flood_latency_p99_ms
+        );
+        println!(
+            "  findings {}, templates {}, peak RSS {:.0} MiB (the benchmark holds its input and every stage's output in memory)",
+            m.findings, m.templates, m.peak_rss_mib
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

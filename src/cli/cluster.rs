@@ -24,7 +24,10 @@ pub struct Args {
 }
 
 /// Clusters lines and returns each line's final cluster index, with the miner.
-pub fn cluster_lines<'a>(lines: impl Iterator<Item = &'a str>, format: Option<&LogFormat>) -> (Drain, Vec<usize>) {
+pub fn cluster_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    format: Option<&LogFormat>,
+) -> (Drain, Vec<usize>) {
     let mut drain = Drain::new(DrainConfig::default());
     let assigned = lines
         .map(|line| {
@@ -36,10 +39,17 @@ pub fn cluster_lines<'a>(lines: impl Iterator<Item = &'a str>, format: Option<&L
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let format = args.log_format.as_deref().map(LogFormat::compile).transpose().map_err(anyhow::Error::msg)?;
+    let format = args
+        .log_format
+        .as_deref()
+        .map(LogFormat::compile)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let mut lines = Vec::new();
     for path in &args.files {
-        crate::cli_support::for_each_line(crate::cli_support::open(path)?, |l| lines.push(l.to_owned()))?;
+        crate::cli_support::for_each_line(crate::cli_support::open(path)?, |l| {
+            lines.push(l.to_owned())
+        })?;
     }
     let (drain, assigned) = cluster_lines(lines.iter().map(String::as_str), format.as_ref());
     let stdout = std::io::stdout();

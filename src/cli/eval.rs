@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cluster::eval::{score, Scores, LOGHUB_FORMATS};
+use crate::cluster::eval::{LOGHUB_FORMATS, Scores, score};
 use crate::cluster::logformat::LogFormat;
 
 #[derive(clap::Args)]
@@ -39,45 +39,76 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         let truth = read_truth(&csv)?;
-        let text = std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))?;
+        let text = std::fs::read_to_string(&log)
+            .with_context(|| format!("cannot read {}", log.display()))?;
         let lines: Vec<&str> = text.lines().collect();
         let fmt = LogFormat::compile(format).map_err(anyhow::Error::msg)?;
         let started = std::time::Instant::now();
         let (drain, assigned) = super::cluster::cluster_lines(lines.iter().copied(), Some(&fmt));
         let secs = started.elapsed().as_secs_f64();
-        let predicted: Vec<(String, String)> =
-            assigned.iter().map(|&i| (i.to_string(), drain.cluster(i).text.to_string())).collect();
+        let predicted: Vec<(String, String)> = assigned
+            .iter()
+            .map(|&i| (i.to_string(), drain.cluster(i).text.to_string()))
+            .collect();
         let s = score(&truth, &predicted);
         results.push((name.to_string(), s, lines.len() as f64 / secs.max(1e-9)));
     }
     if results.is_empty() {
         anyhow::bail!("no Loghub 2k dataset found under {dir}");
     }
-    let avg = |f: fn(&Scores) -> f64| results.iter().map(|(_, s, _)| f(s)).sum::<f64>() / results.len() as f64;
+    let avg = |f: fn(&Scores) -> f64| {
+        results.iter().map(|(_, s, _)| f(s)).sum::<f64>() / results.len() as f64
+    };
     if json {
         let rows: Vec<_> = results
             .iter()
             .map(|(n, s, lps)| serde_json::json!({"dataset": n, "scores": s, "lines_per_sec": lps}))
             .collect();
-        println!("{}", serde_json::json!({"datasets": rows, "average": {"ga": avg(|s| s.ga), "fga": avg(|s| s.fga), "pa": avg(|s| s.pa), "fta": avg(|s| s.fta)}}));
+        println!(
+            "{}",
+            serde_json::json!({"datasets": rows, "average": {"ga": avg(|s| s.ga), "fga": avg(|s| s.fga), "pa": avg(|s| s.pa), "fta": avg(|s| s.fta)}})
+        );
     } else {
-        println!("{:<10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}", "dataset", "GA", "FGA", "PA", "FTA", "groups", "truth");
+        println!(
+            "{:<10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}",
+            "dataset", "GA", "FGA", "PA", "FTA", "groups", "truth"
+        );
         for (n, s, _) in &results {
-            println!("{n:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7} {:>7}", s.ga, s.fga, s.pa, s.fta, s.predicted_groups, s.true_groups);
+            println!(
+                "{n:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7} {:>7}",
+                s.ga, s.fga, s.pa, s.fta, s.predicted_groups, s.true_groups
+            );
         }
-        println!("{:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3}", "average", avg(|s| s.ga), avg(|s| s.fga), avg(|s| s.pa), avg(|s| s.fta));
+        println!(
+            "{:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            "average",
+            avg(|s| s.ga),
+            avg(|s| s.fga),
+            avg(|s| s.pa),
+            avg(|s| s.fta)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Reads (EventId, EventTemplate) per line from a Loghub structured CSV.
 fn read_truth(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut rows = csv_rows(&text).into_iter();
     let header = rows.next().context("empty ground-truth file")?;
-    let id = header.iter().position(|h| h == "EventId").context("no EventId column")?;
-    let tpl = header.iter().position(|h| h == "EventTemplate").context("no EventTemplate column")?;
-    Ok(rows.filter(|r| r.len() > id.max(tpl)).map(|r| (r[id].clone(), r[tpl].clone())).collect())
+    let id = header
+        .iter()
+        .position(|h| h == "EventId")
+        .context("no EventId column")?;
+    let tpl = header
+        .iter()
+        .position(|h| h == "EventTemplate")
+        .context("no EventTemplate column")?;
+    Ok(rows
+        .filter(|r| r.len() > id.max(tpl))
+        .map(|r| (r[id].clone(), r[tpl].clone()))
+        .collect())
 }
 
 /// Minimal RFC 4180 reader (quoted fields with doubled quotes).

@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "threatpilot", version, about = "Streaming detection and response for SOC and SRE teams")]
+#[command(
+    name = "threatpilot",
+    version,
+    about = "Streaming detection and response for SOC and SRE teams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,9 @@ pub fn main() -> ExitCode {
         Command::Test(a) => check::test(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Schemas { out } => crate::schema::write(std::path::Path::new(&out)).map(|_| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Schemas { out } => crate::schema::write(std::path::Path::new(&out))
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Eval(a) => eval::run(a),
     };
     match result {
@@ -73,6 +79,10 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("THREATPILOT_LOG").unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THREATPILOT_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::parse::{parse_into, Format, SourceState};
+use crate::parse::{Format, SourceState, parse_into};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,15 +24,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         state.file_path = (path != "-").then(|| path.as_str().into());
         let mut events = Vec::new();
         let mut write_err = None;
-        crate::cli_support::for_each_record(Some(path.as_str()), crate::cli_support::open(path)?, |line| {
-            events.clear();
-            parse_into(line, &mut state, now, &mut events);
-            for ev in &events {
-                if let Err(e) = serde_json::to_writer(&mut out, &ev.to_json()).map_err(std::io::Error::from).and_then(|_| out.write_all(b"\n")) {
-                    write_err.get_or_insert(e);
+        crate::cli_support::for_each_record(
+            Some(path.as_str()),
+            crate::cli_support::open(path)?,
+            |line| {
+                events.clear();
+                parse_into(line, &mut state, now, &mut events);
+                for ev in &events {
+                    if let Err(e) = serde_json::to_writer(&mut out, &ev.to_json())
+                        .map_err(std::io::Error::from)
+                        .and_then(|_| out.write_all(b"\n"))
+                    {
+                        write_err.get_or_insert(e);
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(e) = write_err {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(ExitCode::SUCCESS);

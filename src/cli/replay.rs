@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::parse::{Format, SourceState};
 use crate::pipeline::config::SinkConfig;
 use crate::pipeline::sinks::Sinks;
-use crate::pipeline::{inputs, PipelineSpec, RunSummary};
+use crate::pipeline::{PipelineSpec, RunSummary, inputs};
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
@@ -41,7 +41,9 @@ pub struct RunArgs {
 
 fn reference(arg: Option<&str>) -> anyhow::Result<i64> {
     match arg {
-        Some(t) => crate::time::parse_rfc3339(t.as_bytes()).map(|x| x.0).with_context(|| format!("invalid --reference-time {t:?}")),
+        Some(t) => crate::time::parse_rfc3339(t.as_bytes())
+            .map(|x| x.0)
+            .with_context(|| format!("invalid --reference-time {t:?}")),
         None => Ok(crate::time::now_ms()),
     }
 }
@@ -50,7 +52,9 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut spec = crate::detect::fixtures::fixture_pipeline();
     spec.name = "replay".into();
     spec.detect.paths = vec![args.detectors.clone()];
-    spec.sinks = vec![SinkConfig::Stdout { updates: args.updates }];
+    spec.sinks = vec![SinkConfig::Stdout {
+        updates: args.updates,
+    }];
     let reference = reference(args.reference_time.as_deref())?;
     let mut ins = Vec::new();
     for (i, f) in args.files.iter().enumerate() {
@@ -59,19 +63,27 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if f != "-" {
             state.file_path = Some(f.as_str().into());
         }
-        ins.push(crate::pipeline::graph::SourceInput { path: (f != "-").then(|| f.clone()), state, pace_lines_per_sec: args.lines_per_sec });
+        ins.push(crate::pipeline::graph::SourceInput {
+            path: (f != "-").then(|| f.clone()),
+            state,
+            pace_lines_per_sec: args.lines_per_sec,
+        });
     }
     execute(&spec, ins)
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.pipeline).with_context(|| format!("cannot read {}", args.pipeline))?;
+    let text = std::fs::read_to_string(&args.pipeline)
+        .with_context(|| format!("cannot read {}", args.pipeline))?;
     let spec = crate::pipeline::load_str(&text, &args.pipeline)?;
     let ins = inputs(&spec, crate::time::now_ms());
     execute(&spec, ins)
 }
 
-fn execute(spec: &PipelineSpec, ins: Vec<crate::pipeline::graph::SourceInput>) -> anyhow::Result<ExitCode> {
+fn execute(
+    spec: &PipelineSpec,
+    ins: Vec<crate::pipeline::graph::SourceInput>,
+) -> anyhow::Result<ExitCode> {
     let mut detectors = Vec::new();
     for dir in &spec.detect.paths {
         match crate::detect::load_dir(std::path::Path::new(dir)) {
@@ -86,16 +98,42 @@ fn execute(spec: &PipelineSpec, ins: Vec<crate::pipeline::graph::SourceInput>) -
     }
     let n_detectors = detectors.len();
     let sinks = Sinks::open(spec.sinks.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let summary = rt.block_on(crate::pipeline::run(spec, ins, detectors, sinks))?;
     print_summary(&summary, n_detectors);
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(s: &RunSummary, detectors: usize) {
-    eprintln!("threatpilot: {} detectors, {} findings ({} versions), {} templates, {} unparsed lines, {:.2}s", detectors, s.findings, s.finding_versions, s.templates, s.parse_failures, s.elapsed_secs);
+    eprintln!(
+        "threatpilot: {} detectors, {} findings ({} versions), {} templates, {} unparsed lines, {:.2}s",
+        detectors, s.findings, s.finding_versions, s.templates, s.parse_failures, s.elapsed_secs
+    );
     for st in &s.stages {
-        let dropped: Vec<String> = st.dropped.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
-        eprintln!("  {:<8} received={} emitted={}{}{}", st.stage, st.received, st.emitted, if st.expanded > 0 { format!(" expanded={}", st.expanded) } else { String::new() }, if dropped.is_empty() { String::new() } else { format!(" dropped: {}", dropped.join(" ")) });
+        let dropped: Vec<String> = st
+            .dropped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        eprintln!(
+            "  {:<8} received={} emitted={}{}{}",
+            st.stage,
+            st.received,
+            st.emitted,
+            if st.expanded > 0 {
+                format!(" expanded={}", st.expanded)
+            } else {
+                String::new()
+            },
+            if dropped.is_empty() {
+                String::new()
+            } else {
+                format!(" dropped: {}", dropped.join(" "))
+            }
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::simulate::{generate, SimConfig, Stream};
+use crate::simulate::{SimConfig, Stream, generate};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,7 +26,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (lines, expected) = generate(&SimConfig { events: args.events, seed: args.seed, events_per_sec: args.rate });
+    let (lines, expected) = generate(&SimConfig {
+        events: args.events,
+        seed: args.seed,
+        events_per_sec: args.rate,
+    });
     if args.stdout {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
@@ -47,7 +51,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         w.flush()?;
     }
-    std::fs::write(std::path::Path::new(&args.out).join("expected.json"), serde_json::to_string_pretty(&expected)?)?;
-    eprintln!("wrote {} lines and {} expected findings to {}", lines.len(), expected.len(), args.out);
+    std::fs::write(
+        std::path::Path::new(&args.out).join("expected.json"),
+        serde_json::to_string_pretty(&expected)?,
+    )?;
+    eprintln!(
+        "wrote {} lines and {} expected findings to {}",
+        lines.len(),
+        expected.len(),
+        args.out
+    );
     Ok(ExitCode::SUCCESS)
 }

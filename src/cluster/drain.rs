@@ -23,7 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::mask::{classify, Masked, WILDCARD};
+use super::mask::{Masked, WILDCARD, classify};
 
 /// Clustering settings; one configuration serves every log source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -82,7 +82,13 @@ pub struct Cluster {
 impl Cluster {
     fn new(tokens: Vec<Box<str>>, hashes: Vec<u64>) -> Cluster {
         let text: Arc<str> = Arc::from(tokens.join(" "));
-        Cluster { id: xxh3_64(text.as_bytes()), text, tokens, hashes, size: 0 }
+        Cluster {
+            id: xxh3_64(text.as_bytes()),
+            text,
+            tokens,
+            hashes,
+            size: 0,
+        }
     }
 }
 
@@ -143,7 +149,11 @@ fn similarity(template: &[u64], line: &[u64]) -> f64 {
             }
         }
     }
-    if constants == 0 { 1.0 } else { kept as f64 / constants as f64 }
+    if constants == 0 {
+        1.0
+    } else {
+        kept as f64 / constants as f64
+    }
 }
 
 impl Drain {
@@ -189,7 +199,11 @@ impl Drain {
                             self.merge(ci, &hashes);
                             ci
                         }
-                        None => self.new_cluster(leaf, vec![WILDCARD.into(); hashes.len()], vec![WILD; hashes.len()]),
+                        None => self.new_cluster(
+                            leaf,
+                            vec![WILDCARD.into(); hashes.len()],
+                            vec![WILD; hashes.len()],
+                        ),
                     }
                 } else {
                     self.new_cluster(leaf, masked_tokens(tokens), hashes.clone())
@@ -228,7 +242,11 @@ impl Drain {
             let next = match self.nodes[cur].children.get(&h) {
                 Some(&n) => n,
                 None => {
-                    let key = if self.nodes[cur].children.len() >= self.cfg.max_children { WILD } else { h };
+                    let key = if self.nodes[cur].children.len() >= self.cfg.max_children {
+                        WILD
+                    } else {
+                        h
+                    };
                     match self.nodes[cur].children.get(&key) {
                         Some(&n) => n,
                         None => {
@@ -288,7 +306,10 @@ mod tests {
         let c = d.add("Accepted publickey for alice from 5.6.7.8 port 2222 ssh2");
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(&*d.cluster(a).text, "Failed password for <*> from <*> port <*> ssh2");
+        assert_eq!(
+            &*d.cluster(a).text,
+            "Failed password for <*> from <*> port <*> ssh2"
+        );
     }
 
     proptest! {

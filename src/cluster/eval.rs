@@ -28,7 +28,10 @@ pub fn score(truth: &[(String, String)], predicted: &[(String, String)]) -> Scor
     let mut pred_groups: HashMap<&str, Vec<usize>> = HashMap::new();
     for i in 0..n {
         true_groups.entry(truth[i].0.as_str()).or_default().push(i);
-        pred_groups.entry(predicted[i].0.as_str()).or_default().push(i);
+        pred_groups
+            .entry(predicted[i].0.as_str())
+            .or_default()
+            .push(i);
     }
     let mut correct_lines = 0usize;
     let mut correct_groups = 0usize;
@@ -43,11 +46,17 @@ pub fn score(truth: &[(String, String)], predicted: &[(String, String)]) -> Scor
             }
         }
     }
-    let pa_hits = (0..n).filter(|&i| normalize(&predicted[i].1) == normalize(&truth[i].1)).count();
+    let pa_hits = (0..n)
+        .filter(|&i| normalize(&predicted[i].1) == normalize(&truth[i].1))
+        .count();
     let f1 = |hits: usize| {
         let p = hits as f64 / pred_groups.len().max(1) as f64;
         let r = hits as f64 / true_groups.len().max(1) as f64;
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     };
     Scores {
         ga: correct_lines as f64 / n.max(1) as f64,
@@ -75,19 +84,46 @@ fn normalize(t: &str) -> String {
 /// The Loghub-2.0 benchmark's header formats for the 2k datasets.
 pub const LOGHUB_FORMATS: &[(&str, &str)] = &[
     ("HDFS", "<Date> <Time> <Pid> <Level> <Component>: <Content>"),
-    ("Hadoop", r"<Date> <Time> <Level> \[<Process>\] <Component>: <Content>"),
+    (
+        "Hadoop",
+        r"<Date> <Time> <Level> \[<Process>\] <Component>: <Content>",
+    ),
     ("Spark", "<Date> <Time> <Level> <Component>: <Content>"),
-    ("Zookeeper", r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>"),
-    ("BGL", "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>"),
-    ("HPC", "<LogId> <Node> <Component> <State> <Time> <Flag> <Content>"),
-    ("Linux", r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>"),
-    ("OpenSSH", r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>"),
-    ("Thunderbird", r"<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Component>(\[<PID>\])?: <Content>"),
+    (
+        "Zookeeper",
+        r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+    ),
+    (
+        "BGL",
+        "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+    ),
+    (
+        "HPC",
+        "<LogId> <Node> <Component> <State> <Time> <Flag> <Content>",
+    ),
+    (
+        "Linux",
+        r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>",
+    ),
+    (
+        "OpenSSH",
+        r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>",
+    ),
+    (
+        "Thunderbird",
+        r"<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Component>(\[<PID>\])?: <Content>",
+    ),
     ("Apache", r"\[<Time>\] \[<Level>\] <Content>"),
     ("HealthApp", r"<Time>\|<Component>\|<Pid>\|<Content>"),
-    ("Mac", r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>"),
+    (
+        "Mac",
+        r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>",
+    ),
     ("Proxifier", r"\[<Time>\] <Program> - <Content>"),
-    ("OpenStack", r"<Logrecord> <Date> <Time> <Pid> <Level> <Component> \[<ADDR>\] <Content>"),
+    (
+        "OpenStack",
+        r"<Logrecord> <Date> <Time> <Pid> <Level> <Component> \[<ADDR>\] <Content>",
+    ),
 ];
 
 #[cfg(test)]

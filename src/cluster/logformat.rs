@@ -29,14 +29,24 @@ impl LogFormat {
         }
         pattern.push_str(&spaces_to_ws(&format[last..]));
         pattern.push('$');
-        let at = names.iter().position(|n| n == "Content").ok_or("the format has no <Content> field")?;
-        let regex = Regex::new(&pattern).map_err(|e| format!("invalid log format {format:?}: {e}"))?;
-        Ok(LogFormat { regex, content: sanitize("Content", at) })
+        let at = names
+            .iter()
+            .position(|n| n == "Content")
+            .ok_or("the format has no <Content> field")?;
+        let regex =
+            Regex::new(&pattern).map_err(|e| format!("invalid log format {format:?}: {e}"))?;
+        Ok(LogFormat {
+            regex,
+            content: sanitize("Content", at),
+        })
     }
 
     /// The `<Content>` of a line, or None when the line does not match.
     pub fn content<'a>(&self, line: &'a str) -> Option<&'a str> {
-        self.regex.captures(line.trim_end_matches(['\r', '\n'])).and_then(|c| c.name(&self.content)).map(|m| m.as_str())
+        self.regex
+            .captures(line.trim_end_matches(['\r', '\n']))
+            .and_then(|c| c.name(&self.content))
+            .map(|m| m.as_str())
     }
 }
 
@@ -58,8 +68,15 @@ fn spaces_to_ws(s: &str) -> String {
 }
 
 fn sanitize(name: &str, i: usize) -> String {
-    let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-    if clean.is_empty() { format!("f{i}") } else { format!("{clean}_{i}") }
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if clean.is_empty() {
+        format!("f{i}")
+    } else {
+        format!("{clean}_{i}")
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +90,12 @@ mod tests {
             f.content("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_3 terminating"),
             Some("PacketResponder 1 for block blk_3 terminating")
         );
-        let f = LogFormat::compile(r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>").unwrap();
-        assert_eq!(f.content("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown"), Some("check pass; user unknown"));
+        let f =
+            LogFormat::compile(r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>")
+                .unwrap();
+        assert_eq!(
+            f.content("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown"),
+            Some("check pass; user unknown")
+        );
     }
 }

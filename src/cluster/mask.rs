@@ -44,22 +44,38 @@ pub fn mask_token(tok: &str) -> Option<String> {
     }
     // key=value: keep the key
     if let Some(eq) = tok.find('=')
-        && eq > 0 && tok[..eq].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-') {
-            let v = &tok[eq + 1..];
-            return Some(format!("{}={}", &tok[..eq], mask_token(v).unwrap_or_else(|| v.to_owned())));
-        }
+        && eq > 0
+        && tok[..eq]
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+    {
+        let v = &tok[eq + 1..];
+        return Some(format!(
+            "{}={}",
+            &tok[..eq],
+            mask_token(v).unwrap_or_else(|| v.to_owned())
+        ));
+    }
     if !is_wrap(b[0]) && !is_wrap(b[b.len() - 1]) && !tok.contains('=') && is_variable(tok) {
         return Some(WILDCARD.to_owned());
     }
     // strip surrounding punctuation
     let start = b.iter().position(|c| !is_wrap(*c)).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !is_wrap(*c)).map_or(start, |e| e + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !is_wrap(*c))
+        .map_or(start, |e| e + 1);
     let core = &tok[start..end.max(start)];
     if core.is_empty() {
         return None;
     }
     if is_variable(core) {
-        return Some(format!("{}{}{}", &tok[..start], WILDCARD, &tok[end.max(start)..]));
+        return Some(format!(
+            "{}{}{}",
+            &tok[..start],
+            WILDCARD,
+            &tok[end.max(start)..]
+        ));
     }
     // compound ids split by ':' or ',' (host:port, a,b): mask the parts
     if core.contains([':', ',']) {
@@ -67,7 +83,9 @@ pub fn mask_token(tok: &str) -> Option<String> {
         let parts: Vec<String> = core
             .split_inclusive([':', ','])
             .map(|p| {
-                let (body, sep) = p.strip_suffix([':', ',']).map_or((p, ""), |b| (b, &p[b.len()..]));
+                let (body, sep) = p
+                    .strip_suffix([':', ','])
+                    .map_or((p, ""), |b| (b, &p[b.len()..]));
                 if !body.is_empty() && is_variable(body) {
                     changed = true;
                     format!("{WILDCARD}{sep}")
@@ -77,14 +95,36 @@ pub fn mask_token(tok: &str) -> Option<String> {
             })
             .collect();
         if changed {
-            return Some(format!("{}{}{}", &tok[..start], parts.concat(), &tok[end.max(start)..]));
+            return Some(format!(
+                "{}{}{}",
+                &tok[..start],
+                parts.concat(),
+                &tok[end.max(start)..]
+            ));
         }
     }
     None
 }
 
 fn is_wrap(c: u8) -> bool {
-    matches!(c, b'[' | b']' | b'(' | b')' | b'<' | b'>' | b'{' | b'}' | b'"' | b'\'' | b',' | b';' | b'.' | b':' | b'!' | b'?')
+    matches!(
+        c,
+        b'[' | b']'
+            | b'('
+            | b')'
+            | b'<'
+            | b'>'
+            | b'{'
+            | b'}'
+            | b'"'
+            | b'\''
+            | b','
+            | b';'
+            | b'.'
+            | b':'
+            | b'!'
+            | b'?'
+    )
 }
 
 fn is_path(s: &str) -> bool {
@@ -103,16 +143,20 @@ fn is_variable(s: &str) -> bool {
     }
     // ip:port
     if let Some((ip, port)) = s.rsplit_once(':')
-        && port.bytes().all(|c| c.is_ascii_digit()) && ip.parse::<std::net::IpAddr>().is_ok() {
-            return true;
-        }
+        && port.bytes().all(|c| c.is_ascii_digit())
+        && ip.parse::<std::net::IpAddr>().is_ok()
+    {
+        return true;
+    }
     // hex ids (0x.., long hex, uuids)
     let hexish = b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
     if s.starts_with("0x") || (hexish && b.len() >= 8) {
         return true;
     }
     // identifiers with an all-digit segment: rdd_2_1, broadcast_9_piece0, task-12
-    if s.split(['_', '-', '.', '/', '@', '#', '$']).any(|seg| !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_digit())) {
+    if s.split(['_', '-', '.', '/', '@', '#', '$'])
+        .any(|seg| !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_digit()))
+    {
         return true;
     }
     // identifiers with a digit run of 2+ or mostly digits: blk_-1608, node246, job_1445_0020
@@ -131,13 +175,28 @@ fn is_variable(s: &str) -> bool {
 
 /// Numbers with optional sign, decimals and a short unit suffix (`12ms`, `3.5kB`, `-7`).
 fn is_number(b: &[u8]) -> bool {
-    let b = b.strip_prefix(b"-").or_else(|| b.strip_prefix(b"+")).unwrap_or(b);
-    let digits_end = b.iter().position(|c| !(c.is_ascii_digit() || *c == b'.')).unwrap_or(b.len());
+    let b = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
+    let digits_end = b
+        .iter()
+        .position(|c| !(c.is_ascii_digit() || *c == b'.'))
+        .unwrap_or(b.len());
     if digits_end == 0 || !b[0].is_ascii_digit() {
         return false;
     }
     let unit = &b[digits_end..];
-    unit.is_empty() || (unit.len() <= 3 && unit.iter().all(|c| c.is_ascii_alphabetic()) && digits_end >= 1 && !(unit.len() == 1 && digits_end == 1 && !matches!(unit[0], b's' | b'm' | b'h' | b'k' | b'K' | b'M' | b'G' | b'B')))
+    unit.is_empty()
+        || (unit.len() <= 3
+            && unit.iter().all(|c| c.is_ascii_alphabetic())
+            && digits_end >= 1
+            && !(unit.len() == 1
+                && digits_end == 1
+                && !matches!(
+                    unit[0],
+                    b's' | b'm' | b'h' | b'k' | b'K' | b'M' | b'G' | b'B'
+                )))
 }
 
 #[cfg(test)]
@@ -148,13 +207,19 @@ mod tests {
     fn masks() {
         assert_eq!(mask_token("173.234.31.186").as_deref(), Some("<*>"));
         assert_eq!(mask_token("[173.234.31.186]").as_deref(), Some("[<*>]"));
-        assert_eq!(mask_token("blk_-6952295868487656571").as_deref(), Some("<*>"));
+        assert_eq!(
+            mask_token("blk_-6952295868487656571").as_deref(),
+            Some("<*>")
+        );
         assert_eq!(mask_token("10.251.42.84:50010").as_deref(), Some("<*>"));
         assert_eq!(mask_token("uid=0").as_deref(), Some("uid=<*>"));
         assert_eq!(mask_token("/var/log/x"), Some("<*>".to_owned()));
         assert_eq!(mask_token("ssh2"), None);
         assert_eq!(mask_token("password"), None);
         assert_eq!(mask_token("123ms").as_deref(), Some("<*>"));
-        assert_eq!(mask_token("c84db522-2001-46b4-8043-6cbcb1468935").as_deref(), Some("<*>"));
+        assert_eq!(
+            mask_token("c84db522-2001-46b4-8043-6cbcb1468935").as_deref(),
+            Some("<*>")
+        );
     }
 }

@@ -24,7 +24,9 @@ pub struct Clusterer {
 
 impl Clusterer {
     pub fn new(cfg: DrainConfig) -> Clusterer {
-        Clusterer { drain: Drain::new(cfg) }
+        Clusterer {
+            drain: Drain::new(cfg),
+        }
     }
 
     /// Sets the template of each event.
@@ -34,12 +36,19 @@ impl Clusterer {
                 (Some(method), Some(path), Some(status)) => {
                     let status = status_token(status);
                     let segments = path.split('/').filter(|s| !s.is_empty());
-                    self.drain.add_tokens(std::iter::once(method).chain(segments).chain(std::iter::once(status)))
+                    self.drain.add_tokens(
+                        std::iter::once(method)
+                            .chain(segments)
+                            .chain(std::iter::once(status)),
+                    )
                 }
                 _ => self.drain.add(ev.message()),
             };
             let c = self.drain.cluster(idx);
-            ev.template = Some(TemplateRef { id: c.id, text: c.text.clone() });
+            ev.template = Some(TemplateRef {
+                id: c.id,
+                text: c.text.clone(),
+            });
         }
     }
 
@@ -89,19 +98,34 @@ fn status_token(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse_line, Format, SourceState};
+    use crate::parse::{Format, SourceState, parse_line};
 
     #[test]
     fn access_lines_cluster_on_method_path_and_status() {
         let mut st = SourceState::new(Format::Auto, 0);
         let mut events = vec![
-            parse_line(r#"10.0.0.1 - - [03/Mar/2026:10:00:00 +0000] "GET /products/42 HTTP/1.1" 200 5 "-" "curl/8""#, &mut st, 0),
-            parse_line(r#"10.0.0.2 - - [03/Mar/2026:10:00:01 +0000] "GET /products/77 HTTP/1.1" 200 9 "-" "Mozilla/5.0 (X11)""#, &mut st, 0),
-            parse_line(r#"10.0.0.2 - - [03/Mar/2026:10:00:01 +0000] "GET /products/77 HTTP/1.1" 404 9 "-" "Mozilla/5.0 (X11)""#, &mut st, 0),
+            parse_line(
+                r#"10.0.0.1 - - [03/Mar/2026:10:00:00 +0000] "GET /products/42 HTTP/1.1" 200 5 "-" "curl/8""#,
+                &mut st,
+                0,
+            ),
+            parse_line(
+                r#"10.0.0.2 - - [03/Mar/2026:10:00:01 +0000] "GET /products/77 HTTP/1.1" 200 9 "-" "Mozilla/5.0 (X11)""#,
+                &mut st,
+                0,
+            ),
+            parse_line(
+                r#"10.0.0.2 - - [03/Mar/2026:10:00:01 +0000] "GET /products/77 HTTP/1.1" 404 9 "-" "Mozilla/5.0 (X11)""#,
+                &mut st,
+                0,
+            ),
         ];
         let mut c = Clusterer::new(DrainConfig::default());
         c.process(&mut events);
-        let t: Vec<&str> = events.iter().map(|e| &*e.template.as_ref().unwrap().text).collect();
+        let t: Vec<&str> = events
+            .iter()
+            .map(|e| &*e.template.as_ref().unwrap().text)
+            .collect();
         assert_eq!(t[1], "GET products <*> OK");
         assert_eq!(t[2], "GET products <*> Not_Found");
     }

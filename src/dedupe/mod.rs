@@ -53,7 +53,10 @@ impl Deduper {
     /// Collapses duplicates in `batch`, appending survivors to `out` in order
     /// of first occurrence.
     pub fn process(&mut self, batch: Vec<Event>, out: &mut Vec<Event>) -> DedupStats {
-        let mut stats = DedupStats { received: batch.len() as u64, ..DedupStats::default() };
+        let mut stats = DedupStats {
+            received: batch.len() as u64,
+            ..DedupStats::default()
+        };
         self.index.clear();
         let base = out.len();
         for ev in batch {
@@ -90,9 +93,10 @@ impl Deduper {
         }
         self.alerts_order.push_back(key);
         if self.alerts_order.len() > self.max_alert_keys
-            && let Some(old) = self.alerts_order.pop_front() {
-                self.alerts_seen.remove(&old);
-            }
+            && let Some(old) = self.alerts_order.pop_front()
+        {
+            self.alerts_seen.remove(&old);
+        }
         true
     }
 }
@@ -100,7 +104,7 @@ impl Deduper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse_line, Format, SourceState};
+    use crate::parse::{Format, SourceState, parse_line};
     use proptest::prelude::*;
 
     fn events(lines: &[&str]) -> Vec<Event> {
@@ -116,14 +120,28 @@ mod tests {
         let st = d.process(events(&[line, line, line]), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].count, 3);
-        assert_eq!(st, DedupStats { received: 3, emitted: 1, merged: 2, alert_resends: 0 });
+        assert_eq!(
+            st,
+            DedupStats {
+                received: 3,
+                emitted: 1,
+                merged: 2,
+                alert_resends: 0
+            }
+        );
     }
 
     #[test]
     fn same_message_outside_window_is_kept() {
         let mut d = Deduper::new(1000, 10);
         let mut out = Vec::new();
-        d.process(events(&["Feb 12 14:10:21 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]", "Feb 12 14:10:25 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]"]), &mut out);
+        d.process(
+            events(&[
+                "Feb 12 14:10:21 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
+                "Feb 12 14:10:25 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
+            ]),
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
     }
 

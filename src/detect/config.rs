@@ -19,7 +19,10 @@ pub struct Located<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
-        Ok(Located { line: s.referenced.line(), value: s.value })
+        Ok(Located {
+            line: s.referenced.line(),
+            value: s.value,
+        })
     }
 }
 

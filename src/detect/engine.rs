@@ -14,8 +14,8 @@ use crate::prehashed::{PrehashedMap, PrehashedSet};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::config::AggregateKind;
-use super::window::{Contribution, WindowState};
 use super::matcher::{EvalCtx, KeywordGroups, Matcher};
+use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
 use crate::event::{Event, Field, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
@@ -31,7 +31,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_keys: 1_000_000, allowed_lateness_ms: 60_000, execution_id: format!("exec-{}", crate::time::now_ms()) }
+        EngineConfig {
+            max_keys: 1_000_000,
+            allowed_lateness_ms: 60_000,
+            execution_id: format!("exec-{}", crate::time::now_ms()),
+        }
     }
 }
 
@@ -77,7 +81,11 @@ impl KeyState {
             last_seen: ts,
             window: match &det.logic {
                 Logic::Window(w) => WindowState::new(w),
-                Logic::Sequence(_) => WindowState::Sequence { stage: 0, count: 0, start: ts },
+                Logic::Sequence(_) => WindowState::Sequence {
+                    stage: 0,
+                    count: 0,
+                    start: ts,
+                },
             },
             event_count: 0,
             success: 0,
@@ -112,7 +120,12 @@ struct Index {
 impl Index {
     fn build(detectors: &[Detector]) -> Index {
         let mut ix = Index {
-            resolvers: detectors.iter().enumerate().filter(|(_, d)| d.resolve_when.is_some()).map(|(i, _)| i as u32).collect(),
+            resolvers: detectors
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.resolve_when.is_some())
+                .map(|(i, _)| i as u32)
+                .collect(),
             ..Index::default()
         };
         for (i, d) in detectors.iter().enumerate() {
@@ -124,7 +137,9 @@ impl Index {
                 _ => None,
             };
             match map {
-                Some((m, values)) => values.into_iter().for_each(|v| m.entry(v).or_default().push(i as u32)),
+                Some((m, values)) => values
+                    .into_iter()
+                    .for_each(|v| m.entry(v).or_default().push(i as u32)),
                 None => ix.generic.push(i as u32),
             }
         }
@@ -133,7 +148,9 @@ impl Index {
 
     /// Each detector that can match `ev` appears once (a detector is in one map).
     fn candidates<'a>(&'a self, ev: &Event) -> impl Iterator<Item = u32> + 'a {
-        let get = |m: &'a PrehashedMap<String, Vec<u32>>, k: Option<&str>| k.and_then(|k| m.get(k)).map_or(&[][..], Vec::as_slice);
+        let get = |m: &'a PrehashedMap<String, Vec<u32>>, k: Option<&str>| {
+            k.and_then(|k| m.get(k)).map_or(&[][..], Vec::as_slice)
+        };
         get(&self.by_action, ev.action.as_deref())
             .iter()
             .chain(get(&self.by_dataset, Some(ev.dataset.as_ref())))
@@ -208,16 +225,28 @@ impl Engine {
         let mut ctx = EvalCtx::new(&self.keywords);
         for &di in &self.index.resolvers {
             let det = &self.detectors[di as usize];
-            if det.resolve_when.as_ref().is_some_and(|m| m.matches_in(ev, &mut ctx))
+            if det
+                .resolve_when
+                .as_ref()
+                .is_some_and(|m| m.matches_in(ev, &mut ctx))
                 && let Some(key) = group_key(det, di, ev)
-                    && self.active.contains(&key) {
-                        if let Some(st) = self.keys.get_mut(&key) {
-                            st.last_seen = st.last_seen.max(ev.timestamp);
-                        }
-                        resolve_key(&mut self.keys, &mut self.active, &mut self.stats, key, out);
-                    }
+                && self.active.contains(&key)
+            {
+                if let Some(st) = self.keys.get_mut(&key) {
+                    st.last_seen = st.last_seen.max(ev.timestamp);
+                }
+                resolve_key(&mut self.keys, &mut self.active, &mut self.stats, key, out);
+            }
         }
-        let Engine { detectors, index, keys, active, cfg, stats, .. } = self;
+        let Engine {
+            detectors,
+            index,
+            keys,
+            active,
+            cfg,
+            stats,
+            ..
+        } = self;
         for di in index.candidates(ev) {
             let det = &detectors[di as usize];
             if det.matcher.matches_in(ev, &mut ctx) {
@@ -272,19 +301,27 @@ impl Engine {
         let before = self.keys.len();
         let (detectors, newest) = (&self.detectors, &self.newest);
         self.keys.retain(|k, st| {
-            st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > newest.get(&k.1).copied().unwrap_or(i64::MIN)
+            st.active.is_some()
+                || st.last_seen + st.span_ms(&detectors[k.0 as usize])
+                    > newest.get(&k.1).copied().unwrap_or(i64::MIN)
         });
         if self.keys.len() > target {
             // least evidence first (fewest events, then least recently seen):
             // a flood of one-off keys goes before a slow attacker building up
-            let mut rank: Vec<(u64, i64)> = self.keys.values().filter(|s| s.active.is_none()).map(|s| (s.event_count, s.last_seen)).collect();
+            let mut rank: Vec<(u64, i64)> = self
+                .keys
+                .values()
+                .filter(|s| s.active.is_none())
+                .map(|s| (s.event_count, s.last_seen))
+                .collect();
             let excess = (self.keys.len() - target).min(rank.len());
             if excess > 0 {
                 let (_, cutoff, _) = rank.select_nth_unstable(excess - 1);
                 let cutoff = *cutoff;
                 let mut budget = excess;
                 self.keys.retain(|_, st| {
-                    if budget > 0 && st.active.is_none() && (st.event_count, st.last_seen) <= cutoff {
+                    if budget > 0 && st.active.is_none() && (st.event_count, st.last_seen) <= cutoff
+                    {
                         budget -= 1;
                         false
                     } else {
@@ -294,23 +331,40 @@ impl Engine {
             }
         }
         self.stats.evicted_keys += (before - self.keys.len()) as u64;
-        metrics::counter!(crate::metrics::DETECT_EVICTED_KEYS).increment((before - self.keys.len()) as u64);
+        metrics::counter!(crate::metrics::DETECT_EVICTED_KEYS)
+            .increment((before - self.keys.len()) as u64);
     }
 }
 
 /// Emits the final version of an open finding and forgets its key.
-fn resolve_key(keys: &mut PrehashedMap<Key, KeyState>, active: &mut PrehashedSet<Key>, stats: &mut EngineStats, k: Key, out: &mut Vec<Finding>) {
+fn resolve_key(
+    keys: &mut PrehashedMap<Key, KeyState>,
+    active: &mut PrehashedSet<Key>,
+    stats: &mut EngineStats,
+    k: Key,
+    out: &mut Vec<Finding>,
+) {
     active.remove(&k);
     if let Some(st) = keys.remove(&k)
-        && let Some(a) = st.active {
-            let mut f = a.finding;
-            f.status = Status::Resolved;
-            f.update_count += 1;
-            fill(&mut f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
-            f.emitted_at = crate::time::now_ms();
-            stats.resolved += 1;
-            out.push(f);
-        }
+        && let Some(a) = st.active
+    {
+        let mut f = a.finding;
+        f.status = Status::Resolved;
+        f.update_count += 1;
+        fill(
+            &mut f,
+            &st.evidence,
+            st.first_seen,
+            st.last_seen,
+            st.event_count,
+            st.success,
+            st.failure,
+            st.targets.len(),
+        );
+        f.emitted_at = crate::time::now_ms();
+        stats.resolved += 1;
+        out.push(f);
+    }
 }
 
 /// The state key of `ev` for `det`, or None when a group-by value is missing.
@@ -318,7 +372,10 @@ fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
     let mut buf = String::new();
     let mut h = Xxh3::new();
     for f in &det.group_by {
-        match (ev.get(f, &mut buf).filter(|v| !v.is_empty()), det.offender_default.as_deref()) {
+        match (
+            ev.get(f, &mut buf).filter(|v| !v.is_empty()),
+            det.offender_default.as_deref(),
+        ) {
             (Some(v), _) | (None, Some(v)) => hash_str(&mut h, v),
             (None, None) => return None,
         }
@@ -344,7 +401,9 @@ fn observe(
     out: &mut Vec<Finding>,
 ) {
     let mut buf = String::new();
-    let Some(key) = group_key(det, di, ev) else { return };
+    let Some(key) = group_key(det, di, ev) else {
+        return;
+    };
     let ts = ev.timestamp;
     let st = keys.entry(key).or_insert_with(|| KeyState::new(det, ts));
     if st.active.is_none() && ts > st.last_seen + st.span_ms(det) {
@@ -359,12 +418,13 @@ fn observe(
         Outcome::Unknown => {}
     }
     if let Some(tf) = &det.targets_field
-        && let Some(v) = ev.get(tf, &mut buf) {
-            let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
-            if st.targets.len() < MAX_TARGETS && !st.targets.contains(&th) {
-                st.targets.push(th);
-            }
+        && let Some(v) = ev.get(tf, &mut buf)
+    {
+        let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+        if st.targets.len() < MAX_TARGETS && !st.targets.contains(&th) {
+            st.targets.push(th);
         }
+    }
     if let Some(a) = st.active.as_mut() {
         push_evidence(&mut st.evidence, det, ev);
         if ts >= a.last_emit + det.cooldown_ms {
@@ -372,7 +432,16 @@ fn observe(
             let f = &mut a.finding;
             f.status = Status::Updated;
             f.update_count += 1;
-            fill(f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
+            fill(
+                f,
+                &st.evidence,
+                st.first_seen,
+                st.last_seen,
+                st.event_count,
+                st.success,
+                st.failure,
+                st.targets.len(),
+            );
             f.emitted_at = crate::time::now_ms();
             f.trigger_read_ns = ev.read_ns;
             stats.updated += 1;
@@ -383,9 +452,18 @@ fn observe(
     let (crossed, value, threshold) = match &det.logic {
         Logic::Window(w) => {
             let num = match w.aggregate {
-                AggregateKind::Sum => w.field.as_ref().and_then(|f| ev.get_number(f)).unwrap_or(0.0) * ev.count as f64,
+                AggregateKind::Sum => {
+                    w.field
+                        .as_ref()
+                        .and_then(|f| ev.get_number(f))
+                        .unwrap_or(0.0)
+                        * ev.count as f64
+                }
                 AggregateKind::Ratio
-                    if w.numerator.as_ref().is_some_and(|n| n.matches_in(ev, ctx)) => { ev.count as f64 }
+                    if w.numerator.as_ref().is_some_and(|n| n.matches_in(ev, ctx)) =>
+                {
+                    ev.count as f64
+                }
                 _ => 0.0,
             };
             let distinct = match (&w.aggregate, &w.field) {
@@ -395,12 +473,27 @@ fn observe(
                 },
                 _ => 0,
             };
-            let (value, events) = st.window.observe(w, &Contribution { ts, weight: ev.count as f64, num, distinct });
+            let (value, events) = st.window.observe(
+                w,
+                &Contribution {
+                    ts,
+                    weight: ev.count as f64,
+                    num,
+                    distinct,
+                },
+            );
             let enough = w.aggregate != AggregateKind::Ratio || events >= w.min_events as f64;
             (enough && value >= w.threshold, value, w.threshold)
         }
         Logic::Sequence(seq) => {
-            let WindowState::Sequence { stage, count, start } = &mut st.window else { return };
+            let WindowState::Sequence {
+                stage,
+                count,
+                start,
+            } = &mut st.window
+            else {
+                return;
+            };
             if ts - *start > seq.within_ms {
                 *stage = 0;
                 *count = 0;
@@ -416,7 +509,11 @@ fn observe(
                     *count = 0;
                 }
             }
-            (*stage as usize == seq.steps.len(), *stage as f64, seq.steps.len() as f64)
+            (
+                *stage as usize == seq.steps.len(),
+                *stage as f64,
+                seq.steps.len() as f64,
+            )
         }
     };
     // Evidence is kept from half-way to the threshold on: the lines that
@@ -427,7 +524,11 @@ fn observe(
     if !crossed {
         return;
     }
-    let offender = match (ev.get(&det.offender_field, &mut buf).filter(|v| !v.is_empty()), det.offender_default.as_deref()) {
+    let offender = match (
+        ev.get(&det.offender_field, &mut buf)
+            .filter(|v| !v.is_empty()),
+        det.offender_default.as_deref(),
+    ) {
         (Some(v), _) | (None, Some(v)) => v.to_owned(),
         (None, None) => return,
     };
@@ -445,7 +546,10 @@ fn observe(
     let mut f = Finding {
         finding_id: format!("f-{:016x}", idh.digest()),
         execution_id: format!("{}-v{}", cfg.execution_id, det.revision),
-        detector: DetectorRef { id: det.id.clone(), version: det.revision },
+        detector: DetectorRef {
+            id: det.id.clone(),
+            version: det.revision,
+        },
         domain: det.domain,
         classification: det.classification.clone(),
         title: det.title.clone(),
@@ -453,39 +557,80 @@ fn observe(
         confidence: det.confidence,
         status: Status::Open,
         context,
-        offender: Offender { kind: det.offender_kind, value: offender.clone() },
-        metrics: Metrics { value, threshold, ..Metrics::default() },
-        time_window: TimeWindow { start: st.first_seen, end: st.last_seen },
+        offender: Offender {
+            kind: det.offender_kind,
+            value: offender.clone(),
+        },
+        metrics: Metrics {
+            value,
+            threshold,
+            ..Metrics::default()
+        },
+        time_window: TimeWindow {
+            start: st.first_seen,
+            end: st.last_seen,
+        },
         first_seen: st.first_seen,
         last_seen: st.last_seen,
         update_count: 0,
         evidence: Vec::new(),
-        recommended_actions: det.recommended_actions.iter().map(|a| a.replace("{offender}", &offender)).collect(),
+        recommended_actions: det
+            .recommended_actions
+            .iter()
+            .map(|a| a.replace("{offender}", &offender))
+            .collect(),
         attack: det.attack.clone(),
         emitted_at: crate::time::now_ms(),
         crossed_at: ts,
         trigger_read_ns: ev.read_ns,
     };
-    fill(&mut f, &st.evidence, st.first_seen, st.last_seen, st.event_count, st.success, st.failure, st.targets.len());
+    fill(
+        &mut f,
+        &st.evidence,
+        st.first_seen,
+        st.last_seen,
+        st.event_count,
+        st.success,
+        st.failure,
+        st.targets.len(),
+    );
     stats.opened += 1;
     out.push(f.clone());
-    st.active = Some(Box::new(Active { finding: f, last_emit: ts }));
+    st.active = Some(Box::new(Active {
+        finding: f,
+        last_emit: ts,
+    }));
     active.insert(key);
 }
 
 fn push_evidence(evidence: &mut Vec<Box<str>>, det: &Detector, ev: &Event) {
     if evidence.len() < det.evidence_max {
         let line = &ev.original;
-        let cut = (0..=line.len().min(EVIDENCE_LINE_MAX)).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=line.len().min(EVIDENCE_LINE_MAX))
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
         evidence.push(line[..cut].into());
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn fill(f: &mut Finding, evidence: &[Box<str>], first: i64, last: i64, count: u64, success: u64, failure: u64, targets: usize) {
+fn fill(
+    f: &mut Finding,
+    evidence: &[Box<str>],
+    first: i64,
+    last: i64,
+    count: u64,
+    success: u64,
+    failure: u64,
+    targets: usize,
+) {
     f.first_seen = first;
     f.last_seen = last;
-    f.time_window = TimeWindow { start: first, end: last };
+    f.time_window = TimeWindow {
+        start: first,
+        end: last,
+    };
     f.metrics.event_count = count;
     f.metrics.success_count = success;
     f.metrics.failure_count = failure;
@@ -497,7 +642,7 @@ fn fill(f: &mut Finding, evidence: &[Box<str>], first: i64, last: i64, count: u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse_line, Format, SourceState};
+    use crate::parse::{Format, SourceState, parse_line};
 
     const BF: &str = r#"
 version: 1
@@ -526,10 +671,23 @@ output:
     #[test]
     fn a_flood_of_new_keys_is_evicted_and_an_attack_in_it_still_found() {
         let det = crate::detect::load_str(BF, "bf.yaml").unwrap();
-        let mut engine = Engine::new(vec![det], EngineConfig { max_keys: 1000, allowed_lateness_ms: 60_000, execution_id: "t".into() });
+        let mut engine = Engine::new(
+            vec![det],
+            EngineConfig {
+                max_keys: 1000,
+                allowed_lateness_ms: 60_000,
+                execution_id: "t".into(),
+            },
+        );
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
         let mut out = Vec::new();
-        let attacker = |sec: u32| format!("Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2", sec / 60 % 60, sec % 60);
+        let attacker = |sec: u32| {
+            format!(
+                "Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2",
+                sec / 60 % 60,
+                sec % 60
+            )
+        };
         // a quick burst, then slower than the key table turns over (1500 new keys
         // between attempts against room for 1000): least-recently-seen eviction
         // would forget the attacker every time
@@ -539,7 +697,11 @@ output:
         for i in 0..50_000u32 {
             let sec = i / 100;
             let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-            let line = format!("Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from {ip} port 22 ssh2", sec / 60 % 60, sec % 60);
+            let line = format!(
+                "Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from {ip} port 22 ssh2",
+                sec / 60 % 60,
+                sec % 60
+            );
             engine.process(&parse_line(&line, &mut st, 0), &mut out);
             if i % 1500 == 1499 {
                 engine.process(&parse_line(&attacker(sec), &mut st, 0), &mut out);
@@ -547,9 +709,20 @@ output:
             assert!(engine.tracked_keys() <= 1000, "state grew past its bound");
         }
         assert!(engine.stats().evicted_keys > 40_000);
-        assert_eq!(out.iter().filter(|f| f.offender.value == "203.0.113.9").map(|f| &f.finding_id).collect::<std::collections::HashSet<_>>().len(), 1);
+        assert_eq!(
+            out.iter()
+                .filter(|f| f.offender.value == "203.0.113.9")
+                .map(|f| &f.finding_id)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            1
+        );
         // the state of one tracked key is small
-        assert!(std::mem::size_of::<KeyState>() <= 192, "KeyState is {} bytes", std::mem::size_of::<KeyState>());
+        assert!(
+            std::mem::size_of::<KeyState>() <= 192,
+            "KeyState is {} bytes",
+            std::mem::size_of::<KeyState>()
+        );
     }
 
     #[test]
@@ -564,13 +737,31 @@ output:
         let mut st = SourceState::new(Format::Auto, 0);
         let mut out = Vec::new();
         let mut evs = Vec::new();
-        crate::parse::parse_into(&hook("firing", "0001-01-01T00:00:00Z"), &mut st, 0, &mut evs);
-        crate::parse::parse_into(&hook("resolved", "2026-03-03T10:05:00Z"), &mut st, 0, &mut evs);
+        crate::parse::parse_into(
+            &hook("firing", "0001-01-01T00:00:00Z"),
+            &mut st,
+            0,
+            &mut evs,
+        );
+        crate::parse::parse_into(
+            &hook("resolved", "2026-03-03T10:05:00Z"),
+            &mut st,
+            0,
+            &mut evs,
+        );
         for ev in &evs {
             engine.process(ev, &mut out);
         }
-        let statuses: Vec<_> = out.iter().filter(|f| f.detector.id == "infrastructure.alert_firing").map(|f| f.status).collect();
-        assert_eq!(statuses, vec![Status::Open, Status::Resolved], "resolved before the input ends");
+        let statuses: Vec<_> = out
+            .iter()
+            .filter(|f| f.detector.id == "infrastructure.alert_firing")
+            .map(|f| f.status)
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![Status::Open, Status::Resolved],
+            "resolved before the input ends"
+        );
         assert_eq!(out[1].last_seen - out[1].first_seen, 300_000);
     }
 }

@@ -38,16 +38,26 @@ pub fn fixture_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// the findings, or a description of what differs from `expected.json`.
 pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String> {
     let expected: Vec<Expected> = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("expected.json")).map_err(|e| format!("{}: {e}", dir.display()))?,
+        &std::fs::read_to_string(dir.join("expected.json"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?,
     )
     .map_err(|e| format!("{}/expected.json: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n != "expected.json") && p.extension().is_some_and(|e| e == "log" || e == "jsonl" || e == "json"))
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n != "expected.json")
+                && p.extension()
+                    .is_some_and(|e| e == "log" || e == "jsonl" || e == "json")
+        })
         .collect();
     files.sort();
-    let dets = super::load_dir(detectors).map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let dets = super::load_dir(detectors).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let spec = fixture_pipeline();
     let mut inputs = Vec::new();
     for (i, f) in files.iter().enumerate() {
@@ -55,11 +65,25 @@ pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String>
         let mut state = SourceState::new(Format::Auto, FIXTURE_REFERENCE_MS);
         state.time_domain = i as u32;
         let mut lines = Vec::new();
-        crate::cli_support::for_each_record(f.to_str(), std::io::BufReader::new(file), |r| lines.push(r.to_owned())).map_err(|e| format!("{}: {e}", f.display()))?;
+        crate::cli_support::for_each_record(f.to_str(), std::io::BufReader::new(file), |r| {
+            lines.push(r.to_owned())
+        })
+        .map_err(|e| format!("{}: {e}", f.display()))?;
         inputs.push((state, lines));
     }
-    let findings = crate::pipeline::graph::final_states(crate::pipeline::run_inline(&spec, &mut inputs, dets, FIXTURE_REFERENCE_MS));
-    let mut got: Vec<Expected> = findings.iter().map(|f| Expected { detector: f.detector.id.clone(), offender: f.offender.value.clone() }).collect();
+    let findings = crate::pipeline::graph::final_states(crate::pipeline::run_inline(
+        &spec,
+        &mut inputs,
+        dets,
+        FIXTURE_REFERENCE_MS,
+    ));
+    let mut got: Vec<Expected> = findings
+        .iter()
+        .map(|f| Expected {
+            detector: f.detector.id.clone(),
+            offender: f.offender.value.clone(),
+        })
+        .collect();
     let mut want = expected;
     got.sort();
     want.sort();
@@ -77,7 +101,10 @@ pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String>
             None => extra.push(g),
         }
     }
-    Err(format!("{}: missing {missing:?}, unexpected {extra:?}", dir.display()))
+    Err(format!(
+        "{}: missing {missing:?}, unexpected {extra:?}",
+        dir.display()
+    ))
 }
 
 /// The pipeline settings fixtures run with: the defaults.

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use aho_corasick::AhoCorasick;
 use regex::Regex;
 
-use super::config::{Condition, Located, MatchSpec};
 use super::CompileError;
+use super::config::{Condition, Located, MatchSpec};
 use crate::event::{Event, Field};
 
 #[derive(Debug)]
@@ -24,7 +24,10 @@ enum Test {
     Prefix(Vec<String>),
     Keywords(Keywords),
     Regex(Regex),
-    Range { gte: Option<f64>, lte: Option<f64> },
+    Range {
+        gte: Option<f64>,
+        lte: Option<f64>,
+    },
     Exists(bool),
 }
 
@@ -53,8 +56,16 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn compile(spec: &MatchSpec, path: &str) -> Result<Matcher, CompileError> {
-        let c = |v: &[Located<Condition>]| v.iter().map(|c| compile_condition(c, path)).collect::<Result<Vec<_>, _>>();
-        Ok(Matcher { all: c(&spec.all)?, any: c(&spec.any)?, none: c(&spec.none)? })
+        let c = |v: &[Located<Condition>]| {
+            v.iter()
+                .map(|c| compile_condition(c, path))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Matcher {
+            all: c(&spec.all)?,
+            any: c(&spec.any)?,
+            none: c(&spec.none)?,
+        })
     }
 
     pub fn matches(&self, ev: &Event) -> bool {
@@ -72,14 +83,24 @@ impl Matcher {
     }
 
     fn conditions_mut(&mut self) -> impl Iterator<Item = &mut CompiledCondition> {
-        self.all.iter_mut().chain(self.any.iter_mut()).chain(self.none.iter_mut())
+        self.all
+            .iter_mut()
+            .chain(self.any.iter_mut())
+            .chain(self.none.iter_mut())
     }
 
     /// The most selective field this matcher requires one of a few values
     /// of (an `all` condition with `equals` on action, dataset, log level or
     /// category), so the engine tests a detector only on events that can match.
     pub fn index_key(&self) -> Option<(Field, Vec<String>)> {
-        [Field::Action, Field::Dataset, Field::LogLevel, Field::Category].into_iter().find_map(|want| {
+        [
+            Field::Action,
+            Field::Dataset,
+            Field::LogLevel,
+            Field::Category,
+        ]
+        .into_iter()
+        .find_map(|want| {
             self.all.iter().find_map(|c| match &c.test {
                 Test::Equals(v) if c.field == want => Some((want.clone(), v.clone())),
                 _ => None,
@@ -88,16 +109,39 @@ impl Matcher {
     }
 }
 
-fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondition, CompileError> {
-    let err = |message: String| CompileError { path: path.to_owned(), line: c.line, message };
+fn compile_condition(
+    c: &Located<Condition>,
+    path: &str,
+) -> Result<CompiledCondition, CompileError> {
+    let err = |message: String| CompileError {
+        path: path.to_owned(),
+        line: c.line,
+        message,
+    };
     let cond = &c.value;
     let field = Field::resolve(&cond.field).map_err(err)?;
     let mut tests = Vec::new();
     if let Some(v) = &cond.equals {
-        let numeric = matches!(field, Field::HttpStatus | Field::SourcePort | Field::ProcessPid | Field::HttpBodyBytes | Field::Duration);
-        match v.iter().map(|x| x.parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+        let numeric = matches!(
+            field,
+            Field::HttpStatus
+                | Field::SourcePort
+                | Field::ProcessPid
+                | Field::HttpBodyBytes
+                | Field::Duration
+        );
+        match v
+            .iter()
+            .map(|x| x.parse::<f64>())
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(nums) if numeric && !cond.url_decode => tests.push(Test::EqualsNumber(nums)),
-            Err(_) if numeric => return Err(err(format!("`{}` is numeric: `equals` needs numbers", cond.field))),
+            Err(_) if numeric => {
+                return Err(err(format!(
+                    "`{}` is numeric: `equals` needs numbers",
+                    cond.field
+                )));
+            }
             _ => tests.push(Test::Equals(v.clone())),
         }
     }
@@ -112,18 +156,31 @@ fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondi
             .ascii_case_insensitive(true)
             .build(k)
             .map_err(|e| err(format!("cannot build keyword set: {e}")))?;
-        tests.push(Test::Keywords(Keywords { patterns: k.clone(), own: ac, slot: None }));
+        tests.push(Test::Keywords(Keywords {
+            patterns: k.clone(),
+            own: ac,
+            slot: None,
+        }));
     }
     if let Some(r) = &cond.regex {
         let re = Regex::new(r).map_err(|e| {
             // the regex crate draws a caret diagram over several lines; keep the verdict
             let text = e.to_string();
-            err(format!("invalid regex {r:?}: {}", text.lines().last().unwrap_or("").trim_start_matches("error: ")))
+            err(format!(
+                "invalid regex {r:?}: {}",
+                text.lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
+            ))
         })?;
         tests.push(Test::Regex(re));
     }
     if cond.gte.is_some() || cond.lte.is_some() {
-        tests.push(Test::Range { gte: cond.gte, lte: cond.lte });
+        tests.push(Test::Range {
+            gte: cond.gte,
+            lte: cond.lte,
+        });
     }
     if let Some(e) = cond.exists {
         tests.push(Test::Exists(e));
@@ -135,7 +192,11 @@ fn compile_condition(c: &Located<Condition>, path: &str) -> Result<CompiledCondi
             tests.len()
         )));
     }
-    Ok(CompiledCondition { field, test: tests.remove(0), url_decode: cond.url_decode })
+    Ok(CompiledCondition {
+        field,
+        test: tests.remove(0),
+        url_decode: cond.url_decode,
+    })
 }
 
 /// One merged automaton per (field, url_decode).
@@ -146,7 +207,9 @@ pub struct KeywordGroups {
 
 impl KeywordGroups {
     /// Merges the keyword conditions of `matchers` and assigns each its slot.
-    pub fn build<'a>(matchers: impl Iterator<Item = &'a mut Matcher>) -> Result<KeywordGroups, aho_corasick::BuildError> {
+    pub fn build<'a>(
+        matchers: impl Iterator<Item = &'a mut Matcher>,
+    ) -> Result<KeywordGroups, aho_corasick::BuildError> {
         let mut keys: Vec<(Field, bool, Vec<String>)> = Vec::new();
         for m in matchers {
             for c in m.conditions_mut() {
@@ -168,7 +231,10 @@ impl KeywordGroups {
         let mut groups = Vec::with_capacity(keys.len());
         for (field, decode, patterns) in keys {
             // a DFA scans fastest; these sets are small enough for its memory
-            let ac = AhoCorasick::builder().ascii_case_insensitive(true).kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(&patterns)?;
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(&patterns)?;
             groups.push((field, decode, ac, patterns.len()));
         }
         Ok(KeywordGroups { groups })
@@ -184,7 +250,10 @@ pub struct EvalCtx<'a> {
 
 impl<'a> EvalCtx<'a> {
     pub fn new(groups: &'a KeywordGroups) -> EvalCtx<'a> {
-        EvalCtx { groups: Some(groups), hits: Vec::new() }
+        EvalCtx {
+            groups: Some(groups),
+            hits: Vec::new(),
+        }
     }
 
     /// Forgets the previous event's scans.
@@ -202,7 +271,11 @@ impl<'a> EvalCtx<'a> {
             let mut bits = vec![0u64; n.div_ceil(64)];
             let mut buf = String::new();
             if let Some(v) = ev.get(field, &mut buf) {
-                let v: Cow<str> = if *decode { url_decode(v) } else { Cow::Borrowed(v) };
+                let v: Cow<str> = if *decode {
+                    url_decode(v)
+                } else {
+                    Cow::Borrowed(v)
+                };
                 for m in ac.find_overlapping_iter(v.as_ref()) {
                     let p = m.pattern().as_usize();
                     bits[p / 64] |= 1 << (p % 64);
@@ -217,10 +290,14 @@ impl<'a> EvalCtx<'a> {
 
 impl CompiledCondition {
     fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
-        if let Test::Keywords(Keywords { slot: Some((g, s, e)), .. }) = &self.test
-            && let Some(hit) = ctx.any_hit(ev, *g, *s, *e) {
-                return hit;
-            }
+        if let Test::Keywords(Keywords {
+            slot: Some((g, s, e)),
+            ..
+        }) = &self.test
+            && let Some(hit) = ctx.any_hit(ev, *g, *s, *e)
+        {
+            return hit;
+        }
         if let Test::EqualsNumber(v) = &self.test {
             return ev.get_number(&self.field).is_some_and(|n| v.contains(&n));
         }
@@ -233,7 +310,11 @@ impl CompiledCondition {
         let Some(value) = ev.get(&self.field, buf) else {
             return matches!(self.test, Test::Exists(false));
         };
-        let value: Cow<str> = if self.url_decode { url_decode(value) } else { Cow::Borrowed(value) };
+        let value: Cow<str> = if self.url_decode {
+            url_decode(value)
+        } else {
+            Cow::Borrowed(value)
+        };
         match &self.test {
             Test::Equals(v) => v.iter().any(|x| x == value.as_ref()),
             Test::Prefix(v) => v.iter().any(|x| value.starts_with(x.as_str())),

@@ -90,17 +90,36 @@ pub struct SequenceLogic {
 
 /// Compiles a parsed spec; `path` and `line` locate errors.
 pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError> {
-    let err = |line: u64, message: String| CompileError { path: path.to_owned(), line, message };
+    let err = |line: u64, message: String| CompileError {
+        path: path.to_owned(),
+        line,
+        message,
+    };
     let field = |line: u64, name: &str| Field::resolve(name).map_err(|m| err(line, m));
     if spec.version != 1 {
-        return Err(err(1, format!("unsupported detector file version {} (expected 1)", spec.version)));
+        return Err(err(
+            1,
+            format!(
+                "unsupported detector file version {} (expected 1)",
+                spec.version
+            ),
+        ));
     }
     let prefix = format!("{}.", spec.domain.as_str());
     if !spec.id.starts_with(&prefix) {
-        return Err(err(1, format!("detector id `{}` must start with its domain `{prefix}`", spec.id)));
+        return Err(err(
+            1,
+            format!(
+                "detector id `{}` must start with its domain `{prefix}`",
+                spec.id
+            ),
+        ));
     }
     if !(0.0..=1.0).contains(&spec.confidence) {
-        return Err(err(1, format!("confidence {} is outside 0..1", spec.confidence)));
+        return Err(err(
+            1,
+            format!("confidence {} is outside 0..1", spec.confidence),
+        ));
     }
     let matcher = Matcher::compile(&spec.matcher, path)?;
     let (logic, group_by, cooldown, resolve) = match (&spec.window, &spec.sequence) {
@@ -110,33 +129,62 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
             let size_ms = match (w.kind, w.size_secs) {
                 (WindowKind::LeakyBucket, _) => 0,
                 (_, Some(s)) if s > 0 => s as i64 * 1000,
-                _ => return Err(err(line, "tumbling and sliding windows need `size_secs` > 0".into())),
+                _ => {
+                    return Err(err(
+                        line,
+                        "tumbling and sliding windows need `size_secs` > 0".into(),
+                    ));
+                }
             };
             let leak_ms = match (w.kind, w.leak_secs) {
                 (WindowKind::LeakyBucket, Some(l)) if l > 0.0 => l * 1000.0,
-                (WindowKind::LeakyBucket, _) => return Err(err(line, "a leaky bucket needs `leak_secs` > 0".into())),
+                (WindowKind::LeakyBucket, _) => {
+                    return Err(err(line, "a leaky bucket needs `leak_secs` > 0".into()));
+                }
                 _ => 0.0,
             };
-            let needs_field = matches!(w.aggregate, AggregateKind::DistinctCount | AggregateKind::Sum);
+            let needs_field = matches!(
+                w.aggregate,
+                AggregateKind::DistinctCount | AggregateKind::Sum
+            );
             let agg_field = match (&w.field, needs_field) {
                 (Some(f), true) => Some(field(line, f)?),
-                (None, true) => return Err(err(line, format!("aggregate {:?} needs `field`", w.aggregate).to_lowercase())),
-                (Some(_), false) => return Err(err(line, "`field` applies only to distinct_count and sum".into())),
+                (None, true) => {
+                    return Err(err(
+                        line,
+                        format!("aggregate {:?} needs `field`", w.aggregate).to_lowercase(),
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(err(
+                        line,
+                        "`field` applies only to distinct_count and sum".into(),
+                    ));
+                }
                 (None, false) => None,
             };
             let numerator = match (&w.numerator, w.aggregate) {
                 (Some(n), AggregateKind::Ratio) => Some(Matcher::compile(n, path)?),
-                (None, AggregateKind::Ratio) => return Err(err(line, "a ratio needs `numerator`".into())),
+                (None, AggregateKind::Ratio) => {
+                    return Err(err(line, "a ratio needs `numerator`".into()));
+                }
                 (Some(_), _) => return Err(err(line, "`numerator` applies only to ratio".into())),
                 (None, _) => None,
             };
             if w.kind == WindowKind::LeakyBucket && w.aggregate != AggregateKind::Count {
-                return Err(err(line, "a leaky bucket counts events: aggregate must be count".into()));
+                return Err(err(
+                    line,
+                    "a leaky bucket counts events: aggregate must be count".into(),
+                ));
             }
             if w.group_by.is_empty() {
                 return Err(err(line, "`group_by` needs at least one field".into()));
             }
-            let group_by = w.group_by.iter().map(|g| field(line, g)).collect::<Result<Vec<_>, _>>()?;
+            let group_by = w
+                .group_by
+                .iter()
+                .map(|g| field(line, g))
+                .collect::<Result<Vec<_>, _>>()?;
             let logic = WindowLogic {
                 kind: w.kind,
                 size_ms,
@@ -147,7 +195,12 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
                 min_events: w.min_events.unwrap_or(1),
                 threshold: w.threshold,
             };
-            (Logic::Window(logic), group_by, w.cooldown_secs, w.resolve_after_secs)
+            (
+                Logic::Window(logic),
+                group_by,
+                w.cooldown_secs,
+                w.resolve_after_secs,
+            )
         }
         (None, Some(s)) => {
             let line = s.line;
@@ -158,12 +211,35 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
             let steps = s
                 .steps
                 .iter()
-                .map(|st| Ok((st.name.clone(), Matcher::compile(&st.matcher, path)?, st.min_count.max(1))))
+                .map(|st| {
+                    Ok((
+                        st.name.clone(),
+                        Matcher::compile(&st.matcher, path)?,
+                        st.min_count.max(1),
+                    ))
+                })
                 .collect::<Result<Vec<_>, CompileError>>()?;
-            let group_by = s.group_by.iter().map(|g| field(line, g)).collect::<Result<Vec<_>, _>>()?;
-            (Logic::Sequence(SequenceLogic { within_ms: s.within_secs as i64 * 1000, steps }), group_by, s.cooldown_secs, s.resolve_after_secs)
+            let group_by = s
+                .group_by
+                .iter()
+                .map(|g| field(line, g))
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                Logic::Sequence(SequenceLogic {
+                    within_ms: s.within_secs as i64 * 1000,
+                    steps,
+                }),
+                group_by,
+                s.cooldown_secs,
+                s.resolve_after_secs,
+            )
         }
-        _ => return Err(err(1, "a detector needs exactly one of `window` and `sequence`".into())),
+        _ => {
+            return Err(err(
+                1,
+                "a detector needs exactly one of `window` and `sequence`".into(),
+            ));
+        }
     };
     let out = &spec.output;
     Ok(Detector {
@@ -176,14 +252,26 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
         confidence: spec.confidence,
         attack: spec.attack.clone(),
         matcher,
-        resolve_when: spec.resolve_when.as_ref().map(|m| Matcher::compile(m, path)).transpose()?,
+        resolve_when: spec
+            .resolve_when
+            .as_ref()
+            .map(|m| Matcher::compile(m, path))
+            .transpose()?,
         logic,
         group_by,
         offender_kind: out.offender.kind,
         offender_field: field(1, &out.offender.field)?,
         offender_default: out.offender.default.clone(),
-        context: out.context.iter().map(|(k, v)| Ok((k.clone(), field(1, v)?))).collect::<Result<_, CompileError>>()?,
-        targets_field: out.targets_field.as_deref().map(|f| field(1, f)).transpose()?,
+        context: out
+            .context
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), field(1, v)?)))
+            .collect::<Result<_, CompileError>>()?,
+        targets_field: out
+            .targets_field
+            .as_deref()
+            .map(|f| field(1, f))
+            .transpose()?,
         recommended_actions: out.recommended_actions.clone(),
         evidence_max: out.evidence_max.min(100),
         cooldown_ms: cooldown as i64 * 1000,
@@ -233,7 +321,11 @@ pub fn detector_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Loads every detector under `dir`; all errors are returned, not just the first.
 pub fn load_dir(dir: &Path) -> Result<Vec<Detector>, Vec<CompileError>> {
     let files = detector_files(dir).map_err(|e| {
-        vec![CompileError { path: dir.display().to_string(), line: 0, message: format!("cannot read detectors: {e}") }]
+        vec![CompileError {
+            path: dir.display().to_string(),
+            line: 0,
+            message: format!("cannot read detectors: {e}"),
+        }]
     })?;
     let mut detectors = Vec::new();
     let mut errors = Vec::new();
@@ -244,14 +336,26 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Detector>, Vec<CompileError>> {
                 Ok(d) => detectors.push(d),
                 Err(e) => errors.push(e),
             },
-            Err(e) => errors.push(CompileError { path, line: 0, message: format!("cannot read: {e}") }),
+            Err(e) => errors.push(CompileError {
+                path,
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }),
         }
     }
     let mut ids = std::collections::HashMap::new();
     for d in &detectors {
         if let Some(prev) = ids.insert(d.id.clone(), d.path.clone()) {
-            errors.push(CompileError { path: d.path.clone(), line: 1, message: format!("duplicate detector id `{}` (also in {prev})", d.id) });
+            errors.push(CompileError {
+                path: d.path.clone(),
+                line: 1,
+                message: format!("duplicate detector id `{}` (also in {prev})", d.id),
+            });
         }
     }
-    if errors.is_empty() { Ok(detectors) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(detectors)
+    } else {
+        Err(errors)
+    }
 }

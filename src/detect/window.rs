@@ -14,8 +14,8 @@
 
 use std::collections::VecDeque;
 
-use super::config::{AggregateKind, WindowKind};
 use super::WindowLogic;
+use super::config::{AggregateKind, WindowKind};
 
 const SLIDING_BUCKETS: i64 = 10;
 
@@ -42,10 +42,22 @@ pub struct Contribution {
 impl WindowState {
     pub fn new(logic: &WindowLogic) -> WindowState {
         match (logic.kind, logic.aggregate) {
-            (_, AggregateKind::DistinctCount) => WindowState::Distinct { index: i64::MIN, values: Vec::new() },
-            (WindowKind::Tumbling, _) => WindowState::Tumbling { index: i64::MIN, num: 0.0, den: 0.0 },
-            (WindowKind::Sliding, _) => WindowState::Sliding { buckets: VecDeque::new() },
-            (WindowKind::LeakyBucket, _) => WindowState::Leaky { level: 0.0, last: i64::MIN },
+            (_, AggregateKind::DistinctCount) => WindowState::Distinct {
+                index: i64::MIN,
+                values: Vec::new(),
+            },
+            (WindowKind::Tumbling, _) => WindowState::Tumbling {
+                index: i64::MIN,
+                num: 0.0,
+                den: 0.0,
+            },
+            (WindowKind::Sliding, _) => WindowState::Sliding {
+                buckets: VecDeque::new(),
+            },
+            (WindowKind::LeakyBucket, _) => WindowState::Leaky {
+                level: 0.0,
+                last: i64::MIN,
+            },
         }
     }
 
@@ -78,7 +90,10 @@ impl WindowState {
                 let width = (logic.size_ms / SLIDING_BUCKETS).max(1);
                 let i = c.ts.div_euclid(width);
                 let newest = buckets.back().map_or(i, |b| b.0.max(i));
-                while buckets.front().is_some_and(|b| b.0 <= newest - SLIDING_BUCKETS) {
+                while buckets
+                    .front()
+                    .is_some_and(|b| b.0 <= newest - SLIDING_BUCKETS)
+                {
                     buckets.pop_front();
                 }
                 if i > newest - SLIDING_BUCKETS {
@@ -88,12 +103,17 @@ impl WindowState {
                             b.2 += c.weight;
                         }
                         None => {
-                            let at = buckets.iter().position(|b| b.0 > i).unwrap_or(buckets.len());
+                            let at = buckets
+                                .iter()
+                                .position(|b| b.0 > i)
+                                .unwrap_or(buckets.len());
                             buckets.insert(at, (i, add_num, c.weight));
                         }
                     }
                 }
-                let (num, den) = buckets.iter().fold((0.0, 0.0), |(n, d), b| (n + b.1, d + b.2));
+                let (num, den) = buckets
+                    .iter()
+                    .fold((0.0, 0.0), |(n, d), b| (n + b.1, d + b.2));
                 finish(num, den)
             }
             WindowState::Leaky { level, last } => {
@@ -112,7 +132,9 @@ impl WindowState {
                 (*level, *level)
             }
             WindowState::Distinct { index, values } => {
-                let cap = (logic.threshold.max(1.0) as usize).saturating_mul(2).clamp(8, 4096);
+                let cap = (logic.threshold.max(1.0) as usize)
+                    .saturating_mul(2)
+                    .clamp(8, 4096);
                 match logic.kind {
                     WindowKind::Tumbling => {
                         let i = c.ts.div_euclid(logic.size_ms);
@@ -130,9 +152,14 @@ impl WindowState {
                     Some(v) => v.1 = v.1.max(c.ts),
                     None => {
                         if values.len() >= cap
-                            && let Some(oldest) = values.iter().enumerate().min_by_key(|(_, v)| v.1).map(|(i, _)| i) {
-                                values.swap_remove(oldest);
-                            }
+                            && let Some(oldest) = values
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, v)| v.1)
+                                .map(|(i, _)| i)
+                        {
+                            values.swap_remove(oldest);
+                        }
                         values.push((c.distinct, c.ts));
                     }
                 }
@@ -157,11 +184,29 @@ mod tests {
     use proptest::prelude::*;
 
     fn logic(kind: WindowKind) -> WindowLogic {
-        WindowLogic { kind, size_ms: 60_000, leak_ms: 10_000.0, aggregate: AggregateKind::Count, field: None, numerator: None, min_events: 1, threshold: 5.0 }
+        WindowLogic {
+            kind,
+            size_ms: 60_000,
+            leak_ms: 10_000.0,
+            aggregate: AggregateKind::Count,
+            field: None,
+            numerator: None,
+            min_events: 1,
+            threshold: 5.0,
+        }
     }
 
     fn add(w: &mut WindowState, l: &WindowLogic, ts: i64) -> f64 {
-        w.observe(l, &Contribution { ts, weight: 1.0, num: 0.0, distinct: 0 }).0
+        w.observe(
+            l,
+            &Contribution {
+                ts,
+                weight: 1.0,
+                num: 0.0,
+                distinct: 0,
+            },
+        )
+        .0
     }
 
     #[test]
@@ -189,7 +234,12 @@ mod tests {
         let mut l = logic(WindowKind::Sliding);
         l.aggregate = AggregateKind::Sum;
         let mut w = WindowState::new(&l);
-        let c = |ts, num| Contribution { ts, weight: 1.0, num, distinct: 0 };
+        let c = |ts, num| Contribution {
+            ts,
+            weight: 1.0,
+            num,
+            distinct: 0,
+        };
         assert_eq!(w.observe(&l, &c(0, 100.0)).0, 100.0);
         assert_eq!(w.observe(&l, &c(30_000, 250.0)).0, 350.0);
         // the first contribution has slid out a minute later

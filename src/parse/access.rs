@@ -7,15 +7,20 @@
 
 use std::borrow::Cow;
 
-use super::{is_ip, SourceState};
+use super::{SourceState, is_ip};
 use crate::event::{Event, Outcome};
 use crate::time::{digits, epoch_ms, month_from_abbrev, zone_offset_ms};
 
 /// Cheap check used by format detection: `host ident user [` within the first bytes.
 pub fn looks_like_access(b: &[u8]) -> bool {
     let head = &b[..b.len().min(120)];
-    let Some(open) = head.iter().position(|&c| c == b'[') else { return false };
-    open > 6 && head[open - 1] == b' ' && head.get(open + 3) == Some(&b'/') && head[..open].iter().filter(|&&c| c == b' ').count() >= 3
+    let Some(open) = head.iter().position(|&c| c == b'[') else {
+        return false;
+    };
+    open > 6
+        && head[open - 1] == b' '
+        && head.get(open + 3) == Some(&b'/')
+        && head[..open].iter().filter(|&&c| c == b' ').count() >= 3
 }
 
 /// Parses an access-log line.
@@ -49,15 +54,27 @@ pub fn parse_embedded(ev: &mut Event, msg: &str, program: &str) -> bool {
     ev.http_body_bytes = tmp.http_body_bytes;
     ev.user_agent = tmp.user_agent;
     ev.extra.extend(tmp.extra);
-    ev.timestamp = if tmp.timestamp != 0 { tmp.timestamp } else { ts };
-    ev.dataset = Cow::Borrowed(if program == "nginx" { "nginx.access" } else { "apache.access" });
+    ev.timestamp = if tmp.timestamp != 0 {
+        tmp.timestamp
+    } else {
+        ts
+    };
+    ev.dataset = Cow::Borrowed(if program == "nginx" {
+        "nginx.access"
+    } else {
+        "apache.access"
+    });
     true
 }
 
 fn parse_fields(ev: &mut Event, line: &str) -> bool {
-    let Some(open) = line.find(" [") else { return false };
+    let Some(open) = line.find(" [") else {
+        return false;
+    };
     let mut head = line[..open].split(' ').filter(|s| !s.is_empty());
-    let (Some(a), Some(b), Some(c)) = (head.next(), head.next(), head.next()) else { return false };
+    let (Some(a), Some(b), Some(c)) = (head.next(), head.next(), head.next()) else {
+        return false;
+    };
     // optional leading vhost: "vhost:443 1.2.3.4 - -"
     let (client, user) = match head.next() {
         Some(d) => {
@@ -73,14 +90,24 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
         return false;
     }
     let rest = &line[open + 2..];
-    let Some(close) = rest.find(']') else { return false };
-    let Some(ts) = parse_clf_time(&rest.as_bytes()[..close]) else { return false };
+    let Some(close) = rest.find(']') else {
+        return false;
+    };
+    let Some(ts) = parse_clf_time(&rest.as_bytes()[..close]) else {
+        return false;
+    };
     ev.timestamp = ts;
     let rest = rest[close + 1..].trim_start();
-    let Some(rest) = rest.strip_prefix('"') else { return false };
-    let Some((request, rest)) = split_quoted(rest) else { return false };
+    let Some(rest) = rest.strip_prefix('"') else {
+        return false;
+    };
+    let Some((request, rest)) = split_quoted(rest) else {
+        return false;
+    };
     let mut tail = rest.trim_start().splitn(3, ' ');
-    let Some(status) = tail.next().and_then(|s| s.parse::<u16>().ok()) else { return false };
+    let Some(status) = tail.next().and_then(|s| s.parse::<u16>().ok()) else {
+        return false;
+    };
     let bytes = tail.next().and_then(|s| s.parse::<u64>().ok());
     let after = tail.next().unwrap_or("");
     if client != "-" {
@@ -95,7 +122,9 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     }
     let mut parts = request.splitn(3, ' ');
     match (parts.next(), parts.next()) {
-        (Some(method), Some(url)) if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() => {
+        (Some(method), Some(url))
+            if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() =>
+        {
             ev.http_method = Some(crate::event::http_method(method));
             ev.url_original = Some(url.to_owned());
         }
@@ -109,18 +138,25 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     ev.http_status = Some(status);
     ev.http_body_bytes = bytes;
     if let Some(r) = after.trim_start().strip_prefix('"')
-        && let Some((referrer, r)) = split_quoted(r) {
-            if referrer != "-" && !referrer.is_empty() {
-                ev.push_extra("http.request.referrer", referrer);
-            }
-            if let Some(r) = r.trim_start().strip_prefix('"')
-                && let Some((ua, _)) = split_quoted(r)
-                    && ua != "-" && !ua.is_empty() {
-                        ev.user_agent = Some(ua.to_owned());
-                    }
+        && let Some((referrer, r)) = split_quoted(r)
+    {
+        if referrer != "-" && !referrer.is_empty() {
+            ev.push_extra("http.request.referrer", referrer);
         }
+        if let Some(r) = r.trim_start().strip_prefix('"')
+            && let Some((ua, _)) = split_quoted(r)
+            && ua != "-"
+            && !ua.is_empty()
+        {
+            ev.user_agent = Some(ua.to_owned());
+        }
+    }
     ev.category = Some("web");
-    ev.outcome = if status >= 400 { Outcome::Failure } else { Outcome::Success };
+    ev.outcome = if status >= 400 {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
     ev.action = Some(Cow::Borrowed("http_request"));
     true
 }

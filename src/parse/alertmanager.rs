@@ -42,7 +42,11 @@ struct Alert {
     starts_at: String,
     #[serde(default)]
     ends_at: String,
-    #[serde(default, rename = "generatorURL", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "generatorURL",
+        skip_serializing_if = "String::is_empty"
+    )]
     generator_url: String,
     #[serde(default)]
     fingerprint: String,
@@ -50,11 +54,15 @@ struct Alert {
 
 /// Parses a webhook body into events; an error names what is wrong.
 pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String> {
-    let hook: Webhook = serde_json::from_str(body).map_err(|e| format!("invalid Alertmanager payload: {e}"))?;
+    let hook: Webhook =
+        serde_json::from_str(body).map_err(|e| format!("invalid Alertmanager payload: {e}"))?;
     if let Some(v) = &hook.version
-        && v != "4" {
-            return Err(format!("unsupported Alertmanager payload version {v:?} (expected \"4\")"));
-        }
+        && v != "4"
+    {
+        return Err(format!(
+            "unsupported Alertmanager payload version {v:?} (expected \"4\")"
+        ));
+    }
     let group_key = hook.group_key.unwrap_or_default();
     let mut out = Vec::with_capacity(hook.alerts.len());
     for mut alert in hook.alerts {
@@ -78,14 +86,29 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
         ev.kind = Kind::Alert;
         ev.category = Some("host");
         let resolved = alert.status == "resolved";
-        ev.action = Some(Cow::Borrowed(if resolved { "alert_resolved" } else { "alert_firing" }));
-        ev.outcome = if resolved { Outcome::Success } else { Outcome::Failure };
+        ev.action = Some(Cow::Borrowed(if resolved {
+            "alert_resolved"
+        } else {
+            "alert_firing"
+        }));
+        ev.outcome = if resolved {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
         let start = parse_rfc3339(alert.starts_at.as_bytes()).map(|x| x.0);
-        let end = parse_rfc3339(alert.ends_at.as_bytes()).map(|x| x.0).filter(|&t| t > 0);
+        let end = parse_rfc3339(alert.ends_at.as_bytes())
+            .map(|x| x.0)
+            .filter(|&t| t > 0);
         ev.timestamp = if resolved { end.or(start) } else { start }.unwrap_or(ingested_ms);
         let label = |k: &str| alert.labels.get(k).cloned();
-        ev.host_name = label("instance").map(|i| strip_port(&i)).or_else(|| label("node")).or_else(|| label("host"));
-        ev.service_name = label("service").or_else(|| label("job")).or_else(|| label("app"));
+        ev.host_name = label("instance")
+            .map(|i| strip_port(&i))
+            .or_else(|| label("node"))
+            .or_else(|| label("host"));
+        ev.service_name = label("service")
+            .or_else(|| label("job"))
+            .or_else(|| label("app"));
         ev.log_level = label("severity").map(Cow::Owned);
         if let Some(name) = label("alertname") {
             ev.push_extra("rule.name", name);
@@ -122,7 +145,12 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
                 ev.labels.push((Cow::Owned(k.clone()), v.clone()));
             }
         }
-        ev.hash = dedup_key(&group_key, &alert.fingerprint, &alert.starts_at, &alert.status);
+        ev.hash = dedup_key(
+            &group_key,
+            &alert.fingerprint,
+            &alert.starts_at,
+            &alert.status,
+        );
         out.push(ev);
     }
     Ok(out)
@@ -140,7 +168,9 @@ fn dedup_key(group: &str, fp: &str, starts: &str, status: &str) -> u64 {
 
 fn strip_port(instance: &str) -> String {
     match instance.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|c| c.is_ascii_digit()) => host.trim_matches(['[', ']']).to_owned(),
+        Some((host, port)) if port.bytes().all(|c| c.is_ascii_digit()) => {
+            host.trim_matches(['[', ']']).to_owned()
+        }
         _ => instance.to_owned(),
     }
 }

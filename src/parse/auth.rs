@@ -29,7 +29,9 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
         },
         None => msg,
     };
-    if body.starts_with("authentication failure;") || body.starts_with("PAM ") && body.contains("authentication failure") {
+    if body.starts_with("authentication failure;")
+        || body.starts_with("PAM ") && body.contains("authentication failure")
+    {
         set(ev, "pam_auth_failure", Outcome::Failure);
         for kv in body.split([' ', ';']) {
             if let Some(host) = kv.strip_prefix("rhost=").filter(|h| !h.is_empty()) {
@@ -51,7 +53,10 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
         }
         return true;
     }
-    for (prefix, action) in [("session opened for user ", "session_opened"), ("session closed for user ", "session_closed")] {
+    for (prefix, action) in [
+        ("session opened for user ", "session_opened"),
+        ("session closed for user ", "session_closed"),
+    ] {
         if let Some(rest) = body.strip_prefix(prefix) {
             set(ev, action, Outcome::Success);
             let user = rest.split([' ', '(']).next().unwrap_or(rest);
@@ -67,7 +72,9 @@ pub fn parse_sudo(ev: &mut Event, msg: &str) -> bool {
     if parse_pam(ev, msg) {
         return true;
     }
-    let Some((user, rest)) = msg.split_once(" : ") else { return false };
+    let Some((user, rest)) = msg.split_once(" : ") else {
+        return false;
+    };
     let user = user.trim();
     if user.is_empty() || user.contains(' ') {
         return false;

@@ -22,15 +22,24 @@ pub fn parse_nginx(ev: &mut Event) -> bool {
 
 fn nginx_fields(ev: &mut Event, line: &str) -> bool {
     let b = line.as_bytes();
-    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
-        (digits(b, 0, 4), digits(b, 5, 2), digits(b, 8, 2), digits(b, 11, 2), digits(b, 14, 2), digits(b, 17, 2))
-    else {
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
+        digits(b, 0, 4),
+        digits(b, 5, 2),
+        digits(b, 8, 2),
+        digits(b, 11, 2),
+        digits(b, 14, 2),
+        digits(b, 17, 2),
+    ) else {
         return false;
     };
     ev.timestamp = epoch_ms(y as i64, mo, d, h, mi, s, 0);
     let rest = &line[19..];
-    let Some(rest) = rest.strip_prefix(" [") else { return false };
-    let Some((level, rest)) = rest.split_once("] ") else { return false };
+    let Some(rest) = rest.strip_prefix(" [") else {
+        return false;
+    };
+    let Some((level, rest)) = rest.split_once("] ") else {
+        return false;
+    };
     ev.log_level = Some(Cow::Owned(level.to_ascii_lowercase()));
     // "pid#tid: *conn message"
     let (pidtid, msg) = rest.split_once(": ").unwrap_or(("", rest));
@@ -47,7 +56,10 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
     ev.outcome = Outcome::Failure;
     if msg.starts_with("limiting requests") || msg.starts_with("limiting connections") {
         ev.action = Some(Cow::Borrowed("nginx_rate_limited"));
-        if let Some(z) = msg.split_once("by zone \"").and_then(|(_, r)| r.split_once('"')) {
+        if let Some(z) = msg
+            .split_once("by zone \"")
+            .and_then(|(_, r)| r.split_once('"'))
+        {
             ev.push_extra("nginx.limit_zone", z.0);
         }
     } else {
@@ -81,19 +93,31 @@ pub fn parse_apache(ev: &mut Event) -> bool {
 
 fn apache_fields(ev: &mut Event, line: &str) -> bool {
     // "[Wed Oct 11 14:32:52.123456 2000] [module:level] [pid N:tid M] [client IP:port] msg"
-    let Some(rest) = line.strip_prefix('[') else { return false };
-    let Some((ts, mut rest)) = rest.split_once("] ") else { return false };
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    let Some((ts, mut rest)) = rest.split_once("] ") else {
+        return false;
+    };
     let b = ts.as_bytes();
-    let Some(month) = b.get(4..7).and_then(month_from_abbrev) else { return false };
+    let Some(month) = b.get(4..7).and_then(month_from_abbrev) else {
+        return false;
+    };
     let day = digits(b, 8, 2).or_else(|| digits(b, 9, 1));
-    let (Some(day), Some(h), Some(mi), Some(s)) = (day, digits(b, 11, 2), digits(b, 14, 2), digits(b, 17, 2)) else {
+    let (Some(day), Some(h), Some(mi), Some(s)) =
+        (day, digits(b, 11, 2), digits(b, 14, 2), digits(b, 17, 2))
+    else {
         return false;
     };
     let (ms, f) = fraction_ms(b, 19);
-    let Some(year) = digits(b, 20 + f, 4) else { return false };
+    let Some(year) = digits(b, 20 + f, 4) else {
+        return false;
+    };
     ev.timestamp = epoch_ms(year as i64, month, day, h, mi, s, ms);
     while let Some(r) = rest.strip_prefix('[') {
-        let Some((tag, r)) = r.split_once("] ") else { break };
+        let Some((tag, r)) = r.split_once("] ") else {
+            break;
+        };
         if let Some(client) = tag.strip_prefix("client ") {
             let ip = match client.rsplit_once(':') {
                 Some((ip, port)) if port.bytes().all(|c| c.is_ascii_digit()) && is_ip(ip) => ip,

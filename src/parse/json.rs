@@ -59,7 +59,11 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                     ev.timestamp = t;
                 } else if let Some(n) = number {
                     // epoch seconds or milliseconds
-                    ev.timestamp = if n > 1e11 { n as i64 } else { (n * 1000.0) as i64 };
+                    ev.timestamp = if n > 1e11 {
+                        n as i64
+                    } else {
+                        (n * 1000.0) as i64
+                    };
                 }
             }
             "message" | "msg" => msg = Some(text.into_owned()),
@@ -69,12 +73,20 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             "source.port" => ev.source_port = text.parse().ok(),
             "process.name" => ev.process_name = Some(text.into_owned()),
             "process.pid" => ev.process_pid = text.parse().ok(),
-            "user_agent.original" | "user_agent" | "http_user_agent" => ev.user_agent = Some(text.into_owned()),
-            "http.response.body.bytes" | "bytes" | "body_bytes_sent" => ev.http_body_bytes = text.parse().ok(),
+            "user_agent.original" | "user_agent" | "http_user_agent" => {
+                ev.user_agent = Some(text.into_owned())
+            }
+            "http.response.body.bytes" | "bytes" | "body_bytes_sent" => {
+                ev.http_body_bytes = text.parse().ok()
+            }
             "event.duration" => ev.duration_ns = text.parse().ok(),
-            k if crate::event::EXTRA_FIELDS.contains(&k) => ev.extra.push((Cow::Owned(k.to_owned()), text.into_owned())),
+            k if crate::event::EXTRA_FIELDS.contains(&k) => {
+                ev.extra.push((Cow::Owned(k.to_owned()), text.into_owned()))
+            }
             k => match k.strip_prefix("labels.") {
-                Some(l) => ev.labels.push((Cow::Owned(l.to_owned()), text.into_owned())),
+                Some(l) => ev
+                    .labels
+                    .push((Cow::Owned(l.to_owned()), text.into_owned())),
                 None => super::logfmt::set_known(ev, k, &text),
             },
         }
@@ -90,7 +102,9 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
 
 /// Common levels as static strings (no allocation), others lowercased.
 fn level(s: &str) -> Cow<'static, str> {
-    for l in ["trace", "debug", "info", "warn", "warning", "error", "fatal", "critical"] {
+    for l in [
+        "trace", "debug", "info", "warn", "warning", "error", "fatal", "critical",
+    ] {
         if s.eq_ignore_ascii_case(l) {
             return Cow::Borrowed(l);
         }
@@ -100,12 +114,21 @@ fn level(s: &str) -> Cow<'static, str> {
 
 /// Flattens a JSON object into dotted leaves without building a value tree;
 /// false when `text` is not a JSON object.
-fn flatten_raw<'a>(prefix: Cow<'a, str>, text: &'a str, out: &mut Vec<Leaf<'a>>, depth: usize) -> bool {
+fn flatten_raw<'a>(
+    prefix: Cow<'a, str>,
+    text: &'a str,
+    out: &mut Vec<Leaf<'a>>,
+    depth: usize,
+) -> bool {
     let Ok(ObjectEntries(map)) = serde_json::from_str::<ObjectEntries<'a>>(text) else {
         return false;
     };
     for (k, raw) in map {
-        let key = if prefix.is_empty() { k } else { Cow::Owned(format!("{prefix}.{k}")) };
+        let key = if prefix.is_empty() {
+            k
+        } else {
+            Cow::Owned(format!("{prefix}.{k}"))
+        };
         let v = raw.get();
         match v.as_bytes().first() {
             Some(b'{') if depth < 8 => {
@@ -113,10 +136,18 @@ fn flatten_raw<'a>(prefix: Cow<'a, str>, text: &'a str, out: &mut Vec<Leaf<'a>>,
             }
             Some(b'"') => {
                 let text: Cow<'a, str> = serde_json::from_str(v).unwrap_or(Cow::Borrowed(""));
-                out.push(Leaf { key, text, number: None });
+                out.push(Leaf {
+                    key,
+                    text,
+                    number: None,
+                });
             }
             Some(b'n') => {}
-            _ => out.push(Leaf { key, number: v.parse().ok(), text: Cow::Borrowed(v) }),
+            _ => out.push(Leaf {
+                key,
+                number: v.parse().ok(),
+                text: Cow::Borrowed(v),
+            }),
         }
     }
     true
@@ -133,7 +164,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for ObjectEntries<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::new();
                 while let Some(k) = m.next_key::<CowStr<'de>>()? {
                     let v: &'de serde_json::value::RawValue = m.next_value()?;
@@ -169,37 +203,65 @@ impl<'de> serde::Deserialize<'de> for CowStr<'de> {
 }
 
 fn category(s: &str) -> Option<&'static str> {
-    ["authentication", "web", "process", "host", "network", "file", "database", "iam", "session"]
-        .into_iter()
-        .find(|c| *c == s)
+    [
+        "authentication",
+        "web",
+        "process",
+        "host",
+        "network",
+        "file",
+        "database",
+        "iam",
+        "session",
+    ]
+    .into_iter()
+    .find(|c| *c == s)
 }
 
 fn kube_event(ev: &mut Event, flat: &[Leaf<'_>]) -> bool {
-    let get = |key: &str| flat.iter().find(|l| l.key == key && l.number.is_none()).map(|l| l.text.as_ref());
+    let get = |key: &str| {
+        flat.iter()
+            .find(|l| l.key == key && l.number.is_none())
+            .map(|l| l.text.as_ref())
+    };
     let reason = get("reason").unwrap_or("");
     ev.dataset = Cow::Borrowed("kubernetes.event");
     ev.category = Some("process");
     ev.action = Some(super::kube::normalize_reason(reason));
     ev.labels.push(("reason".into(), reason.to_owned()));
     let warning = get("type") == Some("Warning");
-    ev.outcome = if warning { Outcome::Failure } else { Outcome::Unknown };
+    ev.outcome = if warning {
+        Outcome::Failure
+    } else {
+        Outcome::Unknown
+    };
     ev.log_level = Some(Cow::Borrowed(if warning { "warning" } else { "info" }));
     if let Some(m) = get("message") {
         ev.message_owned = Some(m.to_owned());
     }
-    for key in ["lastTimestamp", "eventTime", "firstTimestamp", "metadata.creationTimestamp"] {
+    for key in [
+        "lastTimestamp",
+        "eventTime",
+        "firstTimestamp",
+        "metadata.creationTimestamp",
+    ] {
         if let Some((t, _)) = get(key).and_then(|t| parse_rfc3339(t.as_bytes())) {
             ev.timestamp = t;
             break;
         }
     }
-    if let Some(n) = flat.iter().find(|l| l.key == "count").and_then(|l| l.number) {
+    if let Some(n) = flat
+        .iter()
+        .find(|l| l.key == "count")
+        .and_then(|l| l.number)
+    {
         ev.count = n.clamp(1.0, u32::MAX as f64) as u32;
     }
     if get("involvedObject.kind") == Some("Pod")
-        && let Some(name) = get("involvedObject.name") {
-            ev.push_extra("kubernetes.pod.name", name);
-        }
+        && let Some(name) = get("involvedObject.name")
+    {
+        ev.push_extra("kubernetes.pod.name", name);
+    }
     if let Some(ns) = get("involvedObject.namespace") {
         ev.push_extra("kubernetes.namespace", ns);
     }

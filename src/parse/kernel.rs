@@ -30,33 +30,47 @@ pub fn parse_dmesg(ev: &mut Event) -> bool {
 
 /// Classifies a kernel message; false when it is none of the known problems.
 pub fn parse_message(ev: &mut Event, msg: &str) -> bool {
-    let (action, level): (&'static str, &'static str) = if let Some(i) = msg.find("Killed process ") {
+    let (action, level): (&'static str, &'static str) = if let Some(i) = msg.find("Killed process ")
+    {
         target(ev, &msg[i + "Killed process ".len()..]);
         ("oom_kill", "error")
-    } else if let Some(i) = msg.find("Kill process ").filter(|_| msg.contains("out of memory")) {
+    } else if let Some(i) = msg
+        .find("Kill process ")
+        .filter(|_| msg.contains("out of memory"))
+    {
         target(ev, &msg[i + "Kill process ".len()..]);
         ("oom_invoked", "warning")
     } else if msg.starts_with("INFO: task ") && msg.contains(" blocked for more than ") {
         if let Some(task) = msg["INFO: task ".len()..].split(' ').next()
-            && let Some((name, pid)) = task.trim_end_matches(':').rsplit_once(':') {
-                ev.push_extra("process.target.name", name);
-                ev.push_extra("process.target.pid", pid);
-            }
+            && let Some((name, pid)) = task.trim_end_matches(':').rsplit_once(':')
+        {
+            ev.push_extra("process.target.name", name);
+            ev.push_extra("process.target.pid", pid);
+        }
         ("hung_task", "error")
-    } else if msg.starts_with("BUG: unable to handle kernel") || msg.starts_with("divide error:") || msg.starts_with("Oops:") || msg.starts_with("kernel BUG at") {
+    } else if msg.starts_with("BUG: unable to handle kernel")
+        || msg.starts_with("divide error:")
+        || msg.starts_with("Oops:")
+        || msg.starts_with("kernel BUG at")
+    {
         ("kernel_oops", "critical")
-    } else if msg.contains("Remounting filesystem read-only") || msg.contains("remounted read-only") || msg.contains("Read-only file system") {
+    } else if msg.contains("Remounting filesystem read-only")
+        || msg.contains("remounted read-only")
+        || msg.contains("Read-only file system")
+    {
         ("fs_read_only", "critical")
     } else if msg.contains("No space left on device") {
         ("disk_full", "critical")
-    } else if msg.starts_with("EXT4-fs error") || msg.starts_with("XFS") && msg.contains("shutdown") {
+    } else if msg.starts_with("EXT4-fs error") || msg.starts_with("XFS") && msg.contains("shutdown")
+    {
         ("fs_error", "error")
     } else if msg.contains(": segfault at ") {
         if let Some((prog, _)) = msg.split_once(": segfault at ")
-            && let Some((name, pid)) = prog.rsplit_once('[') {
-                ev.push_extra("process.target.name", name);
-                ev.push_extra("process.target.pid", pid.trim_end_matches(']'));
-            }
+            && let Some((name, pid)) = prog.rsplit_once('[')
+        {
+            ev.push_extra("process.target.name", name);
+            ev.push_extra("process.target.pid", pid.trim_end_matches(']'));
+        }
         ("segfault", "error")
     } else if msg.starts_with("unregister_netdevice: waiting for") {
         ("netdevice_stuck", "warning")
@@ -75,7 +89,11 @@ pub fn parse_message(ev: &mut Event, msg: &str) -> bool {
 fn target(ev: &mut Event, s: &str) {
     let (pid, rest) = super::token(s);
     ev.push_extra("process.target.pid", pid);
-    if let Some(name) = rest.strip_prefix('(').and_then(|r| r.split_once(')')).map(|(n, _)| n) {
+    if let Some(name) = rest
+        .strip_prefix('(')
+        .and_then(|r| r.split_once(')'))
+        .map(|(n, _)| n)
+    {
         ev.push_extra("process.target.name", name);
     }
 }

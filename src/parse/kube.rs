@@ -21,7 +21,8 @@ pub fn looks_like_klog(b: &[u8]) -> bool {
 pub fn looks_like_events_line(b: &[u8]) -> bool {
     let head = &b[..b.len().min(40)];
     // the cut may fall inside a character: keep the valid prefix
-    let s = std::str::from_utf8(head).unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""));
+    let s = std::str::from_utf8(head)
+        .unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""));
     let mut it = s.split_whitespace();
     let (a, c) = (it.next(), it.next());
     matches!(a, Some("Normal" | "Warning")) || matches!(c, Some("Normal" | "Warning"))
@@ -31,9 +32,13 @@ pub fn looks_like_events_line(b: &[u8]) -> bool {
 pub fn parse_klog_line(ev: &mut Event, state: &mut SourceState) -> bool {
     let line = std::mem::take(&mut ev.original);
     let b = line.as_bytes();
-    let ok = if let (Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
-        (digits(b, 1, 2), digits(b, 3, 2), digits(b, 6, 2), digits(b, 9, 2), digits(b, 12, 2))
-    {
+    let ok = if let (Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
+        digits(b, 1, 2),
+        digits(b, 3, 2),
+        digits(b, 6, 2),
+        digits(b, 9, 2),
+        digits(b, 12, 2),
+    ) {
         let (ms, _) = fraction_ms(b, 14);
         let year = state.year.year_for(mo);
         ev.timestamp = epoch_ms(year, mo, d, h, mi, s, ms);
@@ -69,15 +74,22 @@ pub fn parse_klog_message(ev: &mut Event, msg: &str, msg_at: usize) {
         _ => msg,
     };
     if let Some(pod) = quoted_value(body, "pod=\"")
-        && let Some((ns, name)) = pod.split_once('/') {
-            ev.push_extra("kubernetes.namespace", ns);
-            ev.push_extra("kubernetes.pod.name", name);
-            ev.service_name.get_or_insert_with(|| workload_of(name).to_owned());
-        }
-    if let Some(c) = body.split_once("container=").map(|(_, r)| r.split([' ', '\\', '"']).next().unwrap_or(r)) {
+        && let Some((ns, name)) = pod.split_once('/')
+    {
+        ev.push_extra("kubernetes.namespace", ns);
+        ev.push_extra("kubernetes.pod.name", name);
+        ev.service_name
+            .get_or_insert_with(|| workload_of(name).to_owned());
+    }
+    if let Some(c) = body
+        .split_once("container=")
+        .map(|(_, r)| r.split([' ', '\\', '"']).next().unwrap_or(r))
+    {
         ev.push_extra("kubernetes.container.name", c);
     }
-    let action = if body.contains("CrashLoopBackOff") || body.contains("Back-off restarting failed container") {
+    let action = if body.contains("CrashLoopBackOff")
+        || body.contains("Back-off restarting failed container")
+    {
         "crash_loop_backoff"
     } else if body.contains("OOMKilled") {
         "oom_kill"
@@ -123,25 +135,43 @@ fn events_fields(ev: &mut Event, line: &str) -> bool {
         [_, t, r, ..] if *t == "Normal" || *t == "Warning" => (1, *r),
         _ => return false,
     };
-    ev.log_level = Some(Cow::Borrowed(if toks[kind_at] == "Warning" { "warning" } else { "info" }));
+    ev.log_level = Some(Cow::Borrowed(if toks[kind_at] == "Warning" {
+        "warning"
+    } else {
+        "info"
+    }));
     // repeat count "(x26 over 7m37s)"
-    if let Some(n) = line.split_once("(x").and_then(|(_, r)| r.split_once(' ')).and_then(|(n, _)| n.parse::<u32>().ok()) {
+    if let Some(n) = line
+        .split_once("(x")
+        .and_then(|(_, r)| r.split_once(' '))
+        .and_then(|(n, _)| n.parse::<u32>().ok())
+    {
         ev.count = n.max(1);
     }
-    let object = if kind_at == 1 { toks.get(3).copied() } else { None };
+    let object = if kind_at == 1 {
+        toks.get(3).copied()
+    } else {
+        None
+    };
     if let Some((kind, name)) = object.and_then(|o| o.split_once('/'))
-        && kind == "pod" {
-            ev.push_extra("kubernetes.pod.name", name);
-        }
+        && kind == "pod"
+    {
+        ev.push_extra("kubernetes.pod.name", name);
+    }
     // message: after "kubelet" (describe) or after the object (get events)
     let msg = match line.find("kubelet ") {
         Some(i) => line[i + 8..].trim_start(),
-        None => object.and_then(|o| line.split_once(o)).map_or("", |(_, r)| r.trim_start()),
+        None => object
+            .and_then(|o| line.split_once(o))
+            .map_or("", |(_, r)| r.trim_start()),
     };
     if !msg.is_empty() {
         let at = super::offset_in(line, msg);
         ev.set_message_range(at, line.len());
-        if let Some(pod) = msg.split_once(" in pod ").map(|(_, r)| r.split('(').next().unwrap_or(r)) {
+        if let Some(pod) = msg
+            .split_once(" in pod ")
+            .map(|(_, r)| r.split('(').next().unwrap_or(r))
+        {
             let (name, ns) = pod.rsplit_once('_').unwrap_or((pod, ""));
             ev.push_extra("kubernetes.pod.name", name);
             if !ns.is_empty() {
@@ -149,7 +179,10 @@ fn events_fields(ev: &mut Event, line: &str) -> bool {
             }
             ev.service_name = Some(workload_of(name).to_owned());
         }
-        if let Some(c) = msg.split_once("failed container ").map(|(_, r)| r.split(' ').next().unwrap_or(r)) {
+        if let Some(c) = msg
+            .split_once("failed container ")
+            .map(|(_, r)| r.split(' ').next().unwrap_or(r))
+        {
             ev.push_extra("kubernetes.container.name", c);
         }
     }
@@ -158,7 +191,11 @@ fn events_fields(ev: &mut Event, line: &str) -> bool {
     let action = normalize_reason(reason);
     ev.category = Some("process");
     ev.action = Some(action);
-    ev.outcome = if toks[kind_at] == "Warning" { Outcome::Failure } else { Outcome::Unknown };
+    ev.outcome = if toks[kind_at] == "Warning" {
+        Outcome::Failure
+    } else {
+        Outcome::Unknown
+    };
     true
 }
 

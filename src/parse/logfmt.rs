@@ -11,14 +11,23 @@ use crate::time::parse_rfc3339;
 pub fn looks_like_logfmt(b: &[u8]) -> bool {
     let head = &b[..b.len().min(64)];
     match head.iter().position(|&c| c == b'=') {
-        Some(eq) => eq > 0 && head[..eq].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')),
+        Some(eq) => {
+            eq > 0
+                && head[..eq]
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        }
         None => false,
     }
 }
 
 pub fn parse(ev: &mut Event) -> bool {
     let line = std::mem::take(&mut ev.original);
-    let ok = if looks_like_logfmt(line.as_bytes()) { pairs(ev, &line) } else { app_line(ev, &line) };
+    let ok = if looks_like_logfmt(line.as_bytes()) {
+        pairs(ev, &line)
+    } else {
+        app_line(ev, &line)
+    };
     ev.original = line;
     ok
 }
@@ -50,7 +59,11 @@ fn pairs(ev: &mut Event, line: &str) -> bool {
                 }
             }
             let Some(end) = end else { return false };
-            (Cow::Owned(q[..end].replace("\\\"", "\"")), &q[end + 1..], &q[..end])
+            (
+                Cow::Owned(q[..end].replace("\\\"", "\"")),
+                &q[end + 1..],
+                &q[..end],
+            )
         } else {
             let end = after.find(' ').unwrap_or(after.len());
             (Cow::Borrowed(&after[..end]), &after[end..], &after[..end])
@@ -62,7 +75,9 @@ fn pairs(ev: &mut Event, line: &str) -> bool {
                     ev.timestamp = t;
                 }
             }
-            "level" | "lvl" | "severity" => ev.log_level = Some(Cow::Owned(value.to_ascii_lowercase())),
+            "level" | "lvl" | "severity" => {
+                ev.log_level = Some(Cow::Owned(value.to_ascii_lowercase()))
+            }
             "msg" | "message" => {
                 let s = super::offset_in(line, raw);
                 msg_range = Some((s, s + raw.len()));
@@ -87,17 +102,25 @@ pub(super) fn set_known(ev: &mut Event, key: &str, value: &str) {
         "service" | "app" | "service.name" => ev.service_name = Some(value.to_owned()),
         "host" | "hostname" | "host.name" => ev.host_name = Some(value.to_owned()),
         "user" | "username" | "user.name" => ev.user_name = Some(value.to_owned()),
-        "ip" | "client_ip" | "remote_addr" | "src_ip" | "source.ip" => ev.source_ip = Some(value.to_owned()),
+        "ip" | "client_ip" | "remote_addr" | "src_ip" | "source.ip" => {
+            ev.source_ip = Some(value.to_owned())
+        }
         "method" | "http.request.method" => ev.http_method = Some(crate::event::http_method(value)),
         "path" | "url" | "uri" | "url.original" => ev.url_original = Some(value.to_owned()),
         "status" | "status_code" | "http.response.status_code" => {
             ev.http_status = value.parse().ok();
             if let Some(s) = ev.http_status {
                 ev.category = Some("web");
-                ev.outcome = if s >= 400 { Outcome::Failure } else { Outcome::Success };
+                ev.outcome = if s >= 400 {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
             }
         }
-        "duration_ms" | "latency_ms" => ev.duration_ns = value.parse::<f64>().ok().map(|v| (v * 1e6) as i64),
+        "duration_ms" | "latency_ms" => {
+            ev.duration_ns = value.parse::<f64>().ok().map(|v| (v * 1e6) as i64)
+        }
         "action" | "event.action" => ev.action = Some(Cow::Owned(value.to_owned())),
         "outcome" | "event.outcome" => {
             ev.outcome = match value {
@@ -106,19 +129,26 @@ pub(super) fn set_known(ev: &mut Event, key: &str, value: &str) {
                 _ => Outcome::Unknown,
             }
         }
-        _ => ev.labels.push((Cow::Owned(key.to_owned()), value.to_owned())),
+        _ => ev
+            .labels
+            .push((Cow::Owned(key.to_owned()), value.to_owned())),
     }
 }
 
 /// `2015-10-18 18:01:47,978 INFO [main] org.x.Y: message`
 fn app_line(ev: &mut Event, line: &str) -> bool {
-    let Some((ts, used)) = parse_rfc3339(line.as_bytes()) else { return false };
+    let Some((ts, used)) = parse_rfc3339(line.as_bytes()) else {
+        return false;
+    };
     ev.timestamp = ts;
     let rest = line[used..].trim_start();
     let rest = rest.strip_prefix("- ").unwrap_or(rest);
     let (level, after) = super::token(rest);
     let lower = level.to_ascii_lowercase();
-    if matches!(lower.as_str(), "trace" | "debug" | "info" | "warn" | "warning" | "error" | "fatal" | "critical") {
+    if matches!(
+        lower.as_str(),
+        "trace" | "debug" | "info" | "warn" | "warning" | "error" | "fatal" | "critical"
+    ) {
         ev.log_level = Some(Cow::Owned(lower));
         let start = super::offset_in(line, after);
         ev.set_message_range(start, line.len());

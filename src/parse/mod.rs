@@ -36,7 +36,9 @@ pub use alertmanager::parse_webhook;
 pub use json::JsonMapping;
 
 /// Formats a source may name; `auto` detects per line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "kebab-case")]
 pub enum Format {
@@ -94,15 +96,17 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
         Format::Auto => detect(line.as_bytes()),
         f => f,
     };
-    if matches!(format, Format::Json | Format::Alertmanager) && alertmanager::looks_like_webhook(line)
-        && let Ok(events) = parse_webhook(line, ingested_ms) {
-            for mut ev in events {
-                ev.time_domain = state.time_domain;
-                ev.file_path = state.file_path.clone();
-                out.push(ev);
-            }
-            return;
+    if matches!(format, Format::Json | Format::Alertmanager)
+        && alertmanager::looks_like_webhook(line)
+        && let Ok(events) = parse_webhook(line, ingested_ms)
+    {
+        for mut ev in events {
+            ev.time_domain = state.time_domain;
+            ev.file_path = state.file_path.clone();
+            out.push(ev);
         }
+        return;
+    }
     out.push(parse_as(line, format, state, ingested_ms));
 }
 
@@ -112,7 +116,12 @@ pub fn parse_line(line: &str, state: &mut SourceState, ingested_ms: i64) -> Even
         Format::Auto => detect(line.as_bytes()),
         f => f,
     };
-    parse_as(line.strip_suffix('\r').unwrap_or(line), format, state, ingested_ms)
+    parse_as(
+        line.strip_suffix('\r').unwrap_or(line),
+        format,
+        state,
+        ingested_ms,
+    )
 }
 
 fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i64) -> Event {
@@ -142,9 +151,10 @@ fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i6
         }));
     }
     if ev.dataset == "unknown"
-        && let Some(d) = &state.dataset_hint {
-            ev.dataset = Cow::Owned(d.to_string());
-        }
+        && let Some(d) = &state.dataset_hint
+    {
+        ev.dataset = Cow::Owned(d.to_string());
+    }
     if ev.host_name.is_none() {
         ev.host_name = state.host_hint.as_deref().map(str::to_owned);
     }
@@ -170,7 +180,9 @@ pub fn fingerprint(ev: &Event) -> u64 {
 
 /// Guesses a line's format from its first bytes.
 pub fn detect(b: &[u8]) -> Format {
-    let Some(&first) = b.first() else { return Format::Raw };
+    let Some(&first) = b.first() else {
+        return Format::Raw;
+    };
     match first {
         b'{' => Format::Json,
         b'<' => Format::Syslog,
@@ -182,13 +194,19 @@ pub fn detect(b: &[u8]) -> Format {
             }
         }
         b'I' | b'W' | b'E' | b'F' if kube::looks_like_klog(b) => Format::Klog,
-        b'A'..=b'Z' if crate::time::month_from_abbrev(b).is_some() && b.get(3) == Some(&b' ') => Format::Syslog,
+        b'A'..=b'Z' if crate::time::month_from_abbrev(b).is_some() && b.get(3) == Some(&b' ') => {
+            Format::Syslog
+        }
         b'0'..=b'9' => {
             if b.len() > 19 && b[4] == b'/' && b[7] == b'/' && b[10] == b' ' {
                 Format::NginxError
             } else if b.len() > 19 && b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b' ') {
                 // ISO timestamp first: rsyslog's precise format, or an app log
-                if syslog::looks_like_iso_syslog(b) { Format::Syslog } else { Format::Logfmt }
+                if syslog::looks_like_iso_syslog(b) {
+                    Format::Syslog
+                } else {
+                    Format::Logfmt
+                }
             } else if access::looks_like_access(b) {
                 Format::Access
             } else if kube::looks_like_events_line(b) {
@@ -221,7 +239,9 @@ pub(crate) fn token(s: &str) -> (&str, &str) {
 
 /// Byte offset of `part` (a slice of `whole`) within `whole`.
 pub(crate) fn offset_in(whole: &str, part: &str) -> usize {
-    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len())
+    (part.as_ptr() as usize)
+        .saturating_sub(whole.as_ptr() as usize)
+        .min(whole.len())
 }
 
 /// True when `s` is an IPv4 or IPv6 address.

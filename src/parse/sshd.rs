@@ -36,11 +36,24 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         ev.user_name = Some(rest.trim().to_owned()).filter(|u| !u.is_empty());
         return true;
     }
-    for prefix in ["Connection closed by ", "Disconnected from ", "Connection reset by "] {
+    for prefix in [
+        "Connection closed by ",
+        "Disconnected from ",
+        "Connection reset by ",
+    ] {
         if let Some(rest) = msg.strip_prefix(prefix) {
             // an authenticating (or invalid) user dropped before success is a failed attempt
-            let attempt = rest.starts_with("authenticating user ") || rest.starts_with("invalid user ");
-            set(ev, "ssh_disconnect_preauth", if attempt { Outcome::Failure } else { Outcome::Unknown });
+            let attempt =
+                rest.starts_with("authenticating user ") || rest.starts_with("invalid user ");
+            set(
+                ev,
+                "ssh_disconnect_preauth",
+                if attempt {
+                    Outcome::Failure
+                } else {
+                    Outcome::Unknown
+                },
+            );
             user_then_ip(ev, rest);
             return true;
         }
@@ -50,7 +63,10 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         let (ip, tail) = ip_token(rest);
         ev.source_ip = ip;
         if let Some(p) = tail.strip_prefix("port ") {
-            ev.source_port = p.split(|c: char| !c.is_ascii_digit()).next().and_then(|p| p.parse().ok());
+            ev.source_port = p
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|p| p.parse().ok());
         }
         return true;
     }
@@ -127,7 +143,9 @@ fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
 
 /// "password for [invalid user ]NAME from IP port N ssh2[: KEY]"
 fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
-    let Some((method, rest)) = rest.split_once(" for ") else { return false };
+    let Some((method, rest)) = rest.split_once(" for ") else {
+        return false;
+    };
     if method.contains(' ') {
         return false;
     }
@@ -150,9 +168,10 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
 /// last " from " so user names like "from" survive.
 fn split_user_from(s: &str) -> (Option<&str>, &str) {
     if let Some(tail) = s.strip_prefix("from ")
-        && tail.split(' ').next().is_some_and(is_ip) {
-            return (None, tail);
-        }
+        && tail.split(' ').next().is_some_and(is_ip)
+    {
+        return (None, tail);
+    }
     match s.rfind(" from ") {
         Some(i) => (Some(&s[..i]).filter(|u| !u.is_empty()), &s[i + 6..]),
         None => (Some(s.trim()).filter(|u| !u.is_empty()), ""),

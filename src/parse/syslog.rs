@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::{auth, kernel, kube, sshd, token, SourceState};
+use super::{SourceState, auth, kernel, kube, sshd, token};
 use crate::event::Event;
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev, parse_rfc3339, year_month};
 
@@ -23,7 +23,10 @@ pub struct YearInference {
 
 impl YearInference {
     pub fn new(reference_ms: i64) -> YearInference {
-        YearInference { reference: year_month(reference_ms), current: None }
+        YearInference {
+            reference: year_month(reference_ms),
+            current: None,
+        }
     }
 
     /// The year of a timestamp in `month`, advancing across New Year.
@@ -50,7 +53,9 @@ impl YearInference {
 
 /// True for `YYYY-MM-DDTHH:MM:SS… host prog…` lines.
 pub fn looks_like_iso_syslog(b: &[u8]) -> bool {
-    let Some((_, used)) = parse_rfc3339(b) else { return false };
+    let Some((_, used)) = parse_rfc3339(b) else {
+        return false;
+    };
     let rest = &b[used..];
     // timestamp, space, host, space, then a program token ending in ':' or ']:'
     let s = std::str::from_utf8(rest).unwrap_or("");
@@ -80,8 +85,12 @@ fn parse_header(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
     let mut at = 0;
     if b.first() == Some(&b'<') {
         // bytes, not str: the first six bytes may end inside a character
-        let Some(close) = b[..b.len().min(6)].iter().position(|&c| c == b'>') else { return false };
-        let Ok(pri) = line[1..close].parse::<u16>() else { return false };
+        let Some(close) = b[..b.len().min(6)].iter().position(|&c| c == b'>') else {
+            return false;
+        };
+        let Ok(pri) = line[1..close].parse::<u16>() else {
+            return false;
+        };
         ev.log_level = Some(Cow::Borrowed(severity_name(pri % 8)));
         at = close + 1;
         // RFC 5424: version digit then space
@@ -101,7 +110,9 @@ fn parse_header(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
             _ => return false,
         };
         let t = 7;
-        let (Some(h), Some(mi), Some(s)) = (digits(rb, t, 2), digits(rb, t + 3, 2), digits(rb, t + 6, 2)) else {
+        let (Some(h), Some(mi), Some(s)) =
+            (digits(rb, t, 2), digits(rb, t + 3, 2), digits(rb, t + 6, 2))
+        else {
             return false;
         };
         if rb.get(t + 2) != Some(&b':') || !(1..=31).contains(&day) {
@@ -128,7 +139,9 @@ fn parse_header(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
     } else {
         (Some(host), after_host)
     };
-    let Some((prog, pid, msg)) = split_program(prog_part) else { return false };
+    let Some((prog, pid, msg)) = split_program(prog_part) else {
+        return false;
+    };
     if let Some(h) = host {
         ev.host_name = Some(h.to_owned());
     }
@@ -196,20 +209,33 @@ fn parse_5424(ev: &mut Event, line: &str, at: usize) -> bool {
 
 /// Splits `prog[pid]: msg` / `prog: msg` / `prog(pam_unix)[pid]: msg`.
 fn split_program(s: &str) -> Option<(&str, Option<u32>, &str)> {
-    let colon = s.find(": ").or_else(|| s.strip_suffix(':').map(|p| p.len()))?;
+    let colon = s
+        .find(": ")
+        .or_else(|| s.strip_suffix(':').map(|p| p.len()))?;
     let tag = &s[..colon];
     if tag.is_empty() || tag.contains(' ') {
         return None;
     }
     let msg = s.get(colon + 2..).unwrap_or("");
     match tag.find('[') {
-        Some(i) if tag.ends_with(']') => Some((&tag[..i], tag[i + 1..tag.len() - 1].parse().ok(), msg)),
+        Some(i) if tag.ends_with(']') => {
+            Some((&tag[..i], tag[i + 1..tag.len() - 1].parse().ok(), msg))
+        }
         _ => Some((tag, None, msg)),
     }
 }
 
 fn severity_name(sev: u16) -> &'static str {
-    ["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"][sev as usize & 7]
+    [
+        "emergency",
+        "alert",
+        "critical",
+        "error",
+        "warning",
+        "notice",
+        "info",
+        "debug",
+    ][sev as usize & 7]
 }
 
 /// Picks the message parser by program name; `msg_at` is the message offset.
@@ -217,13 +243,14 @@ fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
     // rsyslog's repeat compression: "message repeated 5 times: [ Failed password …]"
     if let Some(rest) = msg.strip_prefix("message repeated ")
         && let Some((n, inner)) = rest.split_once(" times: [")
-            && let (Ok(n), Some(inner)) = (n.parse::<u32>(), inner.strip_suffix(']')) {
-                let inner = inner.trim_start();
-                ev.count = n.max(1);
-                let inner_at = msg_at + super::offset_in(msg, inner);
-                ev.set_message_range(inner_at, inner_at + inner.len());
-                return dispatch(ev, inner, inner_at);
-            }
+        && let (Ok(n), Some(inner)) = (n.parse::<u32>(), inner.strip_suffix(']'))
+    {
+        let inner = inner.trim_start();
+        ev.count = n.max(1);
+        let inner_at = msg_at + super::offset_in(msg, inner);
+        ev.set_message_range(inner_at, inner_at + inner.len());
+        return dispatch(ev, inner, inner_at);
+    }
     let prog = ev.process_name.as_deref().unwrap_or("");
     let base = prog.split('(').next().unwrap_or(prog).to_owned();
     match base.as_str() {
@@ -238,7 +265,8 @@ fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
             ev.dataset = Cow::Borrowed("sudo");
             auth::parse_sudo(ev, msg);
         }
-        "su" | "login" | "passwd" | "systemd-logind" | "gdm-password" | "polkitd" | "vsftpd" | "cron" | "CRON" => {
+        "su" | "login" | "passwd" | "systemd-logind" | "gdm-password" | "polkitd" | "vsftpd"
+        | "cron" | "CRON" => {
             ev.dataset = Cow::Borrowed("auth");
             auth::parse_pam(ev, msg);
         }

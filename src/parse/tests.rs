@@ -10,7 +10,9 @@ fn one(line: &str) -> Event {
 
 #[test]
 fn sshd_failed_password_invalid_user() {
-    let ev = one("Dec 10 06:55:46 LabSZ sshd[24200]: Failed password for invalid user webmaster from 173.234.31.186 port 38926 ssh2");
+    let ev = one(
+        "Dec 10 06:55:46 LabSZ sshd[24200]: Failed password for invalid user webmaster from 173.234.31.186 port 38926 ssh2",
+    );
     assert_eq!(ev.dataset, "sshd");
     assert_eq!(ev.action.as_deref(), Some("ssh_login"));
     assert_eq!(ev.outcome, Outcome::Failure);
@@ -20,12 +22,17 @@ fn sshd_failed_password_invalid_user() {
     assert_eq!(ev.host_name.as_deref(), Some("LabSZ"));
     assert_eq!(ev.process_pid, Some(24200));
     // December read in May: last year
-    assert_eq!(crate::time::format_rfc3339(ev.timestamp), "2025-12-10T06:55:46.000Z");
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2025-12-10T06:55:46.000Z"
+    );
 }
 
 #[test]
 fn sshd_session_openssh_98_and_accepted_publickey() {
-    let ev = one("2026-01-16T06:48:51.123+00:00 web-1 sshd-session[812]: Accepted publickey for alice from 2001:db8::7 port 50122 ssh2: ED25519 SHA256:abc");
+    let ev = one(
+        "2026-01-16T06:48:51.123+00:00 web-1 sshd-session[812]: Accepted publickey for alice from 2001:db8::7 port 50122 ssh2: ED25519 SHA256:abc",
+    );
     assert_eq!(ev.dataset, "sshd");
     assert_eq!(ev.outcome, Outcome::Success);
     assert_eq!(ev.user_name.as_deref(), Some("alice"));
@@ -35,26 +42,37 @@ fn sshd_session_openssh_98_and_accepted_publickey() {
 
 #[test]
 fn sshd_disconnect_preauth_with_user() {
-    let ev = one("Feb 12 14:10:22 h sshd[1]: Disconnected from authenticating user root 1.2.3.4 port 4422 [preauth]");
+    let ev = one(
+        "Feb 12 14:10:22 h sshd[1]: Disconnected from authenticating user root 1.2.3.4 port 4422 [preauth]",
+    );
     assert_eq!(ev.action.as_deref(), Some("ssh_disconnect_preauth"));
     assert_eq!(ev.user_name.as_deref(), Some("root"));
     assert_eq!(ev.source_ip.as_deref(), Some("1.2.3.4"));
-    let ev = one("Feb 12 14:10:22 h sshd[1]: Disconnecting authenticating user root 1.2.3.4 port 22: Too many authentication failures [preauth]");
+    let ev = one(
+        "Feb 12 14:10:22 h sshd[1]: Disconnecting authenticating user root 1.2.3.4 port 22: Too many authentication failures [preauth]",
+    );
     assert_eq!(ev.action.as_deref(), Some("ssh_too_many_auth_failures"));
     assert_eq!(ev.source_ip.as_deref(), Some("1.2.3.4"));
 }
 
 #[test]
 fn rsyslog_repeat_sets_count() {
-    let ev = one("Dec 10 07:08:28 LabSZ sshd[24208]: message repeated 5 times: [ Failed password for root from 112.95.230.3 port 45378 ssh2]");
+    let ev = one(
+        "Dec 10 07:08:28 LabSZ sshd[24208]: message repeated 5 times: [ Failed password for root from 112.95.230.3 port 45378 ssh2]",
+    );
     assert_eq!(ev.count, 5);
     assert_eq!(ev.action.as_deref(), Some("ssh_login"));
-    assert_eq!(ev.message(), "Failed password for root from 112.95.230.3 port 45378 ssh2");
+    assert_eq!(
+        ev.message(),
+        "Failed password for root from 112.95.230.3 port 45378 ssh2"
+    );
 }
 
 #[test]
 fn pam_in_program_tag() {
-    let ev = one("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4 ");
+    let ev = one(
+        "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4 ",
+    );
     assert_eq!(ev.action.as_deref(), Some("pam_auth_failure"));
     assert_eq!(ev.source_ip.as_deref(), Some("218.188.2.4"));
 }
@@ -62,14 +80,24 @@ fn pam_in_program_tag() {
 #[test]
 fn year_survives_new_year() {
     let mut st = SourceState::new(Format::Auto, REF_2026);
-    let a = parse_line("Dec 31 23:59:59 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]", &mut st, 0);
-    let b = parse_line("Jan  1 00:00:01 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]", &mut st, 0);
+    let a = parse_line(
+        "Dec 31 23:59:59 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
+        &mut st,
+        0,
+    );
+    let b = parse_line(
+        "Jan  1 00:00:01 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
+        &mut st,
+        0,
+    );
     assert_eq!(b.timestamp - a.timestamp, 2000);
 }
 
 #[test]
 fn rfc5424_with_structured_data() {
-    let ev = one(r#"<38>1 2026-01-16T06:48:51Z web-1 sshd 812 - [meta x="a]b"] Failed password for root from 1.2.3.4 port 22 ssh2"#);
+    let ev = one(
+        r#"<38>1 2026-01-16T06:48:51Z web-1 sshd 812 - [meta x="a]b"] Failed password for root from 1.2.3.4 port 22 ssh2"#,
+    );
     assert_eq!(ev.action.as_deref(), Some("ssh_login"));
     assert_eq!(ev.log_level.as_deref(), Some("info"));
     assert_eq!(ev.host_name.as_deref(), Some("web-1"));
@@ -77,7 +105,9 @@ fn rfc5424_with_structured_data() {
 
 #[test]
 fn combined_access_log() {
-    let ev = one(r#"127.0.0.1 - frank [30/Sep/2021:11:11:54 +0200] "GET /foo?a=1 HTTP/1.1" 404 162 "-" "curl/7.68.0""#);
+    let ev = one(
+        r#"127.0.0.1 - frank [30/Sep/2021:11:11:54 +0200] "GET /foo?a=1 HTTP/1.1" 404 162 "-" "curl/7.68.0""#,
+    );
     assert_eq!(ev.dataset, "http.access");
     assert_eq!(ev.http_method.as_deref(), Some("GET"));
     assert_eq!(ev.url_path(), Some("/foo"));
@@ -85,7 +115,10 @@ fn combined_access_log() {
     assert_eq!(ev.http_status, Some(404));
     assert_eq!(ev.user_name.as_deref(), Some("frank"));
     assert_eq!(ev.user_agent.as_deref(), Some("curl/7.68.0"));
-    assert_eq!(crate::time::format_rfc3339(ev.timestamp), "2021-09-30T09:11:54.000Z");
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2021-09-30T09:11:54.000Z"
+    );
     let common = one(r#"172.17.0.1 - - [29/Sep/2021:12:37:05 +0000] "GET /x HTTP/1.1" 404 196"#);
     assert_eq!(common.http_status, Some(404));
     assert!(common.user_agent.is_none());
@@ -93,7 +126,9 @@ fn combined_access_log() {
 
 #[test]
 fn nginx_error_rate_limit() {
-    let ev = one(r#"2021/12/02 11:53:15 [error] 4065777#4065777: *42952950 limiting requests, excess: 5.428 by zone "default_root_zone", client: ::1, server: , request: "GET / HTTP/1.1", host: "la03.d.sb""#);
+    let ev = one(
+        r#"2021/12/02 11:53:15 [error] 4065777#4065777: *42952950 limiting requests, excess: 5.428 by zone "default_root_zone", client: ::1, server: , request: "GET / HTTP/1.1", host: "la03.d.sb""#,
+    );
     assert_eq!(ev.dataset, "nginx.error");
     assert_eq!(ev.action.as_deref(), Some("nginx_rate_limited"));
     assert_eq!(ev.source_ip.as_deref(), Some("::1"));
@@ -102,7 +137,9 @@ fn nginx_error_rate_limit() {
 
 #[test]
 fn apache_error() {
-    let ev = one("[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328636416] [client 72.15.99.187:5523] File does not exist: /var/www/favicon.ico");
+    let ev = one(
+        "[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328636416] [client 72.15.99.187:5523] File does not exist: /var/www/favicon.ico",
+    );
     assert_eq!(ev.dataset, "apache.error");
     assert_eq!(ev.source_ip.as_deref(), Some("72.15.99.187"));
     assert_eq!(ev.message(), "File does not exist: /var/www/favicon.ico");
@@ -110,23 +147,31 @@ fn apache_error() {
 
 #[test]
 fn kernel_oom_bare_and_dmesg() {
-    let ev = one("Killed process 1012 (heapster) total-vm:327128kB, anon-rss:306328kB, file-rss:11132kB");
+    let ev = one(
+        "Killed process 1012 (heapster) total-vm:327128kB, anon-rss:306328kB, file-rss:11132kB",
+    );
     assert_eq!(ev.action.as_deref(), Some("oom_kill"));
     assert_eq!(ev.extra("process.target.name"), Some("heapster"));
     let ev = one("[ 8123.456] EXT4-fs (sda1): Remounting filesystem read-only");
     assert_eq!(ev.action.as_deref(), Some("fs_read_only"));
-    let ev = one("Jan 10 10:00:00 node-1 kernel: [ 11.1] Out of memory: Killed process 4242 (java) total-vm:1kB");
+    let ev = one(
+        "Jan 10 10:00:00 node-1 kernel: [ 11.1] Out of memory: Killed process 4242 (java) total-vm:1kB",
+    );
     assert_eq!(ev.action.as_deref(), Some("oom_kill"));
     assert_eq!(ev.host_name.as_deref(), Some("node-1"));
 }
 
 #[test]
 fn kubelet_crashloop_and_describe_events() {
-    let ev = one(r#"E0127 07:27:45.123456    1234 pod_workers.go:1298] "Error syncing pod, skipping" err="failed to \"StartContainer\" for \"exporter\" with CrashLoopBackOff: \"back-off 5m0s restarting failed container=exporter pod=logging-agent_default(c84d)\"" pod="default/logging-agent""#);
+    let ev = one(
+        r#"E0127 07:27:45.123456    1234 pod_workers.go:1298] "Error syncing pod, skipping" err="failed to \"StartContainer\" for \"exporter\" with CrashLoopBackOff: \"back-off 5m0s restarting failed container=exporter pod=logging-agent_default(c84d)\"" pod="default/logging-agent""#,
+    );
     assert_eq!(ev.action.as_deref(), Some("crash_loop_backoff"));
     assert_eq!(ev.extra("kubernetes.pod.name"), Some("logging-agent"));
     assert_eq!(ev.log_level.as_deref(), Some("error"));
-    let ev = one("  Warning  BackOff    2m38s (x26 over 7m37s)  kubelet            Back-off restarting failed container downloader in pod logging-agent_default(c84db522)");
+    let ev = one(
+        "  Warning  BackOff    2m38s (x26 over 7m37s)  kubelet            Back-off restarting failed container downloader in pod logging-agent_default(c84db522)",
+    );
     assert_eq!(ev.action.as_deref(), Some("crash_loop_backoff"));
     assert_eq!(ev.count, 26);
     assert_eq!(ev.extra("kubernetes.container.name"), Some("downloader"));
@@ -137,7 +182,11 @@ fn kubelet_crashloop_and_describe_events() {
 fn json_mapping_and_logfmt() {
     let mut st = SourceState::new(Format::Auto, REF_2026);
     st.json.0.insert("source.ip".into(), "req.remote".into());
-    let ev = parse_line(r#"{"ts":"2026-01-16T06:48:51Z","level":"ERROR","msg":"login failed","req":{"remote":"203.0.113.50"},"user":"bob","team":"pay"}"#, &mut st, 0);
+    let ev = parse_line(
+        r#"{"ts":"2026-01-16T06:48:51Z","level":"ERROR","msg":"login failed","req":{"remote":"203.0.113.50"},"user":"bob","team":"pay"}"#,
+        &mut st,
+        0,
+    );
     assert_eq!(ev.source_ip.as_deref(), Some("203.0.113.50"));
     assert_eq!(ev.user_name.as_deref(), Some("bob"));
     assert_eq!(ev.log_level.as_deref(), Some("error"));
@@ -159,7 +208,10 @@ fn alertmanager_payload_one_event_per_alert() {
     assert_eq!(out[0].host_name.as_deref(), Some("web-1"));
     assert_eq!(out[0].action.as_deref(), Some("alert_firing"));
     assert_eq!(out[1].action.as_deref(), Some("alert_resolved"));
-    assert_eq!(crate::time::format_rfc3339(out[1].timestamp), "2026-01-16T06:50:00.000Z");
+    assert_eq!(
+        crate::time::format_rfc3339(out[1].timestamp),
+        "2026-01-16T06:50:00.000Z"
+    );
 }
 
 #[test]

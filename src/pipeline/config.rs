@@ -73,7 +73,6 @@ pub struct TransformsConfig {
     pub cluster: DrainConfig,
 }
 
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DedupeConfig {
@@ -94,7 +93,10 @@ fn default_alert_keys() -> usize {
 
 impl Default for DedupeConfig {
     fn default() -> Self {
-        DedupeConfig { window_ms: default_dedupe_window(), max_alert_keys: default_alert_keys() }
+        DedupeConfig {
+            window_ms: default_dedupe_window(),
+            max_alert_keys: default_alert_keys(),
+        }
     }
 }
 
@@ -123,7 +125,11 @@ fn default_lateness() -> u64 {
 
 impl Default for DetectConfig {
     fn default() -> Self {
-        DetectConfig { paths: default_detector_paths(), max_keys: default_max_keys(), allowed_lateness_secs: default_lateness() }
+        DetectConfig {
+            paths: default_detector_paths(),
+            max_keys: default_max_keys(),
+            allowed_lateness_secs: default_lateness(),
+        }
     }
 }
 
@@ -144,20 +150,32 @@ pub enum SinkConfig {
 
 /// Parses a pipeline file's text; errors carry the line.
 pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::CompileError> {
-    let spec: PipelineSpec = serde_saphyr::from_str(text).map_err(|e| crate::detect::CompileError {
+    let spec: PipelineSpec =
+        serde_saphyr::from_str(text).map_err(|e| crate::detect::CompileError {
+            path: path.to_owned(),
+            line: e.location().map_or(0, |l| l.line()),
+            message: crate::detect::first_line(&e.to_string()),
+        })?;
+    let err = |message: String| crate::detect::CompileError {
         path: path.to_owned(),
-        line: e.location().map_or(0, |l| l.line()),
-        message: crate::detect::first_line(&e.to_string()),
-    })?;
-    let err = |message: String| crate::detect::CompileError { path: path.to_owned(), line: 1, message };
+        line: 1,
+        message,
+    };
     if spec.version != 1 {
-        return Err(err(format!("unsupported pipeline file version {} (expected 1)", spec.version)));
+        return Err(err(format!(
+            "unsupported pipeline file version {} (expected 1)",
+            spec.version
+        )));
     }
     if spec.sources.is_empty() || spec.sinks.is_empty() {
-        return Err(err("a pipeline needs at least one source and one sink".into()));
+        return Err(err(
+            "a pipeline needs at least one source and one sink".into()
+        ));
     }
     if spec.batch_size == 0 || spec.channel_capacity == 0 {
-        return Err(err("batch_size and channel_capacity must be at least 1".into()));
+        return Err(err(
+            "batch_size and channel_capacity must be at least 1".into()
+        ));
     }
     Ok(spec)
 }

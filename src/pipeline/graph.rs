@@ -25,7 +25,7 @@ use crate::dedupe::Deduper;
 use crate::detect::{Detector, Engine, EngineConfig};
 use crate::event::Event;
 use crate::finding::Finding;
-use crate::parse::{parse_into, SourceState};
+use crate::parse::{SourceState, parse_into};
 
 /// Outcome counts of one stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +40,10 @@ pub struct StageReport {
 
 impl StageReport {
     fn new(stage: &str) -> StageReport {
-        StageReport { stage: stage.to_owned(), ..StageReport::default() }
+        StageReport {
+            stage: stage.to_owned(),
+            ..StageReport::default()
+        }
     }
 
     /// `received + expanded == emitted + dropped`.
@@ -50,8 +53,10 @@ impl StageReport {
 
     fn record(&self) {
         let stage = self.stage.clone();
-        metrics::counter!(crate::metrics::STAGE_RECEIVED, "stage" => stage.clone()).increment(self.received);
-        metrics::counter!(crate::metrics::STAGE_EMITTED, "stage" => stage.clone()).increment(self.emitted);
+        metrics::counter!(crate::metrics::STAGE_RECEIVED, "stage" => stage.clone())
+            .increment(self.received);
+        metrics::counter!(crate::metrics::STAGE_EMITTED, "stage" => stage.clone())
+            .increment(self.emitted);
         for (reason, n) in &self.dropped {
             metrics::counter!(crate::metrics::STAGE_DROPPED, "stage" => stage.clone(), "reason" => reason.clone()).increment(*n);
         }
@@ -100,20 +105,37 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
     let mut out = Vec::new();
     for src in &spec.sources {
         match src {
-            SourceConfig::File { paths, format, dataset, host, json_mapping, .. } => {
+            SourceConfig::File {
+                paths,
+                format,
+                dataset,
+                host,
+                json_mapping,
+                ..
+            } => {
                 for p in paths {
                     let mut state = SourceState::new(*format, reference_ms);
                     state.dataset_hint = dataset.as_deref().map(Arc::from);
                     state.host_hint = host.as_deref().map(Arc::from);
                     state.json = json_mapping.clone();
                     state.file_path = Some(Arc::from(p.as_str()));
-                    out.push(SourceInput { path: Some(p.clone()), state, pace_lines_per_sec: None });
+                    out.push(SourceInput {
+                        path: Some(p.clone()),
+                        state,
+                        pace_lines_per_sec: None,
+                    });
                 }
             }
-            SourceConfig::Stdin { format, dataset, .. } => {
+            SourceConfig::Stdin {
+                format, dataset, ..
+            } => {
                 let mut state = SourceState::new(*format, reference_ms);
                 state.dataset_hint = dataset.as_deref().map(Arc::from);
-                out.push(SourceInput { path: None, state, pace_lines_per_sec: None });
+                out.push(SourceInput {
+                    path: None,
+                    state,
+                    pace_lines_per_sec: None,
+                });
             }
         }
     }
@@ -124,7 +146,12 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
 }
 
 /// Runs the graph to the end of its inputs.
-pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<Detector>, sinks: Sinks) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    spec: &PipelineSpec,
+    inputs: Vec<SourceInput>,
+    detectors: Vec<Detector>,
+    sinks: Sinks,
+) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     let cap = spec.channel_capacity;
     let batch_size = spec.batch_size;
@@ -164,9 +191,10 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
                     // hold each line until its time comes, as a live stream would deliver it
                     let due = std::time::Duration::from_secs_f64(read as f64 / p);
                     if let Some(wait) = due.checked_sub(started.elapsed())
-                        && wait > std::time::Duration::from_micros(200) {
-                            std::thread::sleep(wait);
-                        }
+                        && wait > std::time::Duration::from_micros(200)
+                    {
+                        std::thread::sleep(wait);
+                    }
                     read += 1;
                 }
                 lines.push(l.to_owned());
@@ -176,7 +204,11 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
                 }
                 if lines.len() >= batch_size || flush_due {
                     let n = lines.len() as u64;
-                    let b = RawBatch { source: i, lines: std::mem::replace(&mut lines, Vec::with_capacity(batch_size)), read_ns: mono_ns() };
+                    let b = RawBatch {
+                        source: i,
+                        lines: std::mem::replace(&mut lines, Vec::with_capacity(batch_size)),
+                        read_ns: mono_ns(),
+                    };
                     if raw_tx.blocking_send(b).is_err() {
                         closed = true;
                         *rep.dropped.entry("downstream_closed".into()).or_default() += n;
@@ -185,10 +217,19 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
                     }
                 }
             })
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin")))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
+            })?;
             if !lines.is_empty() {
                 let n = lines.len() as u64;
-                if raw_tx.blocking_send(RawBatch { source: i, lines, read_ns: mono_ns() }).is_ok() {
+                if raw_tx
+                    .blocking_send(RawBatch {
+                        source: i,
+                        lines,
+                        read_ns: mono_ns(),
+                    })
+                    .is_ok()
+                {
                     rep.emitted += n;
                 } else {
                     *rep.dropped.entry("downstream_closed".into()).or_default() += n;
@@ -316,8 +357,20 @@ pub async fn run(spec: &PipelineSpec, inputs: Vec<SourceInput>, detectors: Vec<D
     let (detect_rep, engine_stats) = detect.await?;
     let ((sink_rep, findings, versions), mut latencies) = sink.await??;
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
-    let stages = vec![source_rep, parse_rep, dedupe_rep, cluster_rep, detect_rep, sink_rep];
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let stages = vec![
+        source_rep,
+        parse_rep,
+        dedupe_rep,
+        cluster_rep,
+        detect_rep,
+        sink_rep,
+    ];
     stages.iter().for_each(StageReport::record);
     Ok(RunSummary {
         stages,
@@ -352,7 +405,12 @@ pub fn final_states(versions: Vec<Finding>) -> Vec<Finding> {
 /// bench); returns every finding version in emission order. `ingested_ms`
 /// is the ingestion instant, which is also the event time of lines that
 /// carry none: pin it and the run is reproducible.
-pub fn run_inline(spec: &PipelineSpec, inputs: &mut [(SourceState, Vec<String>)], detectors: Vec<Detector>, ingested_ms: i64) -> Vec<Finding> {
+pub fn run_inline(
+    spec: &PipelineSpec,
+    inputs: &mut [(SourceState, Vec<String>)],
+    detectors: Vec<Detector>,
+    ingested_ms: i64,
+) -> Vec<Finding> {
     let mut stages = Stages::new(spec, detectors, "exec-inline".into());
     let mut findings = Vec::new();
     let now = ingested_ms;

@@ -7,5 +7,5 @@ pub mod graph;
 pub mod sinks;
 pub mod stages;
 
-pub use config::{load_str, PipelineSpec};
-pub use graph::{inputs, run, run_inline, RunSummary, StageReport};
+pub use config::{PipelineSpec, load_str};
+pub use graph::{RunSummary, StageReport, inputs, run, run_inline};

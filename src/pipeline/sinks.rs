@@ -24,16 +24,30 @@ impl Sinks {
         for c in &configs {
             files.push(match c {
                 SinkConfig::File { path } => {
-                    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if let Some(dir) = std::path::Path::new(path)
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                    {
                         std::fs::create_dir_all(dir)?;
                     }
-                    let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {path}: {e}"))?;
+                    let f = std::fs::File::create(path)
+                        .map_err(|e| anyhow::anyhow!("cannot create {path}: {e}"))?;
                     Some(std::io::BufWriter::new(f))
                 }
                 _ => None,
             });
         }
-        Ok(Sinks { configs, files, latest: Vec::new(), index: HashMap::new(), versions: 0, report: StageReport { stage: "sink".into(), ..StageReport::default() } })
+        Ok(Sinks {
+            configs,
+            files,
+            latest: Vec::new(),
+            index: HashMap::new(),
+            versions: 0,
+            report: StageReport {
+                stage: "sink".into(),
+                ..StageReport::default()
+            },
+        })
     }
 
     pub fn accept(&mut self, f: Finding) -> anyhow::Result<()> {
@@ -71,10 +85,14 @@ impl Sinks {
                 }
                 (SinkConfig::File { .. }, Some(w)) => w.flush()?,
                 (SinkConfig::Report { path }, _) => {
-                    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if let Some(dir) = std::path::Path::new(path)
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                    {
                         std::fs::create_dir_all(dir)?;
                     }
-                    std::fs::write(path, report_markdown(&self.latest)).map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
+                    std::fs::write(path, report_markdown(&self.latest))
+                        .map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
                 }
                 _ => {}
             }
@@ -91,8 +109,15 @@ pub fn report_markdown(findings: &[Finding]) -> String {
     let mut by: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     let mut offenders: BTreeMap<String, usize> = BTreeMap::new();
     for f in findings {
-        *by.entry((f.domain.as_str().into(), f.classification.clone(), format!("{:?}", f.severity).to_lowercase())).or_default() += 1;
-        *offenders.entry(format!("{:?} {}", f.offender.kind, f.offender.value).to_lowercase()).or_default() += 1;
+        *by.entry((
+            f.domain.as_str().into(),
+            f.classification.clone(),
+            format!("{:?}", f.severity).to_lowercase(),
+        ))
+        .or_default() += 1;
+        *offenders
+            .entry(format!("{:?} {}", f.offender.kind, f.offender.value).to_lowercase())
+            .or_default() += 1;
     }
     s.push_str("## By domain, classification and severity\n\n| domain | classification | severity | findings |\n|---|---|---|---|\n");
     for ((d, c, sev), n) in &by {

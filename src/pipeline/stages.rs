@@ -20,7 +20,10 @@ pub struct Stages {
 impl Stages {
     pub fn new(spec: &PipelineSpec, detectors: Vec<Detector>, execution_id: String) -> Stages {
         Stages {
-            dedupe: Deduper::new(spec.transforms.dedupe.window_ms, spec.transforms.dedupe.max_alert_keys),
+            dedupe: Deduper::new(
+                spec.transforms.dedupe.window_ms,
+                spec.transforms.dedupe.max_alert_keys,
+            ),
             cluster: Clusterer::new(spec.transforms.cluster.clone()),
             engine: Engine::new(
                 detectors,
