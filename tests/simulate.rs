@@ -34,7 +34,7 @@ fn simulated_attacks_are_found_and_nothing_else() {
                     )
                 })
                 .collect();
-        let spec = threatpilot::detect::fixtures::fixture_pipeline();
+        let spec = threatpilot::pipeline::PipelineSpec::defaults("simulate");
         let detectors = threatpilot::detect::load_dir(std::path::Path::new("detectors")).unwrap();
         let findings =
             threatpilot::pipeline::graph::final_states(threatpilot::pipeline::run_inline(

@@ -31,7 +31,7 @@ fn counters_add_up_across_the_graph() {
             }
         })
         .collect();
-    let mut spec = threatpilot::detect::fixtures::fixture_pipeline();
+    let mut spec = threatpilot::pipeline::PipelineSpec::defaults("counters");
     spec.batch_size = 64;
     spec.channel_capacity = 2;
     let detectors = threatpilot::detect::load_dir(std::path::Path::new("detectors")).unwrap();

@@ -49,8 +49,7 @@ fn reference(arg: Option<&str>) -> anyhow::Result<i64> {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let mut spec = crate::detect::fixtures::fixture_pipeline();
-    spec.name = "replay".into();
+    let mut spec = PipelineSpec::defaults("replay");
     spec.detect.paths = vec![args.detectors.clone()];
     spec.sinks = vec![SinkConfig::Stdout {
         updates: args.updates,

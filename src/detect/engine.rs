@@ -96,6 +96,22 @@ impl KeyState {
         }
     }
 
+    /// Copies this key's episode (times, counts, evidence) into its finding.
+    fn fill(&self, f: &mut Finding) {
+        f.first_seen = self.first_seen;
+        f.last_seen = self.last_seen;
+        f.time_window = TimeWindow {
+            start: self.first_seen,
+            end: self.last_seen,
+        };
+        f.metrics.event_count = self.event_count;
+        f.metrics.success_count = self.success;
+        f.metrics.failure_count = self.failure;
+        f.metrics.unique_targets = self.targets.len() as u64;
+        f.metrics.duration_sec = ((self.last_seen - self.first_seen).max(0) / 1000) as u64;
+        f.evidence = self.evidence.iter().map(|e| e.to_string()).collect();
+    }
+
     /// How long after `last_seen` the key's window is certainly empty.
     fn span_ms(&self, det: &Detector) -> i64 {
         match &det.logic {
@@ -345,22 +361,13 @@ fn resolve_key(
     out: &mut Vec<Finding>,
 ) {
     active.remove(&k);
-    if let Some(st) = keys.remove(&k)
-        && let Some(a) = st.active
+    if let Some(mut st) = keys.remove(&k)
+        && let Some(a) = st.active.take()
     {
         let mut f = a.finding;
         f.status = Status::Resolved;
         f.update_count += 1;
-        fill(
-            &mut f,
-            &st.evidence,
-            st.first_seen,
-            st.last_seen,
-            st.event_count,
-            st.success,
-            st.failure,
-            st.targets.len(),
-        );
+        st.fill(&mut f);
         f.emitted_at = crate::time::now_ms();
         stats.resolved += 1;
         out.push(f);
@@ -425,28 +432,20 @@ fn observe(
             st.targets.push(th);
         }
     }
-    if let Some(a) = st.active.as_mut() {
+    if let Some(mut a) = st.active.take() {
         push_evidence(&mut st.evidence, det, ev);
         if ts >= a.last_emit + det.cooldown_ms {
             a.last_emit = ts;
             let f = &mut a.finding;
             f.status = Status::Updated;
             f.update_count += 1;
-            fill(
-                f,
-                &st.evidence,
-                st.first_seen,
-                st.last_seen,
-                st.event_count,
-                st.success,
-                st.failure,
-                st.targets.len(),
-            );
+            st.fill(f);
             f.emitted_at = crate::time::now_ms();
             f.trigger_read_ns = ev.read_ns;
             stats.updated += 1;
             out.push(f.clone());
         }
+        st.active = Some(a);
         return;
     }
     let (crossed, value, threshold) = match &det.logic {
@@ -584,16 +583,7 @@ fn observe(
         crossed_at: ts,
         trigger_read_ns: ev.read_ns,
     };
-    fill(
-        &mut f,
-        &st.evidence,
-        st.first_seen,
-        st.last_seen,
-        st.event_count,
-        st.success,
-        st.failure,
-        st.targets.len(),
-    );
+    st.fill(&mut f);
     stats.opened += 1;
     out.push(f.clone());
     st.active = Some(Box::new(Active {
@@ -612,31 +602,6 @@ fn push_evidence(evidence: &mut Vec<Box<str>>, det: &Detector, ev: &Event) {
             .unwrap_or(0);
         evidence.push(line[..cut].into());
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fill(
-    f: &mut Finding,
-    evidence: &[Box<str>],
-    first: i64,
-    last: i64,
-    count: u64,
-    success: u64,
-    failure: u64,
-    targets: usize,
-) {
-    f.first_seen = first;
-    f.last_seen = last;
-    f.time_window = TimeWindow {
-        start: first,
-        end: last,
-    };
-    f.metrics.event_count = count;
-    f.metrics.success_count = success;
-    f.metrics.failure_count = failure;
-    f.metrics.unique_targets = targets as u64;
-    f.metrics.duration_sec = ((last - first).max(0) / 1000) as u64;
-    f.evidence = evidence.iter().map(|e| e.to_string()).collect();
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String>
             .collect::<Vec<_>>()
             .join("\n")
     })?;
-    let spec = fixture_pipeline();
+    let spec = PipelineSpec::defaults("fixtures");
     let mut inputs = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
@@ -105,18 +105,4 @@ pub fn run_fixture(dir: &Path, detectors: &Path) -> Result<Vec<Finding>, String>
         "{}: missing {missing:?}, unexpected {extra:?}",
         dir.display()
     ))
-}
-
-/// The pipeline settings fixtures run with: the defaults.
-pub fn fixture_pipeline() -> PipelineSpec {
-    PipelineSpec {
-        version: 1,
-        name: "fixtures".into(),
-        sources: Vec::new(),
-        transforms: Default::default(),
-        detect: Default::default(),
-        sinks: Vec::new(),
-        batch_size: 1024,
-        channel_capacity: 8,
-    }
 }

@@ -16,7 +16,7 @@ use super::CompileError;
 use super::config::{Condition, Located, MatchSpec};
 use crate::event::{Event, Field};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Test {
     Equals(Vec<String>),
     /// `equals` on a numeric field, compared as numbers (no formatting per event).
@@ -31,7 +31,7 @@ enum Test {
     Exists(bool),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Keywords {
     patterns: Vec<String>,
     /// For matching outside the engine (no shared groups).
@@ -40,14 +40,14 @@ struct Keywords {
     slot: Option<(usize, usize, usize)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CompiledCondition {
     pub field: Field,
     test: Test,
     url_decode: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Matcher {
     all: Vec<CompiledCondition>,
     any: Vec<CompiledCondition>,

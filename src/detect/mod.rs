@@ -38,7 +38,7 @@ pub struct CompileError {
 }
 
 /// A compiled detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Detector {
     pub id: String,
     pub revision: u32,
@@ -64,13 +64,13 @@ pub struct Detector {
     pub path: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Logic {
     Window(WindowLogic),
     Sequence(SequenceLogic),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowLogic {
     pub kind: WindowKind,
     pub size_ms: i64,
@@ -82,7 +82,7 @@ pub struct WindowLogic {
     pub threshold: f64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SequenceLogic {
     pub within_ms: i64,
     pub steps: Vec<(String, Matcher, u64)>,

@@ -81,10 +81,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
             ev.push_extra("url.domain", a.split(':').next().unwrap_or(a));
             (b, d)
         }
-        None => {
-            let _ = b;
-            (a, c)
-        }
+        None => (a, c),
     };
     if head.next().is_some() {
         return false;

@@ -28,7 +28,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         let (user, tail) = split_user_from(rest);
         set(ev, "ssh_invalid_user", Outcome::Failure);
         ev.user_name = user.map(str::to_owned);
-        from_ip_port(ev, tail);
+        ip_port(ev, tail);
         return true;
     }
     if let Some(rest) = msg.strip_prefix("input_userauth_request: invalid user ") {
@@ -93,7 +93,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
         let (user, tail) = split_user_from(rest);
         ev.user_name = user.map(str::to_owned);
-        from_ip_port(ev, tail);
+        ip_port(ev, tail);
         return true;
     }
     if let Some(rest) = msg.strip_prefix("banner exchange: Connection from ") {
@@ -160,7 +160,7 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
     let (user, tail) = split_user_from(rest);
     ev.user_name = user.map(str::to_owned);
     ev.labels.push(("auth_method".into(), method.to_owned()));
-    from_ip_port(ev, tail);
+    ip_port(ev, tail);
     true
 }
 
@@ -179,10 +179,6 @@ fn split_user_from(s: &str) -> (Option<&str>, &str) {
 }
 
 /// "IP port N ..." or "IP ..."
-fn from_ip_port(ev: &mut Event, tail: &str) {
-    ip_port(ev, tail);
-}
-
 fn ip_port(ev: &mut Event, s: &str) {
     let (ip, rest) = ip_token(s);
     ev.source_ip = ip;

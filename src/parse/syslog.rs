@@ -238,6 +238,36 @@ fn severity_name(sev: u16) -> &'static str {
     ][sev as usize & 7]
 }
 
+/// The program names the dispatcher knows, as static strings, so the name
+/// can be matched while the event is borrowed mutably (no copy per line).
+fn program_kind(prog: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "sshd",
+        "sshd-session",
+        "sshd-auth",
+        "sudo",
+        "su",
+        "login",
+        "passwd",
+        "systemd-logind",
+        "gdm-password",
+        "polkitd",
+        "vsftpd",
+        "cron",
+        "CRON",
+        "kernel",
+        "kubelet",
+        "containerd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "nginx",
+        "apache2",
+        "httpd",
+    ];
+    let base = prog.split('(').next().unwrap_or(prog);
+    KNOWN.iter().find(|k| **k == base).copied().unwrap_or("")
+}
+
 /// Picks the message parser by program name; `msg_at` is the message offset.
 fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
     // rsyslog's repeat compression: "message repeated 5 times: [ Failed password …]"
@@ -251,9 +281,8 @@ fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         ev.set_message_range(inner_at, inner_at + inner.len());
         return dispatch(ev, inner, inner_at);
     }
-    let prog = ev.process_name.as_deref().unwrap_or("");
-    let base = prog.split('(').next().unwrap_or(prog).to_owned();
-    match base.as_str() {
+    let base = program_kind(ev.process_name.as_deref().unwrap_or(""));
+    match base {
         "sshd" | "sshd-session" | "sshd-auth" => {
             ev.dataset = Cow::Borrowed("sshd");
             ev.service_name.get_or_insert_with(|| "ssh".to_owned());
@@ -279,7 +308,7 @@ fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
             kube::parse_klog_message(ev, msg, msg_at);
         }
         "nginx" | "apache2" | "httpd" => {
-            super::access::parse_embedded(ev, msg, &base);
+            super::access::parse_embedded(ev, msg, base);
         }
         _ => {
             if msg.contains("pam_unix(") {

@@ -148,6 +148,23 @@ pub enum SinkConfig {
     Report { path: String },
 }
 
+impl PipelineSpec {
+    /// Default transforms, detection and batching, with no sources or sinks
+    /// yet (for `replay`, `bench` and tests, which add their own).
+    pub fn defaults(name: &str) -> PipelineSpec {
+        PipelineSpec {
+            version: 1,
+            name: name.to_owned(),
+            sources: Vec::new(),
+            transforms: TransformsConfig::default(),
+            detect: DetectConfig::default(),
+            sinks: Vec::new(),
+            batch_size: default_batch(),
+            channel_capacity: default_channel(),
+        }
+    }
+}
+
 /// Parses a pipeline file's text; errors carry the line.
 pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::CompileError> {
     let spec: PipelineSpec =

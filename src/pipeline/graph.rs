@@ -152,6 +152,7 @@ pub async fn run(
     detectors: Vec<Detector>,
     sinks: Sinks,
 ) -> anyhow::Result<RunSummary> {
+    crate::metrics::describe();
     let started = Instant::now();
     let cap = spec.channel_capacity;
     let batch_size = spec.batch_size;
@@ -243,6 +244,8 @@ pub async fn run(
         let mut rep = StageReport::new("parse");
         let mut failures = 0u64;
         while let Some(b) = raw_rx.recv().await {
+            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "parse")
+                .set(raw_rx.len() as f64);
             let now = crate::time::now_ms();
             let state = &mut states[b.source];
             let mut events = Vec::with_capacity(b.lines.len());
@@ -273,6 +276,8 @@ pub async fn run(
         let mut rep = StageReport::new("dedupe");
         let mut d = Deduper::new(dedupe_cfg.window_ms, dedupe_cfg.max_alert_keys);
         while let Some(batch) = parsed_rx.recv().await {
+            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "dedupe")
+                .set(parsed_rx.len() as f64);
             let mut out = Vec::with_capacity(batch.len());
             let s = d.process(batch, &mut out);
             rep.received += s.received;
@@ -291,6 +296,8 @@ pub async fn run(
         let mut rep = StageReport::new("cluster");
         let mut c = Clusterer::new(cluster_cfg);
         while let Some(mut batch) = deduped_rx.recv().await {
+            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "cluster")
+                .set(deduped_rx.len() as f64);
             rep.received += batch.len() as u64;
             c.process(&mut batch);
             rep.emitted += batch.len() as u64;
@@ -311,6 +318,8 @@ pub async fn run(
         let mut rep = StageReport::new("detect");
         let mut engine = Engine::new(detectors, engine_cfg);
         while let Some(batch) = clustered_rx.recv().await {
+            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "detect")
+                .set(clustered_rx.len() as f64);
             let mut findings = Vec::new();
             for ev in &batch {
                 engine.process(ev, &mut findings);
@@ -336,6 +345,8 @@ pub async fn run(
         let mut sinks = sinks;
         let mut latencies = Vec::new();
         while let Some(batch) = findings_rx.recv().await {
+            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "sink")
+                .set(findings_rx.len() as f64);
             let now = mono_ns();
             for f in batch {
                 // latency is from the event that crossed the threshold to its finding
