@@ -13,6 +13,9 @@ source scripts/servers.sh
 trap servers_stop EXIT
 servers_start
 
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --check
+fi
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --locked --release --all-targets -- -D warnings
 fi
