@@ -12,6 +12,7 @@ pub mod detect;
 pub mod event;
 pub mod finding;
 pub mod metrics;
+pub mod nats;
 pub mod parse;
 pub mod pipeline;
 pub mod prehashed;

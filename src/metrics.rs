@@ -14,6 +14,13 @@ pub const DETECT_TRACKED_KEYS: &str = "threatpilot_detect_tracked_keys";
 pub const FINDINGS_EMITTED: &str = "threatpilot_findings_emitted_total";
 pub const FINDING_LATENCY: &str = "threatpilot_finding_latency_seconds";
 pub const TEMPLATES: &str = "threatpilot_templates";
+pub const NATS_CONSUMER_PENDING: &str = "threatpilot_nats_consumer_pending";
+pub const NATS_REDELIVERIES: &str = "threatpilot_nats_redeliveries_total";
+pub const NATS_DEAD_LETTERS: &str = "threatpilot_nats_dead_letters_total";
+pub const NATS_ACK_LATENCY: &str = "threatpilot_nats_ack_latency_seconds";
+pub const NATS_CONNECTS: &str = "threatpilot_nats_connects_total";
+pub const NATS_CHECKPOINT_BYTES: &str = "threatpilot_nats_checkpoint_bytes";
+pub const NATS_FINDINGS_DUPLICATE: &str = "threatpilot_nats_findings_duplicate_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
@@ -66,5 +73,40 @@ pub fn describe() {
         TEMPLATES,
         Unit::Count,
         "log templates known to the cluster stage"
+    );
+    describe_gauge!(
+        NATS_CONSUMER_PENDING,
+        Unit::Count,
+        "messages in the stream not yet delivered to this worker (consumer lag)"
+    );
+    describe_counter!(
+        NATS_REDELIVERIES,
+        Unit::Count,
+        "messages JetStream delivered more than once"
+    );
+    describe_counter!(
+        NATS_DEAD_LETTERS,
+        Unit::Count,
+        "messages that could not be processed, by reason"
+    );
+    describe_histogram!(
+        NATS_ACK_LATENCY,
+        Unit::Seconds,
+        "from receiving a message to acknowledging it (after its checkpoint)"
+    );
+    describe_counter!(
+        NATS_CONNECTS,
+        Unit::Count,
+        "connections to the NATS server (the first and every reconnect)"
+    );
+    describe_gauge!(
+        NATS_CHECKPOINT_BYTES,
+        Unit::Bytes,
+        "size of the last state checkpoint"
+    );
+    describe_counter!(
+        NATS_FINDINGS_DUPLICATE,
+        Unit::Count,
+        "finding versions JetStream already had (replayed after a restart)"
     );
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod eval;
 
 mod parse;
+mod publish;
 mod replay;
 mod simulate;
 
@@ -39,6 +40,8 @@ enum Command {
     Validate(check::ValidateArgs),
     /// Run the detector fixtures.
     Test(check::TestArgs),
+    /// Send lines from files or stdin to NATS JetStream.
+    Publish(publish::Args),
     /// Write realistic traffic with injected attacks and the expected findings.
     Simulate(simulate::Args),
     /// Measure throughput, latency and memory of the in-process pipeline.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => check::validate(a),
         Command::Test(a) => check::test(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Publish(a) => publish::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Schemas { out } => crate::schema::write(std::path::Path::new(&out))
             .map(|_| ExitCode::SUCCESS)
@@ -76,6 +80,12 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The NATS URL: the flag, else `THREATPILOT_NATS_URL`, else the local default.
+fn nats_url(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("THREATPILOT_NATS_URL").ok())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
 }
 
 fn init_tracing() {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::parse::{Format, SourceState};
-use crate::pipeline::config::SinkConfig;
+use crate::pipeline::config::{SinkConfig, SourceConfig};
 use crate::pipeline::sinks::Sinks;
 use crate::pipeline::{PipelineSpec, RunSummary, inputs};
 
@@ -37,6 +37,16 @@ pub struct RunArgs {
     /// Pipeline file.
     #[arg(long)]
     pipeline: String,
+    /// NATS server URL for a nats pipeline (default: the file's, or THREATPILOT_NATS_URL).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Partitions this worker owns, for a partitioned nats pipeline (e.g. `0,2`).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<u32>,
+    /// Stop a nats worker once the stream is drained and idle this many
+    /// seconds, resolving open windows (batch use).
+    #[arg(long)]
+    until_idle_secs: Option<f64>,
 }
 
 fn reference(arg: Option<&str>) -> anyhow::Result<i64> {
@@ -75,14 +85,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.pipeline)
         .with_context(|| format!("cannot read {}", args.pipeline))?;
     let spec = crate::pipeline::load_str(&text, &args.pipeline)?;
+    if matches!(spec.sources.first(), Some(SourceConfig::Nats(_))) {
+        return run_worker(&spec, args);
+    }
     let ins = inputs(&spec, crate::time::now_ms());
     execute(&spec, ins)
 }
 
-fn execute(
-    spec: &PipelineSpec,
-    ins: Vec<crate::pipeline::graph::SourceInput>,
-) -> anyhow::Result<ExitCode> {
+/// A long-lived JetStream worker (until stopped, or idle with --until-idle-secs).
+fn run_worker(spec: &PipelineSpec, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let detectors = load_detectors(spec)?;
+    let sinks = Sinks::open(spec.sinks.clone())?;
+    let opts = crate::nats::WorkerOptions {
+        url: args.nats_url,
+        partitions: args.partitions,
+        until_idle: args.until_idle_secs.map(std::time::Duration::from_secs_f64),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(crate::nats::run_worker(spec, detectors, sinks, opts))?;
+    eprintln!("threatpilot worker: {}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_detectors(spec: &PipelineSpec) -> anyhow::Result<Vec<crate::detect::Detector>> {
     let mut detectors = Vec::new();
     for dir in &spec.detect.paths {
         match crate::detect::load_dir(std::path::Path::new(dir)) {
@@ -95,6 +123,14 @@ fn execute(
             }
         }
     }
+    Ok(detectors)
+}
+
+fn execute(
+    spec: &PipelineSpec,
+    ins: Vec<crate::pipeline::graph::SourceInput>,
+) -> anyhow::Result<ExitCode> {
+    let detectors = load_detectors(spec)?;
     let n_detectors = detectors.len();
     let sinks = Sinks::open(spec.sinks.clone())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

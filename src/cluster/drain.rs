@@ -70,7 +70,7 @@ impl Default for DrainConfig {
 
 const WILD: u64 = 0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
     tokens: Vec<Box<str>>,
     hashes: Vec<u64>,
@@ -92,19 +92,22 @@ impl Cluster {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Node {
     children: PrehashedMap<u64, usize>,
     clusters: Vec<usize>,
 }
 
-/// The template miner.
+/// The template miner. It serializes whole (templates and search tree) for
+/// checkpoints, so a restored miner assigns exactly the ids it would have.
+#[derive(Serialize, Deserialize)]
 pub struct Drain {
     cfg: DrainConfig,
     nodes: Vec<Node>,
     roots: PrehashedMap<usize, usize>,
     clusters: Vec<Cluster>,
     pub overflowed: u64,
+    #[serde(skip)]
     scratch_hashes: Vec<u64>,
 }
 
@@ -166,6 +169,14 @@ impl Drain {
             overflowed: 0,
             scratch_hashes: Vec::new(),
         }
+    }
+
+    pub fn config(&self) -> &DrainConfig {
+        &self.cfg
+    }
+
+    pub fn set_config(&mut self, cfg: DrainConfig) {
+        self.cfg = cfg;
     }
 
     pub fn clusters(&self) -> &[Cluster] {

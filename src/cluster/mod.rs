@@ -52,6 +52,17 @@ impl Clusterer {
         }
     }
 
+    /// The miner's whole state, for a checkpoint.
+    pub fn snapshot(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// Continues from a checkpoint's miner, under the configured settings.
+    pub fn restore(&mut self, mut drain: Drain) {
+        drain.set_config(self.drain.config().clone());
+        self.drain = drain;
+    }
+
     pub fn template_count(&self) -> usize {
         self.drain.clusters().len()
     }

@@ -50,6 +50,16 @@ impl Deduper {
         }
     }
 
+    /// Alert keys remembered, oldest first (the only state that outlives a batch).
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.alerts_order.iter().copied().collect()
+    }
+
+    pub fn restore(&mut self, alert_keys: Vec<u64>) {
+        self.alerts_seen = alert_keys.iter().copied().collect();
+        self.alerts_order = alert_keys.into();
+    }
+
     /// Collapses duplicates in `batch`, appending survivors to `out` in order
     /// of first occurrence.
     pub fn process(&mut self, batch: Vec<Event>, out: &mut Vec<Event>) -> DedupStats {

@@ -40,7 +40,7 @@ impl Default for EngineConfig {
 }
 
 /// Outcome counters; `events == late + evaluated`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineStats {
     pub events: u64,
     pub late: u64,
@@ -54,6 +54,7 @@ pub struct EngineStats {
 
 type Key = (u32, u32, u64);
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct KeyState {
     first_seen: i64,
     last_seen: i64,
@@ -66,6 +67,7 @@ struct KeyState {
     active: Option<Box<Active>>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Active {
     finding: Finding,
     last_emit: i64,
@@ -227,6 +229,54 @@ impl Engine {
         self.keys.len()
     }
 
+    /// The engine's state for a checkpoint: every tracked key (detectors
+    /// named by id, so a restore survives a reordered or edited catalogue),
+    /// per-domain watermarks and the outcome counters.
+    pub fn snapshot(&self) -> EngineSnapshot<'_> {
+        EngineSnapshot {
+            detectors: self.detectors.iter().map(|d| d.id.clone()).collect(),
+            keys: self.keys.iter().map(|(k, v)| (*k, v)).collect(),
+            newest: self.newest.iter().map(|(k, v)| (*k, *v)).collect(),
+            last_sweep: self.last_sweep.iter().map(|(k, v)| (*k, *v)).collect(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Replaces this engine's state with a checkpoint's. Keys of detectors
+    /// no longer loaded are dropped; returns how many.
+    pub fn restore(&mut self, snap: EngineState) -> usize {
+        let by_id: std::collections::HashMap<&str, u32> = self
+            .detectors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.as_str(), i as u32))
+            .collect();
+        let remap: Vec<Option<u32>> = snap
+            .detectors
+            .iter()
+            .map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        self.keys.clear();
+        self.active.clear();
+        let mut dropped = 0;
+        for ((di, domain, hash), st) in snap.keys {
+            match remap.get(di as usize).copied().flatten() {
+                Some(di) => {
+                    let key = (di, domain, hash);
+                    if st.active.is_some() {
+                        self.active.insert(key);
+                    }
+                    self.keys.insert(key, st);
+                }
+                None => dropped += 1,
+            }
+        }
+        self.newest = snap.newest.into_iter().collect();
+        self.last_sweep = snap.last_sweep.into_iter().collect();
+        self.stats = snap.stats;
+        dropped
+    }
+
     /// Runs one event through every detector that can match it.
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.stats.events += 1;
@@ -350,6 +400,26 @@ impl Engine {
         metrics::counter!(crate::metrics::DETECT_EVICTED_KEYS)
             .increment((before - self.keys.len()) as u64);
     }
+}
+
+/// What [`Engine::snapshot`] writes (borrowing the live state).
+#[derive(serde::Serialize)]
+pub struct EngineSnapshot<'a> {
+    detectors: Vec<String>,
+    keys: Vec<(Key, &'a KeyState)>,
+    newest: Vec<(u32, i64)>,
+    last_sweep: Vec<(u32, i64)>,
+    stats: EngineStats,
+}
+
+/// What [`Engine::restore`] reads: the same fields, owned.
+#[derive(serde::Deserialize)]
+pub struct EngineState {
+    detectors: Vec<String>,
+    keys: Vec<(Key, KeyState)>,
+    newest: Vec<(u32, i64)>,
+    last_sweep: Vec<(u32, i64)>,
+    stats: EngineStats,
 }
 
 /// Emits the final version of an open finding and forgets its key.
@@ -541,6 +611,8 @@ fn observe(
     hash_str(&mut idh, &det.id);
     hash_str(&mut idh, &offender);
     idh.update(&key.2.to_le_bytes());
+    // the source: the same attacker against two hosts is two findings
+    idh.update(&key.1.to_le_bytes());
     idh.update(&st.first_seen.to_le_bytes());
     let mut f = Finding {
         finding_id: format!("f-{:016x}", idh.digest()),

@@ -26,7 +26,7 @@ use matcher::Matcher;
 use crate::event::Field;
 use crate::finding::{Domain, OffenderType, Severity};
 
-pub use engine::{Engine, EngineConfig, EngineStats};
+pub use engine::{Engine, EngineConfig, EngineSnapshot, EngineState, EngineStats};
 
 /// A detector file that cannot be used, with its place.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

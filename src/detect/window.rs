@@ -19,7 +19,7 @@ use super::config::{AggregateKind, WindowKind};
 
 const SLIDING_BUCKETS: i64 = 10;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WindowState {
     Tumbling { index: i64, num: f64, den: f64 },
     Sliding { buckets: VecDeque<(i64, f64, f64)> },

@@ -34,6 +34,7 @@ use crate::event::Event;
 
 pub use alertmanager::parse_webhook;
 pub use json::JsonMapping;
+pub use syslog::YearInference;
 
 /// Formats a source may name; `auto` detects per line.
 #[derive(

@@ -15,7 +15,7 @@ use crate::event::Event;
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev, parse_rfc3339, year_month};
 
 /// Year inference state for year-less timestamps, per source.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct YearInference {
     reference: (i64, u32),
     current: Option<(i64, u32)>,

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::DrainConfig;
+use crate::nats::config::{NatsSinkConfig, NatsSourceConfig};
 use crate::parse::{Format, JsonMapping};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -61,6 +62,9 @@ pub enum SourceConfig {
         #[serde(default)]
         dataset: Option<String>,
     },
+    /// A JetStream stream read through a durable pull consumer (a long-lived
+    /// worker; see `crate::nats`).
+    Nats(NatsSourceConfig),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -146,6 +150,8 @@ pub enum SinkConfig {
     File { path: String },
     /// A Markdown summary written when the pipeline stops.
     Report { path: String },
+    /// Every finding version published to JetStream (see `crate::nats`).
+    Nats(NatsSinkConfig),
 }
 
 impl PipelineSpec {
@@ -187,6 +193,21 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
     if spec.sources.is_empty() || spec.sinks.is_empty() {
         return Err(err(
             "a pipeline needs at least one source and one sink".into()
+        ));
+    }
+    let nats = spec
+        .sources
+        .iter()
+        .filter(|s| matches!(s, SourceConfig::Nats(_)))
+        .count();
+    if nats > 0 && (nats > 1 || spec.sources.len() > 1) {
+        return Err(err(
+            "a NATS worker pipeline takes exactly one source, of type nats".into(),
+        ));
+    }
+    if nats == 0 && spec.sinks.iter().any(|s| matches!(s, SinkConfig::Nats(_))) {
+        return Err(err(
+            "the nats sink needs the nats source (it runs in the worker)".into(),
         ));
     }
     if spec.batch_size == 0 || spec.channel_capacity == 0 {

@@ -126,6 +126,8 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                     });
                 }
             }
+            // a NATS source is a long-lived worker, not a graph input
+            SourceConfig::Nats(_) => {}
             SourceConfig::Stdin {
                 format, dataset, ..
             } => {

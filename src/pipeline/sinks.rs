@@ -72,6 +72,15 @@ impl Sinks {
         Ok(())
     }
 
+    /// Pushes buffered file output to the operating system (before a
+    /// checkpoint acknowledges the input that produced it).
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        for w in self.files.iter_mut().flatten() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
     /// Writes final states and reports; returns (stage report, findings, versions).
     pub fn finish(mut self) -> anyhow::Result<(StageReport, usize, usize)> {
         for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {

@@ -47,3 +47,37 @@ impl Stages {
         stats
     }
 }
+
+/// The stages' state for a checkpoint (borrowed from the live stages).
+#[derive(serde::Serialize)]
+pub struct StagesSnapshot<'a> {
+    dedupe: Vec<u64>,
+    drain: &'a crate::cluster::Drain,
+    engine: crate::detect::EngineSnapshot<'a>,
+}
+
+/// A checkpoint's stage state, read back.
+#[derive(serde::Deserialize)]
+pub struct StagesState {
+    dedupe: Vec<u64>,
+    drain: crate::cluster::Drain,
+    engine: crate::detect::EngineState,
+}
+
+impl Stages {
+    pub fn snapshot(&self) -> StagesSnapshot<'_> {
+        StagesSnapshot {
+            dedupe: self.dedupe.snapshot(),
+            drain: self.cluster.snapshot(),
+            engine: self.engine.snapshot(),
+        }
+    }
+
+    /// Continues from a checkpoint; returns the window keys dropped because
+    /// their detector is no longer loaded.
+    pub fn restore(&mut self, state: StagesState) -> usize {
+        self.dedupe.restore(state.dedupe);
+        self.cluster.restore(state.drain);
+        self.engine.restore(state.engine)
+    }
+}

@@ -1,0 +1,161 @@
+//! Durable publishing to JetStream: finding versions and dead letters.
+//!
+//! Publishes are pipelined (all sent, then all acknowledgements awaited);
+//! one that fails is retried alone with backoff until the server takes it.
+//! Nothing here is dropped: the caller acknowledges its input only after
+//! [`Publisher::publish_all`] returns.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+
+use super::config::NatsSinkConfig;
+use super::{NatsError, subject, with_retry};
+use crate::finding::Finding;
+
+/// Headers a dead letter carries.
+pub const REASON_HEADER: &str = "ThreatPilot-Reason";
+pub const SUBJECT_HEADER: &str = "ThreatPilot-Subject";
+pub const SEQUENCE_HEADER: &str = "ThreatPilot-Stream-Sequence";
+
+/// One message to publish durably.
+pub struct Outgoing {
+    pub subject: String,
+    pub id: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// What the server said about a batch of publishes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub stored: u64,
+    /// Already stored under the same `Nats-Msg-Id`, dropped by the server.
+    pub duplicate: u64,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+}
+
+impl Publisher {
+    pub fn new(js: jetstream::Context) -> Publisher {
+        Publisher { js }
+    }
+
+    /// Publishes every message and waits until JetStream stored each.
+    pub async fn publish_all(&self, batch: Vec<Outgoing>) -> Result<Published, NatsError> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for m in &batch {
+            acks.push(self.js.send_publish(m.subject.clone(), build(m)).await);
+        }
+        let mut out = Published::default();
+        for (m, sent) in batch.iter().zip(acks) {
+            let stored = match sent {
+                Ok(fut) => fut.await.ok(),
+                Err(_) => None,
+            };
+            let ack = match stored {
+                Some(ack) => ack,
+                None => with_retry("publish", || self.publish_one(m)).await?,
+            };
+            if ack.duplicate {
+                out.duplicate += 1;
+            } else {
+                out.stored += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn publish_one(&self, m: &Outgoing) -> Result<jetstream::publish::PublishAck, NatsError> {
+        let fut = self
+            .js
+            .send_publish(m.subject.clone(), build(m))
+            .await
+            .map_err(|e| match e.kind() {
+                // no retry makes a message smaller than the server's limit
+                PublishErrorKind::MaxPayloadExceeded => {
+                    NatsError::Setup(format!("publish to {}: {e}", m.subject))
+                }
+                // a restarting server answers "no stream" until JetStream is back
+                _ => NatsError::Server(format!("publish to {}: {e}", m.subject)),
+            })?;
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .map_err(|_| NatsError::Server(format!("no acknowledgement for {}", m.subject)))?
+            .map_err(|e| NatsError::Server(format!("publish to {}: {e}", m.subject)))
+    }
+}
+
+fn build(m: &Outgoing) -> PublishMessage {
+    PublishMessage::build()
+        .payload(m.payload.clone())
+        .headers(m.headers.clone())
+        .message_id(&m.id)
+}
+
+/// A finding version as a message: `<prefix>.<domain>.<classification>`,
+/// id `<finding id>.<update count>` (the same version republished after a
+/// crash carries the same id and is dropped by the server).
+pub fn finding_message(cfg: &NatsSinkConfig, f: &Finding) -> Result<Outgoing, NatsError> {
+    let payload = serde_json::to_vec(f).map_err(|e| NatsError::Checkpoint(e.to_string()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    Ok(Outgoing {
+        subject: format!(
+            "{}.{}.{}",
+            cfg.subject_prefix,
+            f.domain.as_str(),
+            subject::token(&f.classification)
+        ),
+        id: format!("{}.{}", f.finding_id, f.update_count),
+        headers,
+        payload: Bytes::from(payload),
+    })
+}
+
+/// A message that could not be processed, kept whole with its reason.
+pub fn dead_letter(
+    prefix: &str,
+    stream: &str,
+    msg: &async_nats::Message,
+    seq: u64,
+    reason: &str,
+) -> Outgoing {
+    let mut headers = msg.headers.clone().unwrap_or_default();
+    if let Some(id) = headers.get("Nats-Msg-Id").map(|v| v.to_string()) {
+        headers.insert("ThreatPilot-Original-Msg-Id", id.as_str());
+    }
+    headers.insert(REASON_HEADER, reason);
+    headers.insert(SUBJECT_HEADER, msg.subject.as_str());
+    headers.insert(SEQUENCE_HEADER, seq.to_string().as_str());
+    Outgoing {
+        subject: format!("{prefix}.{}", msg.subject),
+        id: format!("dl.{stream}.{seq}"),
+        headers,
+        payload: msg.payload.clone(),
+    }
+}
+
+/// Creates the findings stream, or checks the existing one captures them.
+pub async fn ensure_findings_stream(
+    js: &jetstream::Context,
+    cfg: &NatsSinkConfig,
+    duplicate_window: Duration,
+) -> Result<(), NatsError> {
+    super::source::ensure_stream(
+        js,
+        jetstream::stream::Config {
+            name: cfg.stream.clone(),
+            subjects: vec![format!("{}.>", cfg.subject_prefix)],
+            duplicate_window,
+            ..Default::default()
+        },
+    )
+    .await
+}
