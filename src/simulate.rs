@@ -169,11 +169,19 @@ pub fn generate(cfg: &SimConfig) -> (Vec<SimLine>, Vec<ExpectedFinding>) {
         (0.80, 10),
         (0.90, 11),
     ];
-    let mut pending: Vec<(i64, usize)> = attacks.iter().map(|&(f, k)| (at(f), k)).collect();
+    // a backend outage: for a minute, half of all responses are 503; it
+    // must end before the traffic does (a cut-short outage is no spike),
+    // so short runs move it earlier and runs under 70 s have none
+    let outage_start = at(0.80).min(START_MS + span_ms - 65_000);
+    let outage = (outage_start, outage_start + 60_000);
+    let mut pending: Vec<(i64, usize)> = attacks
+        .iter()
+        .filter(|&&(_, k)| k != 10 || outage_start >= START_MS)
+        .map(|&(f, k)| (if k == 10 { outage_start } else { at(f) }, k))
+        .collect();
+    pending.sort_by_key(|p| p.0);
     pending.reverse();
     let mut req = 0u64;
-    // a backend outage: for a minute, half of all responses are 503
-    let outage = (at(0.80), at(0.80) + 60_000);
     for i in 0..cfg.events {
         let now = START_MS + (i as f64 * step_ms) as i64;
         while pending.last().is_some_and(|p| p.0 <= now) {

@@ -63,7 +63,7 @@ pub async fn publish(
         let prefix = match &opts.id_prefix {
             Some(p) if files.len() == 1 => p.clone(),
             Some(p) => format!("{p}.{}", subject::token(file)),
-            None => id_prefix(file)?,
+            None => id_prefix(&opts.subject, file)?,
         };
         let (tx, mut rx) = mpsc::channel::<(Vec<String>, u64)>(4);
         let (path, per) = (file.clone(), opts.lines_per_message.max(1));
@@ -162,8 +162,9 @@ fn read_messages(
     Ok(())
 }
 
-/// A stable id prefix for a file (path, size, mtime); a fresh one for stdin.
-fn id_prefix(path: &str) -> Result<String, NatsError> {
+/// A stable id prefix for a file sent to a subject (subject, path, size,
+/// mtime); a fresh one for stdin.
+fn id_prefix(subject: &str, path: &str) -> Result<String, NatsError> {
     if path == "-" {
         return Ok(format!("stdin-{}", crate::time::now_ms()));
     }
@@ -175,7 +176,11 @@ fn id_prefix(path: &str) -> Result<String, NatsError> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    let key = format!("{}\u{1f}{}\u{1f}{mtime}", abs.display(), meta.len());
+    let key = format!(
+        "{subject}\u{1f}{}\u{1f}{}\u{1f}{mtime}",
+        abs.display(),
+        meta.len()
+    );
     Ok(format!(
         "f{:016x}",
         xxhash_rust::xxh3::xxh3_64(key.as_bytes())

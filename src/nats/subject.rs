@@ -5,14 +5,13 @@
 //! [part.<n>.]alerts.<source...>           alerts.alertmanager.prod
 //! ```
 //! The optional `part.<n>.` prefix is added by the server's partition
-//! mapping (`deploy/nats/`). The dataset token names the parser where it is
-//! a format name (`syslog`, `access`, `json`, …); otherwise it becomes
-//! `event.dataset` for lines whose parser does not set one. The rest of the
-//! subject is `host.name`. One source (one event-time domain, one set of
+//! mapping (`deploy/nats/`). The dataset token becomes `event.dataset`
+//! where the parser does not know it (and names access logs: `nginx`), the
+//! rest of the subject `host.name` where the line does not carry one. The
+//! parser is detected per line, as for files; a `ThreatPilot-Format` header
+//! names it instead, and `alerts.*` carry Alertmanager payloads. One source (one event-time domain, one set of
 //! windows) per subject without its partition prefix, so a source's windows
 //! live on exactly one worker.
-
-use clap::ValueEnum;
 
 use crate::parse::Format;
 
@@ -24,7 +23,7 @@ pub struct Route<'a> {
     pub source: &'a str,
     pub dataset: Option<&'a str>,
     pub host: Option<&'a str>,
-    /// Parser named by the dataset token (`auto` otherwise).
+    /// Alertmanager for `alerts.*`, detected per line otherwise.
     pub format: Format,
 }
 
@@ -51,14 +50,12 @@ pub fn route(subject: &str) -> Option<Route<'_>> {
     };
     let format = match kind {
         "alerts" => Format::Alertmanager,
-        _ => dataset
-            .and_then(|d| Format::from_str(d, true).ok())
-            .unwrap_or(Format::Auto),
+        _ => Format::Auto,
     };
     Some(Route {
         partition,
         source: rest,
-        dataset: dataset.filter(|_| format == Format::Auto),
+        dataset,
         host,
         format,
     })
@@ -108,10 +105,10 @@ mod tests {
     }
 
     #[test]
-    fn a_format_token_picks_the_parser() {
-        let r = route("logs.access.web-2").unwrap();
-        assert_eq!(r.format, Format::Access);
-        assert_eq!(r.dataset, None);
+    fn lines_are_detected_and_alerts_are_alertmanager_payloads() {
+        let r = route("logs.nginx.web-2").unwrap();
+        assert_eq!(r.format, Format::Auto);
+        assert_eq!(r.dataset, Some("nginx"));
         assert_eq!(
             route("alerts.alertmanager.prod").unwrap().format,
             Format::Alertmanager
