@@ -35,6 +35,16 @@ pub struct Args {
     /// Rate for the latency run: events fed to the stage graph per second.
     #[arg(long, default_value_t = 100_000.0)]
     latency_rate: f64,
+    /// Measure through a real JetStream server instead (publish, consume,
+    /// detect, publish findings, acknowledge).
+    #[arg(long)]
+    nats: bool,
+    /// Server for --nats (default: a private nats-server started for the run).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Log lines per NATS message for --nats.
+    #[arg(long, default_value_t = 100)]
+    lines_per_message: usize,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -120,6 +130,16 @@ fn peak_rss_mib() -> f64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.nats {
+        return super::bench_nats::run(super::bench_nats::NatsBench {
+            events: args.events,
+            runs: args.runs,
+            detectors: args.detectors,
+            url: args.nats_url,
+            lines_per_message: args.lines_per_message,
+            json: args.json,
+        });
+    }
     let (lines, input): (Vec<String>, String) = if args.replicate.is_empty() {
         let (sim, _) = generate(&SimConfig {
             events: args.events,

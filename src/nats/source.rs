@@ -66,6 +66,8 @@ pub struct WorkerSummary {
     pub redelivered_skipped: u64,
     pub checkpoints: u64,
     pub checkpoint_bytes: usize,
+    /// From the call to the end of the last message handled (idle time excluded).
+    pub busy_secs: f64,
 }
 
 /// Why a message is dead-lettered (bounded label values).
@@ -163,6 +165,8 @@ struct Worker {
     publisher: Publisher,
     store: jetstream::object_store::ObjectStore,
     stages: Stages,
+    /// Events per stage batch (the pipeline's `batch_size`).
+    batch_size: usize,
     sinks: Sinks,
     sources: HashMap<String, SourceState>,
     restored_years: HashMap<String, crate::parse::YearInference>,
@@ -183,6 +187,7 @@ pub async fn run_worker(
     opts: WorkerOptions,
 ) -> anyhow::Result<WorkerSummary> {
     crate::metrics::describe();
+    let started = Instant::now();
     let Some(SourceConfig::Nats(src)) = spec.sources.first() else {
         anyhow::bail!("the pipeline has no nats source");
     };
@@ -281,6 +286,7 @@ pub async fn run_worker(
         publisher: Publisher::new(js.clone()),
         store,
         stages,
+        batch_size: spec.batch_size.max(1),
         sinks,
         sources: HashMap::new(),
         restored_years,
@@ -323,6 +329,7 @@ pub async fn run_worker(
         tokio::time::interval(Duration::from_millis(src.checkpoint_interval_ms.max(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = Instant::now();
+    let mut busy = Duration::ZERO;
     'outer: loop {
         let messages = consumer
             .stream()
@@ -341,8 +348,9 @@ pub async fn run_worker(
                 }
                 chunk = chunks.next() => match chunk {
                     Some(chunk) => {
-                        last_message = Instant::now();
                         worker.handle(chunk).await?;
+                        last_message = Instant::now();
+                        busy = started.elapsed();
                         if worker.since_checkpoint >= src.checkpoint_messages {
                             worker.checkpoint().await?;
                         }
@@ -380,6 +388,7 @@ pub async fn run_worker(
         redelivered_skipped: worker.redelivered_skipped,
         checkpoints: worker.checkpoints,
         checkpoint_bytes: worker.checkpoint_bytes,
+        busy_secs: busy.as_secs_f64(),
     };
     worker.sinks.finish()?;
     Ok(summary)
@@ -391,7 +400,8 @@ impl Worker {
         &mut self,
         chunk: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
     ) -> anyhow::Result<()> {
-        let mut events: Vec<Event> = Vec::new();
+        let mut events: Vec<Event> = Vec::with_capacity(self.batch_size);
+        let mut findings = Vec::new();
         let mut dead: Vec<Outgoing> = Vec::new();
         for m in chunk {
             let msg = match m {
@@ -425,6 +435,14 @@ impl Worker {
                         parse_into(d.text, state, published_ms, &mut events);
                     }
                     self.counters.processed += 1;
+                    // stage batches stay small (cache-warm, reused memory)
+                    // however many lines a chunk of messages carries
+                    if events.len() >= self.batch_size {
+                        self.counters.events += events.len() as u64;
+                        let batch =
+                            std::mem::replace(&mut events, Vec::with_capacity(self.batch_size));
+                        self.stages.process(batch, &mut findings);
+                    }
                 }
                 Err(reason) => {
                     metrics::counter!(crate::metrics::NATS_DEAD_LETTERS, "reason" => reason.as_str())
@@ -449,7 +467,6 @@ impl Worker {
             self.publisher.publish_all(dead).await?;
         }
         self.counters.events += events.len() as u64;
-        let mut findings = Vec::new();
         self.stages.process(events, &mut findings);
         self.emit(findings).await
     }
