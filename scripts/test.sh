@@ -23,4 +23,6 @@ cargo build --locked --release --bin threatpilot
 tp="$CARGO_TARGET_DIR/release/threatpilot"
 "$tp" validate
 "$tp" test
+# the NATS path end to end against the suite's server (a smoke run of the benchmark)
+"$tp" bench --nats --nats-url "$THREATPILOT_NATS_URL" --events 20000 --runs 1
 cargo test --locked --release
