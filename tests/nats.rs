@@ -512,3 +512,59 @@ async fn publish_reads_stdin_and_a_resend_is_deduplicated() {
         (Some(0), Some(5))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_metrics_report_dead_letters_lag_and_acknowledgements() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    let dir = temp_dir("metrics");
+    let t = simulate(&dir, 5_000, 5);
+    publish(&server.url, &t);
+    publish_bad(&server.url).await;
+
+    let text = std::fs::read_to_string(pipeline(&dir, None)).unwrap();
+    let spec = threatpilot::pipeline::load_str(&text, "pipeline.yaml").unwrap();
+    let detectors = threatpilot::detect::load_dir(Path::new("detectors")).unwrap();
+    let summary = threatpilot::nats::run_worker(
+        &spec,
+        detectors,
+        threatpilot::pipeline::sinks::Sinks::open(Vec::new()).unwrap(),
+        threatpilot::nats::WorkerOptions {
+            url: Some(server.url.clone()),
+            until_idle: Some(Duration::from_millis(500)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.counters.dead_lettered, 3);
+
+    let mut dead = BTreeMap::new();
+    let (mut acks, mut connects, mut lag_seen) = (0, 0, false);
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let k = key.key();
+        match (k.name(), value) {
+            (threatpilot::metrics::NATS_DEAD_LETTERS, DebugValue::Counter(n)) => {
+                let reason = k.labels().find(|l| l.key() == "reason").unwrap();
+                dead.insert(reason.value().to_owned(), n);
+            }
+            (threatpilot::metrics::NATS_ACK_LATENCY, DebugValue::Histogram(v)) => acks = v.len(),
+            (threatpilot::metrics::NATS_CONNECTS, DebugValue::Counter(n)) => connects = n,
+            (threatpilot::metrics::NATS_CONSUMER_PENDING, DebugValue::Gauge(_)) => lag_seen = true,
+            _ => {}
+        }
+    }
+    let want: BTreeMap<String, u64> = [("empty", 1), ("invalid_utf8", 1), ("oversized", 1)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(dead, want);
+    assert!(acks >= 1, "no acknowledgement latency recorded");
+    assert!(connects >= 1);
+    assert!(lag_seen, "consumer lag gauge never set");
+}
