@@ -139,7 +139,6 @@ fn spec(url: &str, detectors: &str) -> PipelineSpec {
     src.consumer = "bench".into();
     src.checkpoint_bucket = "threatpilot-bench-checkpoints".into();
     src.dead_letter_prefix = "threatpilot.bench.deadletter".into();
-    src.checkpoint_interval_ms = 200;
     spec.sources = vec![SourceConfig::Nats(src)];
     spec.sinks = vec![SinkConfig::Nats(NatsSinkConfig {
         subject_prefix: "threatpilot.bench.findings".into(),
