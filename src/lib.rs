@@ -4,6 +4,7 @@
 //! `docs/ARCHITECTURE.md` for the tour. Each stage is a module here; the
 //! stage graph that joins them is [`pipeline`].
 
+pub mod api;
 pub mod cli;
 pub mod cli_support;
 pub mod cluster;

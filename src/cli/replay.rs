@@ -96,16 +96,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn run_worker(spec: &PipelineSpec, args: RunArgs) -> anyhow::Result<ExitCode> {
     let detectors = load_detectors(spec)?;
     let sinks = Sinks::open(spec.sinks.clone())?;
-    let opts = crate::nats::WorkerOptions {
+    let mut opts = crate::nats::WorkerOptions {
         url: args.nats_url,
         partitions: args.partitions,
         until_idle: args.until_idle_secs.map(std::time::Duration::from_secs_f64),
+        ready: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let summary = rt.block_on(crate::nats::run_worker(spec, detectors, sinks, opts))?;
+    let summary = rt.block_on(async {
+        if let Some(api) = &spec.api {
+            opts.ready = Some(crate::api::start(api).await?.1);
+        }
+        crate::nats::run_worker(spec, detectors, sinks, opts).await
+    })?;
     eprintln!("threatpilot worker: {}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -137,7 +143,13 @@ fn execute(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let summary = rt.block_on(crate::pipeline::run(spec, ins, detectors, sinks))?;
+    let summary = rt.block_on(async {
+        if let Some(api) = &spec.api {
+            let (_, ready) = crate::api::start(api).await?;
+            ready.store(true, std::sync::atomic::Ordering::Release);
+        }
+        crate::pipeline::run(spec, ins, detectors, sinks).await
+    })?;
     print_summary(&summary, n_detectors);
     Ok(ExitCode::SUCCESS)
 }

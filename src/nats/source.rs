@@ -50,6 +50,8 @@ pub struct WorkerOptions {
     /// Stop once nothing is pending and no message came for this long,
     /// resolving open windows first (batch use and tests).
     pub until_idle: Option<Duration>,
+    /// Set once the consumer is bound (the API's `/readyz`).
+    pub ready: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a worker reports when it stops (also on stderr as JSON).
@@ -324,6 +326,9 @@ pub async fn run_worker(
         .await
         .map_err(|e| NatsError::Setup(format!("consumer {name} reset: {e}")))?;
 
+    if let Some(r) = &opts.ready {
+        r.store(true, std::sync::atomic::Ordering::Release);
+    }
     let mut shutdown = Box::pin(shutdown_signal());
     let mut ticker =
         tokio::time::interval(Duration::from_millis(src.checkpoint_interval_ms.max(10)));
@@ -403,6 +408,8 @@ impl Worker {
         let mut events: Vec<Event> = Vec::with_capacity(self.batch_size);
         let mut findings = Vec::new();
         let mut dead: Vec<Outgoing> = Vec::new();
+        let received = chunk.len() as u64;
+        let processed_before = self.counters.processed;
         for m in chunk {
             let msg = match m {
                 Ok(m) => m,
@@ -463,11 +470,16 @@ impl Worker {
             let since = self.unacked.as_ref().map_or_else(Instant::now, |u| u.1);
             self.unacked = Some((msg, since));
         }
+        record_stage(
+            "source",
+            received,
+            self.counters.processed - processed_before,
+        );
         if !dead.is_empty() {
             self.publisher.publish_all(dead).await?;
         }
         self.counters.events += events.len() as u64;
-        self.stages.process(events, &mut findings);
+        record_stages(&self.stages.process(events, &mut findings));
         self.emit(findings).await
     }
 
@@ -543,6 +555,22 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Stage counters of a long-lived worker, as they happen (the file graph
+/// records its totals at the end).
+fn record_stage(stage: &'static str, received: u64, emitted: u64) {
+    metrics::counter!(crate::metrics::STAGE_RECEIVED, "stage" => stage).increment(received);
+    metrics::counter!(crate::metrics::STAGE_EMITTED, "stage" => stage).increment(emitted);
+}
+
+fn record_stages(s: &crate::dedupe::DedupStats) {
+    record_stage("dedupe", s.received, s.emitted);
+    metrics::counter!(crate::metrics::STAGE_DROPPED, "stage" => "dedupe", "reason" => "merged_duplicate")
+        .increment(s.merged);
+    metrics::counter!(crate::metrics::STAGE_DROPPED, "stage" => "dedupe", "reason" => "alert_resend")
+        .increment(s.alert_resends);
+    record_stage("detect", s.emitted, s.emitted);
 }
 
 async fn shutdown_signal() {

@@ -27,6 +27,9 @@ pub struct PipelineSpec {
     /// Batches a stage's input channel holds before the sender waits.
     #[serde(default = "default_channel")]
     pub channel_capacity: usize,
+    /// Health, readiness and metrics over HTTP; off when absent.
+    #[serde(default)]
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 fn default_batch() -> usize {
@@ -167,6 +170,7 @@ impl PipelineSpec {
             sinks: Vec::new(),
             batch_size: default_batch(),
             channel_capacity: default_channel(),
+            api: None,
         }
     }
 }
