@@ -70,7 +70,7 @@ pub async fn save(
     name: &str,
     cp: &CheckpointOut<'_>,
 ) -> Result<usize, NatsError> {
-    let bytes = postcard::to_stdvec(cp).map_err(|e| NatsError::Checkpoint(e.to_string()))?;
+    let bytes = postcard::to_stdvec(cp).map_err(|e| NatsError::Encode(e.to_string()))?;
     store
         .put(name, &mut bytes.as_slice())
         .await

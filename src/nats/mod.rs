@@ -42,6 +42,9 @@ pub enum NatsError {
     /// A checkpoint that cannot be used (the operator's to fix).
     #[error("{0}")]
     Checkpoint(String),
+    /// A value that could not be encoded (ours).
+    #[error("encoding: {0}")]
+    Encode(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -103,7 +103,7 @@ fn build(m: &Outgoing) -> PublishMessage {
 /// id `<finding id>.<update count>` (the same version republished after a
 /// crash carries the same id and is dropped by the server).
 pub fn finding_message(cfg: &NatsSinkConfig, f: &Finding) -> Result<Outgoing, NatsError> {
-    let payload = serde_json::to_vec(f).map_err(|e| NatsError::Checkpoint(e.to_string()))?;
+    let payload = serde_json::to_vec(f).map_err(|e| NatsError::Encode(e.to_string()))?;
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/json");
     Ok(Outgoing {

@@ -147,11 +147,14 @@ pub async fn ensure_stream(js: &jetstream::Context, cfg: stream::Config) -> Resu
                 .await
                 .map(|_| ())
                 .map_err(|e| {
-                    let text = e.to_string();
-                    if text.contains("timed out") || text.contains("no responders") {
-                        NatsError::Server(format!("stream {name}: {text}"))
-                    } else {
-                        NatsError::Setup(format!("stream {name}: {text}"))
+                    use jetstream::context::CreateStreamErrorKind as K;
+                    match e.kind() {
+                        // the server is (re)starting: retrying helps
+                        K::TimedOut | K::JetStreamUnavailable | K::Response => {
+                            NatsError::Server(format!("stream {name}: {e}"))
+                        }
+                        // a conflicting stream or a bad name: the operator's to fix
+                        _ => NatsError::Setup(format!("stream {name}: {e}")),
                     }
                 })
         }
