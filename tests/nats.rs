@@ -568,3 +568,45 @@ async fn worker_metrics_report_dead_letters_lag_and_acknowledgements() {
     assert!(connects >= 1);
     assert!(lag_seen, "consumer lag gauge never set");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_an_existing_stream_keeps_its_settings_and_adds_subjects() {
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = jetstream::new(client);
+    js.create_stream(jetstream::stream::Config {
+        name: "THREATPILOT_INPUT".into(),
+        subjects: vec!["logs.>".into()],
+        max_messages: 1_000_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = temp_dir("bind");
+    let text = std::fs::read_to_string(pipeline(&dir, None)).unwrap();
+    let spec = threatpilot::pipeline::load_str(&text, "pipeline.yaml").unwrap();
+    threatpilot::nats::run_worker(
+        &spec,
+        threatpilot::detect::load_dir(Path::new("detectors")).unwrap(),
+        threatpilot::pipeline::sinks::Sinks::open(Vec::new()).unwrap(),
+        threatpilot::nats::WorkerOptions {
+            url: Some(server.url.clone()),
+            until_idle: Some(Duration::from_millis(200)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut stream = js.get_stream("THREATPILOT_INPUT").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(
+        config.max_messages, 1_000_000,
+        "the operator's limit was reset"
+    );
+    assert_eq!(
+        config.subjects,
+        vec!["logs.>".to_owned(), "alerts.>".to_owned()]
+    );
+}

@@ -10,7 +10,8 @@ pub struct NatsSourceConfig {
     /// Server URL; `THREATPILOT_NATS_URL` or `--nats-url` override it.
     #[serde(default = "default_url")]
     pub url: String,
-    /// Stream created (or bound, when it exists) at start.
+    /// Stream created at start; an existing one is bound as it is (its
+    /// limits and retention stay the operator's) and gains missing subjects.
     #[serde(default = "default_stream")]
     pub stream: String,
     /// Subjects publishers send to (`logs.<dataset>.<host>`, `alerts.<source>`).

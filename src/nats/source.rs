@@ -137,26 +137,46 @@ fn decode<'a>(msg: &'a async_nats::Message, max_bytes: usize) -> Result<Decoded<
     })
 }
 
-/// Creates `cfg`'s stream, or updates an existing one to it.
+/// Creates `cfg`'s stream. An existing stream keeps the settings its
+/// operator gave it (limits, replicas, storage) and only gains the subjects
+/// it lacks.
 pub async fn ensure_stream(js: &jetstream::Context, cfg: stream::Config) -> Result<(), NatsError> {
     let name = cfg.name.as_str();
+    let classify = |e: jetstream::context::CreateStreamError| {
+        use jetstream::context::CreateStreamErrorKind as K;
+        match e.kind() {
+            // the server is (re)starting: retrying helps
+            K::TimedOut | K::JetStreamUnavailable | K::Response => {
+                NatsError::Server(format!("stream {name}: {e}"))
+            }
+            // a conflicting stream or a bad name: the operator's to fix
+            _ => NatsError::Setup(format!("stream {name}: {e}")),
+        }
+    };
     with_retry("stream setup", || {
         let cfg = cfg.clone();
         async move {
-            js.create_or_update_stream(cfg)
+            let Ok(mut existing) = js.get_stream(&cfg.name).await else {
+                return js.create_stream(cfg).await.map(|_| ()).map_err(classify);
+            };
+            let mut config = existing
+                .info()
                 .await
-                .map(|_| ())
-                .map_err(|e| {
-                    use jetstream::context::CreateStreamErrorKind as K;
-                    match e.kind() {
-                        // the server is (re)starting: retrying helps
-                        K::TimedOut | K::JetStreamUnavailable | K::Response => {
-                            NatsError::Server(format!("stream {name}: {e}"))
-                        }
-                        // a conflicting stream or a bad name: the operator's to fix
-                        _ => NatsError::Setup(format!("stream {name}: {e}")),
-                    }
-                })
+                .map_err(|e| NatsError::Server(format!("stream {name}: {e}")))?
+                .config
+                .clone();
+            let missing: Vec<String> = cfg
+                .subjects
+                .iter()
+                .filter(|s| !config.subjects.contains(s))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(stream = name, ?missing, "adding subjects to the stream");
+            config.subjects.extend(missing);
+            js.update_stream(config).await.map(|_| ()).map_err(classify)
         }
     })
     .await
