@@ -201,6 +201,29 @@ impl Worker {
     }
 }
 
+/// The test pipeline's worker in this process (its metrics are this
+/// process's), until the stream is idle for `idle_ms`.
+async fn worker_in_process(
+    url: &str,
+    dir: &Path,
+    idle_ms: u64,
+) -> threatpilot::nats::WorkerSummary {
+    let text = std::fs::read_to_string(pipeline(dir, None)).unwrap();
+    let spec = threatpilot::pipeline::load_str(&text, "pipeline.yaml").unwrap();
+    threatpilot::nats::run_worker(
+        &spec,
+        threatpilot::detect::load_dir(Path::new("detectors")).unwrap(),
+        threatpilot::pipeline::sinks::Sinks::open(Vec::new()).unwrap(),
+        threatpilot::nats::WorkerOptions {
+            url: Some(url.to_owned()),
+            until_idle: Some(Duration::from_millis(idle_ms)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Every finding version stored in the findings stream, with its message id.
 async fn stored_findings(url: &str) -> Vec<(String, Finding)> {
     let client = async_nats::connect(url).await.unwrap();
@@ -527,21 +550,7 @@ async fn worker_metrics_report_dead_letters_lag_and_acknowledgements() {
     publish(&server.url, &t);
     publish_bad(&server.url).await;
 
-    let text = std::fs::read_to_string(pipeline(&dir, None)).unwrap();
-    let spec = threatpilot::pipeline::load_str(&text, "pipeline.yaml").unwrap();
-    let detectors = threatpilot::detect::load_dir(Path::new("detectors")).unwrap();
-    let summary = threatpilot::nats::run_worker(
-        &spec,
-        detectors,
-        threatpilot::pipeline::sinks::Sinks::open(Vec::new()).unwrap(),
-        threatpilot::nats::WorkerOptions {
-            url: Some(server.url.clone()),
-            until_idle: Some(Duration::from_millis(500)),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let summary = worker_in_process(&server.url, &dir, 500).await;
     assert_eq!(summary.counters.dead_lettered, 3);
 
     let mut dead = BTreeMap::new();
@@ -585,20 +594,7 @@ async fn binding_an_existing_stream_keeps_its_settings_and_adds_subjects() {
     .await
     .unwrap();
     let dir = temp_dir("bind");
-    let text = std::fs::read_to_string(pipeline(&dir, None)).unwrap();
-    let spec = threatpilot::pipeline::load_str(&text, "pipeline.yaml").unwrap();
-    threatpilot::nats::run_worker(
-        &spec,
-        threatpilot::detect::load_dir(Path::new("detectors")).unwrap(),
-        threatpilot::pipeline::sinks::Sinks::open(Vec::new()).unwrap(),
-        threatpilot::nats::WorkerOptions {
-            url: Some(server.url.clone()),
-            until_idle: Some(Duration::from_millis(200)),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    worker_in_process(&server.url, &dir, 200).await;
     let mut stream = js.get_stream("THREATPILOT_INPUT").await.unwrap();
     let config = stream.info().await.unwrap().config.clone();
     assert_eq!(

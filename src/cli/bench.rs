@@ -70,7 +70,7 @@ struct Report {
     templates: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
@@ -248,10 +248,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::pipeline::sinks::Sinks::open(vec![crate::pipeline::config::SinkConfig::File {
                 path: dir.join("findings.jsonl").display().to_string(),
             }])?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
+        let rt = super::runtime()?;
         let summary = rt.block_on(crate::pipeline::run(&spec, ins, detectors(), sinks))?;
         r.graph_eps = n / summary.elapsed_secs;
         r.flood_latency_p50_ms = summary.latency_p50_ms;

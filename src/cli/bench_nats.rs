@@ -19,6 +19,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 
+use super::bench::median;
+use crate::detect::Detector;
 use crate::nats::config::{NatsSinkConfig, NatsSourceConfig};
 use crate::nats::sink::{Outgoing, Publisher};
 use crate::nats::source::BATCH_HEADER;
@@ -106,7 +108,7 @@ fn subject(s: Stream) -> &'static str {
 }
 
 /// The traffic as messages of up to `per` lines, per source in event order.
-fn messages(events: usize, per: usize, run: usize) -> Vec<Outgoing> {
+fn messages(events: usize, per: usize) -> Vec<Outgoing> {
     let (lines, _) = generate(&SimConfig {
         events,
         seed: 7,
@@ -123,7 +125,7 @@ fn messages(events: usize, per: usize, run: usize) -> Vec<Outgoing> {
             headers.insert(BATCH_HEADER, "lines");
             out.push(Outgoing {
                 subject: subj.into(),
-                id: format!("bench{run}.{subj}.{i}"),
+                id: format!("bench.{subj}.{i}"),
                 headers,
                 payload: Bytes::from(chunk.join("\n")),
             });
@@ -167,30 +169,19 @@ async fn create_input(js: &jetstream::Context, spec: &PipelineSpec) -> anyhow::R
     let Some(SourceConfig::Nats(src)) = spec.sources.first() else {
         anyhow::bail!("bench pipeline without a nats source");
     };
-    crate::nats::source::ensure_stream(
-        js,
-        jetstream::stream::Config {
-            name: src.stream.clone(),
-            subjects: src.stream_subjects(),
-            duplicate_window: Duration::from_secs(src.duplicate_window_secs),
-            ..Default::default()
-        },
-    )
-    .await?;
+    crate::nats::source::ensure_stream(js, crate::nats::source::input_stream(src)).await?;
     Ok(())
 }
 
 /// Runs a worker until the stream is drained; returns its summary and when it began.
 async fn worker(
     spec: &PipelineSpec,
-    detectors: &str,
+    detectors: &[Detector],
 ) -> anyhow::Result<(crate::nats::WorkerSummary, Instant)> {
-    let detectors = crate::detect::load_dir(std::path::Path::new(detectors))
-        .map_err(|_| anyhow::anyhow!("detectors under {detectors} are invalid"))?;
     let began = Instant::now();
     let summary = run_worker(
         spec,
-        detectors,
+        detectors.to_vec(),
         Sinks::open(Vec::new())?,
         WorkerOptions {
             until_idle: Some(Duration::from_millis(500)),
@@ -199,11 +190,6 @@ async fn worker(
     )
     .await?;
     Ok((summary, began))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
@@ -216,20 +202,18 @@ pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| private.as_ref().map(|p| p.url.clone()))
         .unwrap_or_default();
-    let detectors = crate::detect::load_dir(std::path::Path::new(&args.detectors))
-        .map_err(|_| anyhow::anyhow!("detectors under {} are invalid", args.detectors))?
-        .len();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // compiled once: each measurement gets a copy, outside its timed region
+    let loaded = crate::detect::load_dir(std::path::Path::new(&args.detectors))
+        .map_err(|_| anyhow::anyhow!("detectors under {} are invalid", args.detectors))?;
+    let rt = super::runtime()?;
     let spec = spec(&url, &args.detectors);
     let mut runs = Vec::new();
     rt.block_on(async {
         let client = crate::nats::connect(&url, "threatpilot-bench").await?;
         let js = jetstream::new(client);
-        for run in 0..args.runs.max(1) {
-            let msgs = messages(args.events, args.lines_per_message, run);
+        // generated once; every measurement starts from fresh streams
+        let msgs = messages(args.events, args.lines_per_message);
+        for _ in 0..args.runs.max(1) {
             let n_msgs = msgs.len();
             let events: usize = msgs
                 .iter()
@@ -242,12 +226,10 @@ pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
             let publisher = Publisher::new(js.clone());
             let t = Instant::now();
             for chunk in msgs.chunks(4096) {
-                publisher
-                    .publish_all(chunk.iter().map(clone_out).collect())
-                    .await?;
+                publisher.publish_all(chunk.to_vec()).await?;
             }
             let publish_secs = t.elapsed().as_secs_f64();
-            let (consumed, _) = worker(&spec, &args.detectors).await?;
+            let (consumed, _) = worker(&spec, &loaded).await?;
 
             // both at once: the live path
             reset(&js).await;
@@ -255,7 +237,7 @@ pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
             let t = Instant::now();
             let feed = {
                 let publisher = publisher.clone();
-                let msgs: Vec<Outgoing> = msgs.iter().map(clone_out).collect();
+                let msgs = msgs.clone();
                 tokio::spawn(async move {
                     let mut it = msgs.into_iter().peekable();
                     while it.peek().is_some() {
@@ -265,7 +247,7 @@ pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
                     Ok::<_, crate::nats::NatsError>(())
                 })
             };
-            let (live, began) = worker(&spec, &args.detectors).await?;
+            let (live, began) = worker(&spec, &loaded).await?;
             feed.await??;
             // from the first publish to the worker handling the last message
             let e2e = (began - t).as_secs_f64() + live.busy_secs;
@@ -280,7 +262,7 @@ pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
                 events,
                 messages: n_msgs,
                 lines_per_message: args.lines_per_message,
-                detectors,
+                detectors: loaded.len(),
                 publish_eps: events as f64 / publish_secs,
                 consume_eps: events as f64 / consumed.busy_secs.max(1e-9),
                 end_to_end_eps: events as f64 / e2e.max(1e-9),
@@ -323,13 +305,4 @@ pub fn run(args: NatsBench) -> anyhow::Result<ExitCode> {
         println!("  findings       {:>10}", r.findings);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn clone_out(m: &Outgoing) -> Outgoing {
-    Outgoing {
-        subject: m.subject.clone(),
-        id: m.id.clone(),
-        headers: m.headers.clone(),
-        payload: m.payload.clone(),
-    }
 }

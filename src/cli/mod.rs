@@ -83,6 +83,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The runtime every command that does I/O runs on: two worker threads,
+/// one per core of the machines this targets.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// The NATS URL: the flag, else `THREATPILOT_NATS_URL`, else the local default.
 fn nats_url(flag: Option<String>) -> String {
     flag.or_else(|| std::env::var("THREATPILOT_NATS_URL").ok())

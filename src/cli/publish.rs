@@ -39,10 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         format: args.format,
         stream: args.stream,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     let report = rt.block_on(async {
         let client = crate::nats::connect(&url, "threatpilot-publish").await?;
         let js = async_nats::jetstream::new(client.clone());

@@ -102,10 +102,7 @@ fn run_worker(spec: &PipelineSpec, args: RunArgs) -> anyhow::Result<ExitCode> {
         until_idle: args.until_idle_secs.map(std::time::Duration::from_secs_f64),
         ready: None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     let summary = rt.block_on(async {
         if let Some(api) = &spec.api {
             opts.ready = Some(crate::api::start(api).await?.1);
@@ -139,10 +136,7 @@ fn execute(
     let detectors = load_detectors(spec)?;
     let n_detectors = detectors.len();
     let sinks = Sinks::open(spec.sinks.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     let summary = rt.block_on(async {
         if let Some(api) = &spec.api {
             let (_, ready) = crate::api::start(api).await?;

@@ -8,10 +8,9 @@
 //! (the server drops the repeats within its duplicate window).
 
 use std::io::BufRead;
-use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -198,17 +197,9 @@ async fn ensure_capturing_stream(
         return Ok(());
     }
     let mut defaults = super::config::NatsSourceConfig::with_url("publish", "");
+    defaults.stream = stream.to_owned();
     // capture partitioned subjects too: a server with the partition mapping
     // stores `part.<n>.logs.…`, and a worker binding later finds its shape
     defaults.partitions = Some(1);
-    super::source::ensure_stream(
-        js,
-        stream::Config {
-            name: stream.to_owned(),
-            subjects: defaults.stream_subjects(),
-            duplicate_window: Duration::from_secs(defaults.duplicate_window_secs),
-            ..Default::default()
-        },
-    )
-    .await
+    super::source::ensure_stream(js, super::source::input_stream(&defaults)).await
 }

@@ -22,6 +22,7 @@ pub const SUBJECT_HEADER: &str = "ThreatPilot-Subject";
 pub const SEQUENCE_HEADER: &str = "ThreatPilot-Stream-Sequence";
 
 /// One message to publish durably.
+#[derive(Clone)]
 pub struct Outgoing {
     pub subject: String,
     pub id: String,

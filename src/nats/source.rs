@@ -137,6 +137,22 @@ fn decode<'a>(msg: &'a async_nats::Message, max_bytes: usize) -> Result<Decoded<
     })
 }
 
+/// The input stream as the pipeline file describes it.
+pub fn input_stream(src: &NatsSourceConfig) -> stream::Config {
+    stream::Config {
+        name: src.stream.clone(),
+        subjects: src.stream_subjects(),
+        retention: match src.retention {
+            Retention::Limits => stream::RetentionPolicy::Limits,
+            Retention::Interest => stream::RetentionPolicy::Interest,
+            Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+        },
+        max_age: Duration::from_secs(src.max_age_secs.unwrap_or(0)),
+        duplicate_window: Duration::from_secs(src.duplicate_window_secs),
+        ..Default::default()
+    }
+}
+
 /// Creates `cfg`'s stream. An existing stream keeps the settings its
 /// operator gave it (limits, replicas, storage) and only gains the subjects
 /// it lacks.
@@ -193,7 +209,10 @@ struct Worker {
     /// Events per stage batch (the pipeline's `batch_size`).
     batch_size: usize,
     sinks: Sinks,
-    sources: HashMap<String, SourceState>,
+    /// Parser state per source (subject without its partition), in order
+    /// of first sight, found through `source_index`.
+    sources: Vec<(String, SourceState)>,
+    source_index: HashMap<String, usize>,
     restored_years: HashMap<String, crate::parse::YearInference>,
     counters: Counters,
     processed_seq: u64,
@@ -246,22 +265,7 @@ pub async fn run_worker(
     let client = super::connect(&src.url, &format!("threatpilot-{name}")).await?;
     let js = jetstream::new(client);
     let dup_window = Duration::from_secs(src.duplicate_window_secs);
-    ensure_stream(
-        &js,
-        stream::Config {
-            name: src.stream.clone(),
-            subjects: src.stream_subjects(),
-            retention: match src.retention {
-                Retention::Limits => stream::RetentionPolicy::Limits,
-                Retention::Interest => stream::RetentionPolicy::Interest,
-                Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
-            },
-            max_age: Duration::from_secs(src.max_age_secs.unwrap_or(0)),
-            duplicate_window: dup_window,
-            ..Default::default()
-        },
-    )
-    .await?;
+    ensure_stream(&js, input_stream(&src)).await?;
     ensure_stream(
         &js,
         stream::Config {
@@ -313,7 +317,8 @@ pub async fn run_worker(
         stages,
         batch_size: spec.batch_size.max(1),
         sinks,
-        sources: HashMap::new(),
+        sources: Vec::new(),
+        source_index: HashMap::new(),
         restored_years,
         counters,
         processed_seq,
@@ -508,17 +513,24 @@ impl Worker {
 
     fn source_state(&mut self, d: &Decoded<'_>, published_ms: i64) -> &mut SourceState {
         let key = d.route.source;
-        let restored = &mut self.restored_years;
-        self.sources.entry(key.to_owned()).or_insert_with(|| {
-            let mut st = SourceState::new(d.format, published_ms);
-            st.dataset_hint = d.route.dataset.map(Arc::from);
-            st.host_hint = d.route.host.map(Arc::from);
-            st.time_domain = subject::time_domain(key);
-            if let Some(y) = restored.remove(key) {
-                st.year = y;
+        // a lookup by &str per message; the key is copied only for a new source
+        let i = match self.source_index.get(key) {
+            Some(&i) => i,
+            None => {
+                let mut st = SourceState::new(d.format, published_ms);
+                st.dataset_hint = d.route.dataset.map(Arc::from);
+                st.host_hint = d.route.host.map(Arc::from);
+                st.time_domain = subject::time_domain(key);
+                if let Some(y) = self.restored_years.remove(key) {
+                    st.year = y;
+                }
+                self.sources.push((key.to_owned(), st));
+                self.source_index
+                    .insert(key.to_owned(), self.sources.len() - 1);
+                self.sources.len() - 1
             }
-            st
-        })
+        };
+        &mut self.sources[i].1
     }
 
     /// Hands finding versions to every sink; returns once JetStream stored them.
