@@ -12,6 +12,7 @@ pub mod dedupe;
 pub mod detect;
 pub mod event;
 pub mod finding;
+pub mod ingest;
 pub mod metrics;
 pub mod nats;
 pub mod parse;

@@ -21,9 +21,41 @@ pub const NATS_ACK_LATENCY: &str = "threatpilot_nats_ack_latency_seconds";
 pub const NATS_CONNECTS: &str = "threatpilot_nats_connects_total";
 pub const NATS_CHECKPOINT_BYTES: &str = "threatpilot_nats_checkpoint_bytes";
 pub const NATS_FINDINGS_DUPLICATE: &str = "threatpilot_nats_findings_duplicate_total";
+pub const INGEST_REQUESTS: &str = "threatpilot_ingest_requests_total";
+pub const INGEST_BYTES: &str = "threatpilot_ingest_bytes_total";
+pub const INGEST_STREAMS_EVICTED: &str = "threatpilot_ingest_streams_evicted_total";
+pub const SYSLOG_CONNECTIONS: &str = "threatpilot_syslog_connections";
+pub const LOKI_QUERY_RUNS: &str = "threatpilot_loki_query_runs_total";
+pub const API_SSE_CLIENTS: &str = "threatpilot_api_sse_clients";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
+    describe_counter!(
+        INGEST_REQUESTS,
+        Unit::Count,
+        "push requests (Loki, Alertmanager) by source and HTTP status"
+    );
+    describe_counter!(
+        INGEST_BYTES,
+        Unit::Bytes,
+        "request body bytes received by push sources, as sent (compressed)"
+    );
+    describe_counter!(
+        INGEST_STREAMS_EVICTED,
+        Unit::Count,
+        "pushed streams whose parser state was forgotten to bound memory"
+    );
+    describe_gauge!(
+        SYSLOG_CONNECTIONS,
+        Unit::Count,
+        "open syslog TCP connections"
+    );
+    describe_counter!(LOKI_QUERY_RUNS, Unit::Count, "Loki query runs by outcome");
+    describe_gauge!(
+        API_SSE_CLIENTS,
+        Unit::Count,
+        "clients following the live findings stream"
+    );
     describe_counter!(
         STAGE_RECEIVED,
         Unit::Count,

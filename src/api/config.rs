@@ -9,4 +9,129 @@ pub struct ApiConfig {
     /// Address to listen on (`127.0.0.1:9464`; port 0 picks a free one and
     /// logs it).
     pub listen: String,
+    /// Bearer tokens; without this section the API is open (bind it to
+    /// loopback then).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Findings kept for the findings API (latest version of each, newest
+    /// kept when over).
+    #[serde(default = "default_max_findings")]
+    pub max_findings: usize,
+}
+
+fn default_max_findings() -> usize {
+    10_000
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// A YAML file with more tokens, in the same shape (`[{name, role, sha256}]`).
+    #[serde(default)]
+    pub tokens_file: Option<String>,
+    /// Ingestion endpoints (Loki push, Alertmanager webhook) need a token
+    /// with the `ingest` or `admin` role.
+    #[serde(default = "yes")]
+    pub ingest: bool,
+    /// `/metrics` answers without a token (Prometheus scrapes it).
+    #[serde(default = "yes")]
+    pub public_metrics: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A token as stored: its SHA-256, never the token itself
+/// (`threatpilot token new` makes one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// What a token may do. Viewers read; responders also act on incidents;
+/// admins do everything; `ingest` tokens may only push data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Responder,
+    Admin,
+    Ingest,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body as sent (compressed), bytes.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// Largest body once decompressed, bytes (decompression bombs stop here).
+    #[serde(default = "default_inflated")]
+    pub max_decompressed_bytes: usize,
+    /// Ingestion requests per second per client (token, or address without
+    /// one), refilled continuously.
+    #[serde(default = "default_rate")]
+    pub requests_per_sec: f64,
+    /// Requests a client may send at once above its rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// A request body must arrive within this many seconds.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// How long a push waits for room in the pipeline before it is answered 503.
+    #[serde(default = "default_overload_wait")]
+    pub overload_wait_ms: u64,
+}
+
+fn default_body() -> usize {
+    16 << 20
+}
+fn default_inflated() -> usize {
+    64 << 20
+}
+fn default_rate() -> f64 {
+    200.0
+}
+fn default_burst() -> u32 {
+    400
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_overload_wait() -> u64 {
+    1000
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: default_body(),
+            max_decompressed_bytes: default_inflated(),
+            requests_per_sec: default_rate(),
+            burst: default_burst(),
+            request_timeout_secs: default_timeout(),
+            overload_wait_ms: default_overload_wait(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Listen on `addr` with every other setting at its default.
+    pub fn on(addr: &str) -> ApiConfig {
+        ApiConfig {
+            listen: addr.to_owned(),
+            auth: None,
+            limits: LimitsConfig::default(),
+            max_findings: default_max_findings(),
+        }
+    }
 }

@@ -1,36 +1,94 @@
-//! The service API: health, readiness and Prometheus metrics for a running
-//! pipeline (`api: {listen: …}` in the pipeline file).
+//! The service API of a running pipeline (`api: {listen: …}` in the
+//! pipeline file), served with axum.
 //!
 //! ```text
-//! GET /healthz   200 while the process serves requests
-//! GET /readyz    200 once the pipeline consumes (sources bound), else 503
-//! GET /metrics   every metric of src/metrics.rs in Prometheus text format
+//! GET  /healthz                     200 while the process serves requests
+//! GET  /readyz                      200 once the pipeline consumes, else 503
+//! GET  /metrics                     Prometheus text: stages, sources, queues, NATS
+//! GET  /api/v1/status               pipeline, sources, queue depth, findings held
+//! GET  /api/v1/findings[?filters]   latest findings, newest first
+//! GET  /api/v1/findings/{id}        one finding and its updates
+//! GET  /api/v1/findings/stream      live findings (server-sent events)
+//! POST /loki/api/v1/push            Loki push (JSON or snappy protobuf)
+//! POST /alertmanager/webhook        Alertmanager webhook (version 4)
 //! ```
-//! The Prometheus recorder is installed once per process, before any stage
-//! records a metric, so nothing emitted early is lost; histograms are
-//! summarized by a periodic upkeep task.
+//! `schemas/openapi.yaml` describes it. With `auth` set, every route but
+//! the health checks (and `/metrics`, unless made private) needs a bearer
+//! token whose role allows it ([`auth`]); ingestion has its own limits
+//! ([`limits`]). The Prometheus recorder is installed once per process,
+//! before any stage records a metric, so nothing emitted early is lost.
 
+pub mod auth;
 pub mod config;
+pub mod findings;
+pub mod limits;
+pub mod push;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
 
 pub use config::ApiConfig;
+pub use findings::FindingsHub;
 
-/// What the handlers read; `ready` is shared with the pipeline, which sets
-/// it once its sources are bound.
-struct ApiState {
+use crate::ingest::SourceStats;
+use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
+use crate::pipeline::graph::Ingress;
+use push::PushSource;
+
+/// What the handlers read.
+pub(crate) struct ApiState {
+    pipeline: String,
+    started: Instant,
     ready: Arc<AtomicBool>,
     prometheus: PrometheusHandle,
+    auth: auth::Auth,
+    limits: config::LimitsConfig,
+    rate: limits::RateLimiter,
+    hub: Arc<FindingsHub>,
+    /// Taken at shutdown, so pushes get 503 and the graph can drain.
+    ingress: RwLock<Option<Ingress>>,
+    loki: Option<PushSource<LokiPushConfig>>,
+    alertmanager: Option<PushSource<AlertmanagerConfig>>,
+    sources: Vec<Arc<SourceStats>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What a pipeline offers the API beyond health and metrics.
+pub struct Routes {
+    pub pipeline: String,
+    pub hub: Arc<FindingsHub>,
+    pub ingress: Option<Ingress>,
+    pub loki: Option<(LokiPushConfig, Arc<SourceStats>)>,
+    pub alertmanager: Option<(AlertmanagerConfig, Arc<SourceStats>)>,
+    /// Every source's counters, for `/api/v1/status`.
+    pub sources: Vec<Arc<SourceStats>>,
+    /// Turns true at shutdown (ends live streams).
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Routes {
+    /// Health, metrics and findings only (a NATS worker, a file run).
+    pub fn basic(pipeline: &str, hub: Arc<FindingsHub>) -> Routes {
+        Routes {
+            pipeline: pipeline.to_owned(),
+            hub,
+            ingress: None,
+            loki: None,
+            alertmanager: None,
+            sources: Vec::new(),
+            stop: watch::channel(false).1,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,19 +98,49 @@ pub enum ApiError {
     Listen { addr: String, reason: String },
     #[error("metrics recorder: {0}")]
     Recorder(String),
+    #[error("api auth: {0}")]
+    Auth(String),
 }
 
-/// Installs the Prometheus recorder and starts serving on `cfg.listen`;
-/// returns the bound address and the readiness flag for the pipeline to set.
-pub async fn start(cfg: &ApiConfig) -> Result<(SocketAddr, Arc<AtomicBool>), ApiError> {
+/// A serving API.
+pub struct Api {
+    pub addr: SocketAddr,
+    /// Set once the pipeline's sources are bound.
+    pub ready: Arc<AtomicBool>,
+    state: Arc<ApiState>,
+}
+
+impl Api {
+    /// Stops taking pushes (they get 503) and lets go of the graph's ingress.
+    pub fn close_ingestion(&self) {
+        if let Ok(mut i) = self.state.ingress.write() {
+            i.take();
+        }
+    }
+}
+
+/// Installs the Prometheus recorder and starts serving on `cfg.listen`.
+pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| ApiError::Recorder(e.to_string()))?;
     crate::metrics::describe();
+    let auth = auth::Auth::load(cfg.auth.as_ref()).map_err(|e| ApiError::Auth(e.to_string()))?;
     let ready = Arc::new(AtomicBool::new(false));
     let state = Arc::new(ApiState {
+        pipeline: routes.pipeline,
+        started: Instant::now(),
         ready: ready.clone(),
-        prometheus,
+        prometheus: prometheus.clone(),
+        auth,
+        limits: cfg.limits.clone(),
+        rate: limits::RateLimiter::new(cfg.limits.requests_per_sec, cfg.limits.burst),
+        hub: routes.hub,
+        ingress: RwLock::new(routes.ingress),
+        loki: push_source(routes.loki),
+        alertmanager: push_source(routes.alertmanager),
+        sources: routes.sources,
+        stop: routes.stop,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -64,26 +152,38 @@ pub async fn start(cfg: &ApiConfig) -> Result<(SocketAddr, Arc<AtomicBool>), Api
         addr: cfg.listen.clone(),
         reason: e.to_string(),
     })?;
+    // bodies are read by the handlers under their own limit
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/findings", get(findings::list))
+        .route("/api/v1/findings/stream", get(findings::stream))
+        .route("/api/v1/findings/{id}", get(findings::get))
+        .route("/loki/api/v1/push", post(push::loki_push))
+        .route("/alertmanager/webhook", post(push::alertmanager))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "api server stopped");
         }
     });
-    let upkeep = state.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.prometheus.run_upkeep();
+            prometheus.run_upkeep();
         }
     });
     tracing::info!(%addr, "api listening");
     eprintln!("threatpilot api: listening on http://{addr}");
-    Ok((addr, ready))
+    Ok(Api { addr, ready, state })
+}
+
+fn push_source<C>(c: Option<(C, Arc<SourceStats>)>) -> Option<PushSource<C>> {
+    c.map(|(cfg, stats)| PushSource { cfg, stats })
 }
 
 async fn readyz(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
@@ -94,9 +194,58 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+async fn metrics(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if !s.auth.metrics_public()
+        && let Err(e) = s.auth.check(&headers, auth::Need::Read)
+    {
+        return e.into_response();
+    }
+    if let Ok(Some(i)) = s.ingress.read().map(|i| i.as_ref().map(Ingress::queued)) {
+        metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "ingress").set(i as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.prometheus.render(),
     )
+        .into_response()
+}
+
+#[derive(serde::Serialize)]
+struct StatusAnswer {
+    pipeline: String,
+    version: &'static str,
+    uptime_secs: u64,
+    ready: bool,
+    ingesting: bool,
+    /// Groups of batches waiting for the parse stage.
+    ingress_queue: usize,
+    sources: Vec<crate::pipeline::StageReport>,
+    findings_held: usize,
+    findings_forgotten: u64,
+    findings_by_status: std::collections::BTreeMap<String, usize>,
+}
+
+async fn status(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = s.auth.check(&headers, auth::Need::Read) {
+        return e.into_response();
+    }
+    let ingress = s
+        .ingress
+        .read()
+        .ok()
+        .and_then(|i| i.as_ref().map(Ingress::queued));
+    let (held, forgotten) = s.hub.counts();
+    axum::Json(StatusAnswer {
+        pipeline: s.pipeline.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: s.started.elapsed().as_secs(),
+        ready: s.ready.load(Ordering::Acquire),
+        ingesting: ingress.is_some(),
+        ingress_queue: ingress.unwrap_or(0),
+        sources: s.sources.iter().map(|x| x.report()).collect(),
+        findings_held: held,
+        findings_forgotten: forgotten,
+        findings_by_status: findings::by_status(&s.hub),
+    })
+    .into_response()
 }

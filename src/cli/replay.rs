@@ -95,7 +95,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// A long-lived JetStream worker (until stopped, or idle with --until-idle-secs).
 fn run_worker(spec: &PipelineSpec, args: RunArgs) -> anyhow::Result<ExitCode> {
     let detectors = load_detectors(spec)?;
-    let sinks = Sinks::open(spec.sinks.clone())?;
+    let mut sinks = Sinks::open(spec.sinks.clone())?;
     let mut opts = crate::nats::WorkerOptions {
         url: args.nats_url,
         partitions: args.partitions,
@@ -105,7 +105,10 @@ fn run_worker(spec: &PipelineSpec, args: RunArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let summary = rt.block_on(async {
         if let Some(api) = &spec.api {
-            opts.ready = Some(crate::api::start(api).await?.1);
+            let hub = std::sync::Arc::new(crate::api::FindingsHub::new(api.max_findings));
+            sinks = sinks.with_hub(hub.clone());
+            let routes = crate::api::Routes::basic(&spec.name, hub);
+            opts.ready = Some(crate::api::start(api, routes).await?.ready);
         }
         crate::nats::run_worker(spec, detectors, sinks, opts).await
     })?;
@@ -137,13 +140,13 @@ fn execute(
     let n_detectors = detectors.len();
     let sinks = Sinks::open(spec.sinks.clone())?;
     let rt = super::runtime()?;
-    let summary = rt.block_on(async {
-        if let Some(api) = &spec.api {
-            let (_, ready) = crate::api::start(api).await?;
-            ready.store(true, std::sync::atomic::Ordering::Release);
-        }
-        crate::pipeline::run(spec, ins, detectors, sinks).await
-    })?;
+    let summary = rt.block_on(crate::pipeline::serve::serve(
+        spec,
+        ins,
+        detectors,
+        sinks,
+        crate::pipeline::serve::shutdown_signal(),
+    ))?;
     print_summary(&summary, n_detectors);
     Ok(ExitCode::SUCCESS)
 }

@@ -357,7 +357,7 @@ pub async fn run_worker(
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::Release);
     }
-    let mut shutdown = Box::pin(shutdown_signal());
+    let mut shutdown = Box::pin(crate::pipeline::serve::shutdown_signal());
     let mut ticker =
         tokio::time::interval(Duration::from_millis(src.checkpoint_interval_ms.max(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -606,19 +606,4 @@ fn record_stages(s: &crate::dedupe::DedupStats) {
     metrics::counter!(crate::metrics::STAGE_DROPPED, "stage" => "dedupe", "reason" => "alert_resend")
         .increment(s.alert_resends);
     record_stage("detect", s.emitted, s.emitted);
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

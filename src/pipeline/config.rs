@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::DrainConfig;
+use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig, LokiQueryConfig, SyslogConfig};
 use crate::nats::config::{NatsSinkConfig, NatsSourceConfig};
 use crate::parse::{Format, JsonMapping};
 
@@ -27,6 +28,10 @@ pub struct PipelineSpec {
     /// Batches a stage's input channel holds before the sender waits.
     #[serde(default = "default_channel")]
     pub channel_capacity: usize,
+    /// Pushed streams (Loki label sets, syslog peers) whose parser state is
+    /// kept at once; past it the oldest is forgotten (and counted).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
     /// Health, readiness and metrics over HTTP; off when absent.
     #[serde(default)]
     pub api: Option<crate::api::ApiConfig>,
@@ -37,6 +42,9 @@ fn default_batch() -> usize {
 }
 fn default_channel() -> usize {
     8
+}
+fn default_max_streams() -> usize {
+    100_000
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -68,6 +76,15 @@ pub enum SourceConfig {
     /// A JetStream stream read through a durable pull consumer (a long-lived
     /// worker; see `crate::nats`).
     Nats(NatsSourceConfig),
+    /// Loki push (`POST /loki/api/v1/push`, JSON or snappy protobuf) on the
+    /// API listener.
+    LokiPush(LokiPushConfig),
+    /// Alertmanager webhooks (`POST /alertmanager/webhook`) on the API listener.
+    Alertmanager(AlertmanagerConfig),
+    /// Syslog over UDP and TCP.
+    Syslog(SyslogConfig),
+    /// A LogQL query against Loki on a schedule.
+    LokiQuery(LokiQueryConfig),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -170,6 +187,7 @@ impl PipelineSpec {
             sinks: Vec::new(),
             batch_size: default_batch(),
             channel_capacity: default_channel(),
+            max_streams: default_max_streams(),
             api: None,
         }
     }
@@ -213,6 +231,26 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
         return Err(err(
             "the nats sink needs the nats source (it runs in the worker)".into(),
         ));
+    }
+    let on_api = spec
+        .sources
+        .iter()
+        .any(|s| matches!(s, SourceConfig::LokiPush(_) | SourceConfig::Alertmanager(_)));
+    if on_api && spec.api.is_none() {
+        return Err(err(
+            "loki_push and alertmanager sources are served on the API: set api.listen".into(),
+        ));
+    }
+    for s in &spec.sources {
+        if let SourceConfig::Syslog(c) = s
+            && c.udp.is_none()
+            && c.tcp.is_none()
+        {
+            return Err(err(format!(
+                "syslog source {:?} needs udp, tcp or both",
+                c.id
+            )));
+        }
     }
     if spec.batch_size == 0 || spec.channel_capacity == 0 {
         return Err(err(

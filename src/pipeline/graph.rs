@@ -1,9 +1,15 @@
 //! The stage graph: each stage a task, joined by bounded channels.
 //!
 //! ```text
-//! sources (blocking readers) ─[lines]─> parse ─[events]─> dedupe ─> cluster
-//!   ─> detect ─[findings]─> sinks (stdout, file, report)
+//! files, stdin ──────┐
+//! Loki push, webhooks ├─[Ingress: raw lines]─> parse ─[events]─> dedupe
+//! syslog, Loki query ─┘        ─> cluster ─> detect ─[findings]─> sinks
 //! ```
+//! Sources only hold an [`Ingress`]: files are read on a blocking thread,
+//! pushers (HTTP, syslog) send from their handlers, and the graph runs until
+//! the last ingress is dropped. Pushed lines keep their stream's identity
+//! ([`Origin::Stream`]), so each stream has its own parser state and
+//! event-time domain, as each file does.
 //! Every channel holds at most `channel_capacity` batches, so a slow stage
 //! makes the one before it wait (backpressure), and no queue grows without
 //! bound. When the sources end, each stage drains its input, flushes (detect
@@ -11,9 +17,10 @@
 //! nothing. Each stage reports received / emitted / dropped-by-reason, and
 //! `received + expanded == emitted + dropped` holds for every stage.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -25,6 +32,7 @@ use crate::dedupe::Deduper;
 use crate::detect::{Detector, Engine, EngineConfig};
 use crate::event::Event;
 use crate::finding::Finding;
+pub use crate::ingest::Stream;
 use crate::parse::{SourceState, parse_into};
 
 /// Outcome counts of one stage.
@@ -39,7 +47,7 @@ pub struct StageReport {
 }
 
 impl StageReport {
-    fn new(stage: &str) -> StageReport {
+    pub fn new(stage: &str) -> StageReport {
         StageReport {
             stage: stage.to_owned(),
             ..StageReport::default()
@@ -51,22 +59,61 @@ impl StageReport {
         self.received + self.expanded == self.emitted + self.dropped.values().sum::<u64>()
     }
 
-    fn record(&self) {
-        let stage = self.stage.clone();
-        metrics::counter!(crate::metrics::STAGE_RECEIVED, "stage" => stage.clone())
-            .increment(self.received);
-        metrics::counter!(crate::metrics::STAGE_EMITTED, "stage" => stage.clone())
-            .increment(self.emitted);
-        for (reason, n) in &self.dropped {
-            metrics::counter!(crate::metrics::STAGE_DROPPED, "stage" => stage.clone(), "reason" => reason.clone()).increment(*n);
+    /// Adds another report's counts (several sources make one `source` stage).
+    pub fn merge(&mut self, other: &StageReport) {
+        self.received += other.received;
+        self.expanded += other.expanded;
+        self.emitted += other.emitted;
+        for (k, v) in &other.dropped {
+            *self.dropped.entry(k.clone()).or_default() += v;
         }
+    }
+}
+
+/// A stage's counters, kept in its report and recorded as metrics as they
+/// happen, so a long-running pipeline's `/metrics` is live.
+struct Live {
+    stage: &'static str,
+    rep: StageReport,
+}
+
+impl Live {
+    fn new(stage: &'static str) -> Live {
+        Live {
+            stage,
+            rep: StageReport::new(stage),
+        }
+    }
+
+    fn count(&mut self, received: u64, expanded: u64, emitted: u64) {
+        self.rep.received += received;
+        self.rep.expanded += expanded;
+        self.rep.emitted += emitted;
+        metrics::counter!(crate::metrics::STAGE_RECEIVED, "stage" => self.stage)
+            .increment(received);
+        metrics::counter!(crate::metrics::STAGE_EMITTED, "stage" => self.stage).increment(emitted);
+    }
+
+    fn drop(&mut self, reason: &'static str, n: u64) {
+        *self.rep.dropped.entry(reason.into()).or_default() += n;
+        if n > 0 {
+            metrics::counter!(crate::metrics::STAGE_DROPPED, "stage" => self.stage, "reason" => reason)
+                .increment(n);
+        }
+    }
+
+    fn queue(&self, depth: usize) {
+        metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => self.stage).set(depth as f64);
     }
 }
 
 /// What a finished run reports.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RunSummary {
+    /// source (all sources together), parse, dedupe, cluster, detect, sink.
     pub stages: Vec<StageReport>,
+    /// Each source on its own (files, Loki push, syslog, …).
+    pub sources: Vec<StageReport>,
     pub findings: usize,
     pub finding_versions: usize,
     pub templates: usize,
@@ -78,11 +125,93 @@ pub struct RunSummary {
     pub elapsed_secs: f64,
 }
 
-/// A batch of raw lines from one source file.
-struct RawBatch {
-    source: usize,
-    lines: Vec<String>,
-    read_ns: u64,
+/// Where a batch of raw lines came from.
+pub enum Origin {
+    /// One of the pipeline's files (or stdin), by index.
+    Input(usize),
+    /// A pushed stream (a Loki stream, a syslog peer, a webhook sender); its
+    /// parser state is created on first sight.
+    Stream(Arc<Stream>),
+}
+
+/// A batch of raw lines from one origin.
+pub struct RawBatch {
+    pub origin: Origin,
+    pub lines: Vec<String>,
+    /// Per-line event time where the transport carries one (Loki entry
+    /// timestamps, epoch ms); empty means "when read". A line's own
+    /// timestamp, when it has one, still wins.
+    pub times: Vec<i64>,
+    /// Per-line labels (Loki structured metadata): (line index, name, value).
+    pub metadata: Vec<(u32, String, String)>,
+    pub read_ns: u64,
+}
+
+impl RawBatch {
+    pub fn lines(origin: Origin, lines: Vec<String>) -> RawBatch {
+        RawBatch {
+            origin,
+            lines,
+            times: Vec::new(),
+            metadata: Vec::new(),
+            read_ns: mono_ns(),
+        }
+    }
+}
+
+/// The graph's entrance: every source sends its batches through a clone.
+/// The graph drains and stops once every clone is dropped. A send is a
+/// group of batches taken whole or not at all, so a refused HTTP push can
+/// be retried without having been half ingested.
+#[derive(Clone)]
+pub struct Ingress {
+    tx: mpsc::Sender<Vec<RawBatch>>,
+}
+
+/// Why a batch was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The parse stage's queue stayed full for the whole wait (overload).
+    Full,
+    /// The graph is shutting down.
+    Closed,
+}
+
+impl Ingress {
+    /// Waits for room (backpressure for readers that can wait).
+    pub async fn send(&self, batch: RawBatch) -> Result<(), Refused> {
+        self.tx.send(vec![batch]).await.map_err(|_| Refused::Closed)
+    }
+
+    /// Sends a group whole, waiting for room.
+    pub async fn send_all(&self, batches: Vec<RawBatch>) -> Result<(), Refused> {
+        self.tx.send(batches).await.map_err(|_| Refused::Closed)
+    }
+
+    /// Waits at most `wait` for room, for pushers that must answer their
+    /// client (an HTTP 503 tells it to retry later).
+    pub async fn send_all_within(
+        &self,
+        batches: Vec<RawBatch>,
+        wait: Duration,
+    ) -> Result<(), Refused> {
+        match self.tx.send_timeout(batches, wait).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Refused::Full),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Refused::Closed),
+        }
+    }
+
+    pub fn blocking_send(&self, batch: RawBatch) -> Result<(), Refused> {
+        self.tx
+            .blocking_send(vec![batch])
+            .map_err(|_| Refused::Closed)
+    }
+
+    /// Sends waiting for the parse stage.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 /// Monotonic nanoseconds since the first call (for latency).
@@ -100,7 +229,8 @@ pub struct SourceInput {
     pub pace_lines_per_sec: Option<f64>,
 }
 
-/// Expands the pipeline's sources into one input per file (or stdin).
+/// Expands the pipeline's file and stdin sources into one input per file;
+/// push and NATS sources are started by the caller.
 pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
     let mut out = Vec::new();
     for src in &spec.sources {
@@ -126,8 +256,6 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                     });
                 }
             }
-            // a NATS source is a long-lived worker, not a graph input
-            SourceConfig::Nats(_) => {}
             SourceConfig::Stdin {
                 format, dataset, ..
             } => {
@@ -139,6 +267,12 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                     pace_lines_per_sec: None,
                 });
             }
+            // long-lived sources, not files
+            SourceConfig::Nats(_)
+            | SourceConfig::LokiPush(_)
+            | SourceConfig::Alertmanager(_)
+            | SourceConfig::Syslog(_)
+            | SourceConfig::LokiQuery(_) => {}
         }
     }
     for (i, input) in out.iter_mut().enumerate() {
@@ -147,30 +281,33 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
     out
 }
 
-/// Runs the graph to the end of its inputs.
+/// Runs the graph over files to their end.
 pub async fn run(
     spec: &PipelineSpec,
     inputs: Vec<SourceInput>,
     detectors: Vec<Detector>,
     sinks: Sinks,
 ) -> anyhow::Result<RunSummary> {
-    crate::metrics::describe();
-    let started = Instant::now();
-    let cap = spec.channel_capacity;
-    let batch_size = spec.batch_size;
-    let (raw_tx, mut raw_rx) = mpsc::channel::<RawBatch>(cap);
-    let (parsed_tx, mut parsed_rx) = mpsc::channel::<Vec<Event>>(cap);
-    let (deduped_tx, mut deduped_rx) = mpsc::channel::<Vec<Event>>(cap);
-    let (clustered_tx, mut clustered_rx) = mpsc::channel::<Vec<Event>>(cap);
-    let (findings_tx, mut findings_rx) = mpsc::channel::<Vec<Finding>>(cap);
+    let (paths, states): (Vec<_>, Vec<_>) = inputs
+        .into_iter()
+        .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
+        .unzip();
+    let (ingress, graph) = start(spec, states, detectors, sinks);
+    let files = spawn_files(paths, spec.batch_size, ingress);
+    let rep = files.await??;
+    graph.finish(vec![rep]).await
+}
 
-    // sources: blocking readers, one after another per input (files replay in turn)
-    let paths: Vec<Option<String>> = inputs.iter().map(|i| i.path.clone()).collect();
-    let paces: Vec<Option<f64>> = inputs.iter().map(|i| i.pace_lines_per_sec).collect();
-    let mut states: Vec<SourceState> = inputs.into_iter().map(|i| i.state).collect();
-    let source = tokio::task::spawn_blocking(move || -> anyhow::Result<StageReport> {
-        let mut rep = StageReport::new("source");
-        for (i, path) in paths.iter().enumerate() {
+/// Reads files (or stdin) one after another into the graph, on a blocking
+/// thread; input `i` is `Origin::Input(i)`.
+pub fn spawn_files(
+    inputs: Vec<(Option<String>, Option<f64>)>,
+    batch_size: usize,
+    ingress: Ingress,
+) -> tokio::task::JoinHandle<anyhow::Result<StageReport>> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<StageReport> {
+        let mut live = Live::new("source");
+        for (i, (path, pace)) in inputs.iter().enumerate() {
             let reader: Box<dyn std::io::BufRead> = match path {
                 Some(p) => match std::fs::File::open(p) {
                     Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
@@ -180,21 +317,30 @@ pub async fn run(
             };
             let mut lines = Vec::with_capacity(batch_size);
             let mut closed = false;
-            let pace = paces[i].filter(|p| *p > 0.0);
+            let pace = pace.filter(|p| *p > 0.0);
             let started = Instant::now();
             let mut read = 0u64;
-            let mut next_flush = std::time::Duration::from_millis(10);
-            crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
-                rep.received += 1;
-                if closed {
-                    *rep.dropped.entry("downstream_closed".into()).or_default() += 1;
-                    return;
+            let mut next_flush = Duration::from_millis(10);
+            let send = |lines: Vec<String>, live: &mut Live, closed: &mut bool| {
+                let n = lines.len() as u64;
+                if *closed
+                    || ingress
+                        .blocking_send(RawBatch::lines(Origin::Input(i), lines))
+                        .is_err()
+                {
+                    *closed = true;
+                    live.count(n, 0, 0);
+                    live.drop("downstream_closed", n);
+                } else {
+                    live.count(n, 0, n);
                 }
+            };
+            crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
                 if let Some(p) = pace {
                     // hold each line until its time comes, as a live stream would deliver it
-                    let due = std::time::Duration::from_secs_f64(read as f64 / p);
+                    let due = Duration::from_secs_f64(read as f64 / p);
                     if let Some(wait) = due.checked_sub(started.elapsed())
-                        && wait > std::time::Duration::from_micros(200)
+                        && wait > Duration::from_micros(200)
                     {
                         std::thread::sleep(wait);
                     }
@@ -203,112 +349,110 @@ pub async fn run(
                 lines.push(l.to_owned());
                 let flush_due = pace.is_some() && started.elapsed() >= next_flush;
                 if flush_due {
-                    next_flush = started.elapsed() + std::time::Duration::from_millis(10);
+                    next_flush = started.elapsed() + Duration::from_millis(10);
                 }
                 if lines.len() >= batch_size || flush_due {
-                    let n = lines.len() as u64;
-                    let b = RawBatch {
-                        source: i,
-                        lines: std::mem::replace(&mut lines, Vec::with_capacity(batch_size)),
-                        read_ns: mono_ns(),
-                    };
-                    if raw_tx.blocking_send(b).is_err() {
-                        closed = true;
-                        *rep.dropped.entry("downstream_closed".into()).or_default() += n;
-                    } else {
-                        rep.emitted += n;
-                    }
+                    let full = std::mem::replace(&mut lines, Vec::with_capacity(batch_size));
+                    send(full, &mut live, &mut closed);
                 }
             })
             .map_err(|e| {
                 anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
             })?;
             if !lines.is_empty() {
-                let n = lines.len() as u64;
-                if raw_tx
-                    .blocking_send(RawBatch {
-                        source: i,
-                        lines,
-                        read_ns: mono_ns(),
-                    })
-                    .is_ok()
-                {
-                    rep.emitted += n;
-                } else {
-                    *rep.dropped.entry("downstream_closed".into()).or_default() += n;
-                }
+                send(lines, &mut live, &mut closed);
             }
         }
-        Ok(rep)
-    });
+        Ok(live.rep)
+    })
+}
 
+/// The running stages, from parse to the sinks; [`Running::finish`] waits
+/// for them once every [`Ingress`] clone is dropped.
+pub struct Running {
+    started: Instant,
+    parse: tokio::task::JoinHandle<(StageReport, u64)>,
+    dedupe: tokio::task::JoinHandle<StageReport>,
+    cluster: tokio::task::JoinHandle<(StageReport, usize)>,
+    detect: tokio::task::JoinHandle<(StageReport, crate::detect::EngineStats)>,
+    sink: tokio::task::JoinHandle<anyhow::Result<((StageReport, usize, usize), Vec<f64>)>>,
+}
+
+/// Starts parse, dedupe, cluster, detect and the sinks. `states` are the
+/// parser states of `Origin::Input(i)`; pushed streams get theirs on first
+/// sight, at most `max_streams` at a time.
+pub fn start(
+    spec: &PipelineSpec,
+    states: Vec<SourceState>,
+    detectors: Vec<Detector>,
+    sinks: Sinks,
+) -> (Ingress, Running) {
+    crate::metrics::describe();
+    let started = Instant::now();
+    let cap = spec.channel_capacity;
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<RawBatch>>(cap);
+    let (parsed_tx, mut parsed_rx) = mpsc::channel::<Vec<Event>>(cap);
+    let (deduped_tx, mut deduped_rx) = mpsc::channel::<Vec<Event>>(cap);
+    let (clustered_tx, mut clustered_rx) = mpsc::channel::<Vec<Event>>(cap);
+    let (findings_tx, mut findings_rx) = mpsc::channel::<Vec<Finding>>(cap);
+
+    let mut parser = Parser::new(states, spec.max_streams);
     let parse = tokio::spawn(async move {
-        let mut rep = StageReport::new("parse");
+        let mut live = Live::new("parse");
         let mut failures = 0u64;
-        while let Some(b) = raw_rx.recv().await {
-            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "parse")
-                .set(raw_rx.len() as f64);
-            let now = crate::time::now_ms();
-            let state = &mut states[b.source];
-            let mut events = Vec::with_capacity(b.lines.len());
-            rep.received += b.lines.len() as u64;
-            for line in &b.lines {
+        while let Some(group) = raw_rx.recv().await {
+            live.queue(raw_rx.len());
+            let lines: usize = group.iter().map(|b| b.lines.len()).sum();
+            let mut events = Vec::with_capacity(lines);
+            for b in &group {
                 let before = events.len();
-                parse_into(line, state, now, &mut events);
-                rep.expanded += (events.len() - before).saturating_sub(1) as u64;
-                if events.len() == before {
-                    *rep.dropped.entry("empty".into()).or_default() += 1;
-                }
+                let (empty, failed) = parser.parse(b, &mut events);
+                failures += failed;
+                let received = b.lines.len() as u64;
+                let made = (events.len() - before) as u64;
+                live.count(received, made.saturating_sub(received - empty), made);
+                live.drop("empty", empty);
+                metrics::counter!(crate::metrics::PARSE_FAILURES).increment(failed);
             }
-            for ev in &mut events {
-                ev.read_ns = b.read_ns;
-                failures += ev.parse_error.is_some() as u64;
-            }
-            rep.emitted += events.len() as u64;
             if parsed_tx.send(events).await.is_err() {
                 break;
             }
         }
-        metrics::counter!(crate::metrics::PARSE_FAILURES).increment(failures);
-        (rep, failures)
+        (live.rep, failures)
     });
 
     let dedupe_cfg = spec.transforms.dedupe.clone();
     let dedupe = tokio::spawn(async move {
-        let mut rep = StageReport::new("dedupe");
+        let mut live = Live::new("dedupe");
         let mut d = Deduper::new(dedupe_cfg.window_ms, dedupe_cfg.max_alert_keys);
         while let Some(batch) = parsed_rx.recv().await {
-            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "dedupe")
-                .set(parsed_rx.len() as f64);
+            live.queue(parsed_rx.len());
             let mut out = Vec::with_capacity(batch.len());
             let s = d.process(batch, &mut out);
-            rep.received += s.received;
-            rep.emitted += s.emitted;
-            *rep.dropped.entry("merged_duplicate".into()).or_default() += s.merged;
-            *rep.dropped.entry("alert_resend".into()).or_default() += s.alert_resends;
+            live.count(s.received, 0, s.emitted);
+            live.drop("merged_duplicate", s.merged);
+            live.drop("alert_resend", s.alert_resends);
             if deduped_tx.send(out).await.is_err() {
                 break;
             }
         }
-        rep
+        live.rep
     });
 
     let cluster_cfg = spec.transforms.cluster.clone();
     let cluster = tokio::spawn(async move {
-        let mut rep = StageReport::new("cluster");
+        let mut live = Live::new("cluster");
         let mut c = Clusterer::new(cluster_cfg);
         while let Some(mut batch) = deduped_rx.recv().await {
-            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "cluster")
-                .set(deduped_rx.len() as f64);
-            rep.received += batch.len() as u64;
+            live.queue(deduped_rx.len());
             c.process(&mut batch);
-            rep.emitted += batch.len() as u64;
+            live.count(batch.len() as u64, 0, batch.len() as u64);
+            metrics::gauge!(crate::metrics::TEMPLATES).set(c.template_count() as f64);
             if clustered_tx.send(batch).await.is_err() {
                 break;
             }
         }
-        metrics::gauge!(crate::metrics::TEMPLATES).set(c.template_count() as f64);
-        (rep, c.template_count())
+        (live.rep, c.template_count())
     });
 
     let engine_cfg = EngineConfig {
@@ -317,15 +461,19 @@ pub async fn run(
         execution_id: format!("exec-{}", crate::time::now_ms()),
     };
     let detect = tokio::spawn(async move {
-        let mut rep = StageReport::new("detect");
+        let mut live = Live::new("detect");
         let mut engine = Engine::new(detectors, engine_cfg);
+        let mut late = 0;
         while let Some(batch) = clustered_rx.recv().await {
-            metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "detect")
-                .set(clustered_rx.len() as f64);
+            live.queue(clustered_rx.len());
             let mut findings = Vec::new();
             for ev in &batch {
                 engine.process(ev, &mut findings);
             }
+            let s = engine.stats();
+            live.count(batch.len() as u64, 0, batch.len() as u64 - (s.late - late));
+            live.drop("late", s.late - late);
+            late = s.late;
             metrics::gauge!(crate::metrics::DETECT_TRACKED_KEYS).set(engine.tracked_keys() as f64);
             if !findings.is_empty() && findings_tx.send(findings).await.is_err() {
                 break;
@@ -336,11 +484,7 @@ pub async fn run(
         if !findings.is_empty() {
             let _ = findings_tx.send(findings).await;
         }
-        let s = engine.stats().clone();
-        rep.received = s.events;
-        rep.emitted = s.evaluated;
-        rep.dropped.insert("late".into(), s.late);
-        (rep, s)
+        (live.rep, engine.stats().clone())
     });
 
     let sink = tokio::spawn(async move {
@@ -353,7 +497,9 @@ pub async fn run(
             for f in batch {
                 // latency is from the event that crossed the threshold to its finding
                 if f.status == crate::finding::Status::Open {
-                    latencies.push(now.saturating_sub(f.trigger_read_ns) as f64 / 1e6);
+                    let ms = now.saturating_sub(f.trigger_read_ns) as f64 / 1e6;
+                    metrics::histogram!(crate::metrics::FINDING_LATENCY).record(ms / 1e3);
+                    latencies.push(ms);
                 }
                 metrics::counter!(crate::metrics::FINDINGS_EMITTED, "detector" => f.detector.id.clone()).increment(1);
                 sinks.accept(f)?;
@@ -363,39 +509,129 @@ pub async fn run(
         Ok::<_, anyhow::Error>((rep, latencies))
     });
 
-    let source_rep = source.await??;
-    let (parse_rep, failures) = parse.await?;
-    let dedupe_rep = dedupe.await?;
-    let (cluster_rep, templates) = cluster.await?;
-    let (detect_rep, engine_stats) = detect.await?;
-    let ((sink_rep, findings, versions), mut latencies) = sink.await??;
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
+    let running = Running {
+        started,
+        parse,
+        dedupe,
+        cluster,
+        detect,
+        sink,
     };
-    let stages = vec![
-        source_rep,
-        parse_rep,
-        dedupe_rep,
-        cluster_rep,
-        detect_rep,
-        sink_rep,
-    ];
-    stages.iter().for_each(StageReport::record);
-    Ok(RunSummary {
-        stages,
-        findings,
-        finding_versions: versions,
-        templates,
-        parse_failures: failures,
-        evicted_keys: engine_stats.evicted_keys,
-        latency_p50_ms: pct(0.50),
-        latency_p99_ms: pct(0.99),
-        elapsed_secs: started.elapsed().as_secs_f64(),
-    })
+    (Ingress { tx: raw_tx }, running)
+}
+
+impl Running {
+    /// Waits for every stage to drain and flush; `sources` are the reports
+    /// of whatever fed the graph.
+    pub async fn finish(self, sources: Vec<StageReport>) -> anyhow::Result<RunSummary> {
+        let (parse_rep, failures) = self.parse.await?;
+        let dedupe_rep = self.dedupe.await?;
+        let (cluster_rep, templates) = self.cluster.await?;
+        let (detect_rep, engine_stats) = self.detect.await?;
+        let ((sink_rep, findings, versions), mut latencies) = self.sink.await??;
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let mut source = StageReport::new("source");
+        sources.iter().for_each(|s| source.merge(s));
+        let stages = vec![
+            source,
+            parse_rep,
+            dedupe_rep,
+            cluster_rep,
+            detect_rep,
+            sink_rep,
+        ];
+        Ok(RunSummary {
+            stages,
+            sources,
+            findings,
+            finding_versions: versions,
+            templates,
+            parse_failures: failures,
+            evicted_keys: engine_stats.evicted_keys,
+            latency_p50_ms: pct(0.50),
+            latency_p99_ms: pct(0.99),
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The parse stage's state: one parser state per file input, and one per
+/// pushed stream, created on first sight and bounded.
+struct Parser {
+    inputs: Vec<SourceState>,
+    streams: HashMap<u64, SourceState>,
+    max_streams: usize,
+}
+
+impl Parser {
+    fn new(inputs: Vec<SourceState>, max_streams: usize) -> Parser {
+        Parser {
+            inputs,
+            streams: HashMap::new(),
+            max_streams: max_streams.max(1),
+        }
+    }
+
+    /// Parses a batch; returns (lines that gave no event, parse failures).
+    fn parse(&mut self, b: &RawBatch, events: &mut Vec<Event>) -> (u64, u64) {
+        let now = crate::time::now_ms();
+        let (state, stream) = match &b.origin {
+            Origin::Input(i) => match self.inputs.get_mut(*i) {
+                Some(s) => (s, None),
+                None => return (b.lines.len() as u64, 0),
+            },
+            Origin::Stream(st) => {
+                if !self.streams.contains_key(&st.key) && self.streams.len() >= self.max_streams {
+                    // forget an arbitrary stream: only its year inference is lost
+                    if let Some(k) = self.streams.keys().next().copied() {
+                        self.streams.remove(&k);
+                        metrics::counter!(crate::metrics::INGEST_STREAMS_EVICTED).increment(1);
+                    }
+                }
+                let s = self
+                    .streams
+                    .entry(st.key)
+                    .or_insert_with(|| st.parser_state(now));
+                (s, Some(st.as_ref()))
+            }
+        };
+        let first = events.len();
+        let mut empty = 0;
+        let mut meta = b.metadata.iter().peekable();
+        for (i, line) in b.lines.iter().enumerate() {
+            let mut line_meta = Vec::new();
+            while let Some((_, k, v)) = meta.next_if(|(j, _, _)| *j as usize <= i) {
+                line_meta.push((k, v));
+            }
+            let before = events.len();
+            let at = b.times.get(i).copied().unwrap_or(now);
+            parse_into(line, state, at, events);
+            if events.len() == before {
+                empty += 1;
+                continue;
+            }
+            for ev in &mut events[before..] {
+                ev.read_ns = b.read_ns;
+                if let Some(st) = stream {
+                    st.annotate(ev);
+                }
+                for (k, v) in &line_meta {
+                    ev.labels.push((Cow::Owned((*k).clone()), (*v).clone()));
+                }
+            }
+        }
+        let failed = events[first..]
+            .iter()
+            .filter(|e| e.parse_error.is_some())
+            .count() as u64;
+        (empty, failed)
+    }
 }
 
 /// Each finding once, in its final state, in order of first emission.

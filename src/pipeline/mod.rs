@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod graph;
+pub mod serve;
 pub mod sinks;
 pub mod stages;
 

@@ -16,6 +16,8 @@ pub struct Sinks {
     index: HashMap<String, usize>,
     versions: usize,
     report: StageReport,
+    /// The findings API's store and live stream, when the API runs.
+    hub: Option<std::sync::Arc<crate::api::FindingsHub>>,
 }
 
 impl Sinks {
@@ -43,6 +45,7 @@ impl Sinks {
             latest: Vec::new(),
             index: HashMap::new(),
             versions: 0,
+            hub: None,
             report: StageReport {
                 stage: "sink".into(),
                 ..StageReport::default()
@@ -50,8 +53,17 @@ impl Sinks {
         })
     }
 
+    /// Also hands every version to the findings API.
+    pub fn with_hub(mut self, hub: std::sync::Arc<crate::api::FindingsHub>) -> Sinks {
+        self.hub = Some(hub);
+        self
+    }
+
     pub fn accept(&mut self, f: Finding) -> anyhow::Result<()> {
         self.report.received += 1;
+        if let Some(h) = &self.hub {
+            h.publish(&f);
+        }
         self.versions += 1;
         let line = serde_json::to_string(&f)?;
         for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {

@@ -1,0 +1,163 @@
+//! Runs a pipeline file: its sources, the stage graph and the service API,
+//! until the files end or, for a pipeline with long-lived sources (Loki
+//! push, Alertmanager, syslog, Loki query), until SIGTERM or Ctrl-C.
+//!
+//! Shutdown is ordered so nothing accepted is lost: pushes are refused
+//! (503), listeners flush what they read, every ingress is dropped, then the
+//! graph drains and detect resolves its open windows.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+
+use super::config::{PipelineSpec, SourceConfig};
+use super::graph::{self, RunSummary, SourceInput, StageReport};
+use super::sinks::Sinks;
+use crate::api::{FindingsHub, Routes};
+use crate::detect::Detector;
+use crate::ingest::SourceStats;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Whether the pipeline runs until stopped rather than to the end of its files.
+pub fn long_lived(spec: &PipelineSpec) -> bool {
+    spec.sources.iter().any(|s| {
+        matches!(
+            s,
+            SourceConfig::LokiPush(_)
+                | SourceConfig::Alertmanager(_)
+                | SourceConfig::Syslog(_)
+                | SourceConfig::LokiQuery(_)
+        )
+    })
+}
+
+/// Runs everything the pipeline file declares (not a NATS worker).
+pub async fn serve(
+    spec: &PipelineSpec,
+    inputs: Vec<SourceInput>,
+    detectors: Vec<Detector>,
+    mut sinks: Sinks,
+    stop_when: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<RunSummary> {
+    let hub = spec
+        .api
+        .as_ref()
+        .map(|a| Arc::new(FindingsHub::new(a.max_findings)));
+    if let Some(h) = &hub {
+        sinks = sinks.with_hub(h.clone());
+    }
+    let (files, states): (Vec<_>, Vec<_>) = inputs
+        .into_iter()
+        .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
+        .unzip();
+    let (ingress, running) = graph::start(spec, states, detectors, sinks);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut loki = None;
+    let mut alertmanager = None;
+    let mut stats: Vec<Arc<SourceStats>> = Vec::new();
+    let mut tasks = Vec::new();
+    for src in &spec.sources {
+        match src {
+            SourceConfig::LokiPush(c) => {
+                let st = Arc::new(SourceStats::new(&c.id));
+                stats.push(st.clone());
+                loki = Some((c.clone(), st));
+            }
+            SourceConfig::Alertmanager(c) => {
+                let st = Arc::new(SourceStats::new(&c.id));
+                stats.push(st.clone());
+                alertmanager = Some((c.clone(), st));
+            }
+            SourceConfig::Syslog(c) => {
+                let st = Arc::new(SourceStats::new(&c.id));
+                stats.push(st.clone());
+                let l = crate::ingest::syslog::Listeners::bind(c).await?;
+                let addr = |a: Option<std::io::Result<std::net::SocketAddr>>| {
+                    a.and_then(Result::ok)
+                        .map_or("-".to_owned(), |a| a.to_string())
+                };
+                eprintln!(
+                    "threatpilot syslog {}: udp {} tcp {}",
+                    c.id,
+                    addr(l.udp.as_ref().map(|s| s.local_addr())),
+                    addr(l.tcp.as_ref().map(|s| s.local_addr()))
+                );
+                tasks.push(tokio::spawn(crate::ingest::syslog::run(
+                    c.clone(),
+                    l,
+                    ingress.clone(),
+                    st,
+                    stop_rx.clone(),
+                )));
+            }
+            SourceConfig::LokiQuery(c) => {
+                let st = Arc::new(SourceStats::new(&c.id));
+                stats.push(st.clone());
+                tasks.push(tokio::spawn(crate::ingest::loki_query::run(
+                    c.clone(),
+                    ingress.clone(),
+                    st,
+                    stop_rx.clone(),
+                )));
+            }
+            SourceConfig::File { .. } | SourceConfig::Stdin { .. } | SourceConfig::Nats(_) => {}
+        }
+    }
+    let api = match (&spec.api, hub) {
+        (Some(cfg), Some(hub)) => {
+            let pushes = loki.is_some() || alertmanager.is_some();
+            let routes = Routes {
+                pipeline: spec.name.clone(),
+                hub,
+                ingress: pushes.then(|| ingress.clone()),
+                loki,
+                alertmanager,
+                sources: stats.clone(),
+                stop: stop_rx.clone(),
+            };
+            Some(crate::api::start(cfg, routes).await?)
+        }
+        _ => None,
+    };
+    let files = graph::spawn_files(files, spec.batch_size, ingress);
+    if let Some(a) = &api {
+        a.ready.store(true, Ordering::Release);
+    }
+    let mut reports = Vec::new();
+    if long_lived(spec) {
+        stop_when.await;
+        tracing::info!("stopping: refusing new input, draining the pipeline");
+        let _ = stop_tx.send(true);
+        if let Some(a) = &api {
+            a.close_ingestion();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+    let file_report: StageReport = files.await??;
+    if file_report.received > 0 || !long_lived(spec) {
+        reports.push(file_report);
+    }
+    reports.extend(stats.iter().map(|s| s.report()));
+    let summary = running.finish(reports).await?;
+    let _ = stop_tx.send(true);
+    Ok(summary)
+}
