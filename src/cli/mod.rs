@@ -11,6 +11,7 @@ mod parse;
 mod publish;
 mod replay;
 mod simulate;
+mod token;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,9 @@ enum Command {
     },
     /// Score ThreatPilot against public ground truth.
     Eval(eval::Args),
+    /// Make or hash API bearer tokens.
+    #[command(subcommand)]
+    Token(token::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Eval(a) => eval::run(a),
+        Command::Token(a) => token::run(a),
     };
     match result {
         Ok(code) => code,

@@ -64,6 +64,17 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
         ));
     }
     let group_key = hook.group_key.unwrap_or_default();
+    // the group as people read it (`alertname=HighLatency,cluster=eu`)
+    let group = if hook.group_labels.is_empty() {
+        group_key.clone()
+    } else {
+        let pairs: Vec<String> = hook
+            .group_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join(",")
+    };
     let mut out = Vec::with_capacity(hook.alerts.len());
     for mut alert in hook.alerts {
         if alert.status.is_empty() {
@@ -133,6 +144,9 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
         ev.push_extra("alert.status", alert.status.clone());
         ev.push_extra("alert.fingerprint", alert.fingerprint.clone());
         ev.push_extra("alert.group_key", group_key.clone());
+        ev.push_extra("alert.group", group.clone());
+        // firing while any alert of the group fires; resolved once all are
+        ev.push_extra("alert.group_status", hook.status.clone());
         ev.push_extra("alert.starts_at", alert.starts_at.clone());
         if let Some(e) = end {
             ev.push_extra("alert.ends_at", crate::time::format_rfc3339(e));

@@ -168,6 +168,9 @@ pub enum SinkConfig {
     },
     /// Findings as JSON lines in a file (every version, appended in order).
     File { path: String },
+    /// Every event after clustering as ECS JSON lines, as detection saw it
+    /// (to check a source's mapping, or keep a local copy).
+    Events { path: String },
     /// A Markdown summary written when the pipeline stops.
     Report { path: String },
     /// Every finding version published to JetStream (see `crate::nats`).

@@ -292,7 +292,7 @@ pub async fn run(
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
         .unzip();
-    let (ingress, graph) = start(spec, states, detectors, sinks);
+    let (ingress, graph) = start(spec, states, detectors, sinks)?;
     let files = spawn_files(paths, spec.batch_size, ingress);
     let rep = files.await??;
     graph.finish(vec![rep]).await
@@ -386,8 +386,9 @@ pub fn start(
     states: Vec<SourceState>,
     detectors: Vec<Detector>,
     sinks: Sinks,
-) -> (Ingress, Running) {
+) -> anyhow::Result<(Ingress, Running)> {
     crate::metrics::describe();
+    let events_sink = super::sinks::EventsSink::open(&spec.sinks)?;
     let started = Instant::now();
     let cap = spec.channel_capacity;
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<RawBatch>>(cap);
@@ -460,6 +461,7 @@ pub fn start(
         allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
         execution_id: format!("exec-{}", crate::time::now_ms()),
     };
+    let mut events_sink = events_sink;
     let detect = tokio::spawn(async move {
         let mut live = Live::new("detect");
         let mut engine = Engine::new(detectors, engine_cfg);
@@ -469,6 +471,12 @@ pub fn start(
             let mut findings = Vec::new();
             for ev in &batch {
                 engine.process(ev, &mut findings);
+            }
+            if let Some(w) = &mut events_sink
+                && let Err(e) = w.write(&batch)
+            {
+                tracing::error!(error = %e, "events sink failed; it stops here");
+                events_sink = None;
             }
             let s = engine.stats();
             live.count(batch.len() as u64, 0, batch.len() as u64 - (s.late - late));
@@ -517,7 +525,7 @@ pub fn start(
         detect,
         sink,
     };
-    (Ingress { tx: raw_tx }, running)
+    Ok((Ingress { tx: raw_tx }, running))
 }
 
 impl Running {

@@ -66,7 +66,7 @@ pub async fn serve(
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
         .unzip();
-    let (ingress, running) = graph::start(spec, states, detectors, sinks);
+    let (ingress, running) = graph::start(spec, states, detectors, sinks)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut loki = None;

@@ -25,17 +25,7 @@ impl Sinks {
         let mut files = Vec::new();
         for c in &configs {
             files.push(match c {
-                SinkConfig::File { path } => {
-                    if let Some(dir) = std::path::Path::new(path)
-                        .parent()
-                        .filter(|d| !d.as_os_str().is_empty())
-                    {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let f = std::fs::File::create(path)
-                        .map_err(|e| anyhow::anyhow!("cannot create {path}: {e}"))?;
-                    Some(std::io::BufWriter::new(f))
-                }
+                SinkConfig::File { path } => Some(create(path)?),
                 _ => None,
             });
         }
@@ -119,6 +109,49 @@ impl Sinks {
             }
         }
         Ok((self.report, self.latest.len(), self.versions))
+    }
+}
+
+/// Creates a file for writing, and its folder.
+fn create(path: &str) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f =
+        std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {path}: {e}"))?;
+    Ok(std::io::BufWriter::new(f))
+}
+
+/// The `events` sink: every event as detection sees it, as ECS JSON lines.
+/// It runs in the detect stage, where the events are, and is flushed with
+/// each batch so a reader sees whole lines.
+pub struct EventsSink {
+    out: Vec<std::io::BufWriter<std::fs::File>>,
+}
+
+impl EventsSink {
+    pub fn open(configs: &[SinkConfig]) -> anyhow::Result<Option<EventsSink>> {
+        let mut out = Vec::new();
+        for c in configs {
+            if let SinkConfig::Events { path } = c {
+                out.push(create(path)?);
+            }
+        }
+        Ok((!out.is_empty()).then_some(EventsSink { out }))
+    }
+
+    pub fn write(&mut self, events: &[crate::event::Event]) -> std::io::Result<()> {
+        for w in &mut self.out {
+            for ev in events {
+                serde_json::to_writer(&mut *w, &ev.to_json())?;
+                w.write_all(b"\n")?;
+            }
+            w.flush()?;
+        }
+        Ok(())
     }
 }
 
