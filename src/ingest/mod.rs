@@ -33,6 +33,8 @@ pub struct Stream {
     pub dataset: Option<Arc<str>>,
     pub host: Option<Arc<str>>,
     pub service: Option<String>,
+    /// The program behind lines that have no syslog header (`job="sshd"`).
+    pub program: Option<Arc<str>>,
     pub tenant: Option<String>,
     /// Labels as sent (Loki stream labels), become `labels.*`.
     pub labels: Vec<(String, String)>,
@@ -44,6 +46,7 @@ const HOST_LABELS: [&str; 5] = ["host_name", "hostname", "host", "nodename", "no
 const SERVICE_LABELS: [&str; 4] = ["service_name", "service", "app", "application"];
 const DATASET_LABELS: [&str; 2] = ["event_dataset", "dataset"];
 const FORMAT_LABELS: [&str; 2] = ["log_format", "format"];
+const PROGRAM_LABELS: [&str; 5] = ["program", "syslog_identifier", "unit", "job", "app"];
 
 impl Stream {
     /// A stream from a label set; `source` is the pipeline source's id, so
@@ -84,6 +87,7 @@ impl Stream {
             dataset: find(&DATASET_LABELS).map(Arc::from),
             host: find(&HOST_LABELS).map(Arc::from),
             service: find(&SERVICE_LABELS),
+            program: find(&PROGRAM_LABELS).map(Arc::from),
             tenant: tenant.map(str::to_owned),
             labels,
         }
@@ -103,6 +107,7 @@ impl Stream {
         let mut s = SourceState::new(self.format, reference_ms);
         s.dataset_hint = self.dataset.clone();
         s.host_hint = self.host.clone();
+        s.program_hint = self.program.clone();
         s.json = self.json.clone();
         s.time_domain = (self.key >> 32) as u32;
         s

@@ -519,6 +519,8 @@ impl Worker {
             None => {
                 let mut st = SourceState::new(d.format, published_ms);
                 st.dataset_hint = d.route.dataset.map(Arc::from);
+                // `logs.sshd.web-1`: bare sshd messages parse as sshd's
+                st.program_hint = d.route.dataset.map(Arc::from);
                 st.host_hint = d.route.host.map(Arc::from);
                 st.time_domain = subject::time_domain(key);
                 if let Some(y) = self.restored_years.remove(key) {

@@ -68,6 +68,9 @@ pub struct SourceState {
     pub dataset_hint: Option<Arc<str>>,
     /// `host.name` for formats that do not carry it.
     pub host_hint: Option<Arc<str>>,
+    /// The program that wrote lines without a syslog header (`sshd`, from a
+    /// pushed stream's labels); their message parser is chosen by it.
+    pub program_hint: Option<Arc<str>>,
     pub json: JsonMapping,
     pub year: syslog::YearInference,
     pub file_path: Option<Arc<str>>,
@@ -81,6 +84,7 @@ impl SourceState {
             format,
             dataset_hint: None,
             host_hint: None,
+            program_hint: None,
             json: JsonMapping::default(),
             year: syslog::YearInference::new(reference_ms),
             file_path: None,
@@ -144,6 +148,12 @@ fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i6
         Format::Klog => kube::parse_klog_line(&mut ev, state),
         Format::KubeEvents => kube::parse_events_line(&mut ev),
     };
+    let ok = ok
+        || (format == Format::Auto
+            && state
+                .program_hint
+                .as_deref()
+                .is_some_and(|p| syslog::parse_bare(&mut ev, line, p)));
     if !ok && format != Format::Raw {
         ev.parse_error = Some(Cow::Borrowed(if format == Format::Auto {
             "no parser recognised the line"

@@ -268,6 +268,20 @@ fn program_kind(prog: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == base).copied().unwrap_or("")
 }
 
+/// Parses a line without a syslog header as a message of `program` (a
+/// pushed stream labelled `job="sshd"`, a journal unit); false when the
+/// program is not one the dispatcher knows.
+pub fn parse_bare(ev: &mut Event, line: &str, program: &str) -> bool {
+    let prog = program.strip_suffix(".service").unwrap_or(program);
+    if program_kind(prog).is_empty() {
+        return false;
+    }
+    ev.process_name = Some(prog.to_owned());
+    ev.set_message_range(0, line.len());
+    dispatch(ev, line, 0);
+    true
+}
+
 /// Picks the message parser by program name; `msg_at` is the message offset.
 fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
     // rsyslog's repeat compression: "message repeated 5 times: [ Failed password …]"
