@@ -104,7 +104,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = super::stopped(&mut stop) => return,
         }
     }
 }

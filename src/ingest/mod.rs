@@ -23,6 +23,11 @@ use crate::parse::{Format, JsonMapping, SourceState};
 
 pub use stats::SourceStats;
 
+/// Resolves once `stop` turns true (shutdown of long-lived sources).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// A pushed stream: where its lines came from, and what they all share.
 #[derive(Debug)]
 pub struct Stream {

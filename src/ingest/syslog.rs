@@ -167,7 +167,7 @@ async fn udp(
                 Err(e) => tracing::warn!(error = %e, "syslog udp receive failed"),
             },
             _ = tick.tick() => pending.flush(&ingress, &stats).await,
-            _ = stop.changed() => break,
+            _ = super::stopped(&mut stop) => break,
         }
     }
     // what the kernel still holds was sent before the stop: take it
@@ -190,11 +190,11 @@ async fn tcp(
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
+            _ = super::stopped(&mut stop) => break,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.changed() => break,
+            _ = super::stopped(&mut stop) => break,
         };
         match accepted {
             Ok((sock, peer)) => {
@@ -230,15 +230,18 @@ async fn connection(
     loop {
         let read = tokio::select! {
             r = tokio::time::timeout(flush_every, sock.read(&mut buf)) => r,
-            _ = stop.changed() => break,
+            _ = super::stopped(&mut stop) => break,
         };
         match read {
             // nothing for a flush interval: send what waits, then keep waiting
             Err(_) => {
                 pending.flush(&ingress, &stats).await;
-                match tokio::time::timeout(idle, sock.readable()).await {
-                    Ok(Ok(())) => continue,
-                    _ => break,
+                tokio::select! {
+                    r = tokio::time::timeout(idle, sock.readable()) => match r {
+                        Ok(Ok(())) => continue,
+                        _ => break,
+                    },
+                    _ = super::stopped(&mut stop) => break,
                 }
             }
             Ok(Ok(0)) | Ok(Err(_)) => break,

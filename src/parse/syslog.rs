@@ -139,7 +139,7 @@ fn parse_header(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
     } else {
         (Some(host), after_host)
     };
-    let Some((prog, pid, msg)) = split_program(prog_part) else {
+    let Some((prog, pid, msg)) = split_program(prog_part).or_else(|| bare_tag(prog_part)) else {
         return false;
     };
     if let Some(h) = host {
@@ -205,6 +205,18 @@ fn parse_5424(ev: &mut Event, line: &str, at: usize) -> bool {
     let start = super::offset_in(line, msg);
     ev.set_message_range(start, line.len());
     true
+}
+
+/// A tag without its colon, `sshd msg` (rsyslog forwarding an RFC 5424
+/// message in its RFC 3164 format): taken only for a program the
+/// dispatcher knows, since any first word could otherwise be a tag.
+fn bare_tag(s: &str) -> Option<(&str, Option<u32>, &str)> {
+    let (tag, msg) = s.split_once(' ')?;
+    let (prog, pid) = match tag.find('[') {
+        Some(i) if tag.ends_with(']') => (&tag[..i], tag[i + 1..tag.len() - 1].parse().ok()),
+        _ => (tag, None),
+    };
+    (!program_kind(prog).is_empty()).then_some((prog, pid, msg))
 }
 
 /// Splits `prog[pid]: msg` / `prog: msg` / `prog(pam_unix)[pid]: msg`.

@@ -267,3 +267,16 @@ fn pri_scan_on_multibyte_line_does_not_panic() {
     let ev = one("<ਊᝮ*%ð%:ශ'Q authenticating user root");
     assert!(ev.parse_error.is_some());
 }
+
+#[test]
+fn rsyslog_forward_format_without_the_tag_colon() {
+    let ev = one(
+        "<38>2026-11-22T10:58:43.603267+00:00 vm sshd Failed password for invalid user user0 from 203.0.113.9 port 5000 ssh2",
+    );
+    assert_eq!(ev.dataset, "sshd");
+    assert_eq!(ev.host_name.as_deref(), Some("vm"));
+    assert_eq!(ev.source_ip.as_deref(), Some("203.0.113.9"));
+    // an unknown first word is not taken for a tag
+    let ev = one("<38>2026-11-22T10:58:43Z vm hello world");
+    assert!(ev.parse_error.is_some());
+}

@@ -512,6 +512,8 @@ pub fn start(
                 metrics::counter!(crate::metrics::FINDINGS_EMITTED, "detector" => f.detector.id.clone()).increment(1);
                 sinks.accept(f)?;
             }
+            // whole lines for whoever follows the files (findings are few)
+            sinks.flush()?;
         }
         let rep = sinks.finish()?;
         Ok::<_, anyhow::Error>((rep, latencies))
