@@ -65,12 +65,52 @@ start_nats() {
   echo "servers: nats-server $("$NATS_SERVER_BIN" --version) on $THREATPILOT_NATS_URL" >&2
 }
 
+# Debian packages, with one `apt-get update` only if an install needs it.
+APT_UPDATED=""
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -z "$APT_UPDATED" ]; then
+    $sudo apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# The ingestion peers tests drive: Alertmanager and rsyslog from Debian (the
+# tests start their own, on ephemeral ports), and two Loki clients nobody
+# here wrote: python-logging-loki (JSON) and winston-loki (snappy protobuf).
+ensure_peers() {
+  local missing=()
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  command -v rsyslogd >/dev/null || missing+=(rsyslog)
+  command -v logger >/dev/null || missing+=(bsdutils)
+  command -v node >/dev/null || missing+=(nodejs npm)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "servers: installing ${missing[*]} from Debian" >&2
+    apt_install "${missing[@]}"
+  fi
+  if ! python3 -c 'import logging_loki' 2>/dev/null; then
+    echo "servers: installing python-logging-loki from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check python-logging-loki >&2 ||
+      python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages python-logging-loki >&2
+  fi
+  local node_dir="${THREATPILOT_NODE_DIR:-$HOME/.cache/threatpilot-node}"
+  if [ ! -d "$node_dir/node_modules/winston-loki" ]; then
+    echo "servers: installing winston and winston-loki from npm" >&2
+    mkdir -p "$node_dir"
+    (cd "$node_dir" && npm install --silent --no-audit --no-fund winston@3 winston-loki@6 >&2)
+  fi
+  export THREATPILOT_NODE_PATH="$node_dir/node_modules"
+}
+
 servers_start() {
   SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/threatpilot-servers.XXXXXX")"
   export THREATPILOT_SERVERS_DIR="$SERVERS_DIR"
   # a missing server is a failure in the suite, not a skipped test
   export THREATPILOT_REQUIRE_SERVERS=1
   start_nats
+  ensure_peers
 }
 
 servers_stop() {

@@ -328,6 +328,22 @@ fn tokens_and_roles_guard_every_route() {
     assert_eq!(push(Some("push-tok")).status, 204);
     assert_eq!(push(Some("admin-tok")).status, 204);
     svc.wait_for("2 events", 10, |s| s.read_jsonl("events.jsonl").len() == 2);
+    // every documented route is served
+    for (method, path) in threatpilot::api::ROUTES {
+        if path.contains('{') || path.ends_with("/stream") {
+            continue;
+        }
+        let auth = bearer("admin-tok");
+        let r = support::http(
+            svc.api,
+            &method.to_uppercase(),
+            path,
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_ne!(r.status, 404, "{method} {path}");
+        assert_ne!(r.status, 405, "{method} {path}");
+    }
     svc.stop();
 }
 

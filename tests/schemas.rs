@@ -82,3 +82,29 @@ fn emitted_findings_and_events_validate() {
     }
     assert!(n > 20);
 }
+
+#[test]
+fn the_openapi_description_lists_every_route_the_api_serves() {
+    let doc: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string("schemas/openapi.yaml").unwrap()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> = threatpilot::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+    // every $ref inside the document resolves
+    let text = std::fs::read_to_string("schemas/openapi.yaml").unwrap();
+    for r in text.split("$ref: \"#/").skip(1) {
+        let pointer = format!("/{}", r.split('"').next().unwrap());
+        assert!(doc.pointer(&pointer).is_some(), "dangling $ref {pointer}");
+    }
+}

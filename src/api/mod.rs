@@ -45,6 +45,20 @@ use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
 use crate::pipeline::graph::Ingress;
 use push::PushSource;
 
+/// Every route the API serves (method, path), as `schemas/openapi.yaml`
+/// documents them; a test keeps the two in step.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/status"),
+    ("get", "/api/v1/findings"),
+    ("get", "/api/v1/findings/stream"),
+    ("get", "/api/v1/findings/{id}"),
+    ("post", "/loki/api/v1/push"),
+    ("post", "/alertmanager/webhook"),
+];
+
 /// What the handlers read.
 pub(crate) struct ApiState {
     pipeline: String,
