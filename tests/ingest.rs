@@ -295,7 +295,8 @@ fn tokens_and_roles_guard_every_route() {
         hash_token("push-tok"),
         hash_token("admin-tok")
     );
-    let svc = Service::start("auth", &pipeline(LOKI, &auth), Stdio::null());
+    let sources = format!("{LOKI}  - type: alertmanager\n    id: am\n");
+    let svc = Service::start("auth", &pipeline(&sources, &auth), Stdio::null());
     let bearer = |t: &str| format!("Bearer {t}");
     let get = |path: &str, tok: Option<&str>| {
         let h = tok.map(bearer);
