@@ -25,4 +25,6 @@ tp="$CARGO_TARGET_DIR/release/threatpilot"
 "$tp" test
 # the NATS path end to end against the suite's server (a smoke run of the benchmark)
 "$tp" bench --nats --nats-url "$THREATPILOT_NATS_URL" --events 20000 --runs 1
+# Loki push from a second process into a running pipeline (a smoke run)
+"$tp" bench --loki --events 20000 --runs 1
 cargo test --locked --release

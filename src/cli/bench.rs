@@ -45,6 +45,19 @@ pub struct Args {
     /// Log lines per NATS message for --nats.
     #[arg(long, default_value_t = 100)]
     lines_per_message: usize,
+    /// Measure Loki push ingestion instead: this process generates the
+    /// load, a `threatpilot run` process ingests it.
+    #[arg(long)]
+    loki: bool,
+    /// Push to this running pipeline for --loki (default: one started here).
+    #[arg(long)]
+    loki_url: Option<String>,
+    /// Lines per push request for --loki.
+    #[arg(long, default_value_t = 1000)]
+    batch_lines: usize,
+    /// Concurrent connections for --loki.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -137,6 +150,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             detectors: args.detectors,
             url: args.nats_url,
             lines_per_message: args.lines_per_message,
+            json: args.json,
+        });
+    }
+    if args.loki {
+        return super::bench_loki::run(super::bench_loki::LokiBench {
+            events: args.events,
+            runs: args.runs,
+            detectors: args.detectors,
+            url: args.loki_url,
+            batch_lines: args.batch_lines,
+            connections: args.connections,
             json: args.json,
         });
     }
