@@ -184,7 +184,9 @@ fn bad_pushes_get_a_clear_4xx_and_lose_nothing_good() {
     let limits = "  limits:\n    max_body_bytes: 65536\n    max_decompressed_bytes: 1048576\n    request_timeout_secs: 1\n";
     let svc = Service::start("loki-bad", &pipeline(LOKI, limits), Stdio::null());
     let good = json_push(r#"{"job":"app"}"#, &["all good".to_string()], now_ms());
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (what, headers, body, status, what the answer says)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "not JSON",
             vec![JSON],

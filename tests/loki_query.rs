@@ -39,8 +39,11 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The (start, end) of every query_range request answered.
+type Requests = Arc<Mutex<Vec<(i64, i64)>>>;
+
 /// Serves query_range over `entries`; returns its port and the requests seen.
-fn fake_loki(entries: Arc<Vec<Entry>>) -> (u16, Arc<Mutex<Vec<(i64, i64)>>>) {
+fn fake_loki(entries: Arc<Vec<Entry>>) -> (u16, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -375,8 +375,11 @@ pub struct Running {
     dedupe: tokio::task::JoinHandle<StageReport>,
     cluster: tokio::task::JoinHandle<(StageReport, usize)>,
     detect: tokio::task::JoinHandle<(StageReport, crate::detect::EngineStats)>,
-    sink: tokio::task::JoinHandle<anyhow::Result<((StageReport, usize, usize), Vec<f64>)>>,
+    sink: tokio::task::JoinHandle<anyhow::Result<SinkOutcome>>,
 }
+
+/// The sink stage's report, findings and versions, and finding latencies.
+type SinkOutcome = ((StageReport, usize, usize), Vec<f64>);
 
 /// Starts parse, dedupe, cluster, detect and the sinks. `states` are the
 /// parser states of `Origin::Input(i)`; pushed streams get theirs on first
