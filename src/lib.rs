@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod prehashed;
 pub mod schema;
 pub mod simulate;
+pub mod store;
 pub mod time;

@@ -26,6 +26,10 @@ pub const INGEST_BYTES: &str = "threatpilot_ingest_bytes_total";
 pub const INGEST_STREAMS_EVICTED: &str = "threatpilot_ingest_streams_evicted_total";
 pub const SYSLOG_CONNECTIONS: &str = "threatpilot_syslog_connections";
 pub const LOKI_QUERY_RUNS: &str = "threatpilot_loki_query_runs_total";
+pub const STORE_ROWS_INSERTED: &str = "threatpilot_store_rows_inserted_total";
+pub const STORE_INSERT_ERRORS: &str = "threatpilot_store_insert_errors_total";
+pub const STORE_SPOOL_BYTES: &str = "threatpilot_store_spool_bytes";
+pub const STORE_SPOOL_BATCHES: &str = "threatpilot_store_spool_batches";
 pub const API_SSE_CLIENTS: &str = "threatpilot_api_sse_clients";
 
 /// Registers descriptions with whatever recorder is installed.
@@ -51,6 +55,26 @@ pub fn describe() {
         "open syslog TCP connections"
     );
     describe_counter!(LOKI_QUERY_RUNS, Unit::Count, "Loki query runs by outcome");
+    describe_counter!(
+        STORE_ROWS_INSERTED,
+        Unit::Count,
+        "rows inserted into ClickHouse, by table (replayed spool included)"
+    );
+    describe_counter!(
+        STORE_INSERT_ERRORS,
+        Unit::Count,
+        "ClickHouse inserts that failed (the batch was spooled)"
+    );
+    describe_gauge!(
+        STORE_SPOOL_BYTES,
+        Unit::Bytes,
+        "bytes waiting in the ClickHouse spool"
+    );
+    describe_gauge!(
+        STORE_SPOOL_BATCHES,
+        Unit::Count,
+        "batches waiting in the ClickHouse spool"
+    );
     describe_gauge!(
         API_SSE_CLIENTS,
         Unit::Count,

@@ -175,6 +175,9 @@ pub enum SinkConfig {
     Report { path: String },
     /// Every finding version published to JetStream (see `crate::nats`).
     Nats(NatsSinkConfig),
+    /// Events, findings and templates into ClickHouse, spooled to disk
+    /// while it is unreachable (see `crate::store`).
+    Clickhouse(crate::store::ClickhouseSinkConfig),
 }
 
 impl PipelineSpec {
@@ -254,6 +257,16 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
                 c.id
             )));
         }
+    }
+    if nats > 0
+        && spec
+            .sinks
+            .iter()
+            .any(|s| matches!(s, SinkConfig::Clickhouse(_)))
+    {
+        return Err(err(
+            "the clickhouse sink runs in the stage graph; a NATS worker cannot use it yet".into(),
+        ));
     }
     if spec.batch_size == 0 || spec.channel_capacity == 0 {
         return Err(err(

@@ -465,6 +465,10 @@ pub fn start(
         execution_id: format!("exec-{}", crate::time::now_ms()),
     };
     let mut events_sink = events_sink;
+    let mut picker = sinks
+        .store()
+        .map(|(cfg, h)| (crate::store::sink::EventPicker::new(cfg), h.clone()));
+    let sink_store = sinks.store().map(|(_, h)| h.clone());
     let detect = tokio::spawn(async move {
         let mut live = Live::new("detect");
         let mut engine = Engine::new(detectors, engine_cfg);
@@ -481,6 +485,13 @@ pub fn start(
                 tracing::error!(error = %e, "events sink failed; it stops here");
                 events_sink = None;
             }
+            if let Some((p, store)) = &mut picker {
+                let (rows, templates) = p.pick(&batch, &findings);
+                store
+                    .send(crate::store::spool::Batch::Templates(templates))
+                    .await;
+                store.send(crate::store::spool::Batch::Events(rows)).await;
+            }
             let s = engine.stats();
             live.count(batch.len() as u64, 0, batch.len() as u64 - (s.late - late));
             live.drop("late", s.late - late);
@@ -492,6 +503,11 @@ pub fn start(
         }
         let mut findings = Vec::new();
         engine.flush(&mut findings);
+        if let Some((p, store)) = &mut picker {
+            let (rows, _) = p.pick(&[], &findings);
+            store.send(crate::store::spool::Batch::Events(rows)).await;
+        }
+        drop(picker);
         if !findings.is_empty() {
             let _ = findings_tx.send(findings).await;
         }
@@ -505,6 +521,13 @@ pub fn start(
             metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "sink")
                 .set(findings_rx.len() as f64);
             let now = mono_ns();
+            if let Some(store) = &sink_store {
+                let rows = batch
+                    .iter()
+                    .map(crate::store::FindingRow::from_finding)
+                    .collect();
+                store.send(crate::store::spool::Batch::Findings(rows)).await;
+            }
             for f in batch {
                 // latency is from the event that crossed the threshold to its finding
                 if f.status == crate::finding::Status::Open {
@@ -518,6 +541,7 @@ pub fn start(
             // whole lines for whoever follows the files (findings are few)
             sinks.flush()?;
         }
+        drop(sink_store);
         let rep = sinks.finish()?;
         Ok::<_, anyhow::Error>((rep, latencies))
     });

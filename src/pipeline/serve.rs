@@ -62,6 +62,14 @@ pub async fn serve(
     if let Some(h) = &hub {
         sinks = sinks.with_hub(h.clone());
     }
+    let mut store = None;
+    for s in &spec.sinks {
+        if let super::config::SinkConfig::Clickhouse(c) = s {
+            let (handle, task) = crate::store::sink::start(c.clone()).await?;
+            sinks = sinks.with_store(c.clone(), handle);
+            store = Some(task);
+        }
+    }
     let (files, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
@@ -157,7 +165,10 @@ pub async fn serve(
         reports.push(file_report);
     }
     reports.extend(stats.iter().map(|s| s.report()));
-    let summary = running.finish(reports).await?;
+    let mut summary = running.finish(reports).await?;
+    if let Some(task) = store {
+        summary.stages.push(task.await?);
+    }
     let _ = stop_tx.send(true);
     Ok(summary)
 }

@@ -18,6 +18,11 @@ pub struct Sinks {
     report: StageReport,
     /// The findings API's store and live stream, when the API runs.
     hub: Option<std::sync::Arc<crate::api::FindingsHub>>,
+    /// The ClickHouse sink's entrance, and its settings.
+    store: Option<(
+        crate::store::ClickhouseSinkConfig,
+        crate::store::sink::StoreHandle,
+    )>,
 }
 
 impl Sinks {
@@ -36,6 +41,7 @@ impl Sinks {
             index: HashMap::new(),
             versions: 0,
             hub: None,
+            store: None,
             report: StageReport {
                 stage: "sink".into(),
                 ..StageReport::default()
@@ -47,6 +53,25 @@ impl Sinks {
     pub fn with_hub(mut self, hub: std::sync::Arc<crate::api::FindingsHub>) -> Sinks {
         self.hub = Some(hub);
         self
+    }
+
+    /// Also sends rows to a started ClickHouse sink.
+    pub fn with_store(
+        mut self,
+        cfg: crate::store::ClickhouseSinkConfig,
+        handle: crate::store::sink::StoreHandle,
+    ) -> Sinks {
+        self.store = Some((cfg, handle));
+        self
+    }
+
+    pub fn store(
+        &self,
+    ) -> Option<&(
+        crate::store::ClickhouseSinkConfig,
+        crate::store::sink::StoreHandle,
+    )> {
+        self.store.as_ref()
     }
 
     pub fn accept(&mut self, f: Finding) -> anyhow::Result<()> {
