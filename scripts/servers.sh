@@ -104,12 +104,68 @@ ensure_peers() {
   export THREATPILOT_NODE_PATH="$node_dir/node_modules"
 }
 
+# ClickHouse from Debian (18.16): the shared server the tests use, with its
+# own config, data and ports in the servers' folder.
+ensure_clickhouse() {
+  command -v curl >/dev/null || apt_install curl
+  if ! command -v clickhouse-server >/dev/null; then
+    echo "servers: installing clickhouse-server from Debian" >&2
+    apt_install clickhouse-server
+  fi
+}
+
+# Writes a config for a ClickHouse in $1 on HTTP port $2 and native port $3.
+clickhouse_config() {
+  local dir="$1" http="$2" tcp="$3"
+  mkdir -p "$dir"
+  cp /etc/clickhouse-server/users.xml "$dir/users.xml"
+  cat >"$dir/config.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$dir/server.log</log><errorlog>$dir/server.err.log</errorlog><size>10M</size><count>1</count></logger>
+  <http_port>$http</http_port>
+  <tcp_port>$tcp</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>$dir/data/</path>
+  <tmp_path>$dir/tmp/</tmp_path>
+  <user_files_path>$dir/user_files/</user_files_path>
+  <format_schema_path>$dir/format_schemas/</format_schema_path>
+  <users_config>$dir/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>536870912</mark_cache_size>
+</yandex>
+EOF
+}
+
+start_clickhouse() {
+  ensure_clickhouse
+  local dir="$SERVERS_DIR/clickhouse" http tcp
+  http="$(free_port)"
+  tcp="$(free_port)"
+  clickhouse_config "$dir" "$http" "$tcp"
+  clickhouse-server --config-file="$dir/config.xml" >"$dir/stdout.log" 2>&1 &
+  echo $! >"$SERVERS_DIR/clickhouse.pid"
+  local deadline=$((SECONDS + 60))
+  until [ "$(curl -s "http://127.0.0.1:$http/ping" 2>/dev/null)" = "Ok." ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "servers: clickhouse did not answer on port $http" >&2
+      cat "$dir/stdout.log" "$dir/server.err.log" >&2 2>/dev/null || true
+      return 1
+    fi
+    sleep 0.2
+  done
+  export THREATPILOT_CLICKHOUSE_URL="http://127.0.0.1:$http"
+  echo "servers: clickhouse $(curl -s "$THREATPILOT_CLICKHOUSE_URL/?query=SELECT%20version()") on $THREATPILOT_CLICKHOUSE_URL" >&2
+}
+
 servers_start() {
   SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/threatpilot-servers.XXXXXX")"
   export THREATPILOT_SERVERS_DIR="$SERVERS_DIR"
   # a missing server is a failure in the suite, not a skipped test
   export THREATPILOT_REQUIRE_SERVERS=1
   start_nats
+  start_clickhouse
   ensure_peers
 }
 
