@@ -27,4 +27,6 @@ tp="$CARGO_TARGET_DIR/release/threatpilot"
 "$tp" bench --nats --nats-url "$THREATPILOT_NATS_URL" --events 20000 --runs 1
 # Loki push from a second process into a running pipeline (a smoke run)
 "$tp" bench --loki --events 20000 --runs 1
+# rows/s into the suite's ClickHouse (a smoke run)
+"$tp" bench --clickhouse-url "$THREATPILOT_CLICKHOUSE_URL" --events 20000 --runs 1
 cargo test --locked --release

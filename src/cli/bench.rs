@@ -58,6 +58,13 @@ pub struct Args {
     /// Concurrent connections for --loki.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Measure rows/s inserted into this ClickHouse instead (a scratch
+    /// database, dropped after).
+    #[arg(long)]
+    clickhouse_url: Option<String>,
+    /// Rows per insert for --clickhouse-url.
+    #[arg(long, default_value_t = 50_000)]
+    batch_rows: usize,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -150,6 +157,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             detectors: args.detectors,
             url: args.nats_url,
             lines_per_message: args.lines_per_message,
+            json: args.json,
+        });
+    }
+    if let Some(url) = args.clickhouse_url {
+        return super::bench_clickhouse::run(super::bench_clickhouse::ClickhouseBench {
+            events: args.events,
+            runs: args.runs,
+            url,
+            batch_rows: args.batch_rows,
             json: args.json,
         });
     }

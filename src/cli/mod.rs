@@ -2,6 +2,7 @@
 //! shapes on stdout are contracts that scripts rely on (README, SPEC 13).
 
 mod bench;
+mod bench_clickhouse;
 mod bench_loki;
 mod bench_nats;
 mod check;

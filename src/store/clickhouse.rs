@@ -124,8 +124,10 @@ impl Clickhouse {
         })
     }
 
-    async fn execute(&self, sql: &str) -> Result<(), StoreError> {
-        self.client.query(sql).execute().await.map_err(classify)
+    /// Runs a statement; `{db}` names this store's database.
+    pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.replace("{db}", &format!("`{}`", self.db));
+        self.client.query(&sql).execute().await.map_err(classify)
     }
 
     /// Creates the database and applies the migrations it has not had;
