@@ -204,7 +204,7 @@ impl Writer {
                 Err(e) => self.failed(&e),
             }
         }
-        self.to_spool(&batch);
+        self.spool_batch(&batch);
     }
 
     fn failed(&mut self, e: &StoreError) {
@@ -219,7 +219,7 @@ impl Writer {
         self.next_try = Instant::now() + self.backoff;
     }
 
-    fn to_spool(&mut self, batch: &Batch) {
+    fn spool_batch(&mut self, batch: &Batch) {
         if let Err(e) = self.spool.push(batch) {
             // the disk refused too: nothing else can keep it
             tracing::error!(error = %e, rows = batch.len(), table = batch.table(), "cannot spool a batch");
