@@ -13,6 +13,7 @@ mod parse;
 mod publish;
 mod replay;
 mod simulate;
+mod sql;
 mod token;
 
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     },
     /// Score ThreatPilot against public ground truth.
     Eval(eval::Args),
+    /// Run SQL over the stored tables (embedded Parquet, or --clickhouse URL).
+    Sql(sql::Args),
     /// Make or hash API bearer tokens.
     #[command(subcommand)]
     Token(token::Args),
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Eval(a) => eval::run(a),
         Command::Token(a) => token::run(a),
+        Command::Sql(a) => sql::run(a),
     };
     match result {
         Ok(code) => code,

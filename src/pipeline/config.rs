@@ -178,6 +178,9 @@ pub enum SinkConfig {
     /// Events, findings and templates into ClickHouse, spooled to disk
     /// while it is unreachable (see `crate::store`).
     Clickhouse(crate::store::ClickhouseSinkConfig),
+    /// The same tables as Parquet files under a data folder, queried with
+    /// `threatpilot sql` (the embedded store; see `crate::store::parquet`).
+    Parquet(crate::store::parquet::ParquetSinkConfig),
 }
 
 impl PipelineSpec {
@@ -262,10 +265,21 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
         && spec
             .sinks
             .iter()
-            .any(|s| matches!(s, SinkConfig::Clickhouse(_)))
+            .any(|s| matches!(s, SinkConfig::Clickhouse(_) | SinkConfig::Parquet(_)))
     {
         return Err(err(
-            "the clickhouse sink runs in the stage graph; a NATS worker cannot use it yet".into(),
+            "the clickhouse and parquet sinks run in the stage graph; a NATS worker cannot use them yet"
+                .into(),
+        ));
+    }
+    let stores = spec
+        .sinks
+        .iter()
+        .filter(|s| matches!(s, SinkConfig::Clickhouse(_) | SinkConfig::Parquet(_)))
+        .count();
+    if stores > 1 {
+        return Err(err(
+            "one store per pipeline: clickhouse or parquet, not both".into(),
         ));
     }
     if spec.batch_size == 0 || spec.channel_capacity == 0 {

@@ -465,10 +465,13 @@ pub fn start(
         execution_id: format!("exec-{}", crate::time::now_ms()),
     };
     let mut events_sink = events_sink;
-    let mut picker = sinks
-        .store()
-        .map(|(cfg, h)| (crate::store::sink::EventPicker::new(cfg), h.clone()));
-    let sink_store = sinks.store().map(|(_, h)| h.clone());
+    let mut picker = sinks.store().map(|t| {
+        (
+            crate::store::sink::EventPicker::new(t.events, t.sample_rate),
+            t.handle.clone(),
+        )
+    });
+    let sink_store = sinks.store().map(|t| t.handle.clone());
     let detect = tokio::spawn(async move {
         let mut live = Live::new("detect");
         let mut engine = Engine::new(detectors, engine_cfg);

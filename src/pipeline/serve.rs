@@ -64,11 +64,23 @@ pub async fn serve(
     }
     let mut store = None;
     for s in &spec.sinks {
-        if let super::config::SinkConfig::Clickhouse(c) = s {
-            let (handle, task) = crate::store::sink::start(c.clone()).await?;
-            sinks = sinks.with_store(c.clone(), handle);
-            store = Some(task);
-        }
+        let (handle, task, events, sample_rate) = match s {
+            super::config::SinkConfig::Clickhouse(c) => {
+                let (h, t) = crate::store::sink::start(c.clone()).await?;
+                (h, t, c.events, c.sample_rate)
+            }
+            super::config::SinkConfig::Parquet(c) => {
+                let (h, t) = crate::store::parquet::start(c.clone())?;
+                (h, t, c.events, c.sample_rate)
+            }
+            _ => continue,
+        };
+        sinks = sinks.with_store(super::sinks::StoreTap {
+            handle,
+            events,
+            sample_rate,
+        });
+        store = Some(task);
     }
     let (files, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()

@@ -8,6 +8,14 @@ use super::config::SinkConfig;
 use super::graph::StageReport;
 use crate::finding::Finding;
 
+/// Where a store takes rows, and which events it wants.
+#[derive(Clone)]
+pub struct StoreTap {
+    pub handle: crate::store::sink::StoreHandle,
+    pub events: crate::store::EventsMode,
+    pub sample_rate: f64,
+}
+
 pub struct Sinks {
     configs: Vec<SinkConfig>,
     files: Vec<Option<std::io::BufWriter<std::fs::File>>>,
@@ -18,11 +26,8 @@ pub struct Sinks {
     report: StageReport,
     /// The findings API's store and live stream, when the API runs.
     hub: Option<std::sync::Arc<crate::api::FindingsHub>>,
-    /// The ClickHouse sink's entrance, and its settings.
-    store: Option<(
-        crate::store::ClickhouseSinkConfig,
-        crate::store::sink::StoreHandle,
-    )>,
+    /// A store's entrance (ClickHouse or the embedded Parquet store).
+    store: Option<StoreTap>,
 }
 
 impl Sinks {
@@ -55,22 +60,13 @@ impl Sinks {
         self
     }
 
-    /// Also sends rows to a started ClickHouse sink.
-    pub fn with_store(
-        mut self,
-        cfg: crate::store::ClickhouseSinkConfig,
-        handle: crate::store::sink::StoreHandle,
-    ) -> Sinks {
-        self.store = Some((cfg, handle));
+    /// Also sends rows to a started store.
+    pub fn with_store(mut self, tap: StoreTap) -> Sinks {
+        self.store = Some(tap);
         self
     }
 
-    pub fn store(
-        &self,
-    ) -> Option<&(
-        crate::store::ClickhouseSinkConfig,
-        crate::store::sink::StoreHandle,
-    )> {
+    pub fn store(&self) -> Option<&StoreTap> {
         self.store.as_ref()
     }
 

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "response",
         include_str!("../../deploy/clickhouse/005_response.sql"),
     ),
+    (
+        6,
+        "views",
+        include_str!("../../deploy/clickhouse/006_views.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

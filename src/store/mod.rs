@@ -16,6 +16,7 @@
 //! `event_id` / `finding_id` + `update_count` when parts merge.
 
 pub mod clickhouse;
+pub mod parquet;
 pub mod config;
 pub mod rows;
 pub mod sink;

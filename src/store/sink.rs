@@ -34,6 +34,12 @@ pub struct StoreHandle {
 }
 
 impl StoreHandle {
+    /// A handle and the receiving end a store task reads.
+    pub fn channel() -> (StoreHandle, mpsc::Receiver<Batch>) {
+        let (tx, rx) = mpsc::channel(16);
+        (StoreHandle { tx }, rx)
+    }
+
     /// Waits for room (backpressure while the spool is full).
     pub async fn send(&self, batch: Batch) {
         if !batch.is_empty() {
@@ -56,10 +62,10 @@ pub struct EventPicker {
 }
 
 impl EventPicker {
-    pub fn new(cfg: &ClickhouseSinkConfig) -> EventPicker {
+    pub fn new(mode: EventsMode, sample_rate: f64) -> EventPicker {
         EventPicker {
-            mode: cfg.events,
-            sample_below: (cfg.sample_rate.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+            mode,
+            sample_below: (sample_rate.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
             templates: HashMap::new(),
             recent: HashMap::new(),
             order: VecDeque::new(),
@@ -307,7 +313,7 @@ pub async fn start(
             "clickhouse spool from an earlier run waits"
         );
     }
-    let (tx, mut rx) = mpsc::channel::<Batch>(16);
+    let (handle, mut rx) = StoreHandle::channel();
     let task = tokio::spawn(async move {
         let flush_every = Duration::from_millis(cfg.flush_ms.max(1));
         let mut events: Vec<EventRow> = Vec::new();
@@ -380,5 +386,5 @@ pub async fn start(
         }
         rep
     });
-    Ok((StoreHandle { tx }, task))
+    Ok((handle, task))
 }

@@ -38,6 +38,25 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// An empty batch of the same table.
+    pub fn empty_like(&self) -> Batch {
+        match self {
+            Batch::Events(_) => Batch::Events(Vec::new()),
+            Batch::Findings(_) => Batch::Findings(Vec::new()),
+            Batch::Templates(_) => Batch::Templates(Vec::new()),
+        }
+    }
+
+    /// Adds another batch's rows when it is of the same table.
+    pub fn append(&mut self, other: Batch) {
+        match (self, other) {
+            (Batch::Events(a), Batch::Events(b)) => a.extend(b),
+            (Batch::Findings(a), Batch::Findings(b)) => a.extend(b),
+            (Batch::Templates(a), Batch::Templates(b)) => a.extend(b),
+            _ => {}
+        }
+    }
 }
 
 pub struct Spool {
