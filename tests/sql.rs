@@ -27,13 +27,29 @@ fn run_pipeline(dir: &std::path::Path, sink: &str) {
         format!("version: 1\nname: sql\nsources:\n  - type: file\n    id: f\n    paths: {FILES}\nsinks:\n  - type: file\n    path: {}\n{sink}", dir.join("findings.jsonl").display()),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot")).args(["run", "--pipeline"]).arg(&p).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args(["run", "--pipeline"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sql(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot")).arg("sql").args(args).output().unwrap();
-    assert!(out.status.success(), "sql {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .arg("sql")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sql {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -63,40 +79,79 @@ fn rows(jsonl: &str) -> Vec<Value> {
 fn the_embedded_store_answers_sql_in_table_json_and_csv() {
     let dir = support::temp_dir("sql-embedded");
     let data = dir.join("data");
-    run_pipeline(&dir, &format!("  - type: parquet\n    dir: {}\n    events: all\n", data.display()));
+    run_pipeline(
+        &dir,
+        &format!(
+            "  - type: parquet\n    dir: {}\n    events: all\n",
+            data.display()
+        ),
+    );
     let data = data.display().to_string();
     let findings: Vec<Value> = std::fs::read_to_string(dir.join("findings.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let mut ids: Vec<&str> = findings.iter().map(|f| f["finding_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = findings
+        .iter()
+        .map(|f| f["finding_id"].as_str().unwrap())
+        .collect();
     ids.sort();
     ids.dedup();
-    let n = |q: &str| rows(&sql(&["--data", &data, "--format", "json", q]))[0]["n"].as_f64().unwrap() as usize;
+    let n = |q: &str| {
+        rows(&sql(&["--data", &data, "--format", "json", q]))[0]["n"]
+            .as_f64()
+            .unwrap() as usize
+    };
     assert_eq!(n("SELECT count(*) AS n FROM findings"), findings.len());
     assert_eq!(n("SELECT count(*) AS n FROM findings_latest"), ids.len());
-    let lines: usize = ["crowdsec-ssh-bf/input.log", "crowdsec-nginx-http-sqli-probing/input.log", "synthetic-password-spraying/input.log", "npd-oom-kill/input.log"]
-        .iter()
-        .map(|f| std::fs::read_to_string(format!("fixtures/detectors/{f}")).unwrap().lines().count())
-        .sum();
+    let lines: usize = [
+        "crowdsec-ssh-bf/input.log",
+        "crowdsec-nginx-http-sqli-probing/input.log",
+        "synthetic-password-spraying/input.log",
+        "npd-oom-kill/input.log",
+    ]
+    .iter()
+    .map(|f| {
+        std::fs::read_to_string(format!("fixtures/detectors/{f}"))
+            .unwrap()
+            .lines()
+            .count()
+    })
+    .sum();
     let events = n("SELECT count(*) AS n FROM events");
-    assert!(events > lines / 2 && events <= lines, "{events} events of {lines} lines");
+    assert!(
+        events > lines / 2 && events <= lines,
+        "{events} events of {lines} lines"
+    );
     assert!(n("SELECT count(*) AS n FROM templates_latest") > 0);
     // the latest version is the resolved one
     let open = n("SELECT count(*) AS n FROM findings_latest WHERE status = 'open'");
     assert_eq!(open, 0);
-    let table = sql(&["--data", &data, "SELECT classification, count(*) AS n FROM findings_latest GROUP BY classification ORDER BY classification"]);
+    let table = sql(&[
+        "--data",
+        &data,
+        "SELECT classification, count(*) AS n FROM findings_latest GROUP BY classification ORDER BY classification",
+    ]);
     assert!(table.contains("| classification"), "{table}");
     assert!(table.contains("brute_force"), "{table}");
-    let csv = sql(&["--data", &data, "--format", "csv", "SELECT finding_id, severity FROM findings_latest ORDER BY finding_id"]);
+    let csv = sql(&[
+        "--data",
+        &data,
+        "--format",
+        "csv",
+        "SELECT finding_id, severity FROM findings_latest ORDER BY finding_id",
+    ]);
     assert_eq!(csv.lines().next(), Some("finding_id,severity"));
     assert_eq!(csv.lines().count(), ids.len() + 1);
     for q in README_QUERIES {
         sql(&["--data", &data, q]);
     }
     // a bad query is a clear error, not a panic
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot")).args(["sql", "--data", &data, "SELECT nope FROM findings"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args(["sql", "--data", &data, "SELECT nope FROM findings"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
@@ -108,18 +163,50 @@ fn the_readme_queries_give_the_same_answers_on_both_stores() {
     };
     let dir = support::temp_dir("sql-both");
     let data = dir.join("data");
-    run_pipeline(&dir, &format!("  - type: parquet\n    dir: {}\n    events: all\n", data.display()));
+    run_pipeline(
+        &dir,
+        &format!(
+            "  - type: parquet\n    dir: {}\n    events: all\n",
+            data.display()
+        ),
+    );
     let dir2 = support::temp_dir("sql-both-ch");
-    run_pipeline(&dir2, &format!("  - type: clickhouse\n    url: {}\n    database: tpq\n    events: all\n    spool_dir: {}\n", ch.url, dir2.join("spool").display()));
+    run_pipeline(
+        &dir2,
+        &format!(
+            "  - type: clickhouse\n    url: {}\n    database: tpq\n    events: all\n    spool_dir: {}\n",
+            ch.url,
+            dir2.join("spool").display()
+        ),
+    );
     let data = data.display().to_string();
     for q in README_QUERIES {
         let embedded = rows(&sql(&["--data", &data, "--format", "json", q]));
-        let server = rows(&sql(&["--clickhouse", &ch.url, "--database", "tpq", "--format", "json", q]));
+        let server = rows(&sql(&[
+            "--clickhouse",
+            &ch.url,
+            "--database",
+            "tpq",
+            "--format",
+            "json",
+            q,
+        ]));
         assert_eq!(embedded, server, "{q}");
     }
     // and without the date filter, so the comparison is not of two empty answers
     let q = README_QUERIES[0].replace("WHERE day = today() ", "");
     let embedded = rows(&sql(&["--data", &data, "--format", "json", &q]));
     assert!(!embedded.is_empty());
-    assert_eq!(embedded, rows(&sql(&["--clickhouse", &ch.url, "--database", "tpq", "--format", "json", &q])));
+    assert_eq!(
+        embedded,
+        rows(&sql(&[
+            "--clickhouse",
+            &ch.url,
+            "--database",
+            "tpq",
+            "--format",
+            "json",
+            &q
+        ]))
+    );
 }

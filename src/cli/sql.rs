@@ -56,7 +56,11 @@ async fn embedded(args: &Args) -> anyhow::Result<ExitCode> {
 fn print(batches: &[RecordBatch], format: OutFormat, out: &mut impl Write) -> anyhow::Result<()> {
     use datafusion::arrow;
     match format {
-        OutFormat::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?,
+        OutFormat::Table => writeln!(
+            out,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(batches)?
+        )?,
         OutFormat::Json => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
             for b in batches {
@@ -65,7 +69,9 @@ fn print(batches: &[RecordBatch], format: OutFormat, out: &mut impl Write) -> an
             w.finish()?;
         }
         OutFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             for b in batches {
                 w.write(b)?;
             }
@@ -76,11 +82,14 @@ fn print(batches: &[RecordBatch], format: OutFormat, out: &mut impl Write) -> an
 
 async fn clickhouse(url: &str, args: &Args) -> anyhow::Result<ExitCode> {
     let format = match args.format {
-        OutFormat::Table => "PrettyCompactMonoBlock",
+        OutFormat::Table => "PrettyCompactNoEscapes",
         OutFormat::Json => "JSONEachRow",
         OutFormat::Csv => "CSVWithNames",
     };
-    let query = format!("{} FORMAT {format}", args.query.trim().trim_end_matches(';'));
+    let query = format!(
+        "{} FORMAT {format}",
+        args.query.trim().trim_end_matches(';')
+    );
     let resp = reqwest::Client::new()
         .post(url)
         .query(&[("database", args.database.as_str())])

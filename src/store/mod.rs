@@ -16,8 +16,8 @@
 //! `event_id` / `finding_id` + `update_count` when parts merge.
 
 pub mod clickhouse;
-pub mod parquet;
 pub mod config;
+pub mod parquet;
 pub mod rows;
 pub mod sink;
 pub mod spool;

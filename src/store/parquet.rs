@@ -89,7 +89,14 @@ pub fn schema(table: &str) -> Option<SchemaRef> {
 }
 
 /// The tables the embedded store writes and `threatpilot sql` reads.
-pub const TABLES: &[&str] = &["events", "findings", "templates", "incidents", "actions", "audit"];
+pub const TABLES: &[&str] = &[
+    "events",
+    "findings",
+    "templates",
+    "incidents",
+    "actions",
+    "audit",
+];
 
 fn to_batch<S: Serialize>(table: &str, rows: &[S]) -> anyhow::Result<RecordBatch> {
     let schema = schema(table).ok_or_else(|| anyhow::anyhow!("unknown table {table}"))?;
@@ -114,9 +121,18 @@ impl Writer {
     fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
         let table = batch.table();
         let by_day: BTreeMap<u16, Batch> = match batch {
-            Batch::Events(r) => split(r, |x| x.day).into_iter().map(|(d, v)| (d, Batch::Events(v))).collect(),
-            Batch::Findings(r) => split(r, |x| x.day).into_iter().map(|(d, v)| (d, Batch::Findings(v))).collect(),
-            Batch::Templates(r) => split(r, |x| x.day).into_iter().map(|(d, v)| (d, Batch::Templates(v))).collect(),
+            Batch::Events(r) => split(r, |x| x.day)
+                .into_iter()
+                .map(|(d, v)| (d, Batch::Events(v)))
+                .collect(),
+            Batch::Findings(r) => split(r, |x| x.day)
+                .into_iter()
+                .map(|(d, v)| (d, Batch::Findings(v)))
+                .collect(),
+            Batch::Templates(r) => split(r, |x| x.day)
+                .into_iter()
+                .map(|(d, v)| (d, Batch::Templates(v)))
+                .collect(),
         };
         for (day, rows) in by_day {
             let rb = match &rows {
@@ -144,10 +160,14 @@ impl Writer {
         let today = crate::time::now_ms().div_euclid(86_400_000);
         let mut removed = 0;
         for (table, keep) in days {
-            let Ok(entries) = std::fs::read_dir(self.dir.join(table)) else { continue };
+            let Ok(entries) = std::fs::read_dir(self.dir.join(table)) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let Some(day) = parse_day(&name) else { continue };
+                let Some(day) = parse_day(&name) else {
+                    continue;
+                };
                 if day < today - i64::from(*keep) && std::fs::remove_dir_all(e.path()).is_ok() {
                     removed += 1;
                 }
@@ -175,7 +195,9 @@ fn parse_day(name: &str) -> Option<i64> {
 }
 
 /// Starts the embedded store's writer task.
-pub fn start(cfg: ParquetSinkConfig) -> anyhow::Result<(StoreHandle, tokio::task::JoinHandle<StageReport>)> {
+pub fn start(
+    cfg: ParquetSinkConfig,
+) -> anyhow::Result<(StoreHandle, tokio::task::JoinHandle<StageReport>)> {
     let dir = PathBuf::from(&cfg.dir);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", cfg.dir))?;
     let mut w = Writer {
@@ -247,16 +269,21 @@ pub fn start(cfg: ParquetSinkConfig) -> anyhow::Result<(StoreHandle, tokio::task
 /// views analysts use on both stores (`findings_latest`, `templates_latest`).
 pub async fn session(dir: &Path) -> anyhow::Result<datafusion::prelude::SessionContext> {
     use datafusion::datasource::file_format::parquet::ParquetFormat;
-    use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
     // day folders are subfolders of each table's folder
-    let config = datafusion::prelude::SessionConfig::new()
-        .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
+    let config = datafusion::prelude::SessionConfig::new().set_bool(
+        "datafusion.execution.listing_table_ignore_subdirectory",
+        false,
+    );
     let ctx = datafusion::prelude::SessionContext::new_with_config(config);
     for table in TABLES {
         let folder = dir.join(table);
         std::fs::create_dir_all(&folder)?;
         let url = ListingTableUrl::parse(format!("{}/", folder.canonicalize()?.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(schema(table).ok_or_else(|| anyhow::anyhow!("no schema for {table}"))?);
@@ -266,7 +293,10 @@ pub async fn session(dir: &Path) -> anyhow::Result<datafusion::prelude::SessionC
         ("findings_latest", "findings", "finding_id", "update_count"),
         ("templates_latest", "templates", "template_id", "version"),
     ] {
-        let cols: Vec<String> = expected_columns()[table].iter().map(|(c, _)| c.clone()).collect();
+        let cols: Vec<String> = expected_columns()[table]
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
         let cols = cols.join(", ");
         ctx.sql(&format!(
             "CREATE VIEW {view} AS SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {version} DESC) AS rank_ FROM {table}) WHERE rank_ = 1"
