@@ -19,6 +19,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod prehashed;
 pub mod schema;
+pub mod search;
 pub mod simulate;
 pub mod store;
 pub mod time;

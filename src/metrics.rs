@@ -30,6 +30,8 @@ pub const STORE_ROWS_INSERTED: &str = "threatpilot_store_rows_inserted_total";
 pub const STORE_INSERT_ERRORS: &str = "threatpilot_store_insert_errors_total";
 pub const STORE_SPOOL_BYTES: &str = "threatpilot_store_spool_bytes";
 pub const STORE_SPOOL_BATCHES: &str = "threatpilot_store_spool_batches";
+pub const SEARCH_INDEXED: &str = "threatpilot_search_indexed_total";
+pub const SEARCH_INDEX_ERRORS: &str = "threatpilot_search_index_errors_total";
 pub const API_SSE_CLIENTS: &str = "threatpilot_api_sse_clients";
 
 /// Registers descriptions with whatever recorder is installed.
@@ -59,6 +61,16 @@ pub fn describe() {
         STORE_ROWS_INSERTED,
         Unit::Count,
         "rows inserted into ClickHouse, by table (replayed spool included)"
+    );
+    describe_counter!(
+        SEARCH_INDEXED,
+        Unit::Count,
+        "events added to the embedded store's search index"
+    );
+    describe_counter!(
+        SEARCH_INDEX_ERRORS,
+        Unit::Count,
+        "events stored but not indexed (the index could not be written)"
     );
     describe_counter!(
         STORE_INSERT_ERRORS,

@@ -147,6 +147,21 @@ pub fn parse_rfc3339(b: &[u8]) -> Option<(i64, usize)> {
     ))
 }
 
+/// `2026-11-22` for a day number (days since 1970-01-01): the name of a
+/// day folder in the embedded store and its search index.
+pub fn day_name(day: i64) -> String {
+    format_rfc3339(day * 86_400_000)[..10].to_owned()
+}
+
+/// The day number of a `YYYY-MM-DD` name.
+pub fn parse_day(name: &str) -> Option<i64> {
+    if name.len() != 10 {
+        return None;
+    }
+    let (ms, _) = parse_rfc3339(format!("{name}T00:00:00Z").as_bytes())?;
+    Some(ms.div_euclid(86_400_000))
+}
+
 /// Formats epoch ms as RFC 3339 UTC with milliseconds (`2024-01-02T03:04:05.678Z`).
 pub fn format_rfc3339(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);

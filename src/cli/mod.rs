@@ -12,6 +12,7 @@ mod eval;
 mod parse;
 mod publish;
 mod replay;
+mod search;
 mod simulate;
 mod sql;
 mod token;
@@ -60,6 +61,8 @@ enum Command {
     Eval(eval::Args),
     /// Run SQL over the stored tables (embedded Parquet, or --clickhouse URL).
     Sql(sql::Args),
+    /// Search stored events by fields and words, newest first.
+    Search(search::Args),
     /// Make or hash API bearer tokens.
     #[command(subcommand)]
     Token(token::Args),
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Token(a) => token::run(a),
         Command::Sql(a) => sql::run(a),
+        Command::Search(a) => search::run(a),
     };
     match result {
         Ok(code) => code,

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "views",
         include_str!("../../deploy/clickhouse/006_views.sql"),
     ),
+    (
+        7,
+        "events_extra",
+        include_str!("../../deploy/clickhouse/007_events_extra.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +331,18 @@ pub fn expected_columns() -> BTreeMap<String, Vec<(String, String)>> {
     let mut out = BTreeMap::new();
     for (_, _, ddl) in MIGRATIONS {
         for st in statements(ddl, "db") {
+            // a later migration's added column goes last, as on the server
+            if let Some(rest) = st.split("ALTER TABLE `db`.").nth(1) {
+                let Some((table, col)) = rest.split_once(" ADD COLUMN ") else {
+                    continue;
+                };
+                if let Some((name, ty)) = col.trim().split_once(' ') {
+                    out.entry(table.trim().to_owned())
+                        .or_insert_with(Vec::new)
+                        .push((name.to_owned(), ty.trim().to_owned()));
+                }
+                continue;
+            }
             let Some(rest) = st.split("CREATE TABLE IF NOT EXISTS `db`.").nth(1) else {
                 continue;
             };

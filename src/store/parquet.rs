@@ -25,6 +25,8 @@ use super::clickhouse::expected_columns;
 use super::sink::StoreHandle;
 use super::spool::Batch;
 use crate::pipeline::StageReport;
+use crate::search::Indexer;
+use crate::time::{day_name, parse_day};
 
 /// Pipeline-file settings of the embedded (Parquet) store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -46,6 +48,9 @@ pub struct ParquetSinkConfig {
     /// Days kept per table; absent tables are kept forever.
     #[serde(default)]
     pub retention_days: BTreeMap<String, u32>,
+    /// The full-text index of the stored events (`threatpilot search`).
+    #[serde(default)]
+    pub search: crate::search::SearchConfig,
 }
 
 fn default_dir() -> String {
@@ -114,6 +119,8 @@ struct Writer {
     run: String,
     seq: u64,
     written: BTreeMap<&'static str, u64>,
+    /// Indexes each events file's rows once it is written.
+    index: Option<Indexer>,
 }
 
 impl Writer {
@@ -140,7 +147,7 @@ impl Writer {
                 Batch::Findings(r) => to_batch(table, r)?,
                 Batch::Templates(r) => to_batch(table, r)?,
             };
-            let folder = self.dir.join(table).join(day_name(day));
+            let folder = self.dir.join(table).join(day_name(i64::from(day)));
             std::fs::create_dir_all(&folder)?;
             self.seq += 1;
             let name = format!("{}-{:06}.parquet", self.run, self.seq);
@@ -151,14 +158,18 @@ impl Writer {
             w.close()?;
             std::fs::rename(&tmp, folder.join(&name))?;
             *self.written.entry(table).or_default() += rows.len() as u64;
+            if let (Batch::Events(r), Some(index)) = (&rows, self.index.as_mut()) {
+                index.add(r);
+            }
         }
         Ok(())
     }
 
-    /// Deletes day folders older than each table's limit.
-    fn retention(&self, days: &BTreeMap<String, u32>) -> usize {
+    /// Deletes day folders older than each table's limit, and old days of
+    /// the search index.
+    fn retention(&mut self, days: &BTreeMap<String, u32>) -> usize {
+        let mut removed = self.index.as_mut().map_or(0, Indexer::retention);
         let today = crate::time::now_ms().div_euclid(86_400_000);
-        let mut removed = 0;
         for (table, keep) in days {
             let Ok(entries) = std::fs::read_dir(self.dir.join(table)) else {
                 continue;
@@ -185,26 +196,27 @@ fn split<R: Clone>(rows: &[R], day: impl Fn(&R) -> u16) -> BTreeMap<u16, Vec<R>>
     out
 }
 
-fn day_name(days: u16) -> String {
-    crate::time::format_rfc3339(i64::from(days) * 86_400_000)[..10].to_owned()
-}
-
-fn parse_day(name: &str) -> Option<i64> {
-    let (ms, _) = crate::time::parse_rfc3339(format!("{name}T00:00:00Z").as_bytes())?;
-    Some(ms.div_euclid(86_400_000))
-}
-
 /// Starts the embedded store's writer task.
 pub fn start(
     cfg: ParquetSinkConfig,
 ) -> anyhow::Result<(StoreHandle, tokio::task::JoinHandle<StageReport>)> {
     let dir = PathBuf::from(&cfg.dir);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", cfg.dir))?;
+    let index = if cfg.search.enabled {
+        let root = dir.join(crate::search::INDEX_DIR);
+        Some(
+            Indexer::new(root.clone(), cfg.search.clone())
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", root.display()))?,
+        )
+    } else {
+        None
+    };
     let mut w = Writer {
         dir,
         run: format!("{:x}", crate::time::now_ms()),
         seq: 0,
         written: BTreeMap::new(),
+        index,
     };
     let removed = w.retention(&cfg.retention_days);
     if removed > 0 {
@@ -259,6 +271,16 @@ pub fn start(
         rep.emitted = w.written.values().sum();
         if failed > 0 {
             rep.dropped.insert("write_failed".into(), failed);
+        }
+        if let Some(index) = w.index.take() {
+            // stored but not searchable (already logged and counted)
+            if index.failed > 0 {
+                tracing::warn!(
+                    events = index.failed,
+                    "events stored but not indexed for search"
+                );
+            }
+            tokio::task::block_in_place(|| index.finish());
         }
         rep
     });

@@ -43,6 +43,8 @@ pub struct EventRow {
     pub event_count: u32,
     pub parse_error: String,
     pub truncated: u8,
+    /// The event's other ECS fields as a JSON object (migration 007).
+    pub extra: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ::clickhouse::Row)]
@@ -139,6 +141,7 @@ impl EventRow {
         } else {
             bounded(&serde_json::Value::Object(labels).to_string(), &mut cut)
         };
+        let extra = extra_json(ev, &mut cut);
         EventRow {
             event_id: event_id(ev),
             timestamp: secs(ev.timestamp),
@@ -180,8 +183,31 @@ impl EventRow {
             event_count: ev.count,
             parse_error: ev.parse_error.as_deref().unwrap_or("").into(),
             truncated: (cut || ev.label("truncated") == Some("true")) as u8,
+            extra,
         }
     }
+}
+
+/// The ECS fields without a column of their own, as one JSON object
+/// (empty when there are none).
+fn extra_json(ev: &Event, cut: &mut bool) -> String {
+    let mut m = serde_json::Map::new();
+    for (k, v) in &ev.extra {
+        m.insert(k.to_string(), serde_json::Value::String(v.clone()));
+    }
+    if let Some(d) = ev.duration_ns {
+        m.insert("event.duration".into(), d.into());
+    }
+    if let Some(p) = &ev.file_path {
+        m.insert(
+            "log.file.path".into(),
+            serde_json::Value::String(p.to_string()),
+        );
+    }
+    if m.is_empty() {
+        return String::new();
+    }
+    bounded(&serde_json::Value::Object(m).to_string(), cut)
 }
 
 fn enum_str<T: Serialize>(v: T) -> String {

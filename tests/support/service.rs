@@ -49,7 +49,6 @@ impl Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
             .args(["run", "--pipeline"])
             .arg(&path)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(stdout)
