@@ -66,7 +66,7 @@ impl Search {
         // the query is checked once, even when no day is in range
         parse(&probe(), &self.query, fields)?;
         let mut days = list_days(root);
-        days.sort_by(|a, b| b.0.cmp(&a.0));
+        days.sort_by_key(|d| std::cmp::Reverse(d.0));
         let first_day = self.since.map(|ms| ms.div_euclid(86_400_000));
         let last_day = self.until.map(|ms| (ms - 1).div_euclid(86_400_000));
         let mut hits = Vec::new();
