@@ -126,6 +126,10 @@ fn field_terms_text_ranges_and_prefixes_select_their_events_newest_first() {
         f("url.path:/\\/wp-admin\\/.*/"),
         ["2020-01-02T09:00:06.000Z"]
     );
+    assert_eq!(
+        f("url.path:/wp-a* OR user.name:/adm.n/"),
+        ["2020-01-02T11:00:00.000Z", "2020-01-02T09:00:06.000Z"]
+    );
     assert_eq!(f("url.query:page=2"), ["2020-01-02T09:31:00.000Z"]);
     assert_eq!(f("user.name:admin OR user.name:root").len(), 2);
     assert_eq!(f("*").len(), LINES.lines().count());

@@ -62,9 +62,13 @@ pub struct Args {
     /// database, dropped after).
     #[arg(long)]
     clickhouse_url: Option<String>,
-    /// Rows per insert for --clickhouse-url.
+    /// Rows per insert for --clickhouse-url, per index commit for --search.
     #[arg(long, default_value_t = 50_000)]
     batch_rows: usize,
+    /// Measure the embedded store's search indexing instead (events/s,
+    /// bytes per event) and query times over the result.
+    #[arg(long)]
+    search: bool,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -165,6 +169,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             events: args.events,
             runs: args.runs,
             url,
+            batch_rows: args.batch_rows,
+            json: args.json,
+        });
+    }
+    if args.search {
+        return super::bench_search::run(super::bench_search::SearchBench {
+            events: args.events,
+            runs: args.runs,
             batch_rows: args.batch_rows,
             json: args.json,
         });

@@ -30,19 +30,24 @@ struct Report {
     mib_per_sec: f64,
 }
 
-pub fn run(args: ClickhouseBench) -> anyhow::Result<ExitCode> {
+/// The simulated traffic's events as stored rows, built before any timing.
+pub(super) fn simulated_rows(events: usize) -> Vec<EventRow> {
     let (lines, _) = generate(&SimConfig {
-        events: args.events,
+        events,
         seed: 7,
         events_per_sec: 500.0,
     });
     let now = crate::time::now_ms();
     let mut state = SourceState::new(Format::Auto, now);
-    let mut events = Vec::with_capacity(lines.len());
+    let mut parsed = Vec::with_capacity(lines.len());
     for l in &lines {
-        parse_into(&l.text, &mut state, now, &mut events);
+        parse_into(&l.text, &mut state, now, &mut parsed);
     }
-    let rows: Vec<EventRow> = events.iter().map(EventRow::from_event).collect();
+    parsed.iter().map(EventRow::from_event).collect()
+}
+
+pub fn run(args: ClickhouseBench) -> anyhow::Result<ExitCode> {
+    let rows = simulated_rows(args.events);
     // identical lines at the same instant share an id and collapse (the
     // pipeline's dedupe stage would have merged them already)
     let distinct = rows

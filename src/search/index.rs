@@ -67,7 +67,7 @@ fn default_max_bytes() -> u64 {
     4 << 30
 }
 fn default_writer_mb() -> usize {
-    32
+    64
 }
 fn default_open_days() -> usize {
     2

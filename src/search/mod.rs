@@ -14,11 +14,11 @@
 //!
 //! What a document holds:
 //! - `@timestamp` (epoch ms; fast field for the time range and the sort),
-//! - `event.id` (the row's id: indexing the same event twice replaces it),
 //! - `event.original` and `message` as words (free text, phrases),
 //! - every other ECS field as an exact, case-insensitive value under its
 //!   dotted name (`source.ip:203.0.113.50`, `http.response.status_code:401`,
 //!   `labels.job:sshd`), in one JSON field the query parser falls back to,
+//! - the numeric fields again as columns, for ranges,
 //! - the ECS event itself, stored, for display.
 
 pub mod doc;
