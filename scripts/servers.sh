@@ -114,6 +114,17 @@ ensure_clickhouse() {
   fi
 }
 
+# chDB (PyPI): a current ClickHouse engine in process, on which the tests
+# check the migrations newer servers get (18.16 skips some of them).
+ensure_chdb() {
+  if ! python3 -c 'import chdb' 2>/dev/null; then
+    echo "servers: installing chdb from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check chdb >&2 ||
+      python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages chdb >&2
+  fi
+  python3 -c 'import chdb; print("servers: chdb (ClickHouse " + chdb.query("SELECT version()", "TSVRaw").bytes().decode().strip() + ")")' >&2
+}
+
 # Writes a config for a ClickHouse in $1 on HTTP port $2 and native port $3.
 clickhouse_config() {
   local dir="$1" http="$2" tcp="$3"
@@ -166,6 +177,7 @@ servers_start() {
   export THREATPILOT_REQUIRE_SERVERS=1
   start_nats
   start_clickhouse
+  ensure_chdb
   ensure_peers
 }
 

@@ -4,7 +4,10 @@
 //! Features ClickHouse 18.16 lacks are used only where the server has
 //! them: retention is a table TTL on 19.6 and newer, and dropping day
 //! partitions older than the limit on older servers (checked at start and
-//! every hour).
+//! every hour); a migration that says `-- requires: ClickHouse X.Y`
+//! (LowCardinality and codecs) waits until the server is that new.
+//! DateTime64 is not used: every time has an `*_ms` Int64 column beside
+//! its DateTime, the same on all servers.
 
 use std::collections::BTreeMap;
 
@@ -50,7 +53,27 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "events_extra",
         include_str!("../../deploy/clickhouse/007_events_extra.sql"),
     ),
+    (
+        8,
+        "compact_columns",
+        include_str!("../../deploy/clickhouse/008_compact_columns.sql"),
+    ),
 ];
+
+/// The server version a migration needs (`-- requires: ClickHouse 20.1`),
+/// if it says one.
+pub fn requires(ddl: &str) -> Option<(u32, u32)> {
+    let line = ddl
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("-- requires: ClickHouse "))?;
+    let (major, minor) = line.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Whether a migration applies to a server of this version.
+pub fn applies(ddl: &str, server: (u32, u32)) -> bool {
+    requires(ddl).is_none_or(|needed| server >= needed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,25 +168,38 @@ impl Clickhouse {
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         self.execute(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.db))
             .await?;
-        self.execute(&statements(MIGRATIONS[0].2, &self.db)[0])
+        self.execute(&migration_statements(MIGRATIONS[0].2, &self.db)[0])
             .await?;
         #[derive(Row, Deserialize)]
         struct V {
             v: u32,
         }
-        let done = self
+        // a set, not a maximum: a migration skipped for an old server
+        // applies after an upgrade even when later ones have run
+        let done: Vec<u32> = self
             .client
             .query(&format!(
-                "SELECT max(version) AS v FROM `{}`.schema_migrations",
+                "SELECT version AS v FROM `{}`.schema_migrations",
                 self.db
             ))
-            .fetch_one::<V>()
+            .fetch_all::<V>()
             .await
             .map_err(classify)?
-            .v;
+            .into_iter()
+            .map(|r| r.v)
+            .collect();
         let mut applied = 0;
-        for (version, name, ddl) in MIGRATIONS.iter().filter(|m| m.0 > done) {
-            for st in statements(ddl, &self.db) {
+        for (version, name, ddl) in MIGRATIONS.iter().filter(|m| !done.contains(&m.0)) {
+            if !applies(ddl, self.version) {
+                tracing::info!(
+                    version,
+                    name,
+                    server = %format!("{}.{}", self.version.0, self.version.1),
+                    "clickhouse migration waits for a newer server"
+                );
+                continue;
+            }
+            for st in migration_statements(ddl, &self.db) {
                 self.execute(&st).await?;
             }
             self.execute(&format!(
@@ -258,11 +294,7 @@ impl Clickhouse {
         let mut dropped = 0;
         for (table, keep) in days {
             if self.version >= (19, 6) {
-                self.execute(&format!(
-                    "ALTER TABLE `{}`.`{table}` MODIFY TTL day + INTERVAL {keep} DAY",
-                    self.db
-                ))
-                .await?;
+                self.execute(&ttl_statement(&self.db, table, *keep)).await?;
                 continue;
             }
             let cutoff = crate::time::now_ms() / 86_400_000 - i64::from(*keep);
@@ -305,8 +337,13 @@ impl Clickhouse {
     }
 }
 
+/// The TTL that keeps `keep` days of a table (servers 19.6 and newer).
+pub fn ttl_statement(db: &str, table: &str, keep: u32) -> String {
+    format!("ALTER TABLE `{db}`.`{table}` MODIFY TTL day + INTERVAL {keep} DAY")
+}
+
 /// A migration's statements, with the database named.
-fn statements(ddl: &str, db: &str) -> Vec<String> {
+pub fn migration_statements(ddl: &str, db: &str) -> Vec<String> {
     let code: Vec<&str> = ddl
         .lines()
         .filter(|l| !l.trim_start().starts_with("--"))
@@ -330,7 +367,7 @@ fn plain_type(t: &str) -> &str {
 pub fn expected_columns() -> BTreeMap<String, Vec<(String, String)>> {
     let mut out = BTreeMap::new();
     for (_, _, ddl) in MIGRATIONS {
-        for st in statements(ddl, "db") {
+        for st in migration_statements(ddl, "db") {
             // a later migration's added column goes last, as on the server
             if let Some(rest) = st.split("ALTER TABLE `db`.").nth(1) {
                 let Some((table, col)) = rest.split_once(" ADD COLUMN ") else {
@@ -366,6 +403,29 @@ pub fn expected_columns() -> BTreeMap<String, Vec<(String, String)>> {
 mod tests {
     use super::*;
     use crate::store::rows::{EventRow, FindingRow, TemplateRow};
+
+    #[test]
+    fn migrations_needing_newer_servers_wait_for_them() {
+        let compact = MIGRATIONS
+            .iter()
+            .find(|m| m.1 == "compact_columns")
+            .unwrap()
+            .2;
+        assert_eq!(requires(compact), Some((20, 1)));
+        assert!(!applies(compact, (18, 16)));
+        assert!(!applies(compact, (19, 17)));
+        assert!(applies(compact, (20, 1)));
+        assert!(applies(compact, (26, 9)));
+        assert!(applies(MIGRATIONS[1].2, (18, 16)));
+        // the rest run everywhere
+        assert_eq!(
+            MIGRATIONS
+                .iter()
+                .filter(|m| requires(m.2).is_some())
+                .count(),
+            1
+        );
+    }
 
     #[test]
     fn rows_have_the_ddl_columns_in_order() {
