@@ -264,16 +264,7 @@ fn retention_drops_old_day_partitions_on_servers_without_ttl() {
         )
     };
     std::fs::write(&pipeline, yaml("")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args(["run", "--pipeline"])
-        .arg(&pipeline)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_pipeline(&pipeline);
     // evidence mode: only events some finding cites
     let stored = ch.number("SELECT count() FROM tp4.events");
     assert!(stored > 0 && stored < 100, "{stored}");
@@ -284,16 +275,7 @@ fn retention_drops_old_day_partitions_on_servers_without_ttl() {
         .unwrap();
     }
     std::fs::write(&pipeline, yaml("    retention_days: {events: 30}\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args(["run", "--pipeline"])
-        .arg(&pipeline)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_pipeline(&pipeline);
     assert_eq!(
         ch.number("SELECT count() FROM tp4.events WHERE event_id IN ('old-40', 'old-35')"),
         0

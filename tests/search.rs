@@ -36,16 +36,7 @@ fn run_pipeline(dir: &Path, input: &Path, search: &str) {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args(["run", "--pipeline"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_pipeline(&p);
 }
 
 fn indexed(tag: &str) -> PathBuf {

@@ -27,16 +27,7 @@ fn run_pipeline(dir: &std::path::Path, sink: &str) {
         format!("version: 1\nname: sql\nsources:\n  - type: file\n    id: f\n    paths: {FILES}\nsinks:\n  - type: file\n    path: {}\n{sink}", dir.join("findings.jsonl").display()),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args(["run", "--pipeline"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_pipeline(&p);
 }
 
 fn sql(args: &[&str]) -> String {

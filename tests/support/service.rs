@@ -31,6 +31,23 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Runs `threatpilot run --pipeline FILE` to the end (a batch pipeline)
+/// and fails the test, showing its stderr, unless it succeeds.
+pub fn run_pipeline(file: &std::path::Path) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args(["run", "--pipeline"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn crate_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
