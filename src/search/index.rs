@@ -9,6 +9,7 @@
 //! oldest days until the indexes fit in `max_bytes`.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -264,18 +265,18 @@ impl Indexer {
                     self.close(d);
                 }
             }
-            let index = open_day(&self.root.join(day_name(day)))?;
-            let budget = self.cfg.writer_memory_mb.max(15) << 20;
-            let writer = index.writer_with_num_threads(2, budget)?;
-            self.writers.insert(
-                day,
-                DayWriter {
-                    writer,
-                    used: Instant::now(),
-                },
-            );
         }
-        let w = self.writers.get_mut(&day).expect("inserted above");
+        let w = match self.writers.entry(day) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(slot) => {
+                let index = open_day(&self.root.join(day_name(day)))?;
+                let budget = self.cfg.writer_memory_mb.max(15) << 20;
+                slot.insert(DayWriter {
+                    writer: index.writer_with_num_threads(2, budget)?,
+                    used: Instant::now(),
+                })
+            }
+        };
         w.used = Instant::now();
         Ok(&mut w.writer)
     }
@@ -349,4 +350,62 @@ fn folder_bytes(p: &Path) -> u64 {
             .map(|m| m.len())
             .sum()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Format, SourceState, parse_line};
+    use crate::search::Search;
+
+    /// An sshd row at `day` (days since the epoch) plus `secs`.
+    fn row(day: i64, secs: i64, user: &str) -> EventRow {
+        let ms = day * 86_400_000 + secs * 1000;
+        let stamp = crate::time::format_rfc3339(ms);
+        let line = format!(
+            "<38>1 {} bastion sshd 42 - - Invalid user {user} from 198.51.100.7 port 4000",
+            &stamp[..19]
+        );
+        let mut state = SourceState::new(Format::Auto, ms);
+        EventRow::from_event(&parse_line(&line, &mut state, 0))
+    }
+
+    #[test]
+    fn days_evicted_from_the_open_writers_reopen_and_keep_every_row() {
+        let root = std::env::temp_dir().join(format!("tp-index-lru-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cfg = SearchConfig {
+            open_days: 1,
+            ..SearchConfig::default()
+        };
+        let mut indexer = Indexer::new(root.clone(), cfg).unwrap();
+        // three days in turn, then the first again: each switch closes a writer
+        let days = [20_000, 20_001, 20_002, 20_000];
+        for (i, day) in days.iter().enumerate() {
+            indexer.add(&[
+                row(*day, i as i64, &format!("u{i}")),
+                row(*day, 100 + i as i64, "admin"),
+            ]);
+        }
+        assert_eq!((indexer.indexed, indexer.failed), (8, 0));
+        assert!(indexer.writers.len() <= 1);
+        indexer.finish();
+        let all = |query: &str| {
+            Search {
+                query: query.into(),
+                since: None,
+                until: None,
+                limit: 100,
+            }
+            .run(&root)
+            .unwrap()
+        };
+        assert_eq!(all("user.name:admin").len(), 4);
+        let first_day = all("user.name:u0 OR user.name:u3");
+        assert_eq!(first_day.len(), 2);
+        // newest first
+        assert!(first_day[0].timestamp_ms > first_day[1].timestamp_ms);
+        assert_eq!(list_days(&root).len(), 3);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
