@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use threatpilot::store::clickhouse::{
-    MIGRATIONS, applies, expected_columns, migration_statements, ttl_statement,
+    MIGRATIONS, applies, expected_columns, migration_statements, plain_type, ttl_statement,
 };
 
 /// Runs statements then queries on chDB; None when chDB is not installed.
@@ -88,17 +88,11 @@ fn a_current_server_gets_every_migration_and_the_sink_columns_still_match() {
         .lines()
         .map(|l| l.split('\t').map(str::to_owned).collect())
         .collect();
-    let plain = |t: &str| {
-        t.strip_prefix("LowCardinality(")
-            .and_then(|r| r.strip_suffix(')'))
-            .unwrap_or(t)
-            .to_owned()
-    };
     for (table, want) in expected_columns() {
         let got: Vec<(String, String)> = columns
             .iter()
             .filter(|c| c[0] == table)
-            .map(|c| (c[1].clone(), plain(&c[2])))
+            .map(|c| (c[1].clone(), plain_type(&c[2]).to_owned()))
             .collect();
         assert_eq!(got, want, "{table}");
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use threatpilot::search::index::folder_bytes;
 
 /// Two days of nginx and sshd lines, each distinct (dedup keeps them all).
 const LINES: &str = r#"203.0.113.50 - - [01/Jan/2020:10:00:00 +0000] "POST /login HTTP/1.1" 401 12 "-" "curl/8.0"
@@ -198,17 +199,6 @@ fn text_output_no_hits_bad_queries_and_missing_indexes() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no search index"));
 }
 
-/// The bytes of a day index folder, counted as retention counts them.
-fn day_bytes(day: &Path) -> u64 {
-    std::fs::read_dir(day)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
 fn days(dir: &Path) -> Vec<String> {
     let mut d: Vec<String> = std::fs::read_dir(dir.join("data/index"))
         .unwrap()
@@ -223,7 +213,7 @@ fn days(dir: &Path) -> Vec<String> {
 fn retention_removes_the_oldest_days_by_size_then_by_age() {
     let dir = indexed("search-retention");
     assert_eq!(days(&dir), ["2020-01-01", "2020-01-02"]);
-    let newest = day_bytes(&dir.join("data/index/2020-01-02"));
+    let newest = folder_bytes(&dir.join("data/index/2020-01-02"));
     let empty = dir.join("empty.log");
     std::fs::write(&empty, "").unwrap();
 

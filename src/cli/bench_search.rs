@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::bench::median;
 use super::bench_clickhouse::simulated_rows;
+use crate::search::index::{folder_bytes, list_days};
 use crate::search::{Indexer, Search, SearchConfig};
 
 pub struct SearchBench {
@@ -67,7 +68,7 @@ pub fn run(args: SearchBench) -> anyhow::Result<ExitCode> {
             "{indexed} of {} rows indexed, {failed} failed",
             rows.len()
         );
-        index_bytes = folder_bytes(&root);
+        index_bytes = list_days(&root).iter().map(|(_, p)| folder_bytes(p)).sum();
     }
     let mut queries = Vec::with_capacity(QUERIES.len());
     for &query in QUERIES {
@@ -117,19 +118,4 @@ pub fn run(args: SearchBench) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Bytes of the files under `root`, at any depth.
-fn folder_bytes(root: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => folder_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -341,7 +341,8 @@ pub fn list_days(root: &Path) -> Vec<(i64, PathBuf)> {
         .collect()
 }
 
-fn folder_bytes(p: &Path) -> u64 {
+/// The bytes of a day index (a flat folder), as retention counts them.
+pub fn folder_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |entries| {
         entries
             .flatten()

@@ -63,8 +63,9 @@ impl Search {
             return Err(SearchError::NoIndex(root.display().to_string()));
         }
         let (_, fields) = schema();
-        // the query is checked once, even when no day is in range
-        parse(&probe(), &self.query, fields)?;
+        // built once, before any day is opened (so an empty range still
+        // reports a bad query): every day index has the same schema
+        let query = self.bounded_query(fields)?;
         let mut days = list_days(root);
         days.sort_by_key(|d| std::cmp::Reverse(d.0));
         let first_day = self.since.map(|ms| ms.div_euclid(86_400_000));
@@ -83,7 +84,6 @@ impl Search {
                 error: e.to_string(),
             };
             let index = open_day(&path).map_err(index_error)?;
-            let query = self.day_query(&index, fields)?;
             let reader = index
                 .reader_builder()
                 .reload_policy(ReloadPolicy::Manual)
@@ -110,8 +110,8 @@ impl Search {
     }
 
     /// The parsed query, bounded by the time range when there is one.
-    fn day_query(&self, index: &tantivy::Index, f: Fields) -> Result<Box<dyn Query>, SearchError> {
-        let parsed = parse(index, &self.query, f)?;
+    fn bounded_query(&self, f: Fields) -> Result<Box<dyn Query>, SearchError> {
+        let parsed = parse(&probe(), &self.query, f)?;
         if self.since.is_none() && self.until.is_none() {
             return Ok(parsed);
         }
@@ -128,8 +128,8 @@ impl Search {
     }
 }
 
-/// An empty index of the same schema, to check a query before any day
-/// index is opened (an empty range still reports a bad query).
+/// An empty index with the day indexes' schema and analyzers, which is
+/// all the query parser reads.
 fn probe() -> tantivy::Index {
     let index = tantivy::Index::create_in_ram(schema().0);
     super::index::register_analyzers(&index);

@@ -357,7 +357,7 @@ pub fn migration_statements(ddl: &str, db: &str) -> Vec<String> {
 }
 
 /// `LowCardinality(String)` (newer servers) is a String to us.
-fn plain_type(t: &str) -> &str {
+pub fn plain_type(t: &str) -> &str {
     t.strip_prefix("LowCardinality(")
         .and_then(|r| r.strip_suffix(')'))
         .unwrap_or(t)

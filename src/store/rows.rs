@@ -131,16 +131,13 @@ impl EventRow {
         let opt = |v: &Option<String>, cut: &mut bool| {
             v.as_deref().map_or(String::new(), |s| bounded(s, cut))
         };
-        let labels: serde_json::Map<String, serde_json::Value> = ev
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-            .collect();
-        let labels = if labels.is_empty() {
-            String::new()
-        } else {
-            bounded(&serde_json::Value::Object(labels).to_string(), &mut cut)
-        };
+        let labels = object_json(
+            ev.labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                .collect(),
+            &mut cut,
+        );
         let extra = extra_json(ev, &mut cut);
         EventRow {
             event_id: event_id(ev),
@@ -204,6 +201,11 @@ fn extra_json(ev: &Event, cut: &mut bool) -> String {
             serde_json::Value::String(p.to_string()),
         );
     }
+    object_json(m, cut)
+}
+
+/// A JSON object column: empty when there is nothing in it.
+fn object_json(m: serde_json::Map<String, serde_json::Value>, cut: &mut bool) -> String {
     if m.is_empty() {
         return String::new();
     }
