@@ -11,7 +11,12 @@ use threatpilot::dedupe::Deduper;
 use threatpilot::detect::{Engine, EngineConfig};
 use threatpilot::event::Event;
 use threatpilot::parse::{Format, SourceState, parse_into};
+use threatpilot::pipeline::{PipelineSpec, run_inline};
 use threatpilot::simulate::{START_MS, SimConfig, generate};
+
+// the allocator the binary ships with, so these figures are the binary's
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EVENTS: usize = 200_000;
 
@@ -36,6 +41,16 @@ fn parse_all(lines: &[String]) -> Vec<Event> {
     out
 }
 
+/// `cargo bench -- NAME...` runs only the named paths (parse, dedupe,
+/// cluster, detect, inline), e.g. to profile one of them alone.
+fn wanted(name: &str) -> bool {
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    picked.is_empty() || picked.iter().any(|p| p == name)
+}
+
 fn main() {
     let (sim, _) = generate(&SimConfig {
         events: EVENTS,
@@ -46,9 +61,16 @@ fn main() {
     let loaded =
         threatpilot::detect::load_dir(std::path::Path::new("detectors")).expect("detectors load");
 
-    let parse = median_ns_per_event(|| black_box(parse_all(&lines)).len());
-    let parsed = parse_all(&lines);
-    let dedupe = median_ns_per_event(|| {
+    let measure =
+        |name: &str, f: &mut dyn FnMut() -> usize| wanted(name).then(|| median_ns_per_event(f));
+    let parse = measure("parse", &mut || black_box(parse_all(&lines)).len());
+    // the later stages' inputs, prepared only when one of them is measured
+    let parsed = if ["dedupe", "cluster", "detect"].iter().any(|n| wanted(n)) {
+        parse_all(&lines)
+    } else {
+        Vec::new()
+    };
+    let dedupe = measure("dedupe", &mut || {
         let mut d = Deduper::new(1000, 100_000);
         let mut out = Vec::with_capacity(parsed.len());
         for chunk in parsed.chunks(1024) {
@@ -56,7 +78,7 @@ fn main() {
         }
         black_box(out).len()
     });
-    let cluster = median_ns_per_event(|| {
+    let cluster = measure("cluster", &mut || {
         let mut events = parsed.clone();
         let mut c = Clusterer::new(DrainConfig::default());
         c.process(&mut events);
@@ -64,7 +86,7 @@ fn main() {
     });
     let mut clustered = parsed.clone();
     Clusterer::new(DrainConfig::default()).process(&mut clustered);
-    let detect = median_ns_per_event(|| {
+    let detect = measure("detect", &mut || {
         let mut engine = Engine::new(loaded.clone(), EngineConfig::default());
         let mut findings = Vec::new();
         for ev in &clustered {
@@ -73,12 +95,36 @@ fn main() {
         black_box(findings);
         clustered.len()
     });
+    let spec = PipelineSpec::defaults("bench");
+    let mut inputs = vec![(
+        SourceState::new(Format::Auto, START_MS + 86_400_000),
+        lines.clone(),
+    )];
+    let inline = measure("inline", &mut || {
+        inputs[0].0 = SourceState::new(Format::Auto, START_MS + 86_400_000);
+        black_box(run_inline(&spec, &mut inputs, loaded.clone(), 0));
+        lines.len()
+    });
     println!(
         "hot paths, ns per event (simulated mixed traffic, {} events, median of 7):",
         lines.len()
     );
-    println!("  parse   {parse:8.0}");
-    println!("  dedupe  {dedupe:8.0}  (includes cloning each batch)");
-    println!("  cluster {cluster:8.0}  (includes cloning the events)");
-    println!("  detect  {detect:8.0}  (29 detectors, engine compiled each pass)");
+    let show = |name: &str, v: Option<f64>, note: &str| {
+        if let Some(v) = v {
+            println!("  {name:<8}{v:8.0}  {note}");
+        }
+    };
+    show("parse", parse, "");
+    show("dedupe", dedupe, "(includes cloning each batch)");
+    show("cluster", cluster, "(includes cloning the events)");
+    show(
+        "detect",
+        detect,
+        "(every shipped detector, engine compiled each pass)",
+    );
+    show(
+        "inline",
+        inline,
+        "(all stages on one thread, from raw lines to findings)",
+    );
 }

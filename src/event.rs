@@ -236,6 +236,20 @@ impl Event {
         }
     }
 
+    /// Whether the event carries a field (`exists`), without rendering numbers.
+    pub fn has(&self, field: &Field) -> bool {
+        match field {
+            Field::SourcePort => self.source_port.is_some(),
+            Field::ProcessPid => self.process_pid.is_some(),
+            Field::HttpStatus => self.http_status.is_some(),
+            Field::HttpBodyBytes => self.http_body_bytes.is_some(),
+            Field::Duration => self.duration_ns.is_some(),
+            Field::TemplateId => self.template.is_some(),
+            Field::Timestamp => true,
+            other => self.get(other, &mut String::new()).is_some(),
+        }
+    }
+
     /// Numeric value of a field (for `sum` and numeric comparisons).
     pub fn get_number(&self, field: &Field) -> Option<f64> {
         match field {

@@ -109,28 +109,31 @@ pub struct Drain {
     pub overflowed: u64,
     #[serde(skip)]
     scratch_hashes: Vec<u64>,
+    #[serde(skip)]
+    scratch_masked: String,
 }
 
-/// Masked token hashes (no allocation for constants and whole variables;
-/// the text is rebuilt only for a new cluster).
-fn tokenize<'a>(tokens: impl Iterator<Item = &'a str>, hashes: &mut Vec<u64>) {
+/// Masked token hashes (no allocation: partly variable tokens are masked
+/// into the reused `masked` buffer; the text is rebuilt only for a new cluster).
+fn tokenize<'a>(tokens: impl Iterator<Item = &'a str>, hashes: &mut Vec<u64>, masked: &mut String) {
     hashes.clear();
     for tok in tokens {
-        hashes.push(match classify(tok) {
+        hashes.push(match classify(tok, masked) {
             Masked::Keep => xxh3_64(tok.as_bytes()) | 1,
             Masked::Wild => WILD,
-            Masked::Partial(m) => xxh3_64(m.as_bytes()) | 1,
+            Masked::Partial => xxh3_64(masked.as_bytes()) | 1,
         });
     }
 }
 
 /// The masked token texts (for a new cluster's template).
 fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
+    let mut masked = String::new();
     tokens
-        .map(|tok| match classify(tok) {
+        .map(|tok| match classify(tok, &mut masked) {
             Masked::Keep => tok.into(),
             Masked::Wild => WILDCARD.into(),
-            Masked::Partial(m) => m.into_boxed_str(),
+            Masked::Partial => masked.as_str().into(),
         })
         .collect()
 }
@@ -168,6 +171,7 @@ impl Drain {
             clusters: Vec::new(),
             overflowed: 0,
             scratch_hashes: Vec::new(),
+            scratch_masked: String::new(),
         }
     }
 
@@ -195,7 +199,7 @@ impl Drain {
     /// Assigns a line already split into tokens; returns the cluster index.
     pub fn add_tokens<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> usize {
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
-        tokenize(tokens.clone(), &mut hashes);
+        tokenize(tokens.clone(), &mut hashes, &mut self.scratch_masked);
         let leaf = self.leaf_for(&hashes);
         let idx = match self.best_match(leaf, &hashes) {
             Some((ci, sim)) if sim >= self.cfg.similarity => {

@@ -13,34 +13,48 @@
 pub const WILDCARD: &str = "<*>";
 
 /// How a token is masked.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum Masked {
     /// A constant: kept as it is.
     Keep,
     /// Wholly variable: `<*>`.
     Wild,
-    /// Partly variable, e.g. `[<*>]` or `uid=<*>`.
-    Partial(String),
+    /// Partly variable, e.g. `[<*>]` or `uid=<*>`: the masked text is in
+    /// the buffer given to [`classify`].
+    Partial,
 }
 
-/// Classifies `tok` without allocating unless it is partly variable.
-pub fn classify(tok: &str) -> Masked {
-    match mask_token(tok) {
-        None => Masked::Keep,
-        Some(m) if m == WILDCARD => Masked::Wild,
-        Some(m) => Masked::Partial(m),
+/// Classifies `tok`; for a partly variable token, writes its masked form
+/// into `out` (cleared first). The buffer is the caller's to reuse, so
+/// masking allocates nothing once it has grown.
+pub fn classify(tok: &str, out: &mut String) -> Masked {
+    out.clear();
+    if !mask_into(tok, out) {
+        Masked::Keep
+    } else if out == WILDCARD {
+        Masked::Wild
+    } else {
+        Masked::Partial
     }
 }
 
 /// Returns the masked form of `tok`, or None when it is kept as is.
 pub fn mask_token(tok: &str) -> Option<String> {
+    let mut out = String::new();
+    mask_into(tok, &mut out).then_some(out)
+}
+
+/// Appends the masked form of `tok` to `out`; false (and `out` untouched)
+/// when the token is kept as it is.
+fn mask_into(tok: &str, out: &mut String) -> bool {
     let b = tok.as_bytes();
     if !b.iter().any(|c| c.is_ascii_digit()) {
         // paths and urls without digits are still variable
         if is_path(tok) {
-            return Some(WILDCARD.to_owned());
+            out.push_str(WILDCARD);
+            return true;
         }
-        return None;
+        return false;
     }
     // key=value: keep the key
     if let Some(eq) = tok.find('=')
@@ -50,60 +64,54 @@ pub fn mask_token(tok: &str) -> Option<String> {
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
     {
         let v = &tok[eq + 1..];
-        return Some(format!(
-            "{}={}",
-            &tok[..eq],
-            mask_token(v).unwrap_or_else(|| v.to_owned())
-        ));
+        out.push_str(&tok[..=eq]);
+        if !mask_into(v, out) {
+            out.push_str(v);
+        }
+        return true;
     }
     if !is_wrap(b[0]) && !is_wrap(b[b.len() - 1]) && !tok.contains('=') && is_variable(tok) {
-        return Some(WILDCARD.to_owned());
+        out.push_str(WILDCARD);
+        return true;
     }
     // strip surrounding punctuation
     let start = b.iter().position(|c| !is_wrap(*c)).unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !is_wrap(*c))
-        .map_or(start, |e| e + 1);
-    let core = &tok[start..end.max(start)];
+        .map_or(start, |e| e + 1)
+        .max(start);
+    let core = &tok[start..end];
     if core.is_empty() {
-        return None;
+        return false;
     }
     if is_variable(core) {
-        return Some(format!(
-            "{}{}{}",
-            &tok[..start],
-            WILDCARD,
-            &tok[end.max(start)..]
-        ));
+        out.push_str(&tok[..start]);
+        out.push_str(WILDCARD);
+        out.push_str(&tok[end..]);
+        return true;
     }
     // compound ids split by ':' or ',' (host:port, a,b): mask the parts
     if core.contains([':', ',']) {
-        let mut changed = false;
-        let parts: Vec<String> = core
-            .split_inclusive([':', ','])
-            .map(|p| {
-                let (body, sep) = p
-                    .strip_suffix([':', ','])
-                    .map_or((p, ""), |b| (b, &p[b.len()..]));
-                if !body.is_empty() && is_variable(body) {
-                    changed = true;
-                    format!("{WILDCARD}{sep}")
+        let is_var_part = |p: &str| {
+            let body = p.strip_suffix([':', ',']).unwrap_or(p);
+            !body.is_empty() && is_variable(body)
+        };
+        if core.split_inclusive([':', ',']).any(is_var_part) {
+            out.push_str(&tok[..start]);
+            for p in core.split_inclusive([':', ',']) {
+                if is_var_part(p) {
+                    out.push_str(WILDCARD);
+                    out.push_str(&p[p.strip_suffix([':', ',']).unwrap_or(p).len()..]);
                 } else {
-                    p.to_owned()
+                    out.push_str(p);
                 }
-            })
-            .collect();
-        if changed {
-            return Some(format!(
-                "{}{}{}",
-                &tok[..start],
-                parts.concat(),
-                &tok[end.max(start)..]
-            ));
+            }
+            out.push_str(&tok[end..]);
+            return true;
         }
     }
-    None
+    false
 }
 
 fn is_wrap(c: u8) -> bool {

@@ -14,7 +14,7 @@ use crate::prehashed::{PrehashedMap, PrehashedSet};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::config::AggregateKind;
-use super::matcher::{EvalCtx, KeywordGroups, Matcher};
+use super::matcher::{EvalCtx, KeywordGroups, KeywordHits, Matcher};
 use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
 use crate::event::{Event, Field, Outcome};
@@ -123,6 +123,53 @@ impl KeyState {
     }
 }
 
+/// The keys with an open finding, with how many each detector has, so a
+/// detector with none skips its `resolve_when` test.
+#[derive(Default)]
+struct OpenKeys {
+    keys: PrehashedSet<Key>,
+    per_detector: Vec<u32>,
+}
+
+impl OpenKeys {
+    fn insert(&mut self, k: Key) {
+        if self.keys.insert(k) {
+            let d = k.0 as usize;
+            if self.per_detector.len() <= d {
+                self.per_detector.resize(d + 1, 0);
+            }
+            self.per_detector[d] += 1;
+        }
+    }
+
+    fn remove(&mut self, k: &Key) {
+        if self.keys.remove(k)
+            && let Some(n) = self.per_detector.get_mut(k.0 as usize)
+        {
+            *n -= 1;
+        }
+    }
+
+    fn contains(&self, k: &Key) -> bool {
+        self.keys.contains(k)
+    }
+
+    fn any_for(&self, detector: u32) -> bool {
+        self.per_detector
+            .get(detector as usize)
+            .is_some_and(|n| *n > 0)
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.per_detector.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
+    }
+}
+
 /// Detectors by the value of the one field each requires.
 #[derive(Default)]
 struct Index {
@@ -184,7 +231,9 @@ pub struct Engine {
     index: Index,
     keywords: KeywordGroups,
     keys: PrehashedMap<Key, KeyState>,
-    active: PrehashedSet<Key>,
+    active: OpenKeys,
+    /// Which shared keyword patterns the current event holds (reused).
+    hits: KeywordHits,
     newest: PrehashedMap<u32, i64>,
     last_sweep: PrehashedMap<u32, i64>,
     cfg: EngineConfig,
@@ -209,7 +258,8 @@ impl Engine {
             keywords,
             detectors,
             keys: PrehashedMap::default(),
-            active: PrehashedSet::default(),
+            active: OpenKeys::default(),
+            hits: KeywordHits::default(),
             newest: PrehashedMap::default(),
             last_sweep: PrehashedMap::default(),
             cfg,
@@ -288,31 +338,36 @@ impl Engine {
         *newest = (*newest).max(ev.timestamp);
         let newest = *newest;
         self.stats.evaluated += 1;
-        let mut ctx = EvalCtx::new(&self.keywords);
-        for &di in &self.index.resolvers {
-            let det = &self.detectors[di as usize];
+        let Engine {
+            detectors,
+            index,
+            keywords,
+            keys,
+            active,
+            hits,
+            cfg,
+            stats,
+            ..
+        } = self;
+        let mut ctx = EvalCtx::new(keywords, hits);
+        for &di in &index.resolvers {
+            if !active.any_for(di) {
+                continue;
+            }
+            let det = &detectors[di as usize];
             if det
                 .resolve_when
                 .as_ref()
                 .is_some_and(|m| m.matches_in(ev, &mut ctx))
                 && let Some(key) = group_key(det, di, ev)
-                && self.active.contains(&key)
+                && active.contains(&key)
             {
-                if let Some(st) = self.keys.get_mut(&key) {
+                if let Some(st) = keys.get_mut(&key) {
                     st.last_seen = st.last_seen.max(ev.timestamp);
                 }
-                resolve_key(&mut self.keys, &mut self.active, &mut self.stats, key, out);
+                resolve_key(keys, active, stats, key, out);
             }
         }
-        let Engine {
-            detectors,
-            index,
-            keys,
-            active,
-            cfg,
-            stats,
-            ..
-        } = self;
         for di in index.candidates(ev) {
             let det = &detectors[di as usize];
             if det.matcher.matches_in(ev, &mut ctx) {
@@ -425,7 +480,7 @@ pub struct EngineState {
 /// Emits the final version of an open finding and forgets its key.
 fn resolve_key(
     keys: &mut PrehashedMap<Key, KeyState>,
-    active: &mut PrehashedSet<Key>,
+    active: &mut OpenKeys,
     stats: &mut EngineStats,
     k: Key,
     out: &mut Vec<Finding>,
@@ -445,19 +500,42 @@ fn resolve_key(
 }
 
 /// The state key of `ev` for `det`, or None when a group-by value is missing.
+///
+/// The hash is xxh3 of the values, each followed by 0x1f. Short keys (nearly
+/// all: an address, a user, a host) are joined on the stack and hashed in
+/// one call; longer ones stream through a hasher, with the same digest.
 fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
+    const INLINE: usize = 256;
+    let mut joined = [0u8; INLINE];
+    let mut len = 0;
     let mut buf = String::new();
-    let mut h = Xxh3::new();
+    let mut streamed: Option<Xxh3> = None;
     for f in &det.group_by {
-        match (
+        let v = match (
             ev.get(f, &mut buf).filter(|v| !v.is_empty()),
             det.offender_default.as_deref(),
         ) {
-            (Some(v), _) | (None, Some(v)) => hash_str(&mut h, v),
+            (Some(v), _) | (None, Some(v)) => v,
             (None, None) => return None,
+        };
+        if streamed.is_none() && len + v.len() < INLINE {
+            joined[len..len + v.len()].copy_from_slice(v.as_bytes());
+            joined[len + v.len()] = 0x1f;
+            len += v.len() + 1;
+            continue;
         }
+        let h = streamed.get_or_insert_with(|| {
+            let mut h = Xxh3::new();
+            h.update(&joined[..len]);
+            h
+        });
+        hash_str(h, v);
     }
-    Some((di, ev.time_domain, h.digest()))
+    let digest = match streamed {
+        Some(h) => h.digest(),
+        None => xxhash_rust::xxh3::xxh3_64(&joined[..len]),
+    };
+    Some((di, ev.time_domain, digest))
 }
 
 fn hash_str(h: &mut Xxh3, s: &str) {
@@ -471,7 +549,7 @@ fn observe(
     di: u32,
     ev: &Event,
     keys: &mut PrehashedMap<Key, KeyState>,
-    active: &mut PrehashedSet<Key>,
+    active: &mut OpenKeys,
     cfg: &EngineConfig,
     stats: &mut EngineStats,
     ctx: &mut EvalCtx<'_>,
@@ -760,6 +838,23 @@ output:
             "KeyState is {} bytes",
             std::mem::size_of::<KeyState>()
         );
+    }
+
+    #[test]
+    fn group_keys_hash_as_one_stream_whatever_their_length() {
+        let mut det = crate::detect::load_str(BF, "bf.yaml").unwrap();
+        det.group_by = vec![Field::SourceIp, Field::UserName];
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        for user in ["root".to_owned(), "u".repeat(300)] {
+            let line = format!(
+                "Mar  3 10:00:00 h sshd[1]: Failed password for {user} from 203.0.113.9 port 22 ssh2"
+            );
+            let ev = parse_line(&line, &mut st, 0);
+            let mut h = Xxh3::new();
+            hash_str(&mut h, "203.0.113.9");
+            hash_str(&mut h, &user);
+            assert_eq!(group_key(&det, 3, &ev), Some((3, 0, h.digest())));
+        }
     }
 
     #[test]

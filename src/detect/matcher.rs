@@ -241,34 +241,62 @@ impl KeywordGroups {
     }
 }
 
-/// Per-event scratch: which shared patterns occur (computed on first need).
+/// Which shared patterns the current event holds: one bit per pattern,
+/// kept by the engine and reused from event to event (no allocation per
+/// event once it has grown to the groups' size).
+#[derive(Default)]
+pub struct KeywordHits {
+    /// Pattern bits of every group, end to end.
+    bits: Vec<u64>,
+    /// First word of each group's bits.
+    offsets: Vec<usize>,
+    /// Whether each group was scanned for the current event.
+    scanned: Vec<bool>,
+}
+
+impl KeywordHits {
+    fn fit(&mut self, groups: &KeywordGroups) {
+        if self.offsets.len() == groups.groups.len() {
+            return;
+        }
+        self.offsets.clear();
+        let mut words = 0;
+        for g in &groups.groups {
+            self.offsets.push(words);
+            words += g.3.div_ceil(64);
+        }
+        self.bits = vec![0; words];
+        self.scanned = vec![false; groups.groups.len()];
+    }
+}
+
+/// Per-event scratch: the shared keyword scans (computed on first need).
 #[derive(Default)]
 pub struct EvalCtx<'a> {
     groups: Option<&'a KeywordGroups>,
-    hits: Vec<Option<Vec<u64>>>,
+    hits: Option<&'a mut KeywordHits>,
 }
 
 impl<'a> EvalCtx<'a> {
-    pub fn new(groups: &'a KeywordGroups) -> EvalCtx<'a> {
+    /// A context for one event, forgetting the previous event's scans.
+    pub fn new(groups: &'a KeywordGroups, hits: &'a mut KeywordHits) -> EvalCtx<'a> {
+        hits.fit(groups);
+        hits.scanned.iter_mut().for_each(|s| *s = false);
         EvalCtx {
             groups: Some(groups),
-            hits: Vec::new(),
+            hits: Some(hits),
         }
-    }
-
-    /// Forgets the previous event's scans.
-    pub fn reset(&mut self) {
-        self.hits.iter_mut().for_each(|h| *h = None);
     }
 
     fn any_hit(&mut self, ev: &Event, group: usize, start: usize, end: usize) -> Option<bool> {
         let groups = self.groups?;
+        let hits = self.hits.as_deref_mut()?;
         let (field, decode, ac, n) = groups.groups.get(group)?;
-        if self.hits.len() < groups.groups.len() {
-            self.hits.resize(groups.groups.len(), None);
-        }
-        if self.hits[group].is_none() {
-            let mut bits = vec![0u64; n.div_ceil(64)];
+        let offset = *hits.offsets.get(group)?;
+        let bits = &mut hits.bits[offset..offset + n.div_ceil(64)];
+        if !hits.scanned[group] {
+            hits.scanned[group] = true;
+            bits.iter_mut().for_each(|w| *w = 0);
             let mut buf = String::new();
             if let Some(v) = ev.get(field, &mut buf) {
                 let v: Cow<str> = if *decode {
@@ -281,9 +309,7 @@ impl<'a> EvalCtx<'a> {
                     bits[p / 64] |= 1 << (p % 64);
                 }
             }
-            self.hits[group] = Some(bits);
         }
-        let bits = self.hits[group].as_ref()?;
         Some((start..end).any(|p| bits[p / 64] & (1 << (p % 64)) != 0))
     }
 }
@@ -300,6 +326,9 @@ impl CompiledCondition {
         }
         if let Test::EqualsNumber(v) = &self.test {
             return ev.get_number(&self.field).is_some_and(|n| v.contains(&n));
+        }
+        if let Test::Exists(want) = &self.test {
+            return ev.has(&self.field) == *want;
         }
         if let Test::Range { gte, lte } = &self.test {
             return match ev.get_number(&self.field) {
