@@ -251,10 +251,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let t = Instant::now();
         let mut d = Deduper::new(1000, 100_000);
         let mut deduped = Vec::with_capacity(events.len());
+        let mut batch = Vec::with_capacity(1024);
         let mut it = events.into_iter().peekable();
         while it.peek().is_some() {
-            let batch: Vec<_> = it.by_ref().take(1024).collect();
-            d.process(batch, &mut deduped);
+            batch.extend(it.by_ref().take(1024));
+            d.process(&mut batch);
+            deduped.append(&mut batch);
         }
         r.dedupe_eps = n / t.elapsed().as_secs_f64();
         // cluster

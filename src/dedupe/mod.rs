@@ -37,6 +37,9 @@ pub struct Deduper {
     alerts_seen: PrehashedSet<u64>,
     alerts_order: VecDeque<u64>,
     max_alert_keys: usize,
+    /// Per-batch scratch: which events stay, and the counts merged into each.
+    keep: Vec<bool>,
+    added: Vec<u32>,
 }
 
 impl Deduper {
@@ -47,6 +50,8 @@ impl Deduper {
             alerts_seen: PrehashedSet::default(),
             alerts_order: VecDeque::new(),
             max_alert_keys: max_alert_keys.max(1),
+            keep: Vec::new(),
+            added: Vec::new(),
         }
     }
 
@@ -60,40 +65,55 @@ impl Deduper {
         self.alerts_order = alert_keys.into();
     }
 
-    /// Collapses duplicates in `batch`, appending survivors to `out` in order
-    /// of first occurrence.
-    pub fn process(&mut self, batch: Vec<Event>, out: &mut Vec<Event>) -> DedupStats {
+    /// Collapses duplicates in `batch` in place: the first occurrence of
+    /// each event stays where it was, with the counts of the later ones
+    /// added to it; later ones and alert resends are removed. Events are
+    /// not moved to another vector, so the batch's memory is reused.
+    pub fn process(&mut self, batch: &mut Vec<Event>) -> DedupStats {
         let mut stats = DedupStats {
             received: batch.len() as u64,
             ..DedupStats::default()
         };
         self.index.clear();
-        let base = out.len();
-        for ev in batch {
+        let mut keep = std::mem::take(&mut self.keep);
+        let mut added = std::mem::take(&mut self.added);
+        keep.clear();
+        keep.resize(batch.len(), true);
+        added.clear();
+        added.resize(batch.len(), 0u32);
+        for (i, ev) in batch.iter().enumerate() {
             if ev.kind == Kind::Alert {
                 if !self.remember_alert(ev.hash) {
                     stats.alert_resends += 1;
-                    continue;
+                    keep[i] = false;
                 }
-                out.push(ev);
                 continue;
             }
-            if let Some(&i) = self.index.get(&ev.hash) {
-                let first = &mut out[i];
+            if let Some(&j) = self.index.get(&ev.hash) {
+                let first = &batch[j];
                 if first.time_domain == ev.time_domain
                     && (ev.timestamp - first.timestamp).abs() <= self.window_ms
                     && first.original.len() == ev.original.len()
                     && first.message() == ev.message()
                 {
-                    first.count = first.count.saturating_add(ev.count);
+                    added[j] = added[j].saturating_add(ev.count);
                     stats.merged += 1;
+                    keep[i] = false;
                     continue;
                 }
             }
-            self.index.insert(ev.hash, out.len());
-            out.push(ev);
+            self.index.insert(ev.hash, i);
         }
-        stats.emitted = (out.len() - base) as u64;
+        if stats.merged + stats.alert_resends > 0 {
+            for (ev, n) in batch.iter_mut().zip(&added) {
+                ev.count = ev.count.saturating_add(*n);
+            }
+            let mut flags = keep.iter();
+            batch.retain(|_| flags.next().copied().unwrap_or(true));
+        }
+        stats.emitted = batch.len() as u64;
+        self.keep = keep;
+        self.added = added;
         stats
     }
 
@@ -126,8 +146,8 @@ mod tests {
     fn identical_lines_collapse_with_count() {
         let line = r#"2021/12/02 11:53:15 [error] 1#1: *4 limiting requests, excess: 5.428 by zone "z", client: ::1, server: , request: "GET / HTTP/1.1", host: "h""#;
         let mut d = Deduper::new(1000, 10);
-        let mut out = Vec::new();
-        let st = d.process(events(&[line, line, line]), &mut out);
+        let mut out = events(&[line, line, line]);
+        let st = d.process(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].count, 3);
         assert_eq!(
@@ -144,14 +164,11 @@ mod tests {
     #[test]
     fn same_message_outside_window_is_kept() {
         let mut d = Deduper::new(1000, 10);
-        let mut out = Vec::new();
-        d.process(
-            events(&[
-                "Feb 12 14:10:21 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
-                "Feb 12 14:10:25 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
-            ]),
-            &mut out,
-        );
+        let mut out = events(&[
+            "Feb 12 14:10:21 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
+            "Feb 12 14:10:25 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]",
+        ]);
+        d.process(&mut out);
         assert_eq!(out.len(), 2);
     }
 
@@ -166,10 +183,18 @@ mod tests {
             let input = events(&lines);
             let total: u64 = input.iter().map(|e| e.count as u64).sum();
             let mut d = Deduper::new(1000, 10);
-            let mut out = Vec::new();
-            let st = d.process(input, &mut out);
+            let mut out = input;
+            let st = d.process(&mut out);
             prop_assert_eq!(out.iter().map(|e| e.count as u64).sum::<u64>(), total);
             prop_assert_eq!(st.received, st.emitted + st.merged + st.alert_resends);
+            // survivors are the first occurrences, in input order
+            let mut firsts: Vec<&str> = Vec::new();
+            for l in &lines {
+                if !firsts.contains(l) {
+                    firsts.push(l);
+                }
+            }
+            prop_assert_eq!(out.iter().map(|e| e.original.as_str()).collect::<Vec<_>>(), firsts);
             // dedup key stability: the same line always gets the same fingerprint
             let again = events(&lines);
             for (a, b) in again.iter().zip(events(&lines).iter()) { prop_assert_eq!(a.hash, b.hash); }

@@ -50,6 +50,10 @@ pub struct EngineStats {
     pub updated: u64,
     pub resolved: u64,
     pub evicted_keys: u64,
+    /// Keys forgotten because their window emptied (not a loss: a new
+    /// event for the key starts from nothing either way).
+    #[serde(default)]
+    pub expired_keys: u64,
 }
 
 type Key = (u32, u32, u64);
@@ -74,6 +78,8 @@ struct Active {
 }
 
 const MAX_TARGETS: usize = 64;
+/// Fewest events between two passes that drop expired keys.
+const EXPIRY_MIN_EVENTS: usize = 4096;
 const EVIDENCE_LINE_MAX: usize = 512;
 
 impl KeyState {
@@ -236,6 +242,8 @@ pub struct Engine {
     hits: KeywordHits,
     newest: PrehashedMap<u32, i64>,
     last_sweep: PrehashedMap<u32, i64>,
+    /// Events since expired keys were last dropped.
+    since_expiry: usize,
     cfg: EngineConfig,
     stats: EngineStats,
 }
@@ -262,6 +270,7 @@ impl Engine {
             hits: KeywordHits::default(),
             newest: PrehashedMap::default(),
             last_sweep: PrehashedMap::default(),
+            since_expiry: 0,
             cfg,
             stats: EngineStats::default(),
         }
@@ -381,8 +390,37 @@ impl Engine {
             *last = watermark;
             self.sweep(ev.time_domain, watermark, out);
         }
+        self.since_expiry += 1;
+        if self.since_expiry >= (self.keys.len() / 4).max(EXPIRY_MIN_EVENTS) {
+            self.expire();
+        }
         if self.keys.len() > self.cfg.max_keys {
             self.evict();
+        }
+    }
+
+    /// Drops keys whose window is empty at their domain's watermark (no
+    /// event still accepted could fall in it) and that have no open
+    /// finding. Run after every quarter table's worth of events, so the cost
+    /// per event stays constant while the table stays as small as the live
+    /// activity: a client seen once costs memory for one window, not until
+    /// `max_keys` is reached.
+    fn expire(&mut self) {
+        self.since_expiry = 0;
+        let before = self.keys.len();
+        let (detectors, newest, lateness) =
+            (&self.detectors, &self.newest, self.cfg.allowed_lateness_ms);
+        self.keys.retain(|k, st| {
+            let watermark = newest
+                .get(&k.1)
+                .map_or(i64::MIN, |n| n.saturating_sub(lateness));
+            st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > watermark
+        });
+        self.stats.expired_keys += (before - self.keys.len()) as u64;
+        // a table left mostly empty by a burst is walked by the next pass
+        // and spreads the live keys over cold memory: give it back
+        if self.keys.capacity() > 4 * self.keys.len().max(EXPIRY_MIN_EVENTS) {
+            self.keys.shrink_to(2 * self.keys.len());
         }
     }
 
@@ -838,6 +876,37 @@ output:
             "KeyState is {} bytes",
             std::mem::size_of::<KeyState>()
         );
+    }
+
+    #[test]
+    fn keys_whose_window_emptied_are_dropped_as_time_moves_on() {
+        let det = crate::detect::load_str(BF, "bf.yaml").unwrap();
+        let mut engine = Engine::new(vec![det], EngineConfig::default());
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut out = Vec::new();
+        // one failure from each of 40,000 addresses, 20 a second for 2,000 s;
+        // the 600 s window plus 60 s of lateness holds about 13,200 of them
+        for i in 0..40_000u32 {
+            let sec = i / 20;
+            let line = format!(
+                "Mar  3 {:02}:{:02}:{:02} h sshd[1]: Failed password for root from 10.{}.{}.{} port 22 ssh2",
+                10 + sec / 3600,
+                sec / 60 % 60,
+                sec % 60,
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            );
+            engine.process(&parse_line(&line, &mut st, 0), &mut out);
+            assert!(
+                engine.tracked_keys() < 21_000,
+                "{} keys",
+                engine.tracked_keys()
+            );
+        }
+        assert!(engine.stats().expired_keys > 15_000);
+        assert_eq!(engine.stats().evicted_keys, 0);
+        assert!(out.is_empty());
     }
 
     #[test]

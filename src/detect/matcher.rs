@@ -252,6 +252,8 @@ pub struct KeywordHits {
     offsets: Vec<usize>,
     /// Whether each group was scanned for the current event.
     scanned: Vec<bool>,
+    /// Per group, the bits of recently scanned values.
+    memo: Vec<ScanMemo>,
 }
 
 impl KeywordHits {
@@ -267,6 +269,49 @@ impl KeywordHits {
         }
         self.bits = vec![0; words];
         self.scanned = vec![false; groups.groups.len()];
+        self.memo = (0..groups.groups.len())
+            .map(|_| ScanMemo::default())
+            .collect();
+    }
+}
+
+/// A direct-mapped memo of scan results by field value. Real traffic
+/// repeats its values heavily (a few hundred user agents and a few thousand
+/// paths in ten thousand requests), and hashing a value costs a fraction of
+/// scanning it (and of percent-decoding it first). Bounded: a fixed number
+/// of slots, values up to a fixed length; a new value overwrites its slot.
+#[derive(Default)]
+struct ScanMemo {
+    slots: Vec<Option<MemoSlot>>,
+}
+
+struct MemoSlot {
+    hash: u64,
+    value: Box<str>,
+    bits: Box<[u64]>,
+}
+
+const MEMO_SLOTS: usize = 1024;
+const MEMO_MAX_VALUE: usize = 512;
+
+impl ScanMemo {
+    fn get(&self, hash: u64, value: &str) -> Option<&[u64]> {
+        let slot = self.slots.get(hash as usize % MEMO_SLOTS)?.as_ref()?;
+        (slot.hash == hash && &*slot.value == value).then_some(&slot.bits)
+    }
+
+    fn put(&mut self, hash: u64, value: &str, bits: &[u64]) {
+        if value.len() > MEMO_MAX_VALUE {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(MEMO_SLOTS, || None);
+        }
+        self.slots[hash as usize % MEMO_SLOTS] = Some(MemoSlot {
+            hash,
+            value: value.into(),
+            bits: bits.into(),
+        });
     }
 }
 
@@ -299,14 +344,22 @@ impl<'a> EvalCtx<'a> {
             bits.iter_mut().for_each(|w| *w = 0);
             let mut buf = String::new();
             if let Some(v) = ev.get(field, &mut buf) {
-                let v: Cow<str> = if *decode {
-                    url_decode(v)
-                } else {
-                    Cow::Borrowed(v)
-                };
-                for m in ac.find_overlapping_iter(v.as_ref()) {
-                    let p = m.pattern().as_usize();
-                    bits[p / 64] |= 1 << (p % 64);
+                let memo = &mut hits.memo[group];
+                let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+                match memo.get(hash, v) {
+                    Some(known) => bits.copy_from_slice(known),
+                    None => {
+                        let decoded: Cow<str> = if *decode {
+                            url_decode(v)
+                        } else {
+                            Cow::Borrowed(v)
+                        };
+                        for m in ac.find_overlapping_iter(decoded.as_ref()) {
+                            let p = m.pattern().as_usize();
+                            bits[p / 64] |= 1 << (p % 64);
+                        }
+                        memo.put(hash, v, bits);
+                    }
                 }
             }
         }
@@ -401,6 +454,43 @@ fn decode_once(b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memoized_scan_answers_only_for_its_own_value() {
+        let mut memo = ScanMemo::default();
+        memo.put(7, "/a", &[1]);
+        assert_eq!(memo.get(7, "/a"), Some(&[1u64][..]));
+        // the same hash (or slot) with another value is a miss, never a wrong answer
+        assert_eq!(memo.get(7, "/b"), None);
+        assert_eq!(memo.get(7 + MEMO_SLOTS as u64, "/a"), None);
+        memo.put(7, &"x".repeat(MEMO_MAX_VALUE + 1), &[0]);
+        assert_eq!(memo.get(7, "/a"), Some(&[1u64][..]));
+    }
+
+    #[test]
+    fn shared_scans_give_each_event_its_own_verdict() {
+        let spec: MatchSpec = serde_saphyr::from_str(
+            "any:\n  - field: url.original\n    url_decode: true\n    keywords: [union select, ../]\n",
+        )
+        .unwrap();
+        let mut m = Matcher::compile(&spec, "t.yaml").unwrap();
+        let groups = KeywordGroups::build(std::iter::once(&mut m)).unwrap();
+        let mut hits = KeywordHits::default();
+        let ev = |url: &str| Event {
+            url_original: Some(url.to_owned()),
+            ..Event::default()
+        };
+        let verdicts: Vec<bool> = [
+            "/a?id=1%20UNION%20SELECT",
+            "/index.html",
+            "/a?id=1%20UNION%20SELECT",
+            "/x/..%2f..%2fetc",
+        ]
+        .iter()
+        .map(|u| m.matches_in(&ev(u), &mut EvalCtx::new(&groups, &mut hits)))
+        .collect();
+        assert_eq!(verdicts, [true, false, true, true]);
+    }
 
     #[test]
     fn decodes_double_encoding() {

@@ -474,9 +474,8 @@ impl Worker {
                     // however many lines a chunk of messages carries
                     if events.len() >= self.batch_size {
                         self.counters.events += events.len() as u64;
-                        let batch =
-                            std::mem::replace(&mut events, Vec::with_capacity(self.batch_size));
-                        self.stages.process(batch, &mut findings);
+                        record_stages(&self.stages.process(&mut events, &mut findings));
+                        events.clear();
                     }
                 }
                 Err(reason) => {
@@ -507,7 +506,7 @@ impl Worker {
             self.publisher.publish_all(dead).await?;
         }
         self.counters.events += events.len() as u64;
-        record_stages(&self.stages.process(events, &mut findings));
+        record_stages(&self.stages.process(&mut events, &mut findings));
         self.emit(findings).await
     }
 

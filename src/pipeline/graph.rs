@@ -429,14 +429,13 @@ pub fn start(
     let dedupe = tokio::spawn(async move {
         let mut live = Live::new("dedupe");
         let mut d = Deduper::new(dedupe_cfg.window_ms, dedupe_cfg.max_alert_keys);
-        while let Some(batch) = parsed_rx.recv().await {
+        while let Some(mut batch) = parsed_rx.recv().await {
             live.queue(parsed_rx.len());
-            let mut out = Vec::with_capacity(batch.len());
-            let s = d.process(batch, &mut out);
+            let s = d.process(&mut batch);
             live.count(s.received, 0, s.emitted);
             live.drop("merged_duplicate", s.merged);
             live.drop("alert_resend", s.alert_resends);
-            if deduped_tx.send(out).await.is_err() {
+            if deduped_tx.send(batch).await.is_err() {
                 break;
             }
         }
@@ -703,13 +702,14 @@ pub fn run_inline(
     let mut stages = Stages::new(spec, detectors, "exec-inline".into());
     let mut findings = Vec::new();
     let now = ingested_ms;
+    let mut events = Vec::with_capacity(spec.batch_size.max(1));
     for (state, lines) in inputs.iter_mut() {
         for chunk in lines.chunks(spec.batch_size.max(1)) {
-            let mut events = Vec::with_capacity(chunk.len());
+            events.clear();
             for l in chunk {
                 parse_into(l, state, now, &mut events);
             }
-            stages.process(events, &mut findings);
+            stages.process(&mut events, &mut findings);
         }
     }
     stages.engine.flush(&mut findings);

@@ -36,12 +36,13 @@ impl Stages {
         }
     }
 
-    /// Runs a parsed batch through dedupe, cluster and detect.
-    pub fn process(&mut self, batch: Vec<Event>, findings: &mut Vec<Finding>) -> DedupStats {
-        let mut events = Vec::with_capacity(batch.len());
-        let stats = self.dedupe.process(batch, &mut events);
-        self.cluster.process(&mut events);
-        for ev in &events {
+    /// Runs a parsed batch through dedupe, cluster and detect, in place:
+    /// the batch is left deduplicated and clustered, for the caller to
+    /// clear and fill again (its memory stays warm).
+    pub fn process(&mut self, batch: &mut Vec<Event>, findings: &mut Vec<Finding>) -> DedupStats {
+        let stats = self.dedupe.process(batch);
+        self.cluster.process(batch);
+        for ev in batch.iter() {
             self.engine.process(ev, findings);
         }
         stats
