@@ -51,7 +51,7 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             leaf.key = Cow::Owned(ecs.clone());
         }
     }
-    let mut msg: Option<String> = None;
+    let mut msg: Option<Cow<'_, str>> = None;
     for Leaf { key, text, number } in flat {
         match key.as_ref() {
             "@timestamp" | "timestamp" | "time" | "ts" | "date" => {
@@ -66,7 +66,7 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                     };
                 }
             }
-            "message" | "msg" => msg = Some(text.into_owned()),
+            "message" | "msg" => msg = Some(text),
             "log.level" | "level" | "severity" | "lvl" => ev.log_level = Some(level(&text)),
             "event.dataset" => ev.dataset = Cow::Owned(text.into_owned()),
             "event.category" => ev.category = category(&text),
@@ -80,8 +80,8 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                 ev.http_body_bytes = text.parse().ok()
             }
             "event.duration" => ev.duration_ns = text.parse().ok(),
-            k if crate::event::EXTRA_FIELDS.contains(&k) => {
-                ev.extra.push((Cow::Owned(k.to_owned()), text.into_owned()))
+            k if let Some(name) = crate::event::EXTRA_FIELDS.iter().find(|f| **f == k) => {
+                ev.extra.push((Cow::Borrowed(name), text.into_owned()))
             }
             k => match k.strip_prefix("labels.") {
                 Some(l) => ev
@@ -91,8 +91,19 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             },
         }
     }
-    if let Some(m) = msg {
-        ev.message_owned = Some(m);
+    match msg {
+        // an unescaped message is a slice of the line: keep it as a range
+        Some(Cow::Borrowed(m))
+            if line
+                .get(super::offset_in(line, m)..)
+                .is_some_and(|r| r.starts_with(m) && r.as_ptr() == m.as_ptr()) =>
+        {
+            let start = super::offset_in(line, m);
+            ev.set_message_range(start, start + m.len());
+        }
+        Some(Cow::Borrowed(m)) => ev.message_owned = Some(m.to_owned()),
+        Some(Cow::Owned(m)) => ev.message_owned = Some(m),
+        None => {}
     }
     if ev.action.is_none() && ev.http_status.is_some() {
         ev.action = Some(Cow::Borrowed("http_request"));
