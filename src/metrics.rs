@@ -10,6 +10,7 @@ pub const STAGE_DROPPED: &str = "threatpilot_stage_dropped_total";
 pub const STAGE_QUEUE_DEPTH: &str = "threatpilot_stage_queue_depth";
 pub const PARSE_FAILURES: &str = "threatpilot_parse_failures_total";
 pub const DETECT_EVICTED_KEYS: &str = "threatpilot_detect_evicted_keys_total";
+pub const DETECT_EXPIRED_KEYS: &str = "threatpilot_detect_expired_keys_total";
 pub const DETECT_TRACKED_KEYS: &str = "threatpilot_detect_tracked_keys";
 pub const FINDINGS_EMITTED: &str = "threatpilot_findings_emitted_total";
 pub const FINDING_LATENCY: &str = "threatpilot_finding_latency_seconds";
@@ -121,6 +122,11 @@ pub fn describe() {
         DETECT_EVICTED_KEYS,
         Unit::Count,
         "window keys evicted to bound memory"
+    );
+    describe_counter!(
+        DETECT_EXPIRED_KEYS,
+        Unit::Count,
+        "window keys dropped because their window emptied"
     );
     describe_gauge!(
         DETECT_TRACKED_KEYS,

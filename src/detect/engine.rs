@@ -426,6 +426,8 @@ impl Engine {
             st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > watermark
         });
         self.stats.expired_keys += (before - self.keys.len()) as u64;
+        metrics::counter!(crate::metrics::DETECT_EXPIRED_KEYS)
+            .increment((before - self.keys.len()) as u64);
         self.kept_at_expiry = self.keys.len();
         // a table left mostly empty by a burst is walked by the next pass
         // and spreads the live keys over cold memory: give it back
