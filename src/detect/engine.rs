@@ -3,8 +3,10 @@
 //! Detectors are indexed by the one field value their `match` requires
 //! (action, dataset, log level or category), so an event is tested only
 //! against detectors that can match it. State is a map
-//! from (detector, time domain, group key) to a small [`KeyState`]; when it
-//! outgrows `max_keys`, expired keys go first, then inactive keys with the
+//! from (detector, time domain, group key) to a small [`KeyState`]. Keys
+//! whose window has emptied at the watermark are dropped as event time
+//! moves on, so the map holds the live activity; when it still outgrows
+//! `max_keys`, expired keys go first, then inactive keys with the
 //! fewest events (oldest first among equals), counted in `evicted_keys`: a
 //! flood of new keys costs bounded memory, never an OOM, and does not wash
 //! out a slow attacker's build-up. Keys with an open finding are never evicted.
