@@ -287,8 +287,8 @@ struct ScanMemo {
 
 struct MemoSlot {
     hash: u64,
-    value: Box<str>,
-    bits: Box<[u64]>,
+    value: String,
+    bits: Vec<u64>,
 }
 
 const MEMO_SLOTS: usize = 1024;
@@ -297,9 +297,11 @@ const MEMO_MAX_VALUE: usize = 512;
 impl ScanMemo {
     fn get(&self, hash: u64, value: &str) -> Option<&[u64]> {
         let slot = self.slots.get(hash as usize % MEMO_SLOTS)?.as_ref()?;
-        (slot.hash == hash && &*slot.value == value).then_some(&slot.bits)
+        (slot.hash == hash && slot.value == value).then_some(&slot.bits)
     }
 
+    /// Records a scan, reusing the slot's buffers: values that never
+    /// repeat (ids in query strings) cost a copy, not an allocation.
     fn put(&mut self, hash: u64, value: &str, bits: &[u64]) {
         if value.len() > MEMO_MAX_VALUE {
             return;
@@ -307,11 +309,16 @@ impl ScanMemo {
         if self.slots.is_empty() {
             self.slots.resize_with(MEMO_SLOTS, || None);
         }
-        self.slots[hash as usize % MEMO_SLOTS] = Some(MemoSlot {
+        let slot = self.slots[hash as usize % MEMO_SLOTS].get_or_insert_with(|| MemoSlot {
             hash,
-            value: value.into(),
-            bits: bits.into(),
+            value: String::with_capacity(value.len()),
+            bits: Vec::with_capacity(bits.len()),
         });
+        slot.hash = hash;
+        slot.value.clear();
+        slot.value.push_str(value);
+        slot.bits.clear();
+        slot.bits.extend_from_slice(bits);
     }
 }
 
