@@ -43,15 +43,16 @@ fn parse_all(lines: &[String]) -> Vec<Event> {
 
 /// `cargo bench -- NAME...` runs only the named paths (parse, dedupe,
 /// cluster, detect, inline), e.g. to profile one of them alone.
-fn wanted(name: &str) -> bool {
-    let picked: Vec<String> = std::env::args()
+fn picked_paths() -> Vec<String> {
+    std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
-        .collect();
-    picked.is_empty() || picked.iter().any(|p| p == name)
+        .collect()
 }
 
 fn main() {
+    let picked = picked_paths();
+    let wanted = |name: &str| picked.is_empty() || picked.iter().any(|p| p == name);
     let (sim, _) = generate(&SimConfig {
         events: EVENTS,
         seed: 7,

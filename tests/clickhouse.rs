@@ -9,7 +9,7 @@ mod clickhouse;
 #[path = "support/service.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use clickhouse::ClickhouseServer;
 use serde_json::Value;
@@ -214,11 +214,11 @@ fn a_schema_that_does_not_match_stops_the_run_at_start_with_the_column_named() {
     )
     .unwrap();
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-            .args(["run", "--pipeline"])
-            .arg(&pipeline)
-            .output()
-            .unwrap()
+        support::threatpilot([
+            std::ffi::OsStr::new("run"),
+            "--pipeline".as_ref(),
+            pipeline.as_os_str(),
+        ])
     };
     let first = run();
     assert!(

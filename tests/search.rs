@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use threatpilot::search::index::folder_bytes;
@@ -49,13 +49,16 @@ fn indexed(tag: &str) -> PathBuf {
 }
 
 fn search(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .arg("search")
-        .arg("--data")
-        .arg(dir.join("data"))
-        .args(args)
-        .output()
-        .unwrap()
+    let data = dir.join("data");
+    support::threatpilot(
+        [
+            std::ffi::OsStr::new("search"),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ]
+        .into_iter()
+        .chain(args.iter().map(std::ffi::OsStr::new)),
+    )
 }
 
 /// The `@timestamp`s of the hits, as printed with `--format json`.

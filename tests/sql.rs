@@ -7,8 +7,6 @@ mod clickhouse;
 #[path = "support/service.rs"]
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
 
 const FILES: &str = "[fixtures/detectors/crowdsec-ssh-bf/input.log, fixtures/detectors/crowdsec-nginx-http-sqli-probing/input.log, fixtures/detectors/synthetic-password-spraying/input.log, fixtures/detectors/npd-oom-kill/input.log]";
@@ -31,15 +29,9 @@ fn run_pipeline(dir: &std::path::Path, sink: &str) {
 }
 
 fn sql(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .arg("sql")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sql {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::threatpilot_ok(
+        std::iter::once("sql").chain(args.iter().copied()),
+        &format!("sql {args:?}"),
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -139,10 +131,7 @@ fn the_embedded_store_answers_sql_in_table_json_and_csv() {
         sql(&["--data", &data, q]);
     }
     // a bad query is a clear error, not a panic
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args(["sql", "--data", &data, "SELECT nope FROM findings"])
-        .output()
-        .unwrap();
+    let out = support::threatpilot(["sql", "--data", &data, "SELECT nope FROM findings"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }

@@ -93,23 +93,24 @@ fn mask_into(tok: &str, out: &mut String) -> bool {
     }
     // compound ids split by ':' or ',' (host:port, a,b): mask the parts
     if core.contains([':', ',']) {
-        let is_var_part = |p: &str| {
+        let kept = out.len();
+        out.push_str(&tok[..start]);
+        let mut changed = false;
+        for p in core.split_inclusive([':', ',']) {
             let body = p.strip_suffix([':', ',']).unwrap_or(p);
-            !body.is_empty() && is_variable(body)
-        };
-        if core.split_inclusive([':', ',']).any(is_var_part) {
-            out.push_str(&tok[..start]);
-            for p in core.split_inclusive([':', ',']) {
-                if is_var_part(p) {
-                    out.push_str(WILDCARD);
-                    out.push_str(&p[p.strip_suffix([':', ',']).unwrap_or(p).len()..]);
-                } else {
-                    out.push_str(p);
-                }
+            if !body.is_empty() && is_variable(body) {
+                changed = true;
+                out.push_str(WILDCARD);
+                out.push_str(&p[body.len()..]);
+            } else {
+                out.push_str(p);
             }
+        }
+        if changed {
             out.push_str(&tok[end..]);
             return true;
         }
+        out.truncate(kept);
     }
     false
 }

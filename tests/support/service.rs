@@ -31,21 +31,42 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Runs `threatpilot run --pipeline FILE` to the end (a batch pipeline)
-/// and fails the test, showing its stderr, unless it succeeds.
-pub fn run_pipeline(file: &std::path::Path) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args(["run", "--pipeline"])
-        .arg(file)
+/// Runs `threatpilot ARGS` to the end.
+pub fn threatpilot<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `threatpilot ARGS` to the end and fails the test, showing `what`
+/// and its stderr, unless it succeeds.
+pub fn threatpilot_ok<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+    what: &str,
+) -> std::process::Output {
+    let out = threatpilot(args);
     assert!(
         out.status.success(),
-        "{}: {}",
-        file.display(),
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `threatpilot run --pipeline FILE` to the end (a batch pipeline)
+/// and fails the test, showing its stderr, unless it succeeds.
+pub fn run_pipeline(file: &std::path::Path) -> std::process::Output {
+    threatpilot_ok(
+        [
+            std::ffi::OsStr::new("run"),
+            "--pipeline".as_ref(),
+            file.as_os_str(),
+        ],
+        &file.display().to_string(),
+    )
 }
 
 fn crate_nanos() -> u128 {
