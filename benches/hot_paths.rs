@@ -1,5 +1,6 @@
 //! `cargo bench`: nanoseconds per event for each hot path (parse, dedupe,
-//! cluster, detect) on simulated mixed traffic, median of seven passes.
+//! cluster, detect) on simulated mixed traffic, median of seven passes
+//! (`--passes=N` for another count).
 //! `threatpilot bench` measures the whole pipeline; this isolates stages so
 //! a change to one shows up on its own.
 
@@ -20,8 +21,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EVENTS: usize = 200_000;
 
-fn median_ns_per_event(mut f: impl FnMut() -> usize) -> f64 {
-    let mut samples: Vec<f64> = (0..7)
+fn median_ns_per_event(passes: usize, mut f: impl FnMut() -> usize) -> f64 {
+    let mut samples: Vec<f64> = (0..passes.max(1))
         .map(|_| {
             let t = Instant::now();
             let n = f();
@@ -29,7 +30,7 @@ fn median_ns_per_event(mut f: impl FnMut() -> usize) -> f64 {
         })
         .collect();
     samples.sort_by(f64::total_cmp);
-    samples[3]
+    samples[samples.len() / 2]
 }
 
 fn parse_all(lines: &[String]) -> Vec<Event> {
@@ -50,8 +51,16 @@ fn picked_paths() -> Vec<String> {
         .collect()
 }
 
+/// `--passes=N` (default 7): fewer for a slow profiler such as callgrind.
+fn passes() -> usize {
+    std::env::args()
+        .find_map(|a| a.strip_prefix("--passes=")?.parse().ok())
+        .unwrap_or(7)
+}
+
 fn main() {
     let picked = picked_paths();
+    let passes = passes();
     let wanted = |name: &str| picked.is_empty() || picked.iter().any(|p| p == name);
     let (sim, _) = generate(&SimConfig {
         events: EVENTS,
@@ -62,8 +71,9 @@ fn main() {
     let loaded =
         threatpilot::detect::load_dir(std::path::Path::new("detectors")).expect("detectors load");
 
-    let measure =
-        |name: &str, f: &mut dyn FnMut() -> usize| wanted(name).then(|| median_ns_per_event(f));
+    let measure = |name: &str, f: &mut dyn FnMut() -> usize| {
+        wanted(name).then(|| median_ns_per_event(passes, f))
+    };
     let parse = measure("parse", &mut || black_box(parse_all(&lines)).len());
     // the later stages' inputs, prepared only when one of them is measured
     let parsed = if ["dedupe", "cluster", "detect"].iter().any(|n| wanted(n)) {
@@ -110,7 +120,7 @@ fn main() {
         lines.len()
     });
     println!(
-        "hot paths, ns per event (simulated mixed traffic, {} events, median of 7):",
+        "hot paths, ns per event (simulated mixed traffic, {} events, median of {passes}):",
         lines.len()
     );
     let show = |name: &str, v: Option<f64>, note: &str| {

@@ -11,7 +11,7 @@
 //! flood of new keys costs bounded memory, never an OOM, and does not wash
 //! out a slow attacker's build-up. Keys with an open finding are never evicted.
 
-use crate::prehashed::{PrehashedMap, PrehashedSet};
+use crate::prehashed::{JoinedHash, PrehashedMap, PrehashedSet};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -187,6 +187,9 @@ struct Index {
     by_level: PrehashedMap<String, Vec<u32>>,
     by_category: PrehashedMap<String, Vec<u32>>,
     generic: Vec<u32>,
+    /// Per detector, what is left of its `match` once the index has chosen
+    /// it (the indexed `equals` holds by construction, so it is not retested).
+    residual: Vec<Matcher>,
     /// Detectors with `resolve_when`, tested on every event.
     resolvers: Vec<u32>,
 }
@@ -203,42 +206,118 @@ impl Index {
             ..Index::default()
         };
         for (i, d) in detectors.iter().enumerate() {
-            let map = match d.matcher.index_key() {
-                Some((Field::Action, v)) => Some((&mut ix.by_action, v)),
-                Some((Field::Dataset, v)) => Some((&mut ix.by_dataset, v)),
-                Some((Field::LogLevel, v)) => Some((&mut ix.by_level, v)),
-                Some((Field::Category, v)) => Some((&mut ix.by_category, v)),
-                _ => None,
+            let Some((field, values, rest)) = d.matcher.index_key() else {
+                ix.generic.push(i as u32);
+                ix.residual.push(d.matcher.clone());
+                continue;
             };
-            match map {
-                Some((m, values)) => values
-                    .into_iter()
-                    .for_each(|v| m.entry(v).or_default().push(i as u32)),
-                None => ix.generic.push(i as u32),
-            }
+            let map = match field {
+                Field::Action => &mut ix.by_action,
+                Field::Dataset => &mut ix.by_dataset,
+                Field::LogLevel => &mut ix.by_level,
+                _ => &mut ix.by_category,
+            };
+            values
+                .into_iter()
+                .for_each(|v| map.entry(v).or_default().push(i as u32));
+            ix.residual.push(rest);
         }
         ix
     }
 
     /// Each detector that can match `ev` appears once (a detector is in one map).
-    fn candidates<'a>(&'a self, ev: &Event) -> impl Iterator<Item = u32> + 'a {
-        let get = |m: &'a PrehashedMap<String, Vec<u32>>, k: Option<&str>| {
-            k.and_then(|k| m.get(k)).map_or(&[][..], Vec::as_slice)
-        };
-        get(&self.by_action, ev.action.as_deref())
-            .iter()
-            .chain(get(&self.by_dataset, Some(ev.dataset.as_ref())))
-            .chain(get(&self.by_level, ev.log_level.as_deref()))
-            .chain(get(&self.by_category, ev.category))
-            .chain(self.generic.iter())
-            .copied()
+    fn candidates_into(&self, ev: &Event, out: &mut Vec<u32>) {
+        fn get<'a>(m: &'a PrehashedMap<String, Vec<u32>>, k: Option<&str>) -> &'a [u32] {
+            k.and_then(|k| m.get(k)).map_or(&[], Vec::as_slice)
+        }
+        out.clear();
+        out.extend_from_slice(get(&self.by_action, ev.action.as_deref()));
+        out.extend_from_slice(get(&self.by_dataset, Some(ev.dataset.as_ref())));
+        out.extend_from_slice(get(&self.by_level, ev.log_level.as_deref()));
+        out.extend_from_slice(get(&self.by_category, ev.category));
+        out.extend_from_slice(&self.generic);
     }
+}
+
+/// The candidate lists of recently seen kinds of event (action, dataset,
+/// log level, category). A stream holds a few dozen kinds, so the four map
+/// lookups run once per kind instead of once per event. Direct-mapped and
+/// bounded; a slot is only used when all four values are equal.
+#[derive(Default)]
+struct CandidateCache {
+    slots: Vec<Option<CachedKind>>,
+}
+
+struct CachedKind {
+    action: Option<Box<str>>,
+    dataset: Box<str>,
+    level: Option<Box<str>>,
+    category: Option<&'static str>,
+    candidates: Vec<u32>,
+}
+
+const CANDIDATE_SLOTS: usize = 64;
+
+impl CachedKind {
+    fn is_for(&self, ev: &Event) -> bool {
+        self.category == ev.category
+            && *self.dataset == *ev.dataset
+            && self.action.as_deref() == ev.action.as_deref()
+            && self.level.as_deref() == ev.log_level.as_deref()
+    }
+}
+
+impl CandidateCache {
+    fn get(&mut self, index: &Index, ev: &Event) -> &[u32] {
+        if self.slots.is_empty() {
+            self.slots.resize_with(CANDIDATE_SLOTS, || None);
+        }
+        let h = [
+            ev.action.as_deref(),
+            Some(ev.dataset.as_ref()),
+            ev.log_level.as_deref(),
+            ev.category,
+        ]
+        .iter()
+        .fold(0u64, |h, s| {
+            (h.rotate_left(7) ^ s.map_or(0, quick_hash)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        });
+        let slot = &mut self.slots[(h >> 58) as usize % CANDIDATE_SLOTS];
+        if !slot.as_ref().is_some_and(|k| k.is_for(ev)) {
+            let mut candidates = slot.take().map(|k| k.candidates).unwrap_or_default();
+            index.candidates_into(ev, &mut candidates);
+            *slot = Some(CachedKind {
+                action: ev.action.as_deref().map(Box::from),
+                dataset: Box::from(ev.dataset.as_ref()),
+                level: ev.log_level.as_deref().map(Box::from),
+                category: ev.category,
+                candidates,
+            });
+        }
+        slot.as_ref().map_or(&[], |k| &k.candidates)
+    }
+}
+
+/// A cheap hash of a short string (its length and first and last eight
+/// bytes): enough to spread a few dozen kinds over the cache's slots.
+fn quick_hash(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let word = |part: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..part.len()].copy_from_slice(part);
+        u64::from_le_bytes(w)
+    };
+    let n = b.len();
+    let head = word(&b[..n.min(8)]);
+    let tail = word(&b[n.saturating_sub(8)..]);
+    (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x517C_C1B7_2722_0A95)
 }
 
 pub struct Engine {
     detectors: Vec<Detector>,
     index: Index,
     keywords: KeywordGroups,
+    candidates: CandidateCache,
     keys: PrehashedMap<Key, KeyState>,
     active: OpenKeys,
     /// Which shared keyword patterns the current event holds (reused).
@@ -269,6 +348,7 @@ impl Engine {
             index: Index::build(&detectors),
             keywords,
             detectors,
+            candidates: CandidateCache::default(),
             keys: PrehashedMap::default(),
             active: OpenKeys::default(),
             hits: KeywordHits::default(),
@@ -356,6 +436,7 @@ impl Engine {
             detectors,
             index,
             keywords,
+            candidates,
             keys,
             active,
             hits,
@@ -382,9 +463,9 @@ impl Engine {
                 resolve_key(keys, active, stats, key, out);
             }
         }
-        for di in index.candidates(ev) {
+        for &di in candidates.get(index, ev) {
             let det = &detectors[di as usize];
-            if det.matcher.matches_in(ev, &mut ctx) {
+            if index.residual[di as usize].matches_in(ev, &mut ctx) {
                 stats.matched += 1;
                 observe(det, di, ev, keys, active, cfg, stats, &mut ctx, out);
             }
@@ -554,15 +635,10 @@ fn resolve_key(
 
 /// The state key of `ev` for `det`, or None when a group-by value is missing.
 ///
-/// The hash is xxh3 of the values, each followed by 0x1f. Short keys (nearly
-/// all: an address, a user, a host) are joined on the stack and hashed in
-/// one call; longer ones stream through a hasher, with the same digest.
+/// The hash is xxh3 of the values, each followed by 0x1f.
 fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
-    const INLINE: usize = 256;
-    let mut joined = [0u8; INLINE];
-    let mut len = 0;
+    let mut h = JoinedHash::default();
     let mut buf = String::new();
-    let mut streamed: Option<Xxh3> = None;
     for f in &det.group_by {
         let v = match (
             ev.get(f, &mut buf).filter(|v| !v.is_empty()),
@@ -571,24 +647,10 @@ fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
             (Some(v), _) | (None, Some(v)) => v,
             (None, None) => return None,
         };
-        if streamed.is_none() && len + v.len() < INLINE {
-            joined[len..len + v.len()].copy_from_slice(v.as_bytes());
-            joined[len + v.len()] = 0x1f;
-            len += v.len() + 1;
-            continue;
-        }
-        let h = streamed.get_or_insert_with(|| {
-            let mut h = Xxh3::new();
-            h.update(&joined[..len]);
-            h
-        });
-        hash_str(h, v);
+        h.write(v.as_bytes());
+        h.write(&[0x1f]);
     }
-    let digest = match streamed {
-        Some(h) => h.digest(),
-        None => xxhash_rust::xxh3::xxh3_64(&joined[..len]),
-    };
-    Some((di, ev.time_domain, digest))
+    Some((di, ev.time_domain, h.finish()))
 }
 
 fn hash_str(h: &mut Xxh3, s: &str) {

@@ -91,9 +91,11 @@ impl Matcher {
 
     /// The most selective field this matcher requires one of a few values
     /// of (an `all` condition with `equals` on action, dataset, log level or
-    /// category), so the engine tests a detector only on events that can match.
-    pub fn index_key(&self) -> Option<(Field, Vec<String>)> {
-        [
+    /// category), so the engine tests a detector only on events that can
+    /// match; with the rest of the matcher, which is all that is left to
+    /// test on an event the index chose by that value.
+    pub fn index_key(&self) -> Option<(Field, Vec<String>, Matcher)> {
+        let (at, field, values) = [
             Field::Action,
             Field::Dataset,
             Field::LogLevel,
@@ -101,11 +103,19 @@ impl Matcher {
         ]
         .into_iter()
         .find_map(|want| {
-            self.all.iter().find_map(|c| match &c.test {
-                Test::Equals(v) if c.field == want => Some((want.clone(), v.clone())),
-                _ => None,
-            })
-        })
+            self.all
+                .iter()
+                .enumerate()
+                .find_map(|(i, c)| match &c.test {
+                    Test::Equals(v) if c.field == want && !c.url_decode => {
+                        Some((i, want.clone(), v.clone()))
+                    }
+                    _ => None,
+                })
+        })?;
+        let mut rest = self.clone();
+        rest.all.remove(at);
+        Some((field, values, rest))
     }
 }
 
@@ -370,8 +380,22 @@ impl<'a> EvalCtx<'a> {
                 }
             }
         }
-        Some((start..end).any(|p| bits[p / 64] & (1 << (p % 64)) != 0))
+        Some(any_bit(bits, start, end))
     }
+}
+
+/// Whether any bit in `start..end` is set, a word at a time.
+fn any_bit(bits: &[u64], start: usize, end: usize) -> bool {
+    if start >= end {
+        return false;
+    }
+    let (first, last) = (start / 64, (end - 1) / 64);
+    (first..=last).any(|w| {
+        let lo = if w == first { start % 64 } else { 0 };
+        let hi = if w == last { (end - 1) % 64 } else { 63 };
+        let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+        bits.get(w).is_some_and(|b| b & mask != 0)
+    })
 }
 
 impl CompiledCondition {
@@ -497,6 +521,23 @@ mod tests {
         .map(|u| m.matches_in(&ev(u), &mut EvalCtx::new(&groups, &mut hits)))
         .collect();
         assert_eq!(verdicts, [true, false, true, true]);
+    }
+
+    #[test]
+    fn any_bit_sees_exactly_its_range() {
+        let bits = [1u64 << 63, 1];
+        assert!(any_bit(&bits, 63, 64));
+        assert!(any_bit(&bits, 60, 66));
+        assert!(!any_bit(&bits, 0, 63));
+        assert!(any_bit(&bits, 64, 65));
+        assert!(!any_bit(&bits, 65, 128));
+        assert!(!any_bit(&bits, 5, 5));
+        let naive = |s: usize, e: usize| (s..e).any(|p| bits[p / 64] & (1 << (p % 64)) != 0);
+        for s in 0..128 {
+            for e in s..=128 {
+                assert_eq!(any_bit(&bits, s, e), naive(s, e), "{s}..{e}");
+            }
+        }
     }
 
     #[test]

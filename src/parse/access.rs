@@ -68,26 +68,33 @@ pub fn parse_embedded(ev: &mut Event, msg: &str, program: &str) -> bool {
 }
 
 fn parse_fields(ev: &mut Event, line: &str) -> bool {
-    let Some(open) = line.find(" [") else {
+    let b = line.as_bytes();
+    // the timestamp opens at the first " ["
+    let Some(open) = memchr::memchr_iter(b'[', b).find(|&i| i > 0 && b[i - 1] == b' ') else {
         return false;
     };
-    let mut head = line[..open].split(' ').filter(|s| !s.is_empty());
-    let (Some(a), Some(b), Some(c)) = (head.next(), head.next(), head.next()) else {
-        return false;
-    };
-    // optional leading vhost: "vhost:443 1.2.3.4 - -"
-    let (client, user) = match head.next() {
-        Some(d) => {
-            ev.push_extra("url.domain", a.split(':').next().unwrap_or(a));
-            (b, d)
-        }
-        None => (a, c),
-    };
-    if head.next().is_some() {
-        return false;
+    let open = open - 1;
+    let mut head = [""; 4];
+    let mut n = 0;
+    for t in line[..open].split(' ').filter(|s| !s.is_empty()) {
+        let Some(slot) = head.get_mut(n) else {
+            return false;
+        };
+        *slot = t;
+        n += 1;
     }
+    // optional leading vhost: "vhost:443 1.2.3.4 - -"
+    let (client, user) = match n {
+        3 => (head[0], head[2]),
+        4 => {
+            let vhost = head[0];
+            ev.push_extra("url.domain", vhost.split(':').next().unwrap_or(vhost));
+            (head[1], head[3])
+        }
+        _ => return false,
+    };
     let rest = &line[open + 2..];
-    let Some(close) = rest.find(']') else {
+    let Some(close) = memchr::memchr(b']', rest.as_bytes()) else {
         return false;
     };
     let Some(ts) = parse_clf_time(&rest.as_bytes()[..close]) else {
@@ -101,29 +108,28 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     let Some((request, rest)) = split_quoted(rest) else {
         return false;
     };
-    let mut tail = rest.trim_start().splitn(3, ' ');
-    let Some(status) = tail.next().and_then(|s| s.parse::<u16>().ok()) else {
+    let (status, tail) = split_space(rest.trim_start());
+    let Ok(status) = status.parse::<u16>() else {
         return false;
     };
-    let bytes = tail.next().and_then(|s| s.parse::<u64>().ok());
-    let after = tail.next().unwrap_or("");
+    let (bytes, after) = split_space(tail);
+    let bytes = bytes.parse::<u64>().ok();
     if client != "-" {
-        ev.source_ip = Some(client.to_owned());
-        if !is_ip(client) {
+        if is_ip(client) {
+            ev.source_ip = Some(client.to_owned());
+        } else {
             ev.labels.push(("client_host".into(), client.to_owned()));
-            ev.source_ip = None;
         }
     }
     if user != "-" {
         ev.user_name = Some(user.to_owned());
     }
-    let mut parts = request.splitn(3, ' ');
-    match (parts.next(), parts.next()) {
-        (Some(method), Some(url))
+    match request.split_once(' ') {
+        Some((method, target))
             if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() =>
         {
             ev.http_method = Some(crate::event::http_method(method));
-            ev.url_original = Some(url.to_owned());
+            ev.url_original = Some(split_space(target).0.to_owned());
         }
         _ => {
             // malformed request line ("-", binary junk): keep it as the URL for probes
@@ -158,16 +164,24 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     true
 }
 
+/// Splits at the first space: (before, after); the whole and "" without one.
+fn split_space(s: &str) -> (&str, &str) {
+    match memchr::memchr(b' ', s.as_bytes()) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    }
+}
+
 /// Splits a quoted field body at its closing quote (honouring `\"`).
 fn split_quoted(s: &str) -> Option<(&str, &str)> {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some((&s[..i], &s[i + 1..])),
-            _ => i += 1,
+        let at = i + memchr::memchr2(b'\\', b'"', &b[i..])?;
+        if b[at] == b'"' {
+            return Some((&s[..at], &s[at + 1..]));
         }
+        i = at + 2;
     }
     None
 }

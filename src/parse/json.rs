@@ -16,6 +16,11 @@ use super::SourceState;
 use crate::event::{Event, Outcome};
 use crate::time::parse_rfc3339;
 
+mod scan;
+
+/// Objects nested deeper than this stay one leaf (their JSON text).
+const MAX_DEPTH: usize = 8;
+
 /// ECS field name -> JSON key (dotted for nested objects).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
@@ -38,8 +43,11 @@ pub fn parse(ev: &mut Event, state: &SourceState) -> bool {
 
 fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
     let mut flat: Vec<Leaf<'_>> = Vec::with_capacity(16);
-    if !flatten_raw(Cow::Borrowed(""), line, &mut flat, 0) {
-        return false;
+    if scan::flatten(line, &mut flat).is_none() {
+        flat.clear();
+        if !flatten_raw(Cow::Borrowed(""), line, &mut flat, 0) {
+            return false;
+        }
     }
     ev.dataset = Cow::Borrowed("json");
     if flat.iter().any(|l| l.key == "involvedObject.kind") {
@@ -142,7 +150,7 @@ fn flatten_raw<'a>(
         };
         let v = raw.get();
         match v.as_bytes().first() {
-            Some(b'{') if depth < 8 => {
+            Some(b'{') if depth < MAX_DEPTH => {
                 flatten_raw(key, v, out, depth + 1);
             }
             Some(b'"') => {

@@ -122,6 +122,17 @@ fn combined_access_log() {
     let common = one(r#"172.17.0.1 - - [29/Sep/2021:12:37:05 +0000] "GET /x HTTP/1.1" 404 196"#);
     assert_eq!(common.http_status, Some(404));
     assert!(common.user_agent.is_none());
+    // escaped quotes stay inside their field; a trailing backslash ends nothing
+    let escaped = one(
+        r#"10.0.0.1 - - [29/Sep/2021:12:37:05 +0000] "GET /q?s=\"x\" HTTP/1.1" 200 5 "-" "Mozilla \"quoted\" agent""#,
+    );
+    assert_eq!(escaped.url_original.as_deref(), Some(r#"/q?s=\"x\""#));
+    assert_eq!(
+        escaped.user_agent.as_deref(),
+        Some(r#"Mozilla \"quoted\" agent"#)
+    );
+    let cut = one(r#"10.0.0.1 - - [29/Sep/2021:12:37:05 +0000] "GET /x\"#);
+    assert!(cut.parse_error.is_some());
 }
 
 #[test]
