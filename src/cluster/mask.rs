@@ -57,7 +57,8 @@ fn mask_into(tok: &str, out: &mut String) -> bool {
         return false;
     }
     // key=value: keep the key
-    if let Some(eq) = tok.find('=')
+    let eq = b.iter().position(|&c| c == b'=');
+    if let Some(eq) = eq
         && eq > 0
         && tok[..eq]
             .bytes()
@@ -70,7 +71,7 @@ fn mask_into(tok: &str, out: &mut String) -> bool {
         }
         return true;
     }
-    if !is_wrap(b[0]) && !is_wrap(b[b.len() - 1]) && !tok.contains('=') && is_variable(tok) {
+    if !is_wrap(b[0]) && !is_wrap(b[b.len() - 1]) && eq.is_none() && is_variable(tok) {
         out.push_str(WILDCARD);
         return true;
     }
@@ -144,25 +145,35 @@ fn is_path(s: &str) -> bool {
 }
 
 /// A core token (no surrounding punctuation) that is a variable.
+///
+/// Every test below only ever says yes, so they run cheapest first and one
+/// byte pass gathers what most of them need: nearly every token is decided
+/// there, before any address parsing.
 fn is_variable(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    let (mut digits, mut run, mut max_run) = (0, 0, 0);
+    let (mut hexish, mut dot, mut colon) = (true, false, false);
+    for &c in b {
+        if c.is_ascii_digit() {
+            digits += 1;
+            run += 1;
+            max_run = max_run.max(run);
+        } else {
+            run = 0;
+            hexish &= c.is_ascii_hexdigit() || c == b'-';
+            dot |= c == b'.';
+            colon |= c == b':';
+        }
+    }
     if digits == 0 {
         return is_path(s);
     }
-    if is_number(b) || is_path(s) || s.parse::<std::net::IpAddr>().is_ok() {
+    // identifiers with a digit run of 2+ or mostly digits: blk_-1608, node246, job_1445_0020
+    if max_run >= 2 || digits * 2 >= b.len() {
         return true;
     }
-    // ip:port
-    if let Some((ip, port)) = s.rsplit_once(':')
-        && port.bytes().all(|c| c.is_ascii_digit())
-        && ip.parse::<std::net::IpAddr>().is_ok()
-    {
-        return true;
-    }
-    // hex ids (0x.., long hex, uuids)
-    let hexish = b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
-    if s.starts_with("0x") || (hexish && b.len() >= 8) {
+    // numbers; hex ids (0x.., long hex, uuids); paths
+    if is_number(b) || s.starts_with("0x") || (hexish && b.len() >= 8) || is_path(s) {
         return true;
     }
     // identifiers with an all-digit segment: rdd_2_1, broadcast_9_piece0, task-12
@@ -171,18 +182,12 @@ fn is_variable(s: &str) -> bool {
     {
         return true;
     }
-    // identifiers with a digit run of 2+ or mostly digits: blk_-1608, node246, job_1445_0020
-    let mut run = 0;
-    let mut max_run = 0;
-    for c in b {
-        if c.is_ascii_digit() {
-            run += 1;
-            max_run = max_run.max(run);
-        } else {
-            run = 0;
-        }
-    }
-    max_run >= 2 || digits * 2 >= b.len()
+    // addresses need a dot (IPv4) or a colon (IPv6); ip:port
+    (dot || colon) && s.parse::<std::net::IpAddr>().is_ok()
+        || colon
+            && s.rsplit_once(':').is_some_and(|(ip, port)| {
+                port.bytes().all(|c| c.is_ascii_digit()) && ip.parse::<std::net::IpAddr>().is_ok()
+            })
 }
 
 /// Numbers with optional sign, decimals and a short unit suffix (`12ms`, `3.5kB`, `-7`).

@@ -11,7 +11,7 @@
 //! flood of new keys costs bounded memory, never an OOM, and does not wash
 //! out a slow attacker's build-up. Keys with an open finding are never evicted.
 
-use crate::prehashed::{JoinedHash, PrehashedMap, PrehashedSet};
+use crate::prehashed::{PrehashedMap, PrehashedSet};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -635,10 +635,15 @@ fn resolve_key(
 
 /// The state key of `ev` for `det`, or None when a group-by value is missing.
 ///
-/// The hash is xxh3 of the values, each followed by 0x1f.
+/// The hash is xxh3 of the values, each followed by 0x1f. Short keys (nearly
+/// all: an address, a user, a host) are joined on the stack and hashed in
+/// one call; longer ones stream through a hasher, with the same digest.
 fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
-    let mut h = JoinedHash::default();
+    const INLINE: usize = 256;
+    let mut joined = [0u8; INLINE];
+    let mut len = 0;
     let mut buf = String::new();
+    let mut streamed: Option<Xxh3> = None;
     for f in &det.group_by {
         let v = match (
             ev.get(f, &mut buf).filter(|v| !v.is_empty()),
@@ -647,10 +652,24 @@ fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
             (Some(v), _) | (None, Some(v)) => v,
             (None, None) => return None,
         };
-        h.write(v.as_bytes());
-        h.write(&[0x1f]);
+        if streamed.is_none() && len + v.len() < INLINE {
+            joined[len..len + v.len()].copy_from_slice(v.as_bytes());
+            joined[len + v.len()] = 0x1f;
+            len += v.len() + 1;
+            continue;
+        }
+        let h = streamed.get_or_insert_with(|| {
+            let mut h = Xxh3::new();
+            h.update(&joined[..len]);
+            h
+        });
+        hash_str(h, v);
     }
-    Some((di, ev.time_domain, h.finish()))
+    let digest = match streamed {
+        Some(h) => h.digest(),
+        None => xxhash_rust::xxh3::xxh3_64(&joined[..len]),
+    };
+    Some((di, ev.time_domain, digest))
 }
 
 fn hash_str(h: &mut Xxh3, s: &str) {

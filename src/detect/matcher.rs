@@ -371,9 +371,14 @@ impl<'a> EvalCtx<'a> {
                         } else {
                             Cow::Borrowed(v)
                         };
-                        for m in ac.find_overlapping_iter(decoded.as_ref()) {
-                            let p = m.pattern().as_usize();
-                            bits[p / 64] |= 1 << (p % 64);
+                        // most values hold no pattern at all: the plain
+                        // search (prefilters, tight loop) says so far faster
+                        // than walking every overlapping match
+                        if ac.is_match(decoded.as_ref()) {
+                            for m in ac.find_overlapping_iter(decoded.as_ref()) {
+                                let p = m.pattern().as_usize();
+                                bits[p / 64] |= 1 << (p % 64);
+                            }
                         }
                         memo.put(hash, v, bits);
                     }

@@ -124,18 +124,20 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
+        // a byte loop: keys and values are short, shorter than a vector
+        // search takes to pay off
         loop {
-            self.i += memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
-            if self.b[self.i] == b'"' {
-                break;
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
             }
-            escaped = true;
-            self.i += 2;
         }
         let body = self.s.get(start..self.i)?;
-        if body.bytes().any(|c| c < 0x20) {
-            return None;
-        }
         self.i += 1;
         if !escaped {
             return Some(Cow::Borrowed(body));
