@@ -155,15 +155,13 @@ impl Event {
     /// `url.path`: the part of `url.original` before `?`.
     pub fn url_path(&self) -> Option<&str> {
         let u = self.url_original.as_deref()?;
-        Some(u.split_once('?').map_or(u, |(p, _)| p))
+        Some(memchr::memchr(b'?', u.as_bytes()).map_or(u, |q| &u[..q]))
     }
 
     /// `url.query`: the part of `url.original` after `?`.
     pub fn url_query(&self) -> Option<&str> {
-        self.url_original
-            .as_deref()?
-            .split_once('?')
-            .map(|(_, q)| q)
+        let u = self.url_original.as_deref()?;
+        memchr::memchr(b'?', u.as_bytes()).map(|q| &u[q + 1..])
     }
 
     /// Value of an `extra` field by ECS name.

@@ -88,7 +88,10 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                 ev.http_body_bytes = text.parse().ok()
             }
             "event.duration" => ev.duration_ns = text.parse().ok(),
-            k if let Some(name) = crate::event::EXTRA_FIELDS.iter().find(|f| **f == k) => {
+            // every extra field is dotted: plain keys skip the list
+            k if k.contains('.')
+                && let Some(name) = crate::event::EXTRA_FIELDS.iter().find(|f| **f == k) =>
+            {
                 ev.extra.push((Cow::Borrowed(name), text.into_owned()))
             }
             k => match k.strip_prefix("labels.") {
