@@ -372,8 +372,8 @@ impl<'a> EvalCtx<'a> {
                             Cow::Borrowed(v)
                         };
                         // most values hold no pattern at all: the plain
-                        // search (prefilters, tight loop) says so far faster
-                        // than walking every overlapping match
+                        // search (a tight loop) says so far faster than
+                        // walking every overlapping match
                         if ac.is_match(decoded.as_ref()) {
                             for m in ac.find_overlapping_iter(decoded.as_ref()) {
                                 let p = m.pattern().as_usize();
@@ -526,6 +526,32 @@ mod tests {
         .map(|u| m.matches_in(&ev(u), &mut EvalCtx::new(&groups, &mut hits)))
         .collect();
         assert_eq!(verdicts, [true, false, true, true]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shared_scans_agree_with_each_conditions_own_automaton(
+            url in "([a-zA-Z/.%0-9 ]|UNION|select|\\.\\./|<ScRiPt|%2[eE]|%252e){0,12}",
+        ) {
+            // two conditions on one field: their patterns share one automaton
+            let spec: MatchSpec = serde_saphyr::from_str(
+                "any:\n  - field: url.original\n    url_decode: true\n    keywords: [union select, ../, Select *]\n  - field: url.original\n    url_decode: true\n    keywords: [\"<script\", \"%2E\", sElEcT]\n",
+            )
+            .unwrap();
+            let mut m = Matcher::compile(&spec, "t.yaml").unwrap();
+            let groups = KeywordGroups::build(std::iter::once(&mut m)).unwrap();
+            let mut hits = KeywordHits::default();
+            let ev = Event {
+                url_original: Some(url.clone()),
+                ..Event::default()
+            };
+            let decoded = url_decode(&url);
+            for c in &m.any {
+                let Test::Keywords(k) = &c.test else { unreachable!() };
+                let shared = c.test(&ev, &mut String::new(), &mut EvalCtx::new(&groups, &mut hits));
+                proptest::prop_assert_eq!(shared, k.own.is_match(decoded.as_ref()), "{}", url);
+            }
+        }
     }
 
     #[test]
