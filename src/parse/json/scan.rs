@@ -124,8 +124,7 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
-        // a byte loop: keys and values are short, shorter than a vector
-        // search takes to pay off
+        self.skip_plain();
         loop {
             match *self.b.get(self.i)? {
                 b'"' => break,
@@ -144,6 +143,28 @@ impl<'a> Scanner<'a> {
         }
         let quoted = self.s.get(start - 1..self.i)?;
         serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+    }
+
+    /// Skips eight bytes at a time while none is a quote, a backslash or a
+    /// control character (keys and values are short: a vector search's
+    /// set-up would cost more than it saves), leaving the rest to the byte loop.
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(word);
+            // bytes below 0x20, or equal to `"` or `\`
+            let special = x.wrapping_sub(ONES * 0x20) & !x & HIGHS
+                | has_zero(x ^ (ONES * b'"' as u64))
+                | has_zero(x ^ (ONES * b'\\' as u64));
+            if special != 0 {
+                return;
+            }
+            self.i += 8;
+        }
     }
 
     fn literal(&mut self, word: &'static str) -> Option<&'static str> {
