@@ -514,9 +514,12 @@ impl Engine {
             .increment((before - self.keys.len()) as u64);
         self.kept_at_expiry = self.keys.len();
         // a table left mostly empty by a burst is walked by the next pass
-        // and spreads the live keys over cold memory: give it back
-        if self.keys.capacity() > 4 * self.keys.len().max(EXPIRY_MIN_EVENTS) {
-            self.keys.shrink_to(2 * self.keys.len());
+        // and spreads the live keys over cold memory: give it back, keeping
+        // room for what arrives before the next pass (about as many new keys
+        // as were kept), so steady traffic does not shrink and regrow it
+        // at every pass
+        if self.keys.capacity() > 8 * self.keys.len().max(EXPIRY_MIN_EVENTS) {
+            self.keys.shrink_to(4 * self.keys.len());
         }
     }
 
