@@ -215,6 +215,7 @@ impl Index {
                 Field::Action => &mut ix.by_action,
                 Field::Dataset => &mut ix.by_dataset,
                 Field::LogLevel => &mut ix.by_level,
+                // the only other field `index_key` gives
                 _ => &mut ix.by_category,
             };
             values
