@@ -503,14 +503,20 @@ mod tests {
         assert_eq!(memo.get(7, "/a"), Some(&[1u64][..]));
     }
 
-    #[test]
-    fn shared_scans_give_each_event_its_own_verdict() {
-        let spec: MatchSpec = serde_saphyr::from_str(
-            "any:\n  - field: url.original\n    url_decode: true\n    keywords: [union select, ../]\n",
-        )
-        .unwrap();
+    /// A matcher compiled from `yaml`, with its keyword conditions merged
+    /// into shared automata as the engine does.
+    fn shared(yaml: &str) -> (Matcher, KeywordGroups) {
+        let spec: MatchSpec = serde_saphyr::from_str(yaml).unwrap();
         let mut m = Matcher::compile(&spec, "t.yaml").unwrap();
         let groups = KeywordGroups::build(std::iter::once(&mut m)).unwrap();
+        (m, groups)
+    }
+
+    #[test]
+    fn shared_scans_give_each_event_its_own_verdict() {
+        let (m, groups) = shared(
+            "any:\n  - field: url.original\n    url_decode: true\n    keywords: [union select, ../]\n",
+        );
         let mut hits = KeywordHits::default();
         let ev = |url: &str| Event {
             url_original: Some(url.to_owned()),
@@ -534,12 +540,9 @@ mod tests {
             url in "([a-zA-Z/.%0-9 ]|UNION|select|\\.\\./|<ScRiPt|%2[eE]|%252e){0,12}",
         ) {
             // two conditions on one field: their patterns share one automaton
-            let spec: MatchSpec = serde_saphyr::from_str(
+            let (m, groups) = shared(
                 "any:\n  - field: url.original\n    url_decode: true\n    keywords: [union select, ../, Select *]\n  - field: url.original\n    url_decode: true\n    keywords: [\"<script\", \"%2E\", sElEcT]\n",
-            )
-            .unwrap();
-            let mut m = Matcher::compile(&spec, "t.yaml").unwrap();
-            let groups = KeywordGroups::build(std::iter::once(&mut m)).unwrap();
+            );
             let mut hits = KeywordHits::default();
             let ev = Event {
                 url_original: Some(url.clone()),

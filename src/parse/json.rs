@@ -104,11 +104,7 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
     }
     match msg {
         // an unescaped message is a slice of the line: keep it as a range
-        Some(Cow::Borrowed(m))
-            if line
-                .get(super::offset_in(line, m)..)
-                .is_some_and(|r| r.starts_with(m) && r.as_ptr() == m.as_ptr()) =>
-        {
+        Some(Cow::Borrowed(m)) if line[super::offset_in(line, m)..].as_ptr() == m.as_ptr() => {
             let start = super::offset_in(line, m);
             ev.set_message_range(start, start + m.len());
         }
