@@ -112,7 +112,11 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
         }
         return;
     }
-    out.push(parse_as(line, format, state, ingested_ms));
+    // built in place: an event is large, and moving it costs a copy
+    out.push(Event::raw(line.to_owned(), Cow::Borrowed("unknown")));
+    if let Some(ev) = out.last_mut() {
+        parse_as(ev, line, format, state, ingested_ms);
+    }
 }
 
 /// Parses one line into one event (Alertmanager payloads: see [`parse_into`]).
@@ -121,39 +125,37 @@ pub fn parse_line(line: &str, state: &mut SourceState, ingested_ms: i64) -> Even
         Format::Auto => detect(line.as_bytes()),
         f => f,
     };
-    parse_as(
-        line.strip_suffix('\r').unwrap_or(line),
-        format,
-        state,
-        ingested_ms,
-    )
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut ev = Event::raw(line.to_owned(), Cow::Borrowed("unknown"));
+    parse_as(&mut ev, line, format, state, ingested_ms);
+    ev
 }
 
-fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i64) -> Event {
-    let mut ev = Event::raw(line.to_owned(), Cow::Borrowed("unknown"));
+/// Parses `line` into `ev`, a raw event holding that same line.
+fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState, ingested_ms: i64) {
     ev.ingested = ingested_ms;
     ev.time_domain = state.time_domain;
     ev.file_path = state.file_path.clone();
     let ok = match format {
         // bare kernel lines (node-problem-detector, journal exports) have no header
-        Format::Auto => kernel::parse_message(&mut ev, line),
+        Format::Auto => kernel::parse_message(ev, line),
         Format::Raw => false,
-        Format::Syslog => syslog::parse(&mut ev, state),
-        Format::Access => access::parse(&mut ev, state),
-        Format::NginxError => errorlog::parse_nginx(&mut ev),
-        Format::ApacheError => errorlog::parse_apache(&mut ev),
-        Format::Json | Format::Alertmanager => json::parse(&mut ev, state),
-        Format::Logfmt => logfmt::parse(&mut ev),
-        Format::Kernel => kernel::parse_dmesg(&mut ev) || kernel::parse_message(&mut ev, line),
-        Format::Klog => kube::parse_klog_line(&mut ev, state),
-        Format::KubeEvents => kube::parse_events_line(&mut ev),
+        Format::Syslog => syslog::parse(ev, state),
+        Format::Access => access::parse(ev, state),
+        Format::NginxError => errorlog::parse_nginx(ev),
+        Format::ApacheError => errorlog::parse_apache(ev),
+        Format::Json | Format::Alertmanager => json::parse(ev, state),
+        Format::Logfmt => logfmt::parse(ev),
+        Format::Kernel => kernel::parse_dmesg(ev) || kernel::parse_message(ev, line),
+        Format::Klog => kube::parse_klog_line(ev, state),
+        Format::KubeEvents => kube::parse_events_line(ev),
     };
     let ok = ok
         || (format == Format::Auto
             && state
                 .program_hint
                 .as_deref()
-                .is_some_and(|p| syslog::parse_bare(&mut ev, line, p)));
+                .is_some_and(|p| syslog::parse_bare(ev, line, p)));
     if !ok && format != Format::Raw {
         ev.parse_error = Some(Cow::Borrowed(if format == Format::Auto {
             "no parser recognised the line"
@@ -172,21 +174,26 @@ fn parse_as(line: &str, format: Format, state: &mut SourceState, ingested_ms: i6
     if ev.timestamp == 0 {
         ev.timestamp = ingested_ms;
     }
-    ev.hash = fingerprint(&ev);
-    ev
+    ev.hash = fingerprint(ev);
 }
 
 /// The dedup fingerprint: dataset, host and message, without the timestamp,
 /// so a line repeated within the dedup window collapses.
+///
+/// Each part is hashed on its own and the three hashes once more: one-shot
+/// hashes of short inputs cost a fraction of a streaming hasher's setup.
 pub fn fingerprint(ev: &Event) -> u64 {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut h = Xxh3::new();
-    h.update(ev.dataset.as_bytes());
-    h.update(&[0]);
-    h.update(ev.host_name.as_deref().unwrap_or("").as_bytes());
-    h.update(&[0]);
-    h.update(ev.message().as_bytes());
-    h.digest()
+    use xxhash_rust::xxh3::xxh3_64;
+    let parts = [
+        ev.dataset.as_bytes(),
+        ev.host_name.as_deref().unwrap_or("").as_bytes(),
+        ev.message().as_bytes(),
+    ];
+    let mut key = [0u8; 24];
+    for (chunk, part) in key.chunks_exact_mut(8).zip(parts) {
+        chunk.copy_from_slice(&xxh3_64(part).to_le_bytes());
+    }
+    xxh3_64(&key)
 }
 
 /// Guesses a line's format from its first bytes.
