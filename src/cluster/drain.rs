@@ -143,8 +143,9 @@ fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
 /// Drain proper divides by the line length and ignores wildcards, so a line
 /// rich in variables never reaches the threshold of a template that has
 /// already generalized; counting only the template's constants makes the
-/// score independent of how many variables a line carries.
-fn similarity(template: &[u64], line: &[u64]) -> f64 {
+/// score independent of how many variables a line carries. Also returns
+/// the template's wildcard count (ties go to the most general template).
+fn similarity(template: &[u64], line: &[u64]) -> (f64, usize) {
     let mut constants = 0usize;
     let mut kept = 0usize;
     for (t, h) in template.iter().zip(line) {
@@ -155,10 +156,11 @@ fn similarity(template: &[u64], line: &[u64]) -> f64 {
             }
         }
     }
+    let wildcards = template.len() - constants;
     if constants == 0 {
-        1.0
+        (1.0, wildcards)
     } else {
-        kept as f64 / constants as f64
+        (kept as f64 / constants as f64, wildcards)
     }
 }
 
@@ -281,8 +283,7 @@ impl Drain {
         let mut best: Option<(usize, f64, usize)> = None;
         for &ci in &self.nodes[leaf].clusters {
             let c = &self.clusters[ci];
-            let sim = similarity(&c.hashes, hashes);
-            let params = c.hashes.iter().filter(|&&t| t == WILD).count();
+            let (sim, params) = similarity(&c.hashes, hashes);
             if best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p)) {
                 best = Some((ci, sim, params));
             }

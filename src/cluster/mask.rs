@@ -183,10 +183,10 @@ fn is_variable(s: &str) -> bool {
         return true;
     }
     // addresses need a dot (IPv4) or a colon (IPv6); ip:port
-    (dot || colon) && s.parse::<std::net::IpAddr>().is_ok()
+    (dot || colon) && crate::parse::is_ip(s)
         || colon
             && s.rsplit_once(':').is_some_and(|(ip, port)| {
-                port.bytes().all(|c| c.is_ascii_digit()) && ip.parse::<std::net::IpAddr>().is_ok()
+                port.bytes().all(|c| c.is_ascii_digit()) && crate::parse::is_ip(ip)
             })
 }
 

@@ -35,10 +35,9 @@ impl Clusterer {
             let idx = match (ev.http_method.as_deref(), ev.url_path(), ev.http_status) {
                 (Some(method), Some(path), Some(status)) => {
                     let status = status_token(status);
-                    let segments = path.split('/').filter(|s| !s.is_empty());
                     self.drain.add_tokens(
                         std::iter::once(method)
-                            .chain(segments)
+                            .chain(Segments(path))
                             .chain(std::iter::once(status)),
                     )
                 }
@@ -69,6 +68,33 @@ impl Clusterer {
 
     pub fn drain(&self) -> &Drain {
         &self.drain
+    }
+}
+
+/// The non-empty segments of a URL path. A byte loop: segments are a few
+/// bytes long, too short for a general searcher's setup to pay off.
+#[derive(Clone)]
+struct Segments<'a>(&'a str);
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if self.0.is_empty() {
+                return None;
+            }
+            let end = self
+                .0
+                .bytes()
+                .position(|b| b == b'/')
+                .unwrap_or(self.0.len());
+            let segment = &self.0[..end];
+            self.0 = self.0.get(end + 1..).unwrap_or("");
+            if !segment.is_empty() {
+                return Some(segment);
+            }
+        }
     }
 }
 
@@ -110,6 +136,14 @@ fn status_token(status: u16) -> &'static str {
 mod tests {
     use super::*;
     use crate::parse::{Format, SourceState, parse_line};
+
+    #[test]
+    fn segments_are_the_non_empty_parts_between_slashes() {
+        for path in ["", "/", "//", "/a", "a/b", "/a//b/", "/é/ü//x", "///a"] {
+            let want: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            assert_eq!(Segments(path).collect::<Vec<_>>(), want, "{path}");
+        }
+    }
 
     #[test]
     fn access_lines_cluster_on_method_path_and_status() {

@@ -263,8 +263,38 @@ pub(crate) fn offset_in(whole: &str, part: &str) -> usize {
 }
 
 /// True when `s` is an IPv4 or IPv6 address.
+/// Whether `s` is an IP address, exactly as `std::net::IpAddr` parses one.
+/// Dotted quads, most of what logs hold, are checked in one byte pass;
+/// anything with a colon goes to the standard parser.
 pub(crate) fn is_ip(s: &str) -> bool {
-    s.parse::<std::net::IpAddr>().is_ok()
+    if memchr::memchr(b':', s.as_bytes()).is_some() {
+        return s.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    is_ipv4(s.as_bytes())
+}
+
+/// Four decimal octets of at most 255, without leading zeros (as std).
+fn is_ipv4(b: &[u8]) -> bool {
+    let mut i = 0;
+    for octet in 0..4 {
+        let start = i;
+        let mut value = 0u32;
+        while i < b.len() && i - start < 3 && b[i].is_ascii_digit() {
+            value = value * 10 + u32::from(b[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || value > 255 || (digits > 1 && b[start] == b'0') {
+            return false;
+        }
+        if octet < 3 {
+            if b.get(i) != Some(&b'.') {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    i == b.len()
 }
 
 #[cfg(test)]

@@ -291,3 +291,42 @@ fn rsyslog_forward_format_without_the_tag_colon() {
     let ev = one("<38>2026-11-22T10:58:43Z vm hello world");
     assert!(ev.parse_error.is_some());
 }
+
+mod ip_check {
+    use super::super::is_ip;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The byte-pass check agrees with the standard parser: near-misses
+        /// (leading zeros, octets over 255, five parts, ports, IPv6) included.
+        #[test]
+        fn is_ip_agrees_with_std(s in "([0-9]{1,4}\\.){0,4}[0-9]{0,4}(:[0-9a-f]{0,4}){0,3}|[0-9a-f:.]{0,20}|::ffff:[0-9]{1,3}(\\.[0-9]{1,3}){3}") {
+            prop_assert_eq!(is_ip(&s), s.parse::<std::net::IpAddr>().is_ok(), "{}", s);
+        }
+    }
+
+    #[test]
+    fn dotted_quads_and_their_near_misses() {
+        for ok in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.4.97",
+            "::1",
+            "::ffff:1.2.3.4",
+        ] {
+            assert!(is_ip(ok), "{ok}");
+        }
+        for bad in [
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4 ",
+            "1..2.3",
+            "",
+            "1.2.3.4:80",
+        ] {
+            assert!(!is_ip(bad), "{bad}");
+        }
+    }
+}
