@@ -104,11 +104,14 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
     }
     match msg {
         // an unescaped message is a slice of the line: keep it as a range
-        Some(Cow::Borrowed(m)) if line[super::offset_in(line, m)..].as_ptr() == m.as_ptr() => {
+        Some(Cow::Borrowed(m)) => {
             let start = super::offset_in(line, m);
-            ev.set_message_range(start, start + m.len());
+            if line[start..].as_ptr() == m.as_ptr() {
+                ev.set_message_range(start, start + m.len());
+            } else {
+                ev.message_owned = Some(m.to_owned());
+            }
         }
-        Some(Cow::Borrowed(m)) => ev.message_owned = Some(m.to_owned()),
         Some(Cow::Owned(m)) => ev.message_owned = Some(m),
         None => {}
     }

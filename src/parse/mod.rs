@@ -262,7 +262,6 @@ pub(crate) fn offset_in(whole: &str, part: &str) -> usize {
         .min(whole.len())
 }
 
-/// True when `s` is an IPv4 or IPv6 address.
 /// Whether `s` is an IP address, exactly as `std::net::IpAddr` parses one.
 /// Dotted quads, most of what logs hold, are checked in one byte pass;
 /// anything with a colon goes to the standard parser.
