@@ -104,6 +104,29 @@ ensure_peers() {
   export THREATPILOT_NODE_PATH="$node_dir/node_modules"
 }
 
+# The real targets of response actions, from Debian: nginx (the edge whose
+# deny list is written), Redis (a session store) and curl (a client bound
+# to a second loopback address). Tests start their own on ephemeral ports.
+ensure_targets() {
+  local missing=()
+  [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "servers: installing ${missing[*]} from Debian" >&2
+    apt_install "${missing[@]}"
+  fi
+  # Debian starts the packaged services on install; the tests run their own
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl stop nginx >/dev/null 2>&1 || true
+  fi
+  if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+    systemctl stop redis-server >/dev/null 2>&1 || true
+  fi
+  echo "servers: $(/usr/sbin/nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3)" >&2
+}
+
 # ClickHouse from Debian (18.16): the shared server the tests use, with its
 # own config, data and ports in the servers' folder.
 ensure_clickhouse() {
@@ -179,6 +202,7 @@ servers_start() {
   start_clickhouse
   ensure_chdb
   ensure_peers
+  ensure_targets
 }
 
 servers_stop() {

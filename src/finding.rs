@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Domain {
@@ -117,6 +117,10 @@ pub struct Finding {
     pub recommended_actions: Vec<String>,
     /// MITRE ATT&CK technique ids.
     pub attack: Vec<String>,
+    /// A sample of the distinct targets (users tried, source addresses of
+    /// a distributed attack, paths probed), first seen first.
+    #[serde(default)]
+    pub targets: Vec<String>,
     /// Wall-clock epoch ms when this version was emitted.
     pub emitted_at: i64,
     /// Event time (epoch ms) of the event that crossed the threshold.

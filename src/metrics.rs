@@ -34,9 +34,21 @@ pub const STORE_SPOOL_BATCHES: &str = "threatpilot_store_spool_batches";
 pub const SEARCH_INDEXED: &str = "threatpilot_search_indexed_total";
 pub const SEARCH_INDEX_ERRORS: &str = "threatpilot_search_index_errors_total";
 pub const API_SSE_CLIENTS: &str = "threatpilot_api_sse_clients";
+pub const RESPOND_FINDINGS_DROPPED: &str = "threatpilot_respond_findings_dropped_total";
+pub const RESPOND_EXECUTIONS: &str = "threatpilot_respond_executions_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
+    describe_counter!(
+        RESPOND_FINDINGS_DROPPED,
+        Unit::Count,
+        "finding versions response could not take (its queue was full)"
+    );
+    describe_counter!(
+        RESPOND_EXECUTIONS,
+        Unit::Count,
+        "actions carried out by connector and outcome (ok, failed)"
+    );
     describe_counter!(
         INGEST_REQUESTS,
         Unit::Count,

@@ -11,6 +11,7 @@
 //! GET  /api/v1/findings/stream      live findings (server-sent events)
 //! POST /loki/api/v1/push            Loki push (JSON or snappy protobuf)
 //! POST /alertmanager/webhook        Alertmanager webhook (version 4)
+//! …    /api/v1/incidents, /api/v1/actions, /api/v1/breakers: see [`respond`]
 //! ```
 //! `schemas/openapi.yaml` describes it. With `auth` set, every route but
 //! the health checks (and `/metrics`, unless made private) needs a bearer
@@ -23,6 +24,7 @@ pub mod config;
 pub mod findings;
 pub mod limits;
 pub mod push;
+pub mod respond;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,11 +40,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
 pub use config::ApiConfig;
-pub use findings::FindingsHub;
 
 use crate::ingest::SourceStats;
 use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
-use crate::pipeline::graph::Ingress;
+use crate::flow::Ingress;
+use crate::hub::FindingsHub;
 use push::PushSource;
 
 /// Every route the API serves (method, path), as `schemas/openapi.yaml`
@@ -57,6 +59,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/findings/{id}"),
     ("post", "/loki/api/v1/push"),
     ("post", "/alertmanager/webhook"),
+    ("get", "/api/v1/incidents"),
+    ("get", "/api/v1/incidents/{id}"),
+    ("get", "/api/v1/incidents/{id}/tail"),
+    ("get", "/api/v1/actions"),
+    ("post", "/api/v1/actions/{id}/approve"),
+    ("post", "/api/v1/actions/{id}/reject"),
+    ("get", "/api/v1/breakers"),
+    ("post", "/api/v1/breakers/{connector}/reset"),
 ];
 
 /// What the handlers read.
@@ -75,6 +85,7 @@ pub(crate) struct ApiState {
     alertmanager: Option<PushSource<AlertmanagerConfig>>,
     sources: Vec<Arc<SourceStats>>,
     stop: watch::Receiver<bool>,
+    respond: Option<Arc<crate::respond::runtime::View>>,
 }
 
 /// What a pipeline offers the API beyond health and metrics.
@@ -88,6 +99,8 @@ pub struct Routes {
     pub sources: Vec<Arc<SourceStats>>,
     /// Turns true at shutdown (ends live streams).
     pub stop: watch::Receiver<bool>,
+    /// Incidents, actions and approvals, when the pipeline responds.
+    pub respond: Option<Arc<crate::respond::runtime::View>>,
 }
 
 impl Routes {
@@ -101,6 +114,7 @@ impl Routes {
             alertmanager: None,
             sources: Vec::new(),
             stop: watch::channel(false).1,
+            respond: None,
         }
     }
 }
@@ -155,6 +169,7 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         alertmanager: push_source(routes.alertmanager),
         sources: routes.sources,
         stop: routes.stop,
+        respond: routes.respond,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -177,6 +192,14 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/loki/api/v1/push", post(push::loki_push))
         .route("/alertmanager/webhook", post(push::alertmanager))
+        .route("/api/v1/incidents", get(respond::incidents))
+        .route("/api/v1/incidents/{id}", get(respond::incident))
+        .route("/api/v1/incidents/{id}/tail", get(respond::tail))
+        .route("/api/v1/actions", get(respond::actions))
+        .route("/api/v1/actions/{id}/approve", post(respond::approve))
+        .route("/api/v1/actions/{id}/reject", post(respond::reject))
+        .route("/api/v1/breakers", get(respond::breakers))
+        .route("/api/v1/breakers/{connector}/reset", post(respond::reset_breaker))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
     tokio::spawn(async move {
@@ -233,7 +256,7 @@ struct StatusAnswer {
     ingesting: bool,
     /// Groups of batches waiting for the parse stage.
     ingress_queue: usize,
-    sources: Vec<crate::pipeline::StageReport>,
+    sources: Vec<crate::flow::StageReport>,
     findings_held: usize,
     findings_forgotten: u64,
     findings_by_status: std::collections::BTreeMap<String, usize>,

@@ -25,7 +25,7 @@ use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
 use crate::ingest::loki::{self, PushError};
 use crate::ingest::{SourceStats, Stream};
 use crate::parse::{Format, JsonMapping};
-use crate::pipeline::graph::{Origin, RawBatch, Refused};
+use crate::flow::{Origin, RawBatch, Refused};
 
 /// A push source served on the API, with its counters.
 pub struct PushSource<C> {

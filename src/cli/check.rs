@@ -12,6 +12,9 @@ pub struct ValidateArgs {
     /// Folder of pipeline files.
     #[arg(long, default_value = "pipelines")]
     pipelines: String,
+    /// Folder of playbook files.
+    #[arg(long, default_value = "playbooks")]
+    playbooks: String,
 }
 
 #[derive(clap::Args)]
@@ -21,6 +24,11 @@ pub struct TestArgs {
     /// Folder of fixture folders.
     #[arg(long, default_value = "fixtures/detectors")]
     fixtures: String,
+    #[arg(long, default_value = "playbooks")]
+    playbooks: String,
+    /// Folder of playbook fixture folders.
+    #[arg(long, default_value = "fixtures/playbooks")]
+    playbook_fixtures: String,
 }
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -35,13 +43,35 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             errors += errs.len();
         }
     }
+    match crate::respond::playbook::load_paths(std::slice::from_ref(&args.playbooks)) {
+        Ok(p) => files += crate::detect::detector_files(Path::new(&args.playbooks))
+            .map_or(p.len(), |f| f.len()),
+        Err(errs) => {
+            for e in &errs {
+                println!("{e}");
+            }
+            errors += errs.len();
+        }
+    }
     for p in crate::detect::detector_files(Path::new(&args.pipelines))? {
         files += 1;
         let path = p.display().to_string();
         let text = std::fs::read_to_string(&p)?;
-        if let Err(e) = crate::pipeline::load_str(&text, &path) {
-            println!("{e}");
-            errors += 1;
+        match crate::pipeline::load_str(&text, &path) {
+            Err(e) => {
+                println!("{e}");
+                errors += 1;
+            }
+            Ok(spec) => {
+                if let Some(r) = &spec.respond
+                    && let Err(errs) = crate::respond::compile(r, &path)
+                {
+                    for e in &errs {
+                        println!("{e}");
+                    }
+                    errors += errs.len();
+                }
+            }
         }
     }
     if errors > 0 {
@@ -57,6 +87,31 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let (mut passed, mut failed) = (0, 0);
     for d in &dirs {
         match crate::detect::fixtures::run_fixture(d, Path::new(&args.detectors)) {
+            Ok(_) => {
+                passed += 1;
+                println!("ok   {}", d.display());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {e}");
+            }
+        }
+    }
+    let playbooks = crate::respond::playbook::load_paths(std::slice::from_ref(&args.playbooks))
+        .map_err(|errs| {
+            anyhow::anyhow!(
+                "{}",
+                errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            )
+        })?;
+    let root = Path::new(&args.playbook_fixtures);
+    let dirs = if root.exists() {
+        crate::respond::fixtures::fixture_dirs(root)?
+    } else {
+        Vec::new()
+    };
+    for d in &dirs {
+        match crate::respond::fixtures::run_fixture(d, &playbooks) {
             Ok(_) => {
                 passed += 1;
                 println!("ok   {}", d.display());

@@ -13,6 +13,7 @@ mod eval;
 mod parse;
 mod publish;
 mod replay;
+mod respond;
 mod search;
 mod simulate;
 mod sql;
@@ -67,6 +68,12 @@ enum Command {
     /// Make or hash API bearer tokens.
     #[command(subcommand)]
     Token(token::Args),
+    /// List, approve or reject actions of a running pipeline.
+    Actions(respond::ActionsArgs),
+    /// List, show or follow incidents of a running pipeline.
+    Incidents(respond::IncidentsArgs),
+    /// Check an audit log's hash chain.
+    Audit(respond::AuditArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -89,6 +96,9 @@ pub fn main() -> ExitCode {
         Command::Token(a) => token::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Search(a) => search::run(a),
+        Command::Actions(a) => respond::actions(a),
+        Command::Incidents(a) => respond::incidents(a),
+        Command::Audit(a) => respond::audit(a),
     };
     match result {
         Ok(code) => code,

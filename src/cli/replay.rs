@@ -30,6 +30,18 @@ pub struct ReplayArgs {
     /// Replay each file at this many lines per second instead of as fast as possible.
     #[arg(long)]
     lines_per_sec: Option<f64>,
+    /// Also correlate findings into incidents and plan actions with the
+    /// playbooks (nothing executes); findings, incidents and actions are
+    /// printed as JSON lines with a "type".
+    #[arg(long)]
+    respond: bool,
+    /// Folder of playbook files (with --respond).
+    #[arg(long, default_value = "playbooks")]
+    playbooks: String,
+    /// A policy file whose modes decide (with --respond); without it every
+    /// action is observed only.
+    #[arg(long)]
+    policy: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -61,9 +73,20 @@ fn reference(arg: Option<&str>) -> anyhow::Result<i64> {
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut spec = PipelineSpec::defaults("replay");
     spec.detect.paths = vec![args.detectors.clone()];
-    spec.sinks = vec![SinkConfig::Stdout {
-        updates: args.updates,
-    }];
+    spec.sinks = if args.respond {
+        Vec::new()
+    } else {
+        vec![SinkConfig::Stdout {
+            updates: args.updates,
+        }]
+    };
+    if args.respond {
+        spec.respond = Some(crate::respond::RespondConfig {
+            playbooks: vec![args.playbooks.clone()],
+            policy_file: args.policy.clone(),
+            ..crate::respond::RespondConfig::default()
+        });
+    }
     let reference = reference(args.reference_time.as_deref())?;
     let mut ins = Vec::new();
     for (i, f) in args.files.iter().enumerate() {
@@ -78,7 +101,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             pace_lines_per_sec: args.lines_per_sec,
         });
     }
-    execute(&spec, ins)
+    execute(&spec, ins, Respond::Simulate, "replay")
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -89,7 +112,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return run_worker(&spec, args);
     }
     let ins = inputs(&spec, crate::time::now_ms());
-    execute(&spec, ins)
+    execute(&spec, ins, Respond::Live, &args.pipeline)
 }
 
 /// A long-lived JetStream worker (until stopped, or idle with --until-idle-secs).
@@ -105,8 +128,8 @@ fn run_worker(spec: &PipelineSpec, args: RunArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let summary = rt.block_on(async {
         if let Some(api) = &spec.api {
-            let hub = std::sync::Arc::new(crate::api::FindingsHub::new(api.max_findings));
-            sinks = sinks.with_hub(hub.clone());
+            let hub = std::sync::Arc::new(crate::hub::FindingsHub::new(api.max_findings));
+            sinks = sinks.with_subscriber(hub.clone());
             let routes = crate::api::Routes::basic(&spec.name, hub);
             opts.ready = Some(crate::api::start(api, routes).await?.ready);
         }
@@ -132,19 +155,56 @@ fn load_detectors(spec: &PipelineSpec) -> anyhow::Result<Vec<crate::detect::Dete
     Ok(detectors)
 }
 
+/// Compiles a pipeline's `respond:` section, printing every error.
+pub(crate) fn compile_respond(
+    spec: &PipelineSpec,
+    path: &str,
+) -> anyhow::Result<Option<crate::respond::Compiled>> {
+    let Some(cfg) = &spec.respond else {
+        return Ok(None);
+    };
+    match crate::respond::compile(cfg, path) {
+        Ok(c) => Ok(Some(c)),
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("the respond section is invalid (run `threatpilot validate`)");
+        }
+    }
+}
+
+/// How a run responds: a replay simulates, a pipeline acts.
+enum Respond {
+    Simulate,
+    Live,
+}
+
 fn execute(
     spec: &PipelineSpec,
     ins: Vec<crate::pipeline::graph::SourceInput>,
+    respond: Respond,
+    path: &str,
 ) -> anyhow::Result<ExitCode> {
     let detectors = load_detectors(spec)?;
     let n_detectors = detectors.len();
-    let sinks = Sinks::open(spec.sinks.clone())?;
+    let mut sinks = Sinks::open(spec.sinks.clone())?;
+    let mut live = None;
+    if let Some(c) = compile_respond(spec, path)? {
+        match respond {
+            Respond::Simulate => {
+                sinks = sinks.with_subscriber(crate::respond::offline::Offline::new(c))
+            }
+            Respond::Live => live = Some(c),
+        }
+    }
     let rt = super::runtime()?;
     let summary = rt.block_on(crate::pipeline::serve::serve(
         spec,
         ins,
         detectors,
         sinks,
+        live,
         crate::pipeline::serve::shutdown_signal(),
     ))?;
     print_summary(&summary, n_detectors);

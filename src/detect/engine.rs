@@ -70,6 +70,8 @@ struct KeyState {
     success: u64,
     failure: u64,
     targets: Vec<u64>,
+    /// The first few distinct target values, for the finding.
+    target_values: Vec<Box<str>>,
     evidence: Vec<Box<str>>,
     active: Option<Box<Active>>,
 }
@@ -81,6 +83,9 @@ struct Active {
 }
 
 const MAX_TARGETS: usize = 64;
+/// Distinct target values a finding names (a sample; the count is exact up
+/// to `MAX_TARGETS`).
+const TARGET_SAMPLES: usize = 16;
 /// Fewest events between two passes that drop expired keys.
 const EXPIRY_MIN_EVENTS: usize = 8192;
 const EVIDENCE_LINE_MAX: usize = 512;
@@ -102,6 +107,7 @@ impl KeyState {
             success: 0,
             failure: 0,
             targets: Vec::new(),
+            target_values: Vec::new(),
             evidence: Vec::new(),
             active: None,
         }
@@ -121,6 +127,7 @@ impl KeyState {
         f.metrics.unique_targets = self.targets.len() as u64;
         f.metrics.duration_sec = ((self.last_seen - self.first_seen).max(0) / 1000) as u64;
         f.evidence = self.evidence.iter().map(|e| e.to_string()).collect();
+        f.targets = self.target_values.iter().map(|e| e.to_string()).collect();
     }
 
     /// How long after `last_seen` the key's window is certainly empty.
@@ -716,6 +723,9 @@ fn observe(
         let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
         if st.targets.len() < MAX_TARGETS && !st.targets.contains(&th) {
             st.targets.push(th);
+            if st.target_values.len() < TARGET_SAMPLES {
+                st.target_values.push(v.into());
+            }
         }
     }
     if let Some(mut a) = st.active.take() {
@@ -867,6 +877,7 @@ fn observe(
             .map(|a| a.replace("{offender}", &offender))
             .collect(),
         attack: det.attack.clone(),
+        targets: Vec::new(),
         emitted_at: crate::time::now_ms(),
         crossed_at: ts,
         trigger_read_ns: ev.read_ns,

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::config::LokiQueryConfig;
 use super::{SourceStats, Stream};
-use crate::pipeline::graph::{Ingress, Origin, RawBatch};
+use crate::flow::{Ingress, Origin, RawBatch};
 
 #[derive(Deserialize)]
 struct Answer {

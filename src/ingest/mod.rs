@@ -1,6 +1,6 @@
 //! Push ingestion: Loki push, Alertmanager webhooks, syslog, and the Loki
 //! query source, all feeding the stage graph through an
-//! [`Ingress`](crate::pipeline::graph::Ingress).
+//! [`Ingress`](crate::flow::Ingress).
 //!
 //! A pushed line keeps the identity of the stream it came in on (a Loki
 //! label set and tenant, a syslog peer): that [`Stream`] names its parser

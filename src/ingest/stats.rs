@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::pipeline::StageReport;
+use crate::flow::StageReport;
 
 #[derive(Debug)]
 pub struct SourceStats {

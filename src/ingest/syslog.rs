@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use super::config::SyslogConfig;
 use super::{SourceStats, Stream};
 use crate::parse::{Format, JsonMapping};
-use crate::pipeline::graph::{Ingress, Origin, RawBatch, mono_ns};
+use crate::flow::{Ingress, Origin, RawBatch, mono_ns};
 
 /// Bound listeners, before they run (so their addresses can be reported).
 pub struct Listeners {

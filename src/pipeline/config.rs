@@ -36,6 +36,10 @@ pub struct PipelineSpec {
     /// Health, readiness and metrics over HTTP; off when absent.
     #[serde(default)]
     pub api: Option<crate::api::ApiConfig>,
+    /// Incidents, playbooks and actions under the safety policy; off when
+    /// absent (see `crate::respond`).
+    #[serde(default)]
+    pub respond: Option<crate::respond::RespondConfig>,
 }
 
 fn default_batch() -> usize {
@@ -199,6 +203,7 @@ impl PipelineSpec {
             channel_capacity: default_channel(),
             max_streams: default_max_streams(),
             api: None,
+            respond: None,
         }
     }
 }
@@ -281,6 +286,11 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
     if stores > 1 {
         return Err(err(
             "one store per pipeline: clickhouse or parquet, not both".into(),
+        ));
+    }
+    if nats > 0 && spec.respond.is_some() {
+        return Err(err(
+            "respond runs in the stage graph; a NATS worker cannot use it yet".into(),
         ));
     }
     if spec.batch_size == 0 || spec.channel_capacity == 0 {

@@ -18,7 +18,7 @@
 //! `received + expanded == emitted + dropped` holds for every stage.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,43 +32,8 @@ use crate::dedupe::Deduper;
 use crate::detect::{Detector, Engine, EngineConfig};
 use crate::event::Event;
 use crate::finding::Finding;
-pub use crate::ingest::Stream;
+pub use crate::flow::{Ingress, Origin, RawBatch, Refused, StageReport, Stream, mono_ns};
 use crate::parse::{SourceState, parse_into};
-
-/// Outcome counts of one stage.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StageReport {
-    pub stage: String,
-    pub received: u64,
-    /// Extra items a stage created (one webhook payload, many alerts).
-    pub expanded: u64,
-    pub emitted: u64,
-    pub dropped: BTreeMap<String, u64>,
-}
-
-impl StageReport {
-    pub fn new(stage: &str) -> StageReport {
-        StageReport {
-            stage: stage.to_owned(),
-            ..StageReport::default()
-        }
-    }
-
-    /// `received + expanded == emitted + dropped`.
-    pub fn adds_up(&self) -> bool {
-        self.received + self.expanded == self.emitted + self.dropped.values().sum::<u64>()
-    }
-
-    /// Adds another report's counts (several sources make one `source` stage).
-    pub fn merge(&mut self, other: &StageReport) {
-        self.received += other.received;
-        self.expanded += other.expanded;
-        self.emitted += other.emitted;
-        for (k, v) in &other.dropped {
-            *self.dropped.entry(k.clone()).or_default() += v;
-        }
-    }
-}
 
 /// A stage's counters, kept in its report and recorded as metrics as they
 /// happen, so a long-running pipeline's `/metrics` is live.
@@ -123,101 +88,6 @@ pub struct RunSummary {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub elapsed_secs: f64,
-}
-
-/// Where a batch of raw lines came from.
-pub enum Origin {
-    /// One of the pipeline's files (or stdin), by index.
-    Input(usize),
-    /// A pushed stream (a Loki stream, a syslog peer, a webhook sender); its
-    /// parser state is created on first sight.
-    Stream(Arc<Stream>),
-}
-
-/// A batch of raw lines from one origin.
-pub struct RawBatch {
-    pub origin: Origin,
-    pub lines: Vec<String>,
-    /// Per-line event time where the transport carries one (Loki entry
-    /// timestamps, epoch ms); empty means "when read". A line's own
-    /// timestamp, when it has one, still wins.
-    pub times: Vec<i64>,
-    /// Per-line labels (Loki structured metadata): (line index, name, value).
-    pub metadata: Vec<(u32, String, String)>,
-    pub read_ns: u64,
-}
-
-impl RawBatch {
-    pub fn lines(origin: Origin, lines: Vec<String>) -> RawBatch {
-        RawBatch {
-            origin,
-            lines,
-            times: Vec::new(),
-            metadata: Vec::new(),
-            read_ns: mono_ns(),
-        }
-    }
-}
-
-/// The graph's entrance: every source sends its batches through a clone.
-/// The graph drains and stops once every clone is dropped. A send is a
-/// group of batches taken whole or not at all, so a refused HTTP push can
-/// be retried without having been half ingested.
-#[derive(Clone)]
-pub struct Ingress {
-    tx: mpsc::Sender<Vec<RawBatch>>,
-}
-
-/// Why a batch was not taken.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The parse stage's queue stayed full for the whole wait (overload).
-    Full,
-    /// The graph is shutting down.
-    Closed,
-}
-
-impl Ingress {
-    /// Waits for room (backpressure for readers that can wait).
-    pub async fn send(&self, batch: RawBatch) -> Result<(), Refused> {
-        self.tx.send(vec![batch]).await.map_err(|_| Refused::Closed)
-    }
-
-    /// Sends a group whole, waiting for room.
-    pub async fn send_all(&self, batches: Vec<RawBatch>) -> Result<(), Refused> {
-        self.tx.send(batches).await.map_err(|_| Refused::Closed)
-    }
-
-    /// Waits at most `wait` for room, for pushers that must answer their
-    /// client (an HTTP 503 tells it to retry later).
-    pub async fn send_all_within(
-        &self,
-        batches: Vec<RawBatch>,
-        wait: Duration,
-    ) -> Result<(), Refused> {
-        match self.tx.send_timeout(batches, wait).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Refused::Full),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Refused::Closed),
-        }
-    }
-
-    pub fn blocking_send(&self, batch: RawBatch) -> Result<(), Refused> {
-        self.tx
-            .blocking_send(vec![batch])
-            .map_err(|_| Refused::Closed)
-    }
-
-    /// Sends waiting for the parse stage.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-}
-
-/// Monotonic nanoseconds since the first call (for latency).
-pub fn mono_ns() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// A source file resolved to its parser state.
@@ -556,7 +426,7 @@ pub fn start(
         detect,
         sink,
     };
-    Ok((Ingress { tx: raw_tx }, running))
+    Ok((Ingress::new(raw_tx), running))
 }
 
 impl Running {

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use super::config::{PipelineSpec, SourceConfig};
 use super::graph::{self, RunSummary, SourceInput, StageReport};
 use super::sinks::Sinks;
-use crate::api::{FindingsHub, Routes};
+use crate::api::Routes;
+use crate::hub::FindingsHub;
 use crate::detect::Detector;
 use crate::ingest::SourceStats;
 
@@ -53,6 +54,7 @@ pub async fn serve(
     inputs: Vec<SourceInput>,
     detectors: Vec<Detector>,
     mut sinks: Sinks,
+    respond: Option<crate::respond::Compiled>,
     stop_when: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     let hub = spec
@@ -60,7 +62,7 @@ pub async fn serve(
         .as_ref()
         .map(|a| Arc::new(FindingsHub::new(a.max_findings)));
     if let Some(h) = &hub {
-        sinks = sinks.with_hub(h.clone());
+        sinks = sinks.with_subscriber(h.clone());
     }
     let mut store = None;
     for s in &spec.sinks {
@@ -82,6 +84,28 @@ pub async fn serve(
         });
         store = Some(task);
     }
+    let response = match respond {
+        Some(c) => {
+            let history = spec.sinks.iter().find_map(|s| match s {
+                super::config::SinkConfig::Parquet(p) => {
+                    Some(crate::respond::history::Store::Parquet(p.dir.clone()))
+                }
+                super::config::SinkConfig::Clickhouse(c) => {
+                    Some(crate::respond::history::Store::Clickhouse(c.clone()))
+                }
+                _ => None,
+            });
+            let repeat =
+                crate::respond::history::repeat_offenders(history, c.cfg.repeat_offender_days)
+                    .await;
+            let store = sinks.store().map(|t| t.handle.clone());
+            let (tap, running) = crate::respond::runtime::start(c, store, repeat)?;
+            sinks = sinks.with_subscriber(tap);
+            Some(running)
+        }
+        None => None,
+    };
+    let view = response.as_ref().map(|r| r.view.clone());
     let (files, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
@@ -151,6 +175,7 @@ pub async fn serve(
                 alertmanager,
                 sources: stats.clone(),
                 stop: stop_rx.clone(),
+                respond: view.clone(),
             };
             Some(crate::api::start(cfg, routes).await?)
         }
@@ -178,6 +203,11 @@ pub async fn serve(
     }
     reports.extend(stats.iter().map(|s| s.report()));
     let mut summary = running.finish(reports).await?;
+    if let Some(r) = response {
+        // the sink stage has finished, so the response queue is closed
+        let report = r.task.await?;
+        eprintln!("threatpilot respond: {}", serde_json::to_string(&report)?);
+    }
     if let Some(task) = store {
         summary.stages.push(task.await?);
     }

@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::Arc;
 
 use super::config::SinkConfig;
 use super::graph::StageReport;
 use crate::finding::Finding;
+use crate::hub::Subscriber;
 
 /// Where a store takes rows, and which events it wants.
 #[derive(Clone)]
@@ -24,8 +26,8 @@ pub struct Sinks {
     index: HashMap<String, usize>,
     versions: usize,
     report: StageReport,
-    /// The findings API's store and live stream, when the API runs.
-    hub: Option<std::sync::Arc<crate::api::FindingsHub>>,
+    /// Whatever else takes findings: the API's hub, response.
+    subscribers: Vec<Box<dyn Subscriber>>,
     /// A store's entrance (ClickHouse or the embedded Parquet store).
     store: Option<StoreTap>,
 }
@@ -45,7 +47,7 @@ impl Sinks {
             latest: Vec::new(),
             index: HashMap::new(),
             versions: 0,
-            hub: None,
+            subscribers: Vec::new(),
             store: None,
             report: StageReport {
                 stage: "sink".into(),
@@ -54,9 +56,9 @@ impl Sinks {
         })
     }
 
-    /// Also hands every version to the findings API.
-    pub fn with_hub(mut self, hub: std::sync::Arc<crate::api::FindingsHub>) -> Sinks {
-        self.hub = Some(hub);
+    /// Also hands every version to a subscriber (the API's hub, response).
+    pub fn with_subscriber(mut self, s: impl Subscriber + 'static) -> Sinks {
+        self.subscribers.push(Box::new(s));
         self
     }
 
@@ -72,8 +74,11 @@ impl Sinks {
 
     pub fn accept(&mut self, f: Finding) -> anyhow::Result<()> {
         self.report.received += 1;
-        if let Some(h) = &self.hub {
-            h.publish(&f);
+        if !self.subscribers.is_empty() {
+            let shared = Arc::new(f.clone());
+            for s in &mut self.subscribers {
+                s.accept(&shared);
+            }
         }
         self.versions += 1;
         let line = serde_json::to_string(&f)?;
@@ -128,6 +133,10 @@ impl Sinks {
                 }
                 _ => {}
             }
+        }
+        // after the findings' own output, so response lines follow it
+        for s in &mut self.subscribers {
+            s.finish();
         }
         Ok((self.report, self.latest.len(), self.versions))
     }

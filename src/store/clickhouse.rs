@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "compact_columns",
         include_str!("../../deploy/clickhouse/008_compact_columns.sql"),
     ),
+    (
+        9,
+        "response_detail",
+        include_str!("../../deploy/clickhouse/009_response_detail.sql"),
+    ),
 ];
 
 /// The server version a migration needs (`-- requires: ClickHouse 20.1`),
@@ -320,6 +325,16 @@ impl Clickhouse {
             }
         }
         Ok(dropped)
+    }
+
+    /// A query's single string column (`SELECT … AS s`).
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        self.client
+            .query(&sql.replace("{db}", &format!("`{}`", self.db)))
+            .fetch_all::<Text>()
+            .await
+            .map(|v| v.into_iter().map(|t| t.s).collect())
+            .map_err(classify)
     }
 
     /// A query's single number (tests, the benchmark).

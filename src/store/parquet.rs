@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::clickhouse::expected_columns;
 use super::sink::StoreHandle;
 use super::spool::Batch;
-use crate::pipeline::StageReport;
+use crate::flow::StageReport;
 use crate::search::Indexer;
 use crate::time::{day_name, parse_day};
 
@@ -140,12 +140,27 @@ impl Writer {
                 .into_iter()
                 .map(|(d, v)| (d, Batch::Templates(v)))
                 .collect(),
+            Batch::Incidents(r) => split(r, |x| x.day)
+                .into_iter()
+                .map(|(d, v)| (d, Batch::Incidents(v)))
+                .collect(),
+            Batch::Actions(r) => split(r, |x| x.day)
+                .into_iter()
+                .map(|(d, v)| (d, Batch::Actions(v)))
+                .collect(),
+            Batch::Audit(r) => split(r, |x| x.day)
+                .into_iter()
+                .map(|(d, v)| (d, Batch::Audit(v)))
+                .collect(),
         };
         for (day, rows) in by_day {
             let rb = match &rows {
                 Batch::Events(r) => to_batch(table, r)?,
                 Batch::Findings(r) => to_batch(table, r)?,
                 Batch::Templates(r) => to_batch(table, r)?,
+                Batch::Incidents(r) => to_batch(table, r)?,
+                Batch::Actions(r) => to_batch(table, r)?,
+                Batch::Audit(r) => to_batch(table, r)?,
             };
             let folder = self.dir.join(table).join(day_name(i64::from(day)));
             std::fs::create_dir_all(&folder)?;
@@ -314,6 +329,8 @@ pub async fn session(dir: &Path) -> anyhow::Result<datafusion::prelude::SessionC
     for (view, table, key, version) in [
         ("findings_latest", "findings", "finding_id", "update_count"),
         ("templates_latest", "templates", "template_id", "version"),
+        ("incidents_latest", "incidents", "incident_id", "version"),
+        ("actions_latest", "actions", "action_id", "version"),
     ] {
         let cols: Vec<String> = expected_columns()[table]
             .iter()

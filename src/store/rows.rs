@@ -288,3 +288,147 @@ mod tests {
         assert_ne!(event_id(&a), event_id(&b));
     }
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ::clickhouse::Row)]
+pub struct IncidentRow {
+    pub incident_id: String,
+    pub version: u64,
+    pub status: String,
+    pub priority: f64,
+    pub title: String,
+    pub offender_type: String,
+    pub offender_value: String,
+    pub service_name: String,
+    pub finding_ids: Vec<String>,
+    pub jira_key: String,
+    pub opened_ms: i64,
+    pub updated_ms: i64,
+    pub day: u16,
+    pub severity: String,
+    pub domain: String,
+    pub classifications: Vec<String>,
+    pub offenders: Vec<String>,
+    pub host_name: String,
+    pub repeat_offender: u8,
+    pub mitigated_ms: i64,
+    pub resolved_ms: i64,
+    pub timeline: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ::clickhouse::Row)]
+pub struct ActionRow {
+    pub action_id: String,
+    pub version: u64,
+    pub incident_id: String,
+    pub finding_id: String,
+    pub playbook_id: String,
+    pub responder: String,
+    pub kind: String,
+    pub target: String,
+    pub parameters: String,
+    pub risk: String,
+    pub mode: String,
+    pub status: String,
+    pub approved_by: String,
+    pub approved_ms: i64,
+    pub output: String,
+    pub verification: String,
+    pub expires_ms: i64,
+    pub rollback_action_id: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub day: u16,
+    pub reason: String,
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ::clickhouse::Row)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub decision: String,
+    pub subject: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+    pub day: u16,
+}
+
+impl IncidentRow {
+    pub fn from_incident(i: &crate::respond::incident::Incident) -> IncidentRow {
+        let mut cut = false;
+        IncidentRow {
+            incident_id: i.incident_id.clone(),
+            // wall-clock updates order versions across restarts
+            version: (i.updated_ms.max(0) as u64) << 16 | (i.version & 0xffff),
+            status: i.status.as_str().into(),
+            priority: i.priority,
+            title: bounded(&i.title, &mut cut),
+            offender_type: crate::respond::playbook::offender_type(i.offender_type).into(),
+            offender_value: i.offender_value.clone(),
+            service_name: i.service.clone().unwrap_or_default(),
+            finding_ids: i.finding_ids.clone(),
+            jira_key: i.jira_key.clone().unwrap_or_default(),
+            opened_ms: i.opened_ms,
+            updated_ms: i.updated_ms,
+            day: days(i.opened_ms),
+            severity: crate::respond::playbook::severity_str(i.severity).into(),
+            domain: i.domain.as_str().into(),
+            classifications: i.classifications.iter().cloned().collect(),
+            offenders: i.offenders.iter().cloned().collect(),
+            host_name: i.host.clone().unwrap_or_default(),
+            repeat_offender: i.repeat_offender as u8,
+            mitigated_ms: i.mitigated_ms.unwrap_or(0),
+            resolved_ms: i.resolved_ms.unwrap_or(0),
+            timeline: bounded(&serde_json::to_string(&i.timeline).unwrap_or_default(), &mut cut),
+        }
+    }
+}
+
+impl ActionRow {
+    pub fn from_action(a: &crate::respond::action::Action) -> ActionRow {
+        let mut cut = false;
+        ActionRow {
+            action_id: a.action_id.clone(),
+            version: (a.updated_ms.max(0) as u64) << 16 | (a.version & 0xffff),
+            incident_id: a.incident_id.clone(),
+            finding_id: a.finding_id.clone(),
+            playbook_id: a.playbook_id.clone(),
+            responder: a.responder.as_str().into(),
+            kind: a.kind.as_str().into(),
+            target: a.target.clone(),
+            parameters: serde_json::to_string(&a.parameters).unwrap_or_default(),
+            risk: a.risk.as_str().into(),
+            mode: a.mode.as_str().into(),
+            status: a.status.as_str().into(),
+            approved_by: a.approved_by.clone().unwrap_or_default(),
+            approved_ms: a.approved_ms.unwrap_or(0),
+            output: bounded(&a.output, &mut cut),
+            verification: a.verification.clone().unwrap_or_default(),
+            expires_ms: a.expires_ms.unwrap_or(0),
+            rollback_action_id: a.rollback_action_id.clone().unwrap_or_default(),
+            created_ms: a.created_ms,
+            updated_ms: a.updated_ms,
+            day: days(a.created_ms),
+            reason: bounded(&a.reason, &mut cut),
+            connector: a.connector.clone(),
+        }
+    }
+}
+
+impl AuditRow {
+    pub fn from_record(r: &crate::respond::audit::AuditRecord) -> AuditRow {
+        AuditRow {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            actor: r.actor.clone(),
+            decision: r.decision.clone(),
+            subject: r.subject.clone(),
+            detail: r.detail.clone(),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+            day: days(r.at_ms),
+        }
+    }
+}

@@ -25,7 +25,7 @@ use super::rows::{EventRow, FindingRow, TemplateRow};
 use super::spool::{Batch, Spool};
 use crate::event::Event;
 use crate::finding::Finding;
-use crate::pipeline::StageReport;
+use crate::flow::StageReport;
 
 /// Where the stages hand rows to the store.
 #[derive(Clone)]
@@ -193,6 +193,9 @@ impl Writer {
             Batch::Events(r) => ch.insert("events", r).await,
             Batch::Findings(r) => ch.insert("findings", r).await,
             Batch::Templates(r) => ch.insert("templates", r).await,
+            Batch::Incidents(r) => ch.insert("incidents", r).await,
+            Batch::Actions(r) => ch.insert("actions", r).await,
+            Batch::Audit(r) => ch.insert("audit", r).await,
         }
     }
 
@@ -319,6 +322,9 @@ pub async fn start(
         let mut events: Vec<EventRow> = Vec::new();
         let mut findings: Vec<FindingRow> = Vec::new();
         let mut templates: Vec<TemplateRow> = Vec::new();
+        // incidents, actions and audit records (few; kept per table)
+        let mut response: std::collections::BTreeMap<&'static str, Batch> =
+            std::collections::BTreeMap::new();
         let mut oldest: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
@@ -333,6 +339,10 @@ pub async fn start(
                             Batch::Events(r) => events.extend(r),
                             Batch::Findings(r) => findings.extend(r),
                             Batch::Templates(r) => templates.extend(r),
+                            other => response
+                                .entry(other.table())
+                                .or_insert_with(|| other.empty_like())
+                                .append(other),
                         }
                     }
                     None => break,
@@ -340,14 +350,20 @@ pub async fn start(
                 _ = tick.tick() => {}
             }
             let due = oldest.is_some_and(|t| t.elapsed() >= flush_every);
-            let rows = events.len() + findings.len() + templates.len();
+            let rows = events.len()
+                + findings.len()
+                + templates.len()
+                + response.values().map(Batch::len).sum::<usize>();
             if due || rows >= cfg.batch_rows {
                 // templates and findings first: events may cite them
                 for b in [
                     Batch::Templates(std::mem::take(&mut templates)),
                     Batch::Findings(std::mem::take(&mut findings)),
                     Batch::Events(std::mem::take(&mut events)),
-                ] {
+                ]
+                .into_iter()
+                .chain(std::mem::take(&mut response).into_values())
+                {
                     if !b.is_empty() {
                         w.write(b).await;
                     }
@@ -363,7 +379,10 @@ pub async fn start(
             Batch::Templates(templates),
             Batch::Findings(findings),
             Batch::Events(events),
-        ] {
+        ]
+        .into_iter()
+        .chain(response.into_values())
+        {
             if !b.is_empty() {
                 w.write(b).await;
             }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::rows::{EventRow, FindingRow, TemplateRow};
+use super::rows::{ActionRow, AuditRow, EventRow, FindingRow, IncidentRow, TemplateRow};
 
 /// One table's rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +16,9 @@ pub enum Batch {
     Events(Vec<EventRow>),
     Findings(Vec<FindingRow>),
     Templates(Vec<TemplateRow>),
+    Incidents(Vec<IncidentRow>),
+    Actions(Vec<ActionRow>),
+    Audit(Vec<AuditRow>),
 }
 
 impl Batch {
@@ -24,6 +27,9 @@ impl Batch {
             Batch::Events(_) => "events",
             Batch::Findings(_) => "findings",
             Batch::Templates(_) => "templates",
+            Batch::Incidents(_) => "incidents",
+            Batch::Actions(_) => "actions",
+            Batch::Audit(_) => "audit",
         }
     }
 
@@ -32,6 +38,9 @@ impl Batch {
             Batch::Events(r) => r.len(),
             Batch::Findings(r) => r.len(),
             Batch::Templates(r) => r.len(),
+            Batch::Incidents(r) => r.len(),
+            Batch::Actions(r) => r.len(),
+            Batch::Audit(r) => r.len(),
         }
     }
 
@@ -45,6 +54,9 @@ impl Batch {
             Batch::Events(_) => Batch::Events(Vec::new()),
             Batch::Findings(_) => Batch::Findings(Vec::new()),
             Batch::Templates(_) => Batch::Templates(Vec::new()),
+            Batch::Incidents(_) => Batch::Incidents(Vec::new()),
+            Batch::Actions(_) => Batch::Actions(Vec::new()),
+            Batch::Audit(_) => Batch::Audit(Vec::new()),
         }
     }
 
@@ -54,6 +66,9 @@ impl Batch {
             (Batch::Events(a), Batch::Events(b)) => a.extend(b),
             (Batch::Findings(a), Batch::Findings(b)) => a.extend(b),
             (Batch::Templates(a), Batch::Templates(b)) => a.extend(b),
+            (Batch::Incidents(a), Batch::Incidents(b)) => a.extend(b),
+            (Batch::Actions(a), Batch::Actions(b)) => a.extend(b),
+            (Batch::Audit(a), Batch::Audit(b)) => a.extend(b),
             _ => {}
         }
     }

@@ -1,0 +1,509 @@
+//! Response against real targets: nginx from Debian as the edge (its access
+//! log sent over syslog to a running `threatpilot run`), Redis from Debian
+//! as the session store, a small identity provider that checks the request
+//! contract, and a process the test supervises for restart_service.
+
+#[path = "support/service.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Service, servers_required, temp_dir, threatpilot};
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether the test's real targets are installed; outside the test script
+/// a missing one skips the test, inside it fails it.
+fn have(programs: &[&str]) -> bool {
+    let ok = programs.iter().all(|p| {
+        Path::new(p).exists()
+            || Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    });
+    assert!(ok || !servers_required(), "missing one of {programs:?}");
+    ok
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `curl` from a given local address; returns the HTTP status.
+fn curl(from: &str, method: &str, url: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .args(["--interface", from, "-X", method, url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_brute_force_is_blocked_at_nginx_and_unblocked_after_its_ttl() {
+    if !have(&[NGINX, "curl"]) {
+        return;
+    }
+    let dir = temp_dir("nginx-block");
+    let deny = dir.join("deny.conf");
+    std::fs::write(&deny, "").unwrap();
+    let conf = dir.join("nginx.conf");
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    std::fs::write(
+        playbooks.join("edge.yaml"),
+        "version: 1
+playbooks:
+  - id: block-login-brute-force
+    title: Block a login brute force at the edge
+    match:
+      detector: [identity.web_login_brute_force]
+    steps:
+      - action: block_ip
+        risk: medium
+        ttl_secs: 5
+        verify: {finding_quiet: true, after_secs: 1}
+",
+    )
+    .unwrap();
+    let pipeline = format!(
+        "version: 1
+name: edge
+sources:
+  - type: syslog
+    id: nginx
+    udp: 127.0.0.1:0
+sinks:
+  - type: file
+    path: {{dir}}/findings.jsonl
+api:
+  listen: 127.0.0.1:0
+respond:
+  playbooks: [{playbooks}]
+  state_dir: {{dir}}/respond
+  policy:
+    modes: {{low: auto, medium: auto, high: approve, critical: approve}}
+    protected:
+      cidrs: [10.0.0.0/8]
+  connectors:
+    - type: nginx
+      name: edge
+      deny_file: {deny}
+      reload: {{program: {NGINX}, args: [-p, {dir}, -c, {conf}, -s, reload]}}
+  routes:
+    identity: {{block_ip: edge}}
+    http: {{block_ip: edge}}
+",
+        playbooks = playbooks.display(),
+        deny = deny.display(),
+        dir = dir.display(),
+        conf = conf.display(),
+    );
+    let svc = Service::start("nginx-respond", &pipeline, Stdio::null());
+    let syslog = svc.syslog_udp.expect("a syslog udp port");
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "user root root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/logs/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  client_body_temp_path {dir}/tmp-body;
+  proxy_temp_path {dir}/tmp-proxy;
+  fastcgi_temp_path {dir}/tmp-fastcgi;
+  uwsgi_temp_path {dir}/tmp-uwsgi;
+  scgi_temp_path {dir}/tmp-scgi;
+  access_log syslog:server={syslog},tag=nginx combined;
+  server {{
+    listen 127.0.0.1:{port};
+    location /login {{ include {deny}; if ($request_method = POST) {{ return 401; }} return 200 \"login page\\n\"; }}
+    location / {{ include {deny}; return 200 \"ok\\n\"; }}
+  }}
+}}
+",
+            dir = dir.display(),
+            deny = deny.display(),
+        ),
+    )
+    .unwrap();
+    let _nginx = Killed(
+        Command::new(NGINX)
+            .args(["-p", dir.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("nginx", 10, || curl("127.0.0.1", "GET", &format!("{base}/")) == 200);
+    assert_eq!(curl("127.0.0.23", "GET", &format!("{base}/")), 200);
+    // the attacker guesses passwords from a second loopback address
+    for _ in 0..8 {
+        assert_eq!(curl("127.0.0.23", "POST", &format!("{base}/login")), 401);
+    }
+    let started = Instant::now();
+    wait_until("the block to land", 15, || {
+        curl("127.0.0.23", "GET", &format!("{base}/login")) == 403
+    });
+    let blocked_after = started.elapsed();
+    assert!(std::fs::read_to_string(&deny).unwrap().contains("deny 127.0.0.23;"));
+    // everyone else still gets through
+    assert_eq!(curl("127.0.0.1", "GET", &format!("{base}/login")), 200);
+    // the action is visible over the API, executed and then verified
+    svc.wait_for("the block to verify", 15, |s| {
+        let v = s.get_json("/api/v1/actions");
+        v["actions"].as_array().unwrap().iter().any(|a| {
+            a["action"] == "block_ip" && a["target"] == "127.0.0.23" && a["status"] == "verified"
+        })
+    });
+    // after the TTL the block is undone and the attacker gets through again
+    wait_until("the TTL undo", 20, || {
+        curl("127.0.0.23", "GET", &format!("{base}/")) == 200
+    });
+    assert!(!std::fs::read_to_string(&deny).unwrap().contains("127.0.0.23"));
+    let actions = svc.get_json("/api/v1/actions");
+    let list = actions["actions"].as_array().unwrap();
+    let block = list.iter().find(|a| a["action"] == "block_ip").unwrap();
+    assert_eq!(block["status"], "undone", "{block}");
+    let unblock = list.iter().find(|a| a["action"] == "unblock_ip").unwrap();
+    assert_eq!(unblock["undoes"], block["action_id"]);
+    let incident = svc.get_json(&format!(
+        "/api/v1/incidents/{}",
+        block["incident_id"].as_str().unwrap()
+    ));
+    let phases: Vec<&str> = incident["incident"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    for p in ["detection", "proposal", "execution", "verification", "closure"] {
+        assert!(phases.contains(&p), "no {p} in {phases:?}");
+    }
+    let audit = svc.dir.join("respond").join("audit.log");
+    let stderr = svc.stop();
+    assert!(stderr.contains("threatpilot respond: "), "{stderr}");
+    let out = threatpilot(["audit", "verify", audit.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("block landed {blocked_after:?} after the last guess");
+}
+
+/// A small identity provider: `POST /api/users/{user}/lock|unlock` with a
+/// bearer token, a JSON body and an `Idempotency-Key`; anything else is
+/// refused. Every request is recorded.
+struct Idp {
+    port: u16,
+    seen: Arc<Mutex<Vec<(String, String, String, String)>>>,
+}
+
+fn idp(token: &'static str) -> Idp {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let rec = rec.clone();
+            std::thread::spawn(move || serve_idp(s, token, &rec));
+        }
+    });
+    Idp { port, seen }
+}
+
+fn serve_idp(s: TcpStream, token: &str, rec: &Mutex<Vec<(String, String, String, String)>>) {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
+        }
+    }
+    let n: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; n];
+    r.read_exact(&mut body).unwrap();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let key = headers.get("idempotency-key").cloned().unwrap_or_default();
+    let status = if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
+        "401 Unauthorized"
+    } else if method != "POST"
+        || !(path.starts_with("/api/users/") && (path.ends_with("/lock") || path.ends_with("/unlock")))
+        || key.is_empty()
+        || headers.get("content-type").is_none_or(|c| !c.starts_with("application/json"))
+        || serde_json::from_str::<serde_json::Value>(&body).is_err()
+    {
+        "400 Bad Request"
+    } else {
+        "200 OK"
+    };
+    rec.lock().unwrap().push((method, path, key, status.to_owned()));
+    let mut w = s;
+    let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{{\"ok\":true}}");
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_compromised_account_has_its_sessions_revoked_and_is_locked_at_the_idp() {
+    if !have(&["redis-server", "redis-cli"]) {
+        return;
+    }
+    let dir = temp_dir("identity");
+    let rport = free_port();
+    let _redis = Killed(
+        Command::new("redis-server")
+            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("redis", 10, || redis_cli(rport, &["PING"]).trim() == "PONG");
+    // the fixture's compromised user is `deploy`; `deployer` and `*` are others
+    for k in ["session:deploy:1", "session:deploy:2", "session:deployer:1", "session:alice:1", "session:*:1"] {
+        redis_cli(rport, &["SET", k, "x"]);
+    }
+    let idp = idp("s3cret-idp-token");
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    std::fs::write(
+        playbooks.join("identity.yaml"),
+        "version: 1
+playbooks:
+  - id: contain-account
+    title: Contain a compromised account
+    match:
+      detector: [identity.success_after_failures]
+    steps:
+      - action: revoke_sessions
+        target: '{context.user}'
+        risk: high
+        verify: {finding_quiet: true, after_secs: 1}
+      - action: lock_account
+        target: '{context.user}'
+        risk: high
+        ttl_secs: 600
+        verify: {finding_quiet: true, after_secs: 1}
+",
+    )
+    .unwrap();
+    let pipeline = dir.join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version: 1
+name: identity
+sources:
+  - type: file
+    id: auth
+    paths: [fixtures/detectors/synthetic-success-after-failures/input.log]
+sinks:
+  - type: file
+    path: {dir}/findings.jsonl
+respond:
+  playbooks: [{playbooks}]
+  state_dir: {dir}/respond
+  policy:
+    modes: {{low: auto, medium: auto, high: auto, critical: auto}}
+  connectors:
+    - type: redis
+      name: sessions
+      address: 127.0.0.1:{rport}
+      patterns: {{revoke_sessions: 'session:{{target}}:*'}}
+    - type: http
+      name: idp
+      base_url: http://127.0.0.1:{iport}/api
+      secret: {{env: TEST_IDP_TOKEN}}
+      headers: {{Authorization: 'Bearer {{secret}}'}}
+      requests:
+        lock_account: {{path: '/users/{{target}}/lock', body: {{incident: '{{incident_id}}', reason: 'threatpilot'}}}}
+        unlock_account: {{path: '/users/{{target}}/unlock', body: {{}}}}
+  routes:
+    identity: {{revoke_sessions: sessions, lock_account: idp}}
+",
+            dir = dir.display(),
+            playbooks = playbooks.display(),
+            iport = idp.port,
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args(["run", "--pipeline"])
+        .arg(&pipeline)
+        .env("TEST_IDP_TOKEN", "s3cret-idp-token")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "the secret was logged: {stderr}");
+    let keys = redis_cli(rport, &["KEYS", "*"]);
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort();
+    assert_eq!(keys, ["session:*:1", "session:alice:1", "session:deployer:1"]);
+    let seen = idp.seen.lock().unwrap().clone();
+    let locks: Vec<_> = seen.iter().filter(|r| r.1 == "/api/users/deploy/lock").collect();
+    assert_eq!(locks.len(), 1, "{seen:?}");
+    assert_eq!(locks[0].3, "200 OK", "{seen:?}");
+    assert!(locks[0].2.starts_with("a-"), "idempotency key {:?}", locks[0].2);
+    let journal = std::fs::read_to_string(dir.join("respond/journal.jsonl")).unwrap();
+    assert!(journal.contains(&locks[0].2));
+    let out = threatpilot(["audit", "verify", dir.join("respond/audit.log").to_str().unwrap()]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_crash_loop_restarts_the_service_and_its_health_url_verifies_it() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let dir = temp_dir("restart");
+    let port = free_port();
+    let pidfile = dir.join("svc.pid");
+    let script = dir.join("restart.sh");
+    // the supervisor's restart: stop the old process, start a new one
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\n[ \"$1\" = \"$2\" ] || exit 3\nkill \"$(cat {pid})\" 2>/dev/null || true\nnohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &\necho $! > {pid}\nsleep 0.5\necho restarted \"$1\"\n",
+            pid = pidfile.display()
+        ),
+    )
+    .unwrap();
+    let first = Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(&pidfile, first.id().to_string()).unwrap();
+    let fixture = "fixtures/detectors/k8s-crashloop-describe";
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixture}/expected.json")).unwrap()).unwrap();
+    let pod = expected[0]["offender"].as_str().unwrap().to_owned();
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    std::fs::write(
+        playbooks.join("infra.yaml"),
+        format!(
+            "version: 1
+playbooks:
+  - id: restart-crash-loop
+    title: Restart a crash loop
+    match:
+      detector: [infrastructure.crash_loop]
+    steps:
+      - action: restart_service
+        risk: high
+        verify: {{http_url: 'http://127.0.0.1:{port}/', after_secs: 1}}
+"
+        ),
+    )
+    .unwrap();
+    let pipeline = dir.join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version: 1
+name: restart
+sources:
+  - type: file
+    id: k8s
+    paths: [{fixture}/input.log]
+sinks:
+  - type: file
+    path: {dir}/findings.jsonl
+respond:
+  playbooks: [{playbooks}]
+  state_dir: {dir}/respond
+  policy:
+    modes: {{low: auto, medium: auto, high: auto, critical: auto}}
+  connectors:
+    - type: command
+      name: supervisor
+      commands:
+        restart_service: {{program: /bin/sh, args: [{script}, '{{target}}', '{pod}'], timeout_secs: 10}}
+  routes:
+    infrastructure: {{restart_service: supervisor}}
+",
+            dir = dir.display(),
+            playbooks = playbooks.display(),
+            script = script.display(),
+        ),
+    )
+    .unwrap();
+    let out = threatpilot(["run", "--pipeline", pipeline.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let _first = Killed(first);
+    let new_pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let _second = KillPid(new_pid);
+    assert_ne!(new_pid, _first.0.id(), "the service was not restarted");
+    let journal = std::fs::read_to_string(dir.join("respond/journal.jsonl")).unwrap();
+    let last = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["t"] == "action")
+        .last()
+        .expect("an action in the journal");
+    // high risk: verified by its health URL, then a person confirms
+    assert_eq!(last["v"]["status"], "awaiting_confirmation", "{last}\n{stderr}");
+    assert!(last["v"]["verification"].as_str().unwrap().contains("answered 200"), "{last}");
+    assert!(last["v"]["output"].as_str().unwrap().contains("restarted"), "{last}");
+}
+
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
