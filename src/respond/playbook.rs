@@ -90,6 +90,10 @@ pub struct MatchSpec {
     pub confidence_at_least: Option<f64>,
     #[serde(default)]
     pub offender_type: Option<Vec<OffenderType>>,
+    /// Offender values that never match (a detector's placeholder for a
+    /// missing field, such as `unknown-host`).
+    #[serde(default)]
+    pub not_offenders: Option<Vec<String>>,
     /// At least one of these tags is on an asset the finding concerns.
     #[serde(default)]
     pub asset_tags: Option<Vec<String>>,
@@ -529,6 +533,10 @@ impl Playbook {
                 .offender_type
                 .as_ref()
                 .is_none_or(|t| t.contains(&f.offender.kind))
+            && c
+                .not_offenders
+                .as_ref()
+                .is_none_or(|n| !n.contains(&f.offender.value))
             && c
                 .asset_tags
                 .as_ref()
