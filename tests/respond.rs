@@ -23,14 +23,18 @@ fn broken_playbooks_have_golden_errors() {
         let err = threatpilot::respond::playbook::load_str(&text, "input.yaml")
             .expect_err(&format!("{} should not load", case.display()));
         let want = std::fs::read_to_string(case.join("error.txt")).unwrap_or_default();
-        assert_eq!(err.to_string(), want.trim_end(), "golden error of {}", case.display());
+        assert_eq!(
+            err.to_string(),
+            want.trim_end(),
+            "golden error of {}",
+            case.display()
+        );
     }
 }
 
 #[test]
 fn every_playbook_fixture_plans_exactly_its_expected_actions() {
-    let playbooks =
-        threatpilot::respond::playbook::load_paths(&["playbooks".to_owned()]).unwrap();
+    let playbooks = threatpilot::respond::playbook::load_paths(&["playbooks".to_owned()]).unwrap();
     let dirs =
         threatpilot::respond::fixtures::fixture_dirs(Path::new("fixtures/playbooks")).unwrap();
     assert!(dirs.len() >= 10, "found {} playbook fixtures", dirs.len());
@@ -60,7 +64,10 @@ fn every_shipped_detector_has_a_playbook() {
     let detectors = threatpilot::detect::load_dir(Path::new("detectors")).unwrap();
     let mut covered = BTreeSet::new();
     for d in threatpilot::detect::fixtures::fixture_dirs(Path::new("fixtures/detectors")).unwrap() {
-        for f in threatpilot::detect::fixtures::run_fixture(&d, Path::new("detectors")).unwrap() {
+        for mut f in threatpilot::detect::fixtures::run_fixture(&d, Path::new("detectors")).unwrap()
+        {
+            // as it opens (fixtures give final, resolved states)
+            f.status = threatpilot::finding::Status::Open;
             let m = MatchInput {
                 finding: &f,
                 tags: &[],
@@ -103,11 +110,16 @@ fn replay_respond_prints_findings_incidents_and_actions_in_observe_mode() {
         "replay --respond",
     );
     let all = lines(&out);
-    let of = |t: &str| -> Vec<&serde_json::Value> { all.iter().filter(|v| v["type"] == t).collect() };
+    let of =
+        |t: &str| -> Vec<&serde_json::Value> { all.iter().filter(|v| v["type"] == t).collect() };
     assert!(!of("finding").is_empty());
     assert!(!of("incident").is_empty());
     let actions = of("action");
-    assert!(!actions.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !actions.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for a in &actions {
         for k in ["action", "target", "incident_id", "decision", "reason"] {
             assert!(a.get(k).is_some(), "action line without {k}: {a}");
@@ -135,7 +147,13 @@ fn replay_respond_prints_findings_incidents_and_actions_in_observe_mode() {
     let offender = saf["offender"]["value"].as_str().unwrap();
     let with: Vec<_> = of("incident")
         .into_iter()
-        .filter(|i| i["offenders"].as_array().unwrap().iter().any(|o| o == offender))
+        .filter(|i| {
+            i["offenders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == offender)
+        })
         .collect();
     assert_eq!(with.len(), 1, "{with:?}");
 }
@@ -161,8 +179,10 @@ fn replay_with_a_policy_shows_what_would_wait_and_what_is_protected() {
         ],
         "replay --respond --policy",
     );
-    let actions: Vec<serde_json::Value> =
-        lines(&out).into_iter().filter(|v| v["type"] == "action").collect();
+    let actions: Vec<serde_json::Value> = lines(&out)
+        .into_iter()
+        .filter(|v| v["type"] == "action")
+        .collect();
     let by = |kind: &str| actions.iter().find(|a| a["action"] == kind).cloned();
     let lock = by("lock_account").expect("a lock_account action");
     // high risk waits for a person
@@ -170,7 +190,10 @@ fn replay_with_a_policy_shows_what_would_wait_and_what_is_protected() {
     // medium risk would run (simulated)
     let block = by("block_ip").expect("a block_ip action");
     assert_eq!(block["decision"], "planned", "{block}");
-    assert!(block["reason"].as_str().unwrap().contains("auto"), "{block}");
+    assert!(
+        block["reason"].as_str().unwrap().contains("auto"),
+        "{block}"
+    );
 }
 
 #[test]
@@ -180,16 +203,36 @@ fn audit_verify_names_the_first_edited_record() {
     {
         let mut log = threatpilot::respond::audit::AuditLog::open(&path).unwrap();
         for i in 0..20 {
-            log.append(1_000 + i, "policy", "skipped", &format!("a-{i:04}"), "protected").unwrap();
+            log.append(
+                1_000 + i,
+                "policy",
+                "skipped",
+                &format!("a-{i:04}"),
+                "protected",
+            )
+            .unwrap();
         }
         log.sync().unwrap();
     }
     let ok = threatpilot(["audit", "verify", path.to_str().unwrap()]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     // one byte of record 13 changed
     let mut bytes = std::fs::read(&path).unwrap();
-    let line13 = bytes.split(|b| *b == b'\n').take(12).map(|l| l.len() + 1).sum::<usize>();
-    let at = line13 + bytes[line13..].windows(6).position(|w| w == b"a-0012").unwrap() + 5;
+    let line13 = bytes
+        .split(|b| *b == b'\n')
+        .take(12)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let at = line13
+        + bytes[line13..]
+            .windows(6)
+            .position(|w| w == b"a-0012")
+            .unwrap()
+        + 5;
     bytes[at] = b'9';
     std::fs::write(&path, bytes).unwrap();
     let bad = threatpilot(["audit", "verify", path.to_str().unwrap()]);
@@ -227,9 +270,14 @@ respond:
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let p = pipeline.display().to_string();
-    assert!(err.contains(&format!("{p}:16: unknown connector `edgee`")), "{err}");
     assert!(
-        err.contains(&format!("{p}:17: the http responder has no action `restart_service`")),
+        err.contains(&format!("{p}:15: unknown connector `edgee`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}:16: the http responder has no action `restart_service`"
+        )),
         "{err}"
     );
 }

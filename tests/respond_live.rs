@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,11 +52,22 @@ impl Drop for Killed {
 /// `curl` from a given local address; returns the HTTP status.
 fn curl(from: &str, method: &str, url: &str) -> u16 {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
         .args(["--interface", from, "-X", method, url])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -131,6 +142,9 @@ respond:
     let syslog = svc.syslog_udp.expect("a syslog udp port");
     let port = free_port();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "ok\n").unwrap();
+    std::fs::write(dir.join("www/login"), "login page\n").unwrap();
     std::fs::write(
         &conf,
         format!(
@@ -148,8 +162,12 @@ http {{
   access_log syslog:server={syslog},tag=nginx combined;
   server {{
     listen 127.0.0.1:{port};
-    location /login {{ include {deny}; if ($request_method = POST) {{ return 401; }} return 200 \"login page\\n\"; }}
-    location / {{ include {deny}; return 200 \"ok\\n\"; }}
+    root {dir}/www;
+    # deny runs in the access phase, so the content comes from files
+    # (a `return` would answer before any deny is checked)
+    location = /login {{ include {deny}; error_page 405 =401 @failed; }}
+    location @failed {{ return 401; }}
+    location / {{ include {deny}; }}
   }}
 }}
 ",
@@ -160,14 +178,23 @@ http {{
     .unwrap();
     let _nginx = Killed(
         Command::new(NGINX)
-            .args(["-p", dir.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+            .args([
+                "-p",
+                dir.to_str().unwrap(),
+                "-c",
+                conf.to_str().unwrap(),
+                "-g",
+                "daemon off;",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    wait_until("nginx", 10, || curl("127.0.0.1", "GET", &format!("{base}/")) == 200);
+    wait_until("nginx", 10, || {
+        curl("127.0.0.1", "GET", &format!("{base}/")) == 200
+    });
     assert_eq!(curl("127.0.0.23", "GET", &format!("{base}/")), 200);
     // the attacker guesses passwords from a second loopback address
     for _ in 0..8 {
@@ -178,7 +205,11 @@ http {{
         curl("127.0.0.23", "GET", &format!("{base}/login")) == 403
     });
     let blocked_after = started.elapsed();
-    assert!(std::fs::read_to_string(&deny).unwrap().contains("deny 127.0.0.23;"));
+    assert!(
+        std::fs::read_to_string(&deny)
+            .unwrap()
+            .contains("deny 127.0.0.23;")
+    );
     // everyone else still gets through
     assert_eq!(curl("127.0.0.1", "GET", &format!("{base}/login")), 200);
     // the action is visible over the API, executed and then verified
@@ -192,7 +223,11 @@ http {{
     wait_until("the TTL undo", 20, || {
         curl("127.0.0.23", "GET", &format!("{base}/")) == 200
     });
-    assert!(!std::fs::read_to_string(&deny).unwrap().contains("127.0.0.23"));
+    assert!(
+        !std::fs::read_to_string(&deny)
+            .unwrap()
+            .contains("127.0.0.23")
+    );
     let actions = svc.get_json("/api/v1/actions");
     let list = actions["actions"].as_array().unwrap();
     let block = list.iter().find(|a| a["action"] == "block_ip").unwrap();
@@ -209,14 +244,24 @@ http {{
         .iter()
         .map(|e| e["phase"].as_str().unwrap())
         .collect();
-    for p in ["detection", "proposal", "execution", "verification", "closure"] {
+    for p in [
+        "detection",
+        "proposal",
+        "execution",
+        "verification",
+        "closure",
+    ] {
         assert!(phases.contains(&p), "no {p} in {phases:?}");
     }
     let audit = svc.dir.join("respond").join("audit.log");
     let stderr = svc.stop();
     assert!(stderr.contains("threatpilot respond: "), "{stderr}");
     let out = threatpilot(["audit", "verify", audit.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     eprintln!("block landed {blocked_after:?} after the last guess");
 }
 
@@ -247,7 +292,10 @@ fn serve_idp(s: TcpStream, token: &str, rec: &Mutex<Vec<(String, String, String,
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let (method, path) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
     let mut headers = std::collections::HashMap::new();
     loop {
         let mut h = String::new();
@@ -260,26 +308,38 @@ fn serve_idp(s: TcpStream, token: &str, rec: &Mutex<Vec<(String, String, String,
             headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
         }
     }
-    let n: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let n: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; n];
     r.read_exact(&mut body).unwrap();
     let body = String::from_utf8_lossy(&body).into_owned();
     let key = headers.get("idempotency-key").cloned().unwrap_or_default();
-    let status = if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
-        "401 Unauthorized"
-    } else if method != "POST"
-        || !(path.starts_with("/api/users/") && (path.ends_with("/lock") || path.ends_with("/unlock")))
-        || key.is_empty()
-        || headers.get("content-type").is_none_or(|c| !c.starts_with("application/json"))
-        || serde_json::from_str::<serde_json::Value>(&body).is_err()
-    {
-        "400 Bad Request"
-    } else {
-        "200 OK"
-    };
-    rec.lock().unwrap().push((method, path, key, status.to_owned()));
+    let status =
+        if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
+            "401 Unauthorized"
+        } else if method != "POST"
+            || !(path.starts_with("/api/users/")
+                && (path.ends_with("/lock") || path.ends_with("/unlock")))
+            || key.is_empty()
+            || headers
+                .get("content-type")
+                .is_none_or(|c| !c.starts_with("application/json"))
+            || serde_json::from_str::<serde_json::Value>(&body).is_err()
+        {
+            "400 Bad Request"
+        } else {
+            "200 OK"
+        };
+    rec.lock()
+        .unwrap()
+        .push((method, path, key, status.to_owned()));
     let mut w = s;
-    let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{{\"ok\":true}}");
+    let _ = write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{{\"ok\":true}}"
+    );
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
@@ -300,7 +360,16 @@ fn a_compromised_account_has_its_sessions_revoked_and_is_locked_at_the_idp() {
     let rport = free_port();
     let _redis = Killed(
         Command::new("redis-server")
-            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -309,7 +378,13 @@ fn a_compromised_account_has_its_sessions_revoked_and_is_locked_at_the_idp() {
     );
     wait_until("redis", 10, || redis_cli(rport, &["PING"]).trim() == "PONG");
     // the fixture's compromised user is `deploy`; `deployer` and `*` are others
-    for k in ["session:deploy:1", "session:deploy:2", "session:deployer:1", "session:alice:1", "session:*:1"] {
+    for k in [
+        "session:deploy:1",
+        "session:deploy:2",
+        "session:deployer:1",
+        "session:alice:1",
+        "session:*:1",
+    ] {
         redis_cli(rport, &["SET", k, "x"]);
     }
     let idp = idp("s3cret-idp-token");
@@ -384,19 +459,36 @@ respond:
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("s3cret"), "the secret was logged: {stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the secret was logged: {stderr}"
+    );
     let keys = redis_cli(rport, &["KEYS", "*"]);
     let mut keys: Vec<&str> = keys.lines().collect();
     keys.sort();
-    assert_eq!(keys, ["session:*:1", "session:alice:1", "session:deployer:1"]);
+    assert_eq!(
+        keys,
+        ["session:*:1", "session:alice:1", "session:deployer:1"]
+    );
     let seen = idp.seen.lock().unwrap().clone();
-    let locks: Vec<_> = seen.iter().filter(|r| r.1 == "/api/users/deploy/lock").collect();
+    let locks: Vec<_> = seen
+        .iter()
+        .filter(|r| r.1 == "/api/users/deploy/lock")
+        .collect();
     assert_eq!(locks.len(), 1, "{seen:?}");
     assert_eq!(locks[0].3, "200 OK", "{seen:?}");
-    assert!(locks[0].2.starts_with("a-"), "idempotency key {:?}", locks[0].2);
+    assert!(
+        locks[0].2.starts_with("a-"),
+        "idempotency key {:?}",
+        locks[0].2
+    );
     let journal = std::fs::read_to_string(dir.join("respond/journal.jsonl")).unwrap();
     assert!(journal.contains(&locks[0].2));
-    let out = threatpilot(["audit", "verify", dir.join("respond/audit.log").to_str().unwrap()]);
+    let out = threatpilot([
+        "audit",
+        "verify",
+        dir.join("respond/audit.log").to_str().unwrap(),
+    ]);
     assert!(out.status.success());
 }
 
@@ -419,7 +511,13 @@ fn a_crash_loop_restarts_the_service_and_its_health_url_verifies_it() {
     )
     .unwrap();
     let first = Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -427,7 +525,8 @@ fn a_crash_loop_restarts_the_service_and_its_health_url_verifies_it() {
     std::fs::write(&pidfile, first.id().to_string()).unwrap();
     let fixture = "fixtures/detectors/k8s-crashloop-describe";
     let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{fixture}/expected.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixture}/expected.json")).unwrap())
+            .unwrap();
     let pod = expected[0]["offender"].as_str().unwrap().to_owned();
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks).unwrap();
@@ -484,7 +583,11 @@ respond:
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     let _first = Killed(first);
-    let new_pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let new_pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _second = KillPid(new_pid);
     assert_ne!(new_pid, _first.0.id(), "the service was not restarted");
     let journal = std::fs::read_to_string(dir.join("respond/journal.jsonl")).unwrap();
@@ -495,9 +598,21 @@ respond:
         .last()
         .expect("an action in the journal");
     // high risk: verified by its health URL, then a person confirms
-    assert_eq!(last["v"]["status"], "awaiting_confirmation", "{last}\n{stderr}");
-    assert!(last["v"]["verification"].as_str().unwrap().contains("answered 200"), "{last}");
-    assert!(last["v"]["output"].as_str().unwrap().contains("restarted"), "{last}");
+    assert_eq!(
+        last["v"]["status"], "awaiting_confirmation",
+        "{last}\n{stderr}"
+    );
+    assert!(
+        last["v"]["verification"]
+            .as_str()
+            .unwrap()
+            .contains("answered 200"),
+        "{last}"
+    );
+    assert!(
+        last["v"]["output"].as_str().unwrap().contains("restarted"),
+        "{last}"
+    );
 }
 
 struct KillPid(u32);

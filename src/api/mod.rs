@@ -41,10 +41,10 @@ use tokio::sync::watch;
 
 pub use config::ApiConfig;
 
-use crate::ingest::SourceStats;
-use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
 use crate::flow::Ingress;
 use crate::hub::FindingsHub;
+use crate::ingest::SourceStats;
+use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
 use push::PushSource;
 
 /// Every route the API serves (method, path), as `schemas/openapi.yaml`
@@ -199,7 +199,10 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         .route("/api/v1/actions/{id}/approve", post(respond::approve))
         .route("/api/v1/actions/{id}/reject", post(respond::reject))
         .route("/api/v1/breakers", get(respond::breakers))
-        .route("/api/v1/breakers/{connector}/reset", post(respond::reset_breaker))
+        .route(
+            "/api/v1/breakers/{connector}/reset",
+            post(respond::reset_breaker),
+        )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
     tokio::spawn(async move {

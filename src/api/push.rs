@@ -21,11 +21,11 @@ use axum::response::{IntoResponse, Response};
 use super::ApiState;
 use super::auth::Need;
 use super::limits::{Refusal, read_body};
+use crate::flow::{Origin, RawBatch, Refused};
 use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
 use crate::ingest::loki::{self, PushError};
 use crate::ingest::{SourceStats, Stream};
 use crate::parse::{Format, JsonMapping};
-use crate::flow::{Origin, RawBatch, Refused};
 
 /// A push source served on the API, with its counters.
 pub struct PushSource<C> {

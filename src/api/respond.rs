@@ -144,7 +144,9 @@ pub(super) async fn tail(
                 _ = stop.wait_for(|s| *s) => return None,
             };
             let ev = match got {
-                Ok(t) if t.incident_id == id => tail_event(&serde_json::to_value(&t).unwrap_or_default()),
+                Ok(t) if t.incident_id == id => {
+                    tail_event(&serde_json::to_value(&t).unwrap_or_default())
+                }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     Event::default().event("lagged").data(n.to_string())
@@ -271,8 +273,12 @@ pub(super) async fn reject(
 
 fn answer(r: Result<String, String>, id: &str) -> Response {
     match r {
-        Ok(status) => axum::Json(serde_json::json!({"action_id": id, "status": status})).into_response(),
-        Err(e) if e.starts_with("no action") => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Ok(status) => {
+            axum::Json(serde_json::json!({"action_id": id, "status": status})).into_response()
+        }
+        Err(e) if e.starts_with("no action") => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
         Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
     }
 }
@@ -302,8 +308,14 @@ pub(super) async fn reset_breaker(
     };
     let who = caller.name.unwrap_or_else(|| "anonymous".into());
     match v.reset_breaker(&connector, &who).await {
-        Ok(true) => axum::Json(serde_json::json!({"connector": connector, "reset": true})).into_response(),
-        Ok(false) => (StatusCode::CONFLICT, format!("the breaker of {connector} is not open\n")).into_response(),
+        Ok(true) => {
+            axum::Json(serde_json::json!({"connector": connector, "reset": true})).into_response()
+        }
+        Ok(false) => (
+            StatusCode::CONFLICT,
+            format!("the breaker of {connector} is not open\n"),
+        )
+            .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }

@@ -44,8 +44,10 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     match crate::respond::playbook::load_paths(std::slice::from_ref(&args.playbooks)) {
-        Ok(p) => files += crate::detect::detector_files(Path::new(&args.playbooks))
-            .map_or(p.len(), |f| f.len()),
+        Ok(p) => {
+            files += crate::detect::detector_files(Path::new(&args.playbooks))
+                .map_or(p.len(), |f| f.len())
+        }
         Err(errs) => {
             for e in &errs {
                 println!("{e}");
@@ -101,7 +103,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         .map_err(|errs| {
             anyhow::anyhow!(
                 "{}",
-                errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         })?;
     let root = Path::new(&args.playbook_fixtures);

@@ -237,7 +237,9 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
     match a.command {
         AuditCommand::Verify { file } => {
             let path = std::path::Path::new(&file);
-            match crate::respond::audit::verify(path).with_context(|| format!("cannot read {file}"))? {
+            match crate::respond::audit::verify(path)
+                .with_context(|| format!("cannot read {file}"))?
+            {
                 crate::respond::audit::Verified::Intact { records, last_hash } => {
                     println!("{file}: intact, {records} records, last hash {last_hash}");
                     Ok(ExitCode::SUCCESS)

@@ -24,8 +24,8 @@ use tokio::sync::{Semaphore, watch};
 
 use super::config::SyslogConfig;
 use super::{SourceStats, Stream};
-use crate::parse::{Format, JsonMapping};
 use crate::flow::{Ingress, Origin, RawBatch, mono_ns};
+use crate::parse::{Format, JsonMapping};
 
 /// Bound listeners, before they run (so their addresses can be reported).
 pub struct Listeners {

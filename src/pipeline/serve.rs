@@ -15,8 +15,8 @@ use super::config::{PipelineSpec, SourceConfig};
 use super::graph::{self, RunSummary, SourceInput, StageReport};
 use super::sinks::Sinks;
 use crate::api::Routes;
-use crate::hub::FindingsHub;
 use crate::detect::Detector;
+use crate::hub::FindingsHub;
 use crate::ingest::SourceStats;
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -141,8 +141,14 @@ pub struct Action {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CheckPlan {
     FindingQuiet,
-    Http { url: String },
-    Prometheus { url: String, query: String, below: f64 },
+    Http {
+        url: String,
+    },
+    Prometheus {
+        url: String,
+        query: String,
+        below: f64,
+    },
 }
 
 impl Action {

@@ -240,7 +240,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let mut log = AuditLog::open(&path).unwrap();
         for i in 0..5 {
-            log.append(i, "policy", "skipped", &format!("a-{i}"), "protected").unwrap();
+            log.append(i, "policy", "skipped", &format!("a-{i}"), "protected")
+                .unwrap();
         }
         log.sync().unwrap();
         drop(log);

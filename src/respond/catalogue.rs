@@ -217,8 +217,14 @@ mod tests {
 
     #[test]
     fn targets_are_checked_by_kind() {
-        assert_eq!(check_target(TargetKind::Ip, "203.0.113.5").unwrap(), "203.0.113.5");
-        assert_eq!(check_target(TargetKind::Ip, "10.1.2.3/8").unwrap(), "10.0.0.0/8");
+        assert_eq!(
+            check_target(TargetKind::Ip, "203.0.113.5").unwrap(),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            check_target(TargetKind::Ip, "10.1.2.3/8").unwrap(),
+            "10.0.0.0/8"
+        );
         assert!(check_target(TargetKind::Ip, "1.2.3.4\ndeny all").is_err());
         assert!(check_target(TargetKind::Ip, "1.2.3.4; allow all").is_err());
         assert!(check_target(TargetKind::User, "root; rm -rf /").is_ok());

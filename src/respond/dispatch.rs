@@ -116,7 +116,12 @@ impl Dispatcher {
 
     fn tail(&mut self, incident: &str, phase: &str, text: String, action: Option<&str>) {
         if let Some(i) = self.incidents.by_id.get_mut(incident) {
-            i.note(crate::time::now_ms().max(i.updated_ms), phase, text.clone(), action);
+            i.note(
+                crate::time::now_ms().max(i.updated_ms),
+                phase,
+                text.clone(),
+                action,
+            );
         }
         self.effects.push(Effect::Tail {
             incident_id: incident.to_owned(),
@@ -143,7 +148,12 @@ impl Dispatcher {
         self.effects.push(Effect::Incident(iid.clone()));
         if joined.opened {
             let p = self.incidents.by_id[&iid].priority;
-            self.audit("dispatcher", "incident_opened", &iid, format!("priority {p:.1}"));
+            self.audit(
+                "dispatcher",
+                "incident_opened",
+                &iid,
+                format!("priority {p:.1}"),
+            );
         }
         if f.status == Status::Resolved || f.status == Status::Suppressed {
             self.finding_seen.remove(&f.finding_id);
@@ -188,7 +198,11 @@ impl Dispatcher {
                     let mut a = self.blank(&pb, step, kind, "", f, &iid, now_ms);
                     a.action_id = id;
                     a.responder = kind.responder_for(f.domain);
-                    a.set(ActionStatus::SkippedByPolicy, format!("skipped: {why}"), now_ms);
+                    a.set(
+                        ActionStatus::SkippedByPolicy,
+                        format!("skipped: {why}"),
+                        now_ms,
+                    );
                     self.record_new(a, "playbook");
                 }
             }
@@ -316,9 +330,9 @@ impl Dispatcher {
             .clone()
             .or_else(|| self.routes.get(&(p.responder, p.kind)).cloned())
             .unwrap_or_default();
-        let verdict = self
-            .policy
-            .check(&p, &f.context, &self.state, &a.connector, instances, now_ms);
+        let verdict =
+            self.policy
+                .check(&p, &f.context, &self.state, &a.connector, instances, now_ms);
         self.audit(
             "playbook",
             "proposed",
@@ -335,10 +349,18 @@ impl Dispatcher {
         );
         match verdict {
             Verdict::Skip(why) => {
-                a.set(ActionStatus::SkippedByPolicy, format!("skipped: {why}"), now_ms);
+                a.set(
+                    ActionStatus::SkippedByPolicy,
+                    format!("skipped: {why}"),
+                    now_ms,
+                );
             }
             Verdict::Loop(why) => {
-                a.set(ActionStatus::SkippedByPolicy, format!("skipped: {why}"), now_ms);
+                a.set(
+                    ActionStatus::SkippedByPolicy,
+                    format!("skipped: {why}"),
+                    now_ms,
+                );
                 self.escalate(iid, &why, now_ms);
             }
             Verdict::Go(mode, why) => {
@@ -378,10 +400,18 @@ impl Dispatcher {
                 self.state.admit(a.kind, &a.target, now_ms);
                 a.approval_expires_ms =
                     Some(now_ms + self.policy.spec.approval_expiry_secs as i64 * 1000);
-                a.set(ActionStatus::PendingApproval, format!("{why}: waiting for approval"), now_ms);
+                a.set(
+                    ActionStatus::PendingApproval,
+                    format!("{why}: waiting for approval"),
+                    now_ms,
+                );
             }
             Mode::Auto if self.simulate => {
-                a.set(ActionStatus::DryRun, format!("{why} (simulation: nothing executes)"), now_ms);
+                a.set(
+                    ActionStatus::DryRun,
+                    format!("{why} (simulation: nothing executes)"),
+                    now_ms,
+                );
             }
             Mode::Auto => {
                 self.state.admit(a.kind, &a.target, now_ms);
@@ -416,9 +446,15 @@ impl Dispatcher {
     /// Marks an approved action executing and hands it on.
     fn start(&mut self, id: &str) {
         let now = crate::time::now_ms();
-        let Some(a) = self.actions.get_mut(id) else { return };
+        let Some(a) = self.actions.get_mut(id) else {
+            return;
+        };
         a.attempts += 1;
-        a.set(ActionStatus::Executing, format!("sent to connector {}", a.connector), now);
+        a.set(
+            ActionStatus::Executing,
+            format!("sent to connector {}", a.connector),
+            now,
+        );
         let iid = a.incident_id.clone();
         let text = format!("{} {} via {}", a.kind.as_str(), a.target, a.connector);
         self.audit("dispatcher", "executing", id, text.clone());
@@ -452,16 +488,30 @@ impl Dispatcher {
             ActionStatus::AwaitingConfirmation => {
                 let iid = a.incident_id.clone();
                 if let Some(x) = self.actions.get_mut(id) {
-                    x.set(ActionStatus::Verified, format!("verification confirmed by {who}"), now_ms);
+                    x.set(
+                        ActionStatus::Verified,
+                        format!("verification confirmed by {who}"),
+                        now_ms,
+                    );
                 }
                 self.audit(who, "verification_confirmed", id, "confirmed by a person");
                 self.effects.push(Effect::Action(id.to_owned()));
-                self.tail(&iid, "verification", format!("confirmed by {who}"), Some(id));
+                self.tail(
+                    &iid,
+                    "verification",
+                    format!("confirmed by {who}"),
+                    Some(id),
+                );
                 self.release_next_stage(id, now_ms);
                 self.settle(&iid, now_ms);
                 return Ok(ActionStatus::Verified);
             }
-            s => return Err(format!("action {id} is {}, not pending approval", s.as_str())),
+            s => {
+                return Err(format!(
+                    "action {id} is {}, not pending approval",
+                    s.as_str()
+                ));
+            }
         }
         if a.approval_expires_ms.is_some_and(|e| now_ms >= e) {
             self.expire(id, now_ms);
@@ -469,15 +519,31 @@ impl Dispatcher {
         }
         // the policy is checked again: it may have changed since the proposal
         let plan = plan_of(&a);
-        let verdict = self.policy.check(&plan, &a.context, &self.state_without(&a), &a.connector, 0, now_ms);
+        let verdict = self.policy.check(
+            &plan,
+            &a.context,
+            &self.state_without(&a),
+            &a.connector,
+            0,
+            now_ms,
+        );
         let iid = a.incident_id.clone();
         match verdict {
             Verdict::Skip(why) | Verdict::Loop(why) => {
                 let a = self.actions.get_mut(id).ok_or("gone")?;
-                a.set(ActionStatus::SkippedByPolicy, format!("skipped at approval: {why}"), now_ms);
+                a.set(
+                    ActionStatus::SkippedByPolicy,
+                    format!("skipped at approval: {why}"),
+                    now_ms,
+                );
                 self.audit("policy", "skipped", id, why.clone());
                 self.effects.push(Effect::Action(id.to_owned()));
-                self.tail(&iid, "gate", format!("approved by {who}, but skipped: {why}"), Some(id));
+                self.tail(
+                    &iid,
+                    "gate",
+                    format!("approved by {who}, but skipped: {why}"),
+                    Some(id),
+                );
                 Err(format!("approved, but the policy skips it: {why}"))
             }
             Verdict::Go(..) => {
@@ -503,7 +569,13 @@ impl Dispatcher {
     }
 
     /// A person rejects a pending action (or a verification).
-    pub fn reject(&mut self, id: &str, who: &str, why: &str, now_ms: i64) -> Result<ActionStatus, String> {
+    pub fn reject(
+        &mut self,
+        id: &str,
+        who: &str,
+        why: &str,
+        now_ms: i64,
+    ) -> Result<ActionStatus, String> {
         let Some(a) = self.actions.get(id).cloned() else {
             return Err(format!("no action {id}"));
         };
@@ -511,7 +583,11 @@ impl Dispatcher {
         match a.status {
             ActionStatus::PendingApproval => {
                 let a = self.actions.get_mut(id).ok_or("gone")?;
-                a.set(ActionStatus::Rejected, format!("rejected by {who}: {why}"), now_ms);
+                a.set(
+                    ActionStatus::Rejected,
+                    format!("rejected by {who}: {why}"),
+                    now_ms,
+                );
                 self.audit(who, "rejected", id, why);
                 self.effects.push(Effect::Action(id.to_owned()));
                 self.tail(&iid, "gate", format!("rejected by {who}: {why}"), Some(id));
@@ -520,18 +596,36 @@ impl Dispatcher {
             }
             ActionStatus::AwaitingConfirmation => {
                 self.audit(who, "verification_rejected", id, why);
-                self.failed_verification(id, &format!("{who} rejected the verification: {why}"), now_ms);
+                self.failed_verification(
+                    id,
+                    &format!("{who} rejected the verification: {why}"),
+                    now_ms,
+                );
                 Ok(ActionStatus::RolledBack)
             }
-            s => Err(format!("action {id} is {}, not pending approval", s.as_str())),
+            s => Err(format!(
+                "action {id} is {}, not pending approval",
+                s.as_str()
+            )),
         }
     }
 
     fn expire(&mut self, id: &str, now_ms: i64) {
-        let Some(a) = self.actions.get_mut(id) else { return };
-        a.set(ActionStatus::Expired, "expired: nobody approved it in time", now_ms);
+        let Some(a) = self.actions.get_mut(id) else {
+            return;
+        };
+        a.set(
+            ActionStatus::Expired,
+            "expired: nobody approved it in time",
+            now_ms,
+        );
         let iid = a.incident_id.clone();
-        self.audit("policy", "expired", id, "approval expired; it will never run");
+        self.audit(
+            "policy",
+            "expired",
+            id,
+            "approval expired; it will never run",
+        );
         self.effects.push(Effect::Action(id.to_owned()));
         self.tail(&iid, "gate", "approval expired".into(), Some(id));
         self.escalate(&iid, "an approval expired", now_ms);
@@ -539,7 +633,9 @@ impl Dispatcher {
 
     /// A connector's answer.
     pub fn on_executed(&mut self, id: &str, ok: bool, output: String, now_ms: i64) {
-        let Some(a) = self.actions.get(id).cloned() else { return };
+        let Some(a) = self.actions.get(id).cloned() else {
+            return;
+        };
         if a.status != ActionStatus::Executing {
             return;
         }
@@ -547,7 +643,12 @@ impl Dispatcher {
         let breaker = &self.policy.spec.circuit_breaker.clone();
         if let Some(why) = self.state.execution(&a.connector, ok, breaker) {
             self.audit("policy", "breaker_opened", &a.connector, why.clone());
-            self.tail(&iid, "execution", format!("circuit breaker of {} opened: {why}", a.connector), None);
+            self.tail(
+                &iid,
+                "execution",
+                format!("circuit breaker of {} opened: {why}", a.connector),
+                None,
+            );
         }
         let output = cap(&output);
         if !ok {
@@ -560,7 +661,11 @@ impl Dispatcher {
             if let Some(orig) = &a.undoes {
                 self.escalate(&iid, &format!("undo {id} of {orig} failed"), now_ms);
             } else {
-                self.escalate(&iid, &format!("{} on {} failed", a.kind.as_str(), a.target), now_ms);
+                self.escalate(
+                    &iid,
+                    &format!("{} on {} failed", a.kind.as_str(), a.target),
+                    now_ms,
+                );
                 self.halt_group(&a, now_ms);
             }
             return;
@@ -580,17 +685,35 @@ impl Dispatcher {
             if let Some(o) = self.actions.get_mut(&orig)
                 && !rolled
             {
-                o.set(ActionStatus::Undone, format!("undone by {id} after its TTL"), now_ms);
+                o.set(
+                    ActionStatus::Undone,
+                    format!("undone by {id} after its TTL"),
+                    now_ms,
+                );
                 self.effects.push(Effect::Action(orig.clone()));
             }
-            self.audit("ttl", if rolled { "rolled_back" } else { "undone" }, &orig, format!("by {id}"));
-            self.tail(&iid, "closure", format!("{} {} done", a.kind.as_str(), a.target), Some(id));
+            self.audit(
+                "ttl",
+                if rolled { "rolled_back" } else { "undone" },
+                &orig,
+                format!("by {id}"),
+            );
+            self.tail(
+                &iid,
+                "closure",
+                format!("{} {} done", a.kind.as_str(), a.target),
+                Some(id),
+            );
             self.settle(&iid, now_ms);
             return;
         }
         x.expires_ms = a.ttl_secs.map(|t| now_ms + t as i64 * 1000);
         x.verify_due_ms = Some(now_ms + a.verify_after_secs as i64 * 1000);
-        x.set(ActionStatus::Succeeded, format!("executed: {output}"), now_ms);
+        x.set(
+            ActionStatus::Succeeded,
+            format!("executed: {output}"),
+            now_ms,
+        );
         self.audit(&a.connector, "succeeded", id, output.clone());
         self.effects.push(Effect::Action(id.to_owned()));
         self.tail(&iid, "execution", format!("succeeded: {output}"), Some(id));
@@ -599,7 +722,9 @@ impl Dispatcher {
 
     /// The connector's queue was full: the action is skipped, not delayed.
     pub fn overflow(&mut self, id: &str, now_ms: i64) {
-        let Some(a) = self.actions.get_mut(id) else { return };
+        let Some(a) = self.actions.get_mut(id) else {
+            return;
+        };
         let why = format!("skipped: connector {} has a full queue", a.connector);
         a.set(ActionStatus::SkippedByPolicy, why.clone(), now_ms);
         let iid = a.incident_id.clone();
@@ -611,7 +736,9 @@ impl Dispatcher {
 
     /// A verification's result.
     pub fn on_verified(&mut self, id: &str, ok: bool, detail: String, now_ms: i64) {
-        let Some(a) = self.actions.get(id).cloned() else { return };
+        let Some(a) = self.actions.get(id).cloned() else {
+            return;
+        };
         if a.status != ActionStatus::Succeeded {
             return;
         }
@@ -628,12 +755,30 @@ impl Dispatcher {
         x.verification = Some(format!("passed: {detail}"));
         x.verify_due_ms = None;
         if a.confirm {
-            x.set(ActionStatus::AwaitingConfirmation, "verified; a person confirms", now_ms);
-            self.audit("verifier", "verified", id, format!("{detail}; awaiting confirmation"));
+            x.set(
+                ActionStatus::AwaitingConfirmation,
+                "verified; a person confirms",
+                now_ms,
+            );
+            self.audit(
+                "verifier",
+                "verified",
+                id,
+                format!("{detail}; awaiting confirmation"),
+            );
             self.effects.push(Effect::Action(id.to_owned()));
-            self.tail(&iid, "verification", format!("passed ({detail}); awaiting a person's confirmation"), Some(id));
+            self.tail(
+                &iid,
+                "verification",
+                format!("passed ({detail}); awaiting a person's confirmation"),
+                Some(id),
+            );
         } else {
-            x.set(ActionStatus::Verified, format!("verified: {detail}"), now_ms);
+            x.set(
+                ActionStatus::Verified,
+                format!("verified: {detail}"),
+                now_ms,
+            );
             self.audit("verifier", "verified", id, detail.clone());
             self.effects.push(Effect::Action(id.to_owned()));
             self.tail(&iid, "verification", format!("passed: {detail}"), Some(id));
@@ -643,19 +788,34 @@ impl Dispatcher {
     }
 
     fn failed_verification(&mut self, id: &str, detail: &str, now_ms: i64) {
-        let Some(a) = self.actions.get(id).cloned() else { return };
+        let Some(a) = self.actions.get(id).cloned() else {
+            return;
+        };
         let iid = a.incident_id.clone();
         if let Some(x) = self.actions.get_mut(id) {
             x.verification = Some(format!("failed: {detail}"));
             x.verify_due_ms = None;
-            x.set(ActionStatus::RolledBack, format!("verification failed: {detail}"), now_ms);
+            x.set(
+                ActionStatus::RolledBack,
+                format!("verification failed: {detail}"),
+                now_ms,
+            );
         }
         self.audit("verifier", "verification_failed", id, detail);
         self.effects.push(Effect::Action(id.to_owned()));
         self.tail(&iid, "verification", format!("failed: {detail}"), Some(id));
-        self.undo(id, "rollback", &format!("verification failed: {detail}"), now_ms);
+        self.undo(
+            id,
+            "rollback",
+            &format!("verification failed: {detail}"),
+            now_ms,
+        );
         self.halt_group(&a, now_ms);
-        self.escalate(&iid, &format!("verification of {id} failed: {detail}"), now_ms);
+        self.escalate(
+            &iid,
+            &format!("verification of {id} failed: {detail}"),
+            now_ms,
+        );
     }
 
     /// Stops the later stages of a fan-out and rolls back what ran.
@@ -679,14 +839,24 @@ impl Dispatcher {
             match status {
                 ActionStatus::Proposed | ActionStatus::PendingApproval => {
                     if let Some(x) = self.actions.get_mut(&gid) {
-                        x.set(ActionStatus::SkippedByPolicy, "skipped: halted, an earlier stage failed", now_ms);
+                        x.set(
+                            ActionStatus::SkippedByPolicy,
+                            "skipped: halted, an earlier stage failed",
+                            now_ms,
+                        );
                     }
                     self.audit("dispatcher", "halted", &gid, "an earlier stage failed");
                     self.effects.push(Effect::Action(gid));
                 }
-                ActionStatus::Succeeded | ActionStatus::AwaitingConfirmation | ActionStatus::Verified => {
+                ActionStatus::Succeeded
+                | ActionStatus::AwaitingConfirmation
+                | ActionStatus::Verified => {
                     if let Some(x) = self.actions.get_mut(&gid) {
-                        x.set(ActionStatus::RolledBack, "rolled back: a stage of its fan-out failed", now_ms);
+                        x.set(
+                            ActionStatus::RolledBack,
+                            "rolled back: a stage of its fan-out failed",
+                            now_ms,
+                        );
                     }
                     self.effects.push(Effect::Action(gid.clone()));
                     self.undo(&gid, "rollback", "a stage of its fan-out failed", now_ms);
@@ -698,7 +868,9 @@ impl Dispatcher {
 
     /// Starts the undo of an executed action (TTL or rollback).
     fn undo(&mut self, id: &str, actor: &str, why: &str, now_ms: i64) {
-        let Some(a) = self.actions.get(id).cloned() else { return };
+        let Some(a) = self.actions.get(id).cloned() else {
+            return;
+        };
         if a.rollback_action_id.is_some() || a.executed_ms.is_none() {
             return;
         }
@@ -709,10 +881,20 @@ impl Dispatcher {
             .map(|(k, _)| k)
             .or_else(|| a.kind.undo());
         let Some(kind) = rollback else {
-            self.audit(actor, "no_rollback", id, format!("{} cannot be undone: {why}", a.kind.as_str()));
+            self.audit(
+                actor,
+                "no_rollback",
+                id,
+                format!("{} cannot be undone: {why}", a.kind.as_str()),
+            );
             return;
         };
-        let uid = Action::id_for(&a.incident_id, &a.playbook_id, a.step, &format!("undo:{}", a.target));
+        let uid = Action::id_for(
+            &a.incident_id,
+            &a.playbook_id,
+            a.step,
+            &format!("undo:{}", a.target),
+        );
         let mut u = a.clone();
         u.action_id = uid.clone();
         u.kind = kind;
@@ -741,7 +923,9 @@ impl Dispatcher {
     }
 
     fn release_next_stage(&mut self, id: &str, now_ms: i64) {
-        let Some(a) = self.actions.get(id).cloned() else { return };
+        let Some(a) = self.actions.get(id).cloned() else {
+            return;
+        };
         let same = |x: &Action| {
             x.incident_id == a.incident_id
                 && x.playbook_id == a.playbook_id
@@ -769,7 +953,9 @@ impl Dispatcher {
         for nid in next {
             let mut x = self.actions[&nid].clone();
             let plan = plan_of(&x);
-            let verdict = self.policy.check(&plan, &x.context, &self.state, &x.connector, 0, now_ms);
+            let verdict =
+                self.policy
+                    .check(&plan, &x.context, &self.state, &x.connector, 0, now_ms);
             match verdict {
                 Verdict::Go(mode, why) => {
                     x.stage = 0; // released: gate it as a first stage
@@ -777,7 +963,11 @@ impl Dispatcher {
                     x.stage = plan.stage;
                 }
                 Verdict::Skip(why) | Verdict::Loop(why) => {
-                    x.set(ActionStatus::SkippedByPolicy, format!("skipped: {why}"), now_ms);
+                    x.set(
+                        ActionStatus::SkippedByPolicy,
+                        format!("skipped: {why}"),
+                        now_ms,
+                    );
                 }
             }
             let status = x.status;
@@ -785,7 +975,12 @@ impl Dispatcher {
             let iid = x.incident_id.clone();
             self.actions.insert(nid.clone(), x);
             self.effects.push(Effect::Action(nid.clone()));
-            self.tail(&iid, "gate", format!("stage {} released", a.stage + 1), Some(&nid));
+            self.tail(
+                &iid,
+                "gate",
+                format!("stage {} released", a.stage + 1),
+                Some(&nid),
+            );
             if status == ActionStatus::Approved {
                 self.start(&nid);
             }
@@ -798,9 +993,13 @@ impl Dispatcher {
         let mut verify = Vec::new();
         let mut ttl = Vec::new();
         for id in &self.order {
-            let Some(a) = self.actions.get(id) else { continue };
+            let Some(a) = self.actions.get(id) else {
+                continue;
+            };
             match a.status {
-                ActionStatus::PendingApproval if a.approval_expires_ms.is_some_and(|e| now_ms >= e) => {
+                ActionStatus::PendingApproval
+                    if a.approval_expires_ms.is_some_and(|e| now_ms >= e) =>
+                {
                     expired.push(id.clone())
                 }
                 ActionStatus::Succeeded if a.verify_due_ms.is_some_and(|d| now_ms >= d) => {
@@ -810,7 +1009,9 @@ impl Dispatcher {
             }
             if matches!(
                 a.status,
-                ActionStatus::Succeeded | ActionStatus::AwaitingConfirmation | ActionStatus::Verified
+                ActionStatus::Succeeded
+                    | ActionStatus::AwaitingConfirmation
+                    | ActionStatus::Verified
             ) && a.undoes.is_none()
                 && a.rollback_action_id.is_none()
                 && a.expires_ms.is_some_and(|e| now_ms >= e)
@@ -822,7 +1023,9 @@ impl Dispatcher {
             self.expire(&id, now_ms);
         }
         for id in verify {
-            let Some(a) = self.actions.get_mut(&id) else { continue };
+            let Some(a) = self.actions.get_mut(&id) else {
+                continue;
+            };
             a.verify_due_ms = None;
             match a.check.clone() {
                 Some(CheckPlan::FindingQuiet) | None => {
@@ -838,14 +1041,21 @@ impl Dispatcher {
                             ),
                             now_ms,
                         ),
-                        _ => self.on_verified(&id, true, "the finding stopped updating".into(), now_ms),
+                        _ => self.on_verified(
+                            &id,
+                            true,
+                            "the finding stopped updating".into(),
+                            now_ms,
+                        ),
                     }
                 }
                 Some(_) => self.effects.push(Effect::Verify(id.clone())),
             }
         }
         for id in ttl {
-            let Some(a) = self.actions.get(&id) else { continue };
+            let Some(a) = self.actions.get(&id) else {
+                continue;
+            };
             let iid = a.incident_id.clone();
             let text = format!("TTL of {} on {} ended", a.kind.as_str(), a.target);
             self.audit("ttl", "ttl_ended", &id, text.clone());
@@ -886,19 +1096,26 @@ impl Dispatcher {
                 | ActionStatus::Executing
                 | ActionStatus::Proposed => under_way = true,
                 ActionStatus::Succeeded | ActionStatus::AwaitingConfirmation => {
-                    under_way |= a.verify_due_ms.is_some() || a.status == ActionStatus::AwaitingConfirmation;
+                    under_way |=
+                        a.verify_due_ms.is_some() || a.status == ActionStatus::AwaitingConfirmation;
                     in_force = true;
                 }
                 ActionStatus::Verified => in_force = true,
                 _ => {}
             }
         }
-        let Some(i) = self.incidents.by_id.get_mut(iid) else { return };
+        let Some(i) = self.incidents.by_id.get_mut(iid) else {
+            return;
+        };
         let before = i.status;
         if before == IncidentStatus::Escalated {
             // a person takes it from here; it closes when the activity has stopped
             if i.open_findings.is_empty() && !under_way {
-                i.transition(IncidentStatus::Resolved, now_ms, "activity stopped after escalation");
+                i.transition(
+                    IncidentStatus::Resolved,
+                    now_ms,
+                    "activity stopped after escalation",
+                );
             }
         } else if under_way {
             i.transition(IncidentStatus::Mitigating, now_ms, "actions under way");
@@ -930,7 +1147,8 @@ impl Dispatcher {
                 rerun.push(a.action_id.clone());
             }
             if a.executed_ms.is_some() && a.undoes.is_none() {
-                self.state.executed(a.kind, &a.target, a.executed_ms.unwrap_or(now_ms));
+                self.state
+                    .executed(a.kind, &a.target, a.executed_ms.unwrap_or(now_ms));
             }
             if matches!(a.mode, Mode::Auto | Mode::Approve) {
                 self.state.admit(a.kind, &a.target, a.created_ms);
@@ -938,12 +1156,18 @@ impl Dispatcher {
             self.order.push(a.action_id.clone());
             self.actions.insert(a.action_id.clone(), a);
         }
-        self.order.sort_by_key(|id| self.actions.get(id).map(|a| a.created_ms));
+        self.order
+            .sort_by_key(|id| self.actions.get(id).map(|a| a.created_ms));
         for id in rerun {
             if let Some(a) = self.actions.get_mut(&id) {
                 a.set(ActionStatus::Approved, "resumed after a restart", now_ms);
             }
-            self.audit("dispatcher", "resumed", &id, "approved or executing at the last stop: run again with the same idempotency key");
+            self.audit(
+                "dispatcher",
+                "resumed",
+                &id,
+                "approved or executing at the last stop: run again with the same idempotency key",
+            );
             self.start(&id);
         }
     }

@@ -42,8 +42,14 @@ async fn from_parquet(dir: &str, since: i64) -> anyhow::Result<Vec<String>> {
         .await?;
     let mut out = Vec::new();
     for b in batches {
-        let col = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
-        if let Some(a) = col.as_any().downcast_ref::<datafusion::arrow::array::StringArray>() {
+        let col = datafusion::arrow::compute::cast(
+            b.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        if let Some(a) = col
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+        {
             out.extend(a.iter().flatten().map(str::to_owned));
         }
     }

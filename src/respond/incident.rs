@@ -305,7 +305,11 @@ impl Incidents {
         inc.classifications.insert(f.classification.clone());
         if inc.offenders.len() < LIST_MAX {
             inc.offenders.insert(f.offender.value.clone());
-            for t in f.targets.iter().filter(|t| t.parse::<std::net::IpAddr>().is_ok()) {
+            for t in f
+                .targets
+                .iter()
+                .filter(|t| t.parse::<std::net::IpAddr>().is_ok())
+            {
                 if inc.offenders.len() < LIST_MAX {
                     inc.offenders.insert(t.clone());
                 }
@@ -407,7 +411,11 @@ impl Incidents {
 
     pub fn sorted(&self) -> Vec<&Incident> {
         let mut v: Vec<&Incident> = self.by_id.values().collect();
-        v.sort_by(|a, b| a.opened_ms.cmp(&b.opened_ms).then(a.incident_id.cmp(&b.incident_id)));
+        v.sort_by(|a, b| {
+            a.opened_ms
+                .cmp(&b.opened_ms)
+                .then(a.incident_id.cmp(&b.incident_id))
+        });
         v
     }
 }
@@ -454,18 +462,74 @@ mod tests {
         let mut inc = Incidents::new(3600, 100);
         let a = Assets::default();
         let t = 1_000_000;
-        let j1 = inc.file(&finding("f-1", "identity.ssh_brute_force", OffenderType::Ip, "203.0.113.5", t), &a, t);
-        let j2 = inc.file(&finding("f-2", "identity.password_spraying", OffenderType::Ip, "203.0.113.5", t + 60_000), &a, t);
-        let j3 = inc.file(&finding("f-3", "identity.success_after_failures", OffenderType::Ip, "203.0.113.5", t + 120_000), &a, t);
+        let j1 = inc.file(
+            &finding(
+                "f-1",
+                "identity.ssh_brute_force",
+                OffenderType::Ip,
+                "203.0.113.5",
+                t,
+            ),
+            &a,
+            t,
+        );
+        let j2 = inc.file(
+            &finding(
+                "f-2",
+                "identity.password_spraying",
+                OffenderType::Ip,
+                "203.0.113.5",
+                t + 60_000,
+            ),
+            &a,
+            t,
+        );
+        let j3 = inc.file(
+            &finding(
+                "f-3",
+                "identity.success_after_failures",
+                OffenderType::Ip,
+                "203.0.113.5",
+                t + 120_000,
+            ),
+            &a,
+            t,
+        );
         assert!(j1.opened && !j2.opened && !j3.opened);
         assert_eq!(j1.incident_id, j3.incident_id);
         // past the horizon it is a new incident
-        let j4 = inc.file(&finding("f-4", "identity.ssh_brute_force", OffenderType::Ip, "203.0.113.5", t + 10_000_000), &a, t);
+        let j4 = inc.file(
+            &finding(
+                "f-4",
+                "identity.ssh_brute_force",
+                OffenderType::Ip,
+                "203.0.113.5",
+                t + 10_000_000,
+            ),
+            &a,
+            t,
+        );
         assert!(j4.opened);
-        let mut d = finding("f-5", "identity.distributed_brute_force", OffenderType::User, "root", t);
+        let mut d = finding(
+            "f-5",
+            "identity.distributed_brute_force",
+            OffenderType::User,
+            "root",
+            t,
+        );
         d.targets = vec!["198.51.100.1".into(), "198.51.100.2".into()];
         let j5 = inc.file(&d, &a, t);
-        let j6 = inc.file(&finding("f-6", "identity.ssh_brute_force", OffenderType::Ip, "198.51.100.2", t), &a, t);
+        let j6 = inc.file(
+            &finding(
+                "f-6",
+                "identity.ssh_brute_force",
+                OffenderType::Ip,
+                "198.51.100.2",
+                t,
+            ),
+            &a,
+            t,
+        );
         assert_eq!(j5.incident_id, j6.incident_id);
         let i = &inc.by_id[&j5.incident_id];
         assert!(i.offenders.contains("198.51.100.1") && i.offenders.contains("root"));
@@ -473,19 +537,27 @@ mod tests {
 
     #[test]
     fn priority_rises_with_asset_criticality_and_repeat_offence() {
-        let spec: AssetsSpec = serde_saphyr::from_str(
-            "hosts: [{name: db-1, criticality: critical, tags: [pci]}]\n",
-        )
-        .unwrap();
+        let spec: AssetsSpec =
+            serde_saphyr::from_str("hosts: [{name: db-1, criticality: critical, tags: [pci]}]\n")
+                .unwrap();
         let assets = Assets::new(&spec);
         let mut inc = Incidents::new(3600, 100);
         inc.repeat.insert("203.0.113.9".into());
-        let plain = inc.file(&finding("f-1", "d", OffenderType::Ip, "192.0.2.1", 0), &assets, 0);
+        let plain = inc.file(
+            &finding("f-1", "d", OffenderType::Ip, "192.0.2.1", 0),
+            &assets,
+            0,
+        );
         let mut f = finding("f-2", "d", OffenderType::Ip, "203.0.113.9", 0);
         f.context.insert("host".into(), "db-1".into());
         let hot = inc.file(&f, &assets, 0);
         let (p, h) = (&inc.by_id[&plain.incident_id], &inc.by_id[&hot.incident_id]);
-        assert!(h.priority > p.priority + 30.0, "{} vs {}", h.priority, p.priority);
+        assert!(
+            h.priority > p.priority + 30.0,
+            "{} vs {}",
+            h.priority,
+            p.priority
+        );
         assert!(h.repeat_offender && h.asset_tags.contains("pci"));
     }
 }

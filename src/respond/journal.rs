@@ -61,9 +61,17 @@ fn read(path: &Path) -> std::io::Result<Restored> {
         }
     }
     let mut actions: Vec<Action> = actions.into_values().collect();
-    actions.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.action_id.cmp(&b.action_id)));
+    actions.sort_by(|a, b| {
+        a.created_ms
+            .cmp(&b.created_ms)
+            .then(a.action_id.cmp(&b.action_id))
+    });
     let mut incidents: Vec<Incident> = incidents.into_values().collect();
-    incidents.sort_by(|a, b| a.opened_ms.cmp(&b.opened_ms).then(a.incident_id.cmp(&b.incident_id)));
+    incidents.sort_by(|a, b| {
+        a.opened_ms
+            .cmp(&b.opened_ms)
+            .then(a.incident_id.cmp(&b.incident_id))
+    });
     Ok(Restored {
         actions,
         incidents,

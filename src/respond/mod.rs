@@ -87,7 +87,10 @@ pub fn compile(cfg: &RespondConfig, path: &str) -> Result<Compiled, Vec<CompileE
     };
     let policy = match (&cfg.policy, &cfg.policy_file) {
         (Some(_), Some(_)) => {
-            errors.push(err(1, "respond: give policy or policy_file, not both".into()));
+            errors.push(err(
+                1,
+                "respond: give policy or policy_file, not both".into(),
+            ));
             Policy::observe_only()
         }
         (Some(p), None) => Policy::compile(p.clone()).unwrap_or_else(|m| {
@@ -105,13 +108,21 @@ pub fn compile(cfg: &RespondConfig, path: &str) -> Result<Compiled, Vec<CompileE
         if let Err(m) = c.value.check() {
             errors.push(err(c.line, m));
         }
-        if by_name.insert(c.value.name().to_owned(), &c.value).is_some() {
-            errors.push(err(c.line, format!("duplicate connector name {}", c.value.name())));
+        if by_name
+            .insert(c.value.name().to_owned(), &c.value)
+            .is_some()
+        {
+            errors.push(err(
+                c.line,
+                format!("duplicate connector name {}", c.value.name()),
+            ));
         }
     }
     let mut routes = dispatch::Routes::new();
-    let carries = |line: u64, name: &str, kind: ActionKind, errors: &mut Vec<CompileError>| {
-        match by_name.get(name) {
+    let carries =
+        |line: u64, name: &str, kind: ActionKind, errors: &mut Vec<CompileError>| match by_name
+            .get(name)
+        {
             None => errors.push(err(line, format!("unknown connector `{name}`"))),
             Some(c) if !c.supports(kind) => errors.push(err(
                 line,
@@ -131,8 +142,7 @@ pub fn compile(cfg: &RespondConfig, path: &str) -> Result<Compiled, Vec<CompileE
                     ));
                 }
             }
-        }
-    };
+        };
     for (responder, kinds) in &cfg.routes {
         let domain = match responder.as_str() {
             "identity" => Domain::Identity,
@@ -162,7 +172,9 @@ pub fn compile(cfg: &RespondConfig, path: &str) -> Result<Compiled, Vec<CompileE
             carries(conn.line, &conn.value, k, &mut errors);
             routes.insert((domain, k), conn.value.clone());
             if let Some(u) = k.undo() {
-                routes.entry((domain, u)).or_insert_with(|| conn.value.clone());
+                routes
+                    .entry((domain, u))
+                    .or_insert_with(|| conn.value.clone());
             }
         }
     }

@@ -330,10 +330,14 @@ fn compile_step(s: &StepSpec, line: u64, path: &str) -> Result<Step, CompileErro
             confirm: s.risk >= Risk::High,
         },
         Some(v) => {
-            let given = [v.finding_quiet, v.http_url.is_some(), v.prometheus.is_some()]
-                .iter()
-                .filter(|x| **x)
-                .count();
+            let given = [
+                v.finding_quiet,
+                v.http_url.is_some(),
+                v.prometheus.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
             if given != 1 {
                 return Err(err(
                     "verify takes exactly one of finding_quiet, http_url and prometheus".into(),
@@ -375,10 +379,14 @@ fn compile_step(s: &StepSpec, line: u64, path: &str) -> Result<Step, CompileErro
         batch_size: 1,
     });
     if stage.canary == 0 || stage.batch_size == 0 {
-        return Err(err("stage.canary and stage.batch_size must be at least 1".into()));
+        return Err(err(
+            "stage.canary and stage.batch_size must be at least 1".into()
+        ));
     }
     if s.stage.is_some() && s.fan_out.is_none() {
-        return Err(err("stage needs fan_out (a single target has nothing to stage)".into()));
+        return Err(err(
+            "stage needs fan_out (a single target has nothing to stage)".into(),
+        ));
     }
     Ok(Step {
         kind,
@@ -504,7 +512,11 @@ pub fn load_paths(paths: &[String]) -> Result<Vec<Playbook>, Vec<CompileError>> 
             });
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// What a playbook's match sees beyond the finding.
@@ -522,27 +534,26 @@ impl Playbook {
         let within = |list: &Option<Vec<String>>, v: &str| {
             list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
         };
-        let statuses = c.status.as_deref().unwrap_or(&[Status::Open, Status::Updated]);
+        let statuses = c
+            .status
+            .as_deref()
+            .unwrap_or(&[Status::Open, Status::Updated]);
         statuses.contains(&f.status)
             && c.domain.as_ref().is_none_or(|d| d.contains(&f.domain))
             && within(&c.classification, &f.classification)
             && within(&c.detector, &f.detector.id)
             && c.severity_at_least.is_none_or(|s| f.severity >= s)
             && c.confidence_at_least.is_none_or(|x| f.confidence >= x)
-            && c
-                .offender_type
+            && c.offender_type
                 .as_ref()
                 .is_none_or(|t| t.contains(&f.offender.kind))
-            && c
-                .not_offenders
+            && c.not_offenders
                 .as_ref()
                 .is_none_or(|n| !n.contains(&f.offender.value))
-            && c
-                .asset_tags
+            && c.asset_tags
                 .as_ref()
                 .is_none_or(|t| t.iter().any(|x| m.tags.contains(x)))
-            && c
-                .not_asset_tags
+            && c.not_asset_tags
                 .as_ref()
                 .is_none_or(|t| !t.iter().any(|x| m.tags.contains(x)))
             && c.priority_at_least.is_none_or(|p| m.priority >= p)
@@ -662,8 +673,7 @@ pub fn plan(
                     out.push(Err((
                         i,
                         s.kind,
-                        "fan_out: the finding's service has no instances in assets.services"
-                            .into(),
+                        "fan_out: the finding's service has no instances in assets.services".into(),
                     )));
                     continue;
                 }
@@ -755,8 +765,14 @@ playbooks:
             &[],
         );
         let p = plans[0].as_ref().unwrap();
-        assert_eq!((p.kind, p.target.as_str()), (ActionKind::BlockIp, "203.0.113.9"));
-        assert_eq!(pbs[0].steps[0].rollback.as_ref().unwrap().0, ActionKind::UnblockIp);
+        assert_eq!(
+            (p.kind, p.target.as_str()),
+            (ActionKind::BlockIp, "203.0.113.9")
+        );
+        assert_eq!(
+            pbs[0].steps[0].rollback.as_ref().unwrap().0,
+            ActionKind::UnblockIp
+        );
         // a high-risk step always waits for a person to confirm its verification
         assert!(pbs[1].steps[0].verify.confirm);
     }

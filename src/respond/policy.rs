@@ -592,7 +592,11 @@ impl Policy {
             ));
         }
         let loops = &self.spec.loop_detection;
-        let repeats = state.executions(plan.kind, &plan.target, now_ms - loops.window_secs as i64 * 1000);
+        let repeats = state.executions(
+            plan.kind,
+            &plan.target,
+            now_ms - loops.window_secs as i64 * 1000,
+        );
         if repeats >= loops.max_repeats as usize {
             return Verdict::Loop(format!(
                 "loop: {} on {} already ran {repeats} times in {}s, and its trigger keeps coming back",
@@ -646,7 +650,10 @@ impl Policy {
         }
         let mode = self.mode_of(plan.risk);
         if self.spec.dry_run {
-            return Verdict::Go(Mode::Observe, "dry run: the policy simulates every action".into());
+            return Verdict::Go(
+                Mode::Observe,
+                "dry run: the policy simulates every action".into(),
+            );
         }
         let why = format!("{} risk is {} by policy", plan.risk.as_str(), mode.as_str());
         if mode == Mode::Auto
@@ -834,25 +841,60 @@ mod tests {
         let s = PolicyState::default();
         let ctx = BTreeMap::new();
         assert_eq!(
-            p.check(&plan(ActionKind::BlockIp, "10.0.0.5", Risk::Medium), &ctx, &s, "edge", 0, NOW),
+            p.check(
+                &plan(ActionKind::BlockIp, "10.0.0.5", Risk::Medium),
+                &ctx,
+                &s,
+                "edge",
+                0,
+                NOW
+            ),
             Verdict::Skip("10.0.0.5 is protected by protected.cidrs 10.0.0.0/8".into())
         );
         // a block wider than the protected range would cover it too
         assert!(matches!(
-            p.check(&plan(ActionKind::BlockIp, "10.0.0.0/4", Risk::Medium), &ctx, &s, "edge", 0, NOW),
+            p.check(
+                &plan(ActionKind::BlockIp, "10.0.0.0/4", Risk::Medium),
+                &ctx,
+                &s,
+                "edge",
+                0,
+                NOW
+            ),
             Verdict::Skip(_)
         ));
         assert!(matches!(
-            p.check(&plan(ActionKind::LockAccount, "root", Risk::Medium), &ctx, &s, "idp", 0, NOW),
+            p.check(
+                &plan(ActionKind::LockAccount, "root", Risk::Medium),
+                &ctx,
+                &s,
+                "idp",
+                0,
+                NOW
+            ),
             Verdict::Skip(_)
         ));
         p.guarded.add("192.0.2.7".parse().unwrap());
         assert!(matches!(
-            p.check(&plan(ActionKind::BlockIp, "192.0.2.7", Risk::Medium), &ctx, &s, "edge", 0, NOW),
+            p.check(
+                &plan(ActionKind::BlockIp, "192.0.2.7", Risk::Medium),
+                &ctx,
+                &s,
+                "edge",
+                0,
+                NOW
+            ),
             Verdict::Skip(_)
         ));
         assert!(matches!(
-            p.check(&plan(ActionKind::BlockIp, "203.0.113.1", Risk::Medium), &ctx, &s, "edge", 0, NOW),
+            p.check(
+                &plan(ActionKind::BlockIp, "203.0.113.1", Risk::Medium),
+                &ctx,
+                &s,
+                "edge",
+                0,
+                NOW
+            ),
             Verdict::Go(Mode::Auto, _)
         ));
     }
@@ -877,11 +919,28 @@ mod tests {
         );
         let s = PolicyState::default();
         let ctx = BTreeMap::new();
-        let v = p.check(&plan(ActionKind::ClearCache, "cdn", Risk::Low), &ctx, &s, "c", 0, NOW);
-        assert_eq!(v, Verdict::Skip("blackout window freeze is in force".into()));
+        let v = p.check(
+            &plan(ActionKind::ClearCache, "cdn", Risk::Low),
+            &ctx,
+            &s,
+            "c",
+            0,
+            NOW,
+        );
+        assert_eq!(
+            v,
+            Verdict::Skip("blackout window freeze is in force".into())
+        );
         let later = NOW + 2 * 3_600_000;
         assert!(matches!(
-            p.check(&plan(ActionKind::ClearCache, "cdn", Risk::Low), &ctx, &s, "c", 0, later),
+            p.check(
+                &plan(ActionKind::ClearCache, "cdn", Risk::Low),
+                &ctx,
+                &s,
+                "c",
+                0,
+                later
+            ),
             Verdict::Go(Mode::Approve, _)
         ));
     }
@@ -900,12 +959,26 @@ mod tests {
             Verdict::Skip(r) if r.starts_with("rate limit")
         ));
         assert!(matches!(
-            p.check(&plan(ActionKind::BlockIp, "192.0.2.3", Risk::High), &ctx, &s, "e", 0, NOW + 61_000),
+            p.check(
+                &plan(ActionKind::BlockIp, "192.0.2.3", Risk::High),
+                &ctx,
+                &s,
+                "e",
+                0,
+                NOW + 61_000
+            ),
             Verdict::Go(Mode::Approve, _)
         ));
         s.admit(ActionKind::RestartService, "web-1", NOW);
         assert!(matches!(
-            p.check(&plan(ActionKind::RestartService, "web-2", Risk::High), &ctx, &s, "ops", 4, NOW),
+            p.check(
+                &plan(ActionKind::RestartService, "web-2", Risk::High),
+                &ctx,
+                &s,
+                "ops",
+                4,
+                NOW
+            ),
             Verdict::Go(..)
         ));
         s.admit(ActionKind::RestartService, "web-2", NOW);
@@ -926,7 +999,14 @@ mod tests {
             s.executed(ActionKind::BlockIp, "198.51.100.1", NOW);
         }
         assert!(matches!(
-            p.check(&plan(ActionKind::BlockIp, "198.51.100.1", Risk::High), &ctx, &s, "e", 0, NOW + 120_000),
+            p.check(
+                &plan(ActionKind::BlockIp, "198.51.100.1", Risk::High),
+                &ctx,
+                &s,
+                "e",
+                0,
+                NOW + 120_000
+            ),
             Verdict::Loop(_)
         ));
     }

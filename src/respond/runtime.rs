@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::Compiled;
 use super::action::{Action, ActionStatus, CheckPlan};
 use super::audit::{AuditLog, AuditRecord};
 use super::connectors::{Connector, ConnectorError, ConnectorSpec};
@@ -23,7 +24,6 @@ use super::dispatch::{Dispatcher, Effect};
 use super::incident::{Assets, Incident, Incidents};
 use super::journal::Journal;
 use super::policy::{Breaker, Guarded};
-use super::Compiled;
 use crate::finding::Finding;
 use crate::hub::Subscriber;
 
@@ -39,11 +39,32 @@ pub struct TailEvent {
 }
 
 enum Msg {
-    Executed { id: String, ok: bool, output: String },
-    Verified { id: String, ok: bool, detail: String },
-    Approve { id: String, who: String, reply: oneshot::Sender<Result<String, String>> },
-    Reject { id: String, who: String, why: String, reply: oneshot::Sender<Result<String, String>> },
-    Reset { connector: String, who: String, reply: oneshot::Sender<bool> },
+    Executed {
+        id: String,
+        ok: bool,
+        output: String,
+    },
+    Verified {
+        id: String,
+        ok: bool,
+        detail: String,
+    },
+    Approve {
+        id: String,
+        who: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Reject {
+        id: String,
+        who: String,
+        why: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Reset {
+        connector: String,
+        who: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// What the API reads and asks.
@@ -63,7 +84,11 @@ impl View {
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.priority.total_cmp(&a.priority).then(b.opened_ms.cmp(&a.opened_ms)));
+        v.sort_by(|a, b| {
+            b.priority
+                .total_cmp(&a.priority)
+                .then(b.opened_ms.cmp(&a.opened_ms))
+        });
         v
     }
 
@@ -77,7 +102,11 @@ impl View {
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.action_id.cmp(&b.action_id)));
+        v.sort_by(|a, b| {
+            b.created_ms
+                .cmp(&a.created_ms)
+                .then(a.action_id.cmp(&b.action_id))
+        });
         v
     }
 
@@ -91,24 +120,43 @@ impl View {
 
     pub async fn approve(&self, id: &str, who: &str) -> Result<String, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask(Msg::Approve { id: id.into(), who: who.into(), reply }).await?;
+        self.ask(Msg::Approve {
+            id: id.into(),
+            who: who.into(),
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| "response has stopped".to_owned())?
     }
 
     pub async fn reject(&self, id: &str, who: &str, why: &str) -> Result<String, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask(Msg::Reject { id: id.into(), who: who.into(), why: why.into(), reply }).await?;
+        self.ask(Msg::Reject {
+            id: id.into(),
+            who: who.into(),
+            why: why.into(),
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| "response has stopped".to_owned())?
     }
 
     pub async fn reset_breaker(&self, connector: &str, who: &str) -> Result<bool, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask(Msg::Reset { connector: connector.into(), who: who.into(), reply }).await?;
+        self.ask(Msg::Reset {
+            connector: connector.into(),
+            who: who.into(),
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| "response has stopped".to_owned())
     }
 
     async fn ask(&self, m: Msg) -> Result<(), String> {
-        self.commands.send(m).await.map_err(|_| "response has stopped".to_owned())
+        self.commands
+            .send(m)
+            .await
+            .map_err(|_| "response has stopped".to_owned())
     }
 }
 
@@ -154,14 +202,22 @@ pub struct ResponseReport {
 
 /// Starts response: opens the journal and the audit log, restores what
 /// they hold, starts the connector workers; returns the hub tap.
-pub fn start(c: Compiled, store: Option<StoreSend>, repeat: Vec<String>) -> anyhow::Result<(Tap, Running)> {
+pub fn start(
+    c: Compiled,
+    store: Option<StoreSend>,
+    repeat: Vec<String>,
+) -> anyhow::Result<(Tap, Running)> {
     let dir = PathBuf::from(&c.cfg.state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let mut audit = AuditLog::open(&dir.join("audit.log"))?;
     let (mut journal, restored) = Journal::open(&dir.join("journal.jsonl"))
         .map_err(|e| anyhow::anyhow!("action journal in {}: {e}", dir.display()))?;
     if restored.skipped > 0 {
-        tracing::warn!(lines = restored.skipped, "action journal: unreadable lines skipped (a torn write at a crash)");
+        tracing::warn!(
+            lines = restored.skipped,
+            "action journal: unreadable lines skipped (a torn write at a crash)"
+        );
     }
     let mut incidents = Incidents::new(c.cfg.incident_horizon_secs, c.cfg.max_incidents);
     incidents.repeat.extend(repeat);
@@ -169,7 +225,13 @@ pub fn start(c: Compiled, store: Option<StoreSend>, repeat: Vec<String>) -> anyh
         incidents.restore(i);
     }
     let guarded = c.policy.guarded.clone();
-    let mut d = Dispatcher::new(c.playbooks.clone(), c.policy.clone(), Assets::new(&c.cfg.assets), incidents, c.routes.clone());
+    let mut d = Dispatcher::new(
+        c.playbooks.clone(),
+        c.policy.clone(),
+        Assets::new(&c.cfg.assets),
+        incidents,
+        c.routes.clone(),
+    );
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Msg>(1024);
     let (find_tx, mut find_rx) = mpsc::channel::<Arc<Finding>>(65_536);
     let view = Arc::new(View {
@@ -191,7 +253,15 @@ pub fn start(c: Compiled, store: Option<StoreSend>, repeat: Vec<String>) -> anyh
     let v = view.clone();
     let results = cmd_tx.clone();
     let task = tokio::spawn(async move {
-        let mut fx = Apply { journal: &mut journal, audit: &mut audit, store, view: &v, queues: &queues, results: &results, records: 0 };
+        let mut fx = Apply {
+            journal: &mut journal,
+            audit: &mut audit,
+            store,
+            view: &v,
+            queues: &queues,
+            results: &results,
+            records: 0,
+        };
         fx.apply(&mut d).await;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut input_open = true;
@@ -211,7 +281,9 @@ pub fn start(c: Compiled, store: Option<StoreSend>, repeat: Vec<String>) -> anyh
             fx.apply(&mut d).await;
             if let Some(deadline) = drain_deadline {
                 // the input has ended: finish what runs, and verifications due before the deadline
-                let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as i64;
+                let left_ms = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .as_millis() as i64;
                 let horizon = crate::time::now_ms() + left_ms;
                 let busy = d.actions.values().any(|a| {
                     matches!(a.status, ActionStatus::Executing | ActionStatus::Approved)
@@ -230,7 +302,11 @@ pub fn start(c: Compiled, store: Option<StoreSend>, repeat: Vec<String>) -> anyh
         for a in d.actions.values() {
             *actions.entry(a.status.as_str().to_owned()).or_default() += 1;
         }
-        ResponseReport { incidents: d.incidents.by_id.len(), actions, audit_records: fx.records }
+        ResponseReport {
+            incidents: d.incidents.by_id.len(),
+            actions,
+            audit_records: fx.records,
+        }
     });
     Ok((Tap { tx: Some(find_tx) }, Running { view, task }))
 }
@@ -244,11 +320,22 @@ fn handle(d: &mut Dispatcher, m: Msg) {
             let r = d.approve(&id, &who, now).map(|s| s.as_str().to_owned());
             let _ = reply.send(r);
         }
-        Msg::Reject { id, who, why, reply } => {
-            let r = d.reject(&id, &who, &why, now).map(|s| s.as_str().to_owned());
+        Msg::Reject {
+            id,
+            who,
+            why,
+            reply,
+        } => {
+            let r = d
+                .reject(&id, &who, &why, now)
+                .map(|s| s.as_str().to_owned());
             let _ = reply.send(r);
         }
-        Msg::Reset { connector, who, reply } => {
+        Msg::Reset {
+            connector,
+            who,
+            reply,
+        } => {
             let _ = reply.send(d.reset_breaker(&connector, &who));
         }
     }
@@ -288,8 +375,19 @@ impl Apply<'_> {
                             actions.push(id);
                         }
                     }
-                    Effect::Audit { actor, decision, subject, detail } => {
-                        match self.audit.append(crate::time::now_ms(), &actor, &decision, &subject, &detail) {
+                    Effect::Audit {
+                        actor,
+                        decision,
+                        subject,
+                        detail,
+                    } => {
+                        match self.audit.append(
+                            crate::time::now_ms(),
+                            &actor,
+                            &decision,
+                            &subject,
+                            &detail,
+                        ) {
                             Ok(r) => audits.push(r),
                             Err(e) => tracing::error!(error = %e, "audit record not written"),
                         }
@@ -300,8 +398,19 @@ impl Apply<'_> {
                             tokio::spawn(verify(a, self.results.clone()));
                         }
                     }
-                    Effect::Tail { incident_id, phase, text, action_id } => {
-                        let _ = self.view.tail.send(TailEvent { incident_id, at_ms: crate::time::now_ms(), phase, text, action_id });
+                    Effect::Tail {
+                        incident_id,
+                        phase,
+                        text,
+                        action_id,
+                    } => {
+                        let _ = self.view.tail.send(TailEvent {
+                            incident_id,
+                            at_ms: crate::time::now_ms(),
+                            phase,
+                            text,
+                            action_id,
+                        });
                     }
                 }
             }
@@ -338,25 +447,53 @@ impl Apply<'_> {
             self.records += audits.len() as u64;
             if let Some(s) = &self.store {
                 s.send(crate::store::spool::Batch::Incidents(
-                    incidents.iter().filter_map(|id| d.incidents.by_id.get(id)).map(crate::store::rows::IncidentRow::from_incident).collect(),
+                    incidents
+                        .iter()
+                        .filter_map(|id| d.incidents.by_id.get(id))
+                        .map(crate::store::rows::IncidentRow::from_incident)
+                        .collect(),
                 ))
                 .await;
                 s.send(crate::store::spool::Batch::Actions(
-                    actions.iter().filter_map(|id| d.actions.get(id)).map(crate::store::rows::ActionRow::from_action).collect(),
+                    actions
+                        .iter()
+                        .filter_map(|id| d.actions.get(id))
+                        .map(crate::store::rows::ActionRow::from_action)
+                        .collect(),
                 ))
                 .await;
-                s.send(crate::store::spool::Batch::Audit(audits.iter().map(crate::store::rows::AuditRow::from_record).collect())).await;
+                s.send(crate::store::spool::Batch::Audit(
+                    audits
+                        .iter()
+                        .map(crate::store::rows::AuditRow::from_record)
+                        .collect(),
+                ))
+                .await;
             }
             for id in execute {
-                let Some(a) = d.actions.get(&id).cloned() else { continue };
+                let Some(a) = d.actions.get(&id).cloned() else {
+                    continue;
+                };
                 let Some(q) = self.queues.get(&a.connector) else {
-                    d.on_executed(&id, false, format!("no connector named {}", a.connector), crate::time::now_ms());
+                    d.on_executed(
+                        &id,
+                        false,
+                        format!("no connector named {}", a.connector),
+                        crate::time::now_ms(),
+                    );
                     continue;
                 };
                 match q.try_send(a) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(a)) => d.overflow(&a.action_id, crate::time::now_ms()),
-                    Err(mpsc::error::TrySendError::Closed(a)) => d.on_executed(&a.action_id, false, "connector worker stopped".into(), crate::time::now_ms()),
+                    Err(mpsc::error::TrySendError::Full(a)) => {
+                        d.overflow(&a.action_id, crate::time::now_ms())
+                    }
+                    Err(mpsc::error::TrySendError::Closed(a)) => d.on_executed(
+                        &a.action_id,
+                        false,
+                        "connector worker stopped".into(),
+                        crate::time::now_ms(),
+                    ),
                 }
             }
         }
@@ -387,7 +524,10 @@ async fn worker(spec: ConnectorSpec, mut rx: mpsc::Receiver<Action>, results: mp
                     break;
                 }
                 Err(e) => {
-                    let retry = matches!(e, ConnectorError::External { retry: true, .. } | ConnectorError::Timeout(_));
+                    let retry = matches!(
+                        e,
+                        ConnectorError::External { retry: true, .. } | ConnectorError::Timeout(_)
+                    );
                     outcome = Err(e.to_string());
                     if !retry {
                         break;
@@ -401,7 +541,15 @@ async fn worker(spec: ConnectorSpec, mut rx: mpsc::Receiver<Action>, results: mp
             Err(e) => (false, e),
         };
         metrics::counter!(crate::metrics::RESPOND_EXECUTIONS, "connector" => spec.name().to_owned(), "outcome" => if ok { "ok" } else { "failed" }).increment(1);
-        if results.send(Msg::Executed { id: a.action_id.clone(), ok, output }).await.is_err() {
+        if results
+            .send(Msg::Executed {
+                id: a.action_id.clone(),
+                ok,
+                output,
+            })
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -409,11 +557,15 @@ async fn worker(spec: ConnectorSpec, mut rx: mpsc::Receiver<Action>, results: mp
 
 /// Runs an external verification.
 async fn verify(a: Action, results: mpsc::Sender<Msg>) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build();
     let (ok, detail) = match (a.check.as_ref(), client) {
         (_, Err(e)) => (false, e.to_string()),
         (Some(CheckPlan::Http { url }), Ok(c)) => match c.get(url).send().await {
-            Ok(r) if r.status().is_success() => (true, format!("{url} answered {}", r.status().as_u16())),
+            Ok(r) if r.status().is_success() => {
+                (true, format!("{url} answered {}", r.status().as_u16()))
+            }
             Ok(r) => (false, format!("{url} answered {}", r.status().as_u16())),
             Err(e) => (false, format!("{url}: {}", e.without_url())),
         },
@@ -433,7 +585,13 @@ async fn verify(a: Action, results: mpsc::Sender<Msg>) {
         }
         (_, Ok(_)) => (true, "no external check".into()),
     };
-    let _ = results.send(Msg::Verified { id: a.action_id, ok, detail }).await;
+    let _ = results
+        .send(Msg::Verified {
+            id: a.action_id,
+            ok,
+            detail,
+        })
+        .await;
 }
 
 /// The first sample's value of a Prometheus instant-query answer.

@@ -112,17 +112,16 @@ impl Template {
                 continue;
             }
             if b == b'}' {
-                return Err(format!("unmatched `}}` in template {text:?} (write `}}}}`)"));
+                return Err(format!(
+                    "unmatched `}}` in template {text:?} (write `}}}}`)"
+                ));
             }
             let Some(end) = after.find('}') else {
                 return Err(format!("unclosed `{{` in template {text:?}"));
             };
             let var = Var::parse(after[..end].trim())?;
             if !allowed(&var) {
-                return Err(format!(
-                    "`{{{}}}` cannot be used here",
-                    after[..end].trim()
-                ));
+                return Err(format!("`{{{}}}` cannot be used here", after[..end].trim()));
             }
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -176,7 +175,9 @@ impl Template {
 
     /// Whether the template uses `var`.
     pub fn uses(&self, var: &Var) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Var(v) if v == var))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(v) if v == var))
     }
 }
 

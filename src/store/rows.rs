@@ -381,7 +381,10 @@ impl IncidentRow {
             repeat_offender: i.repeat_offender as u8,
             mitigated_ms: i.mitigated_ms.unwrap_or(0),
             resolved_ms: i.resolved_ms.unwrap_or(0),
-            timeline: bounded(&serde_json::to_string(&i.timeline).unwrap_or_default(), &mut cut),
+            timeline: bounded(
+                &serde_json::to_string(&i.timeline).unwrap_or_default(),
+                &mut cut,
+            ),
         }
     }
 }

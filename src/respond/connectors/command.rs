@@ -62,7 +62,10 @@ pub struct Program {
 impl ProgramSpec {
     pub fn compile(&self) -> Result<Program, String> {
         if !self.program.starts_with('/') {
-            return Err(format!("program {:?} must be an absolute path", self.program));
+            return Err(format!(
+                "program {:?} must be an absolute path",
+                self.program
+            ));
         }
         let pattern = regex::Regex::new(&format!("^(?:{})$", self.arg_pattern))
             .map_err(|e| format!("arg_pattern: {e}"))?;
@@ -85,7 +88,13 @@ impl CommandSpec {
     pub fn compile(&self) -> Result<BTreeMap<String, Program>, String> {
         self.commands
             .iter()
-            .map(|(k, p)| Ok((k.clone(), p.compile().map_err(|e| format!("connector {}: {k}: {e}", self.name))?)))
+            .map(|(k, p)| {
+                Ok((
+                    k.clone(),
+                    p.compile()
+                        .map_err(|e| format!("connector {}: {k}: {e}", self.name))?,
+                ))
+            })
             .collect()
     }
 }

@@ -89,9 +89,9 @@ impl Body {
     fn render(&self, v: &ActionValues) -> Result<serde_json::Value, String> {
         Ok(match self {
             Body::Str(t) => serde_json::Value::String(t.render(v)?),
-            Body::Array(a) => serde_json::Value::Array(
-                a.iter().map(|b| b.render(v)).collect::<Result<_, _>>()?,
-            ),
+            Body::Array(a) => {
+                serde_json::Value::Array(a.iter().map(|b| b.render(v)).collect::<Result<_, _>>()?)
+            }
             Body::Object(o) => serde_json::Value::Object(
                 o.iter()
                     .map(|(k, b)| Ok((k.clone(), b.render(v)?)))
@@ -149,8 +149,7 @@ impl Http {
     }
 
     pub async fn execute(&self, a: &Action) -> Result<String, ConnectorError> {
-        let Some((method, path, body, expect)) = self.compiled.requests.get(a.kind.as_str())
-        else {
+        let Some((method, path, body, expect)) = self.compiled.requests.get(a.kind.as_str()) else {
             return Err(ConnectorError::Refused(format!(
                 "connector {} has no request for {}",
                 self.name,
@@ -172,7 +171,9 @@ impl Http {
         for (k, t) in &self.compiled.headers {
             let v = t.render(&values).map_err(ConnectorError::Refused)?;
             if v.contains(['\r', '\n']) {
-                return Err(ConnectorError::Refused(format!("header {k} would hold a line break")));
+                return Err(ConnectorError::Refused(format!(
+                    "header {k} would hold a line break"
+                )));
             }
             req = req.header(k, v);
         }
@@ -196,7 +197,11 @@ impl Http {
             Some(list) => list.contains(&status.as_u16()),
             None => status.is_success(),
         };
-        let answer = format!("{method} {path} → {}: {}", status.as_u16(), capped(&text, 512));
+        let answer = format!(
+            "{method} {path} → {}: {}",
+            status.as_u16(),
+            capped(&text, 512)
+        );
         if ok {
             Ok(answer)
         } else {

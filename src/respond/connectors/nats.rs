@@ -53,8 +53,7 @@ struct Reply {
 
 fn token(v: &str) -> String {
     if !v.is_empty()
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         v.to_owned()
@@ -119,12 +118,11 @@ impl Nats {
                     retry: true,
                 },
             })?;
-        let reply: Reply = serde_json::from_slice(&msg.payload).map_err(|e| {
-            ConnectorError::External {
+        let reply: Reply =
+            serde_json::from_slice(&msg.payload).map_err(|e| ConnectorError::External {
                 message: format!("{subject}: the agent's answer is not {{ok, output}}: {e}"),
                 retry: false,
-            }
-        })?;
+            })?;
         if reply.ok {
             Ok(format!("{subject}: {}", reply.output))
         } else {

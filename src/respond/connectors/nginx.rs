@@ -37,7 +37,10 @@ impl NginxSpec {
         if let Some(r) = &self.reload {
             let p = r.compile()?;
             if !p.args.iter().all(|a| a.is_literal()) {
-                return Err(format!("connector {}: reload arguments take no templates", self.name));
+                return Err(format!(
+                    "connector {}: reload arguments take no templates",
+                    self.name
+                ));
             }
         }
         if self.deny_file.is_empty() {
@@ -92,7 +95,14 @@ impl Nginx {
             }
         };
         if !changed {
-            return Ok(format!("{addr} was already {}", if a.kind == ActionKind::BlockIp { "denied" } else { "absent" }));
+            return Ok(format!(
+                "{addr} was already {}",
+                if a.kind == ActionKind::BlockIp {
+                    "denied"
+                } else {
+                    "absent"
+                }
+            ));
         }
         if let Err(e) = self.write() {
             // keep memory in step with the file that is still in place
@@ -114,7 +124,11 @@ impl Nginx {
         };
         Ok(format!(
             "{} {addr} in {} ({} denied); {reloaded}",
-            if a.kind == ActionKind::BlockIp { "denied" } else { "removed" },
+            if a.kind == ActionKind::BlockIp {
+                "denied"
+            } else {
+                "removed"
+            },
             self.path.display(),
             self.denied.len()
         ))
@@ -131,10 +145,16 @@ impl Nginx {
         std::fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(
             ".{}.tmp",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("deny")
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("deny")
         ));
         let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "# managed by threatpilot: every line is replaced on change")?;
+        writeln!(
+            f,
+            "# managed by threatpilot: every line is replaced on change"
+        )?;
         for a in &self.denied {
             writeln!(f, "deny {a};")?;
         }

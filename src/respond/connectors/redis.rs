@@ -92,11 +92,16 @@ async fn send(conn: &mut Conn, args: &[&[u8]]) -> std::io::Result<Reply> {
     read(conn).await
 }
 
-fn read(conn: &mut Conn) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Reply>> + Send + '_>> {
+fn read(
+    conn: &mut Conn,
+) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Reply>> + Send + '_>> {
     Box::pin(async move {
         let mut line = String::new();
         if conn.read_line(&mut line).await? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad RESP reply");
@@ -155,7 +160,13 @@ impl Redis {
             )));
         };
         let pattern = t
-            .render_with(&ActionValues { action: a, secret: None }, glob_escape)
+            .render_with(
+                &ActionValues {
+                    action: a,
+                    secret: None,
+                },
+                glob_escape,
+            )
             .map_err(ConnectorError::Refused)?;
         match tokio::time::timeout(self.timeout, self.delete_matching(&pattern)).await {
             Ok(r) => r,
@@ -173,19 +184,37 @@ impl Redis {
             other => Ok(other),
         };
         if let Some(s) = &self.secret {
-            check(send(&mut conn, &[b"AUTH", s.expose().as_bytes()]).await.map_err(external)?)?;
+            check(
+                send(&mut conn, &[b"AUTH", s.expose().as_bytes()])
+                    .await
+                    .map_err(external)?,
+            )?;
         }
         if self.database != 0 {
             let db = self.database.to_string();
-            check(send(&mut conn, &[b"SELECT", db.as_bytes()]).await.map_err(external)?)?;
+            check(
+                send(&mut conn, &[b"SELECT", db.as_bytes()])
+                    .await
+                    .map_err(external)?,
+            )?;
         }
         let mut cursor = b"0".to_vec();
         let mut deleted = 0i64;
         loop {
             let r = check(
-                send(&mut conn, &[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"])
-                    .await
-                    .map_err(external)?,
+                send(
+                    &mut conn,
+                    &[
+                        b"SCAN",
+                        &cursor,
+                        b"MATCH",
+                        pattern.as_bytes(),
+                        b"COUNT",
+                        b"1000",
+                    ],
+                )
+                .await
+                .map_err(external)?,
             )?;
             let Reply::Array(mut parts) = r else {
                 return Err(external("SCAN answered something else than an array"));
