@@ -23,6 +23,24 @@ pub fn all() -> Vec<(&'static str, Value)> {
             "pipeline.schema.json",
             to(schemars::schema_for!(PipelineSpec)),
         ),
+        (
+            "playbook.schema.json",
+            to(schemars::schema_for!(
+                crate::respond::playbook::PlaybookFile
+            )),
+        ),
+        (
+            "policy.schema.json",
+            to(schemars::schema_for!(crate::respond::policy::PolicySpec)),
+        ),
+        (
+            "incident.schema.json",
+            to(schemars::schema_for!(crate::respond::incident::Incident)),
+        ),
+        (
+            "action.schema.json",
+            to(schemars::schema_for!(crate::respond::action::Action)),
+        ),
     ]
 }
 

@@ -268,9 +268,12 @@ http {{
 /// A small identity provider: `POST /api/users/{user}/lock|unlock` with a
 /// bearer token, a JSON body and an `Idempotency-Key`; anything else is
 /// refused. Every request is recorded.
+/// (method, path, idempotency key, status answered) of one request.
+type Seen = Vec<(String, String, String, String)>;
+
 struct Idp {
     port: u16,
-    seen: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 fn idp(token: &'static str) -> Idp {
@@ -287,7 +290,7 @@ fn idp(token: &'static str) -> Idp {
     Idp { port, seen }
 }
 
-fn serve_idp(s: TcpStream, token: &str, rec: &Mutex<Vec<(String, String, String, String)>>) {
+fn serve_idp(s: TcpStream, token: &str, rec: &Mutex<Seen>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -594,8 +597,9 @@ respond:
     let last = journal
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["t"] == "action")
-        .last()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rfind(|v| v["t"] == "action")
         .expect("an action in the journal");
     // high risk: verified by its health URL, then a person confirms
     assert_eq!(
@@ -621,4 +625,258 @@ impl Drop for KillPid {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.0.to_string()).status();
     }
+}
+
+/// sshd lines dated now, over UDP syslog, as an attacker at `ip` guessing.
+fn guess(svc: &Service, ip: &str, n: usize) {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{now}"), "+%b %e %H:%M:%S"])
+        .output()
+        .unwrap();
+    let stamp = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    for i in 0..n {
+        let line = format!(
+            "<38>{stamp} web-1 sshd[{}]: Failed password for root from {ip} port {} ssh2",
+            100 + i,
+            40000 + i
+        );
+        udp.send_to(line.as_bytes(), svc.syslog_udp.unwrap())
+            .unwrap();
+    }
+}
+
+#[test]
+fn approvals_go_through_the_api_and_the_cli_with_roles_and_expiry_of_nothing_late() {
+    let dir = temp_dir("approvals");
+    let deny = dir.join("deny.conf");
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    std::fs::write(
+        playbooks.join("p.yaml"),
+        "version: 1
+playbooks:
+  - id: block-ssh
+    title: Block SSH brute force
+    match: {detector: [identity.ssh_brute_force]}
+    steps:
+      - action: block_ip
+        risk: high
+        ttl_secs: 600
+        verify: {finding_quiet: true, after_secs: 1}
+",
+    )
+    .unwrap();
+    let hash = |t: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+            .args(["token", "hash"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(t.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pipeline = format!(
+        "version: 1
+name: approvals
+sources:
+  - type: syslog
+    id: sshd
+    udp: 127.0.0.1:0
+sinks:
+  - type: file
+    path: {{dir}}/findings.jsonl
+api:
+  listen: 127.0.0.1:0
+  auth:
+    public_metrics: true
+    tokens:
+      - {{name: oncall, role: responder, sha256: {r}}}
+      - {{name: dashboard, role: viewer, sha256: {v}}}
+respond:
+  playbooks: [{playbooks}]
+  state_dir: {{dir}}/respond
+  policy:
+    modes: {{high: approve}}
+  connectors:
+    - {{type: nginx, name: edge, deny_file: {deny}}}
+  routes:
+    identity: {{block_ip: edge}}
+",
+        r = hash("responder-token"),
+        v = hash("viewer-token"),
+        playbooks = playbooks.display(),
+        deny = deny.display(),
+    );
+    let svc = Service::start("approvals", &pipeline, Stdio::null());
+    let api = format!("http://{}", svc.api);
+    let auth = |t: &str| format!("Bearer {t}");
+    guess(&svc, "203.0.113.50", 8);
+    guess(&svc, "203.0.113.51", 8);
+    let pending = |svc: &Service| -> Vec<serde_json::Value> {
+        let r = support::http(
+            svc.api,
+            "GET",
+            "/api/v1/actions?status=pending_approval",
+            &[("Authorization", &auth("viewer-token"))],
+            b"",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["actions"].as_array().unwrap().clone()
+    };
+    svc.wait_for("two pending blocks", 15, |s| pending(s).len() == 2);
+    let list = pending(&svc);
+    let id_of = |ip: &str| {
+        list.iter().find(|a| a["target"] == ip).unwrap()["action_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (a, b) = (id_of("203.0.113.50"), id_of("203.0.113.51"));
+    // a viewer may look but not approve; no token is refused outright
+    let r = svc.post(
+        &format!("/api/v1/actions/{a}/approve"),
+        &[("Authorization", &auth("viewer-token"))],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+    let r = svc.post(&format!("/api/v1/actions/{a}/approve"), &[], b"");
+    assert_eq!(r.status, 401);
+    assert!(
+        !deny.exists()
+            || !std::fs::read_to_string(&deny)
+                .unwrap()
+                .contains("203.0.113.50")
+    );
+    // the CLI approves one and rejects the other, with the responder's token
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+            .args(args)
+            .args(["--api", &api])
+            .env("THREATPILOT_TOKEN", "responder-token")
+            .output()
+            .unwrap()
+    };
+    let listed = cli(&["actions", "list", "--status", "pending_approval"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2);
+    let ok = cli(&["actions", "approve", &a]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let no = cli(&[
+        "actions",
+        "reject",
+        &b,
+        "--reason",
+        "a known scanner of ours",
+    ]);
+    assert!(
+        no.status.success(),
+        "{}",
+        String::from_utf8_lossy(&no.stderr)
+    );
+    // approving twice is a conflict, not a second run
+    let again = cli(&["actions", "approve", &a]);
+    assert!(!again.status.success());
+    wait_until("the approved block", 10, || {
+        std::fs::read_to_string(&deny).is_ok_and(|t| t.contains("deny 203.0.113.50;"))
+    });
+    assert!(
+        !std::fs::read_to_string(&deny)
+            .unwrap()
+            .contains("203.0.113.51")
+    );
+    let got = svc.get_json(&format!(
+        "/api/v1/incidents/{}",
+        list[0]["incident_id"].as_str().unwrap()
+    ));
+    let _ = got;
+    let action = |id: &str| {
+        let r = support::http(
+            svc.api,
+            "GET",
+            "/api/v1/actions",
+            &[("Authorization", &auth("viewer-token"))],
+            b"",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["action_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(action(&a)["approved_by"], "oncall");
+    assert_eq!(action(&b)["status"], "rejected");
+    assert!(
+        action(&b)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a known scanner of ours")
+    );
+    // the approver's own address is protected from then on
+    guess(&svc, "127.0.0.1", 8);
+    svc.wait_for("the self-lockout refusal", 15, |s| {
+        let r = support::http(
+            s.api,
+            "GET",
+            "/api/v1/actions",
+            &[("Authorization", &auth("viewer-token"))],
+            b"",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["actions"].as_array().unwrap().iter().any(|x| {
+            x["target"] == "127.0.0.1"
+                && x["status"] == "skipped_by_policy"
+                && x["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("API clients, approvers")
+        })
+    });
+    // the job tail streams the incident's phases
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args([
+            "incidents",
+            "tail",
+            list[0]["incident_id"].as_str().unwrap(),
+            "--api",
+            &api,
+        ])
+        .env("THREATPILOT_TOKEN", "viewer-token")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = tail.kill();
+    let out = tail.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for phase in ["detection", "proposal", "gate", "execution"] {
+        assert!(text.contains(phase), "no {phase} in the tail:\n{text}");
+    }
+    let audit = svc.dir.join("respond/audit.log");
+    svc.stop();
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        log.contains("\"actor\":\"oncall\",\"decision\":\"approved\""),
+        "{log}"
+    );
+    assert!(log.contains("\"decision\":\"rejected\""));
 }

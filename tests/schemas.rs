@@ -39,6 +39,7 @@ fn shipped_detectors_and_pipelines_validate() {
     for (dir, schema) in [
         ("detectors", "detector.schema.json"),
         ("pipelines", "pipeline.schema.json"),
+        ("playbooks", "playbook.schema.json"),
     ] {
         let v = validator(schema);
         for f in threatpilot::detect::detector_files(Path::new(dir)).unwrap() {
@@ -107,4 +108,40 @@ fn the_openapi_description_lists_every_route_the_api_serves() {
         let pointer = format!("/{}", r.split('"').next().unwrap());
         assert!(doc.pointer(&pointer).is_some(), "dangling $ref {pointer}");
     }
+}
+
+#[test]
+fn emitted_incidents_and_actions_validate() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_threatpilot"))
+        .args([
+            "replay",
+            "--respond",
+            "--reference-time",
+            "2026-06-01T00:00:00Z",
+            "fixtures/detectors/synthetic-success-after-failures/input.log",
+            "fixtures/detectors/crowdsec-nginx-http-sqli-probing/input.log",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (incident, action) = (
+        validator("incident.schema.json"),
+        validator("action.schema.json"),
+    );
+    let mut seen = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        match v["type"].as_str() {
+            Some("incident") => {
+                assert_valid(&incident, &v, "incident");
+                seen.0 += 1;
+            }
+            Some("action") => {
+                assert_valid(&action, &v, "action");
+                seen.1 += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(seen.0 > 0 && seen.1 > 0, "{seen:?}");
 }

@@ -30,16 +30,13 @@ use super::ApiState;
 use super::auth::Need;
 use crate::respond::action::Action;
 use crate::respond::incident::Incident;
-use crate::respond::runtime::View;
 
-fn view(s: &ApiState) -> Result<&Arc<View>, Response> {
-    s.respond.as_ref().ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            "this pipeline does not respond (no respond section)\n",
-        )
-            .into_response()
-    })
+fn not_responding() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "this pipeline does not respond (no respond section)\n",
+    )
+        .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,9 +61,8 @@ pub(super) async fn incidents(
     if let Err(e) = s.auth.check(&headers, Need::Read) {
         return e.into_response();
     }
-    let v = match view(&s) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = s.respond.as_ref() else {
+        return not_responding();
     };
     let mut list: Vec<Incident> = v
         .incidents()
@@ -96,9 +92,8 @@ pub(super) async fn incident(
     if let Err(e) = s.auth.check(&headers, Need::Read) {
         return e.into_response();
     }
-    let v = match view(&s) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = s.respond.as_ref() else {
+        return not_responding();
     };
     match v.incident(&id) {
         Some(incident) => {
@@ -123,9 +118,8 @@ pub(super) async fn tail(
     if let Err(e) = s.auth.check(&headers, Need::Read) {
         return e.into_response();
     }
-    let v = match view(&s) {
-        Ok(v) => v.clone(),
-        Err(r) => return r,
+    let Some(v) = s.respond.clone() else {
+        return not_responding();
     };
     let rx = v.tail.subscribe();
     let Some(inc) = v.incident(&id) else {
@@ -193,9 +187,8 @@ pub(super) async fn actions(
     if let Err(e) = s.auth.check(&headers, Need::Read) {
         return e.into_response();
     }
-    let v = match view(&s) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = s.respond.as_ref() else {
+        return not_responding();
     };
     let mut list: Vec<Action> = v
         .actions()
@@ -233,9 +226,8 @@ pub(super) async fn approve(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let v = match view(&s) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = s.respond.as_ref() else {
+        return not_responding();
     };
     v.guarded.add(peer.ip());
     answer(v.approve(&id, &actor(caller.name, peer)).await, &id)
@@ -252,9 +244,8 @@ pub(super) async fn reject(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let v = match view(&s) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = s.respond.as_ref() else {
+        return not_responding();
     };
     let d: Decision = if body.is_empty() {
         Decision::default()
@@ -287,9 +278,9 @@ pub(super) async fn breakers(State(s): State<Arc<ApiState>>, headers: HeaderMap)
     if let Err(e) = s.auth.check(&headers, Need::Read) {
         return e.into_response();
     }
-    match view(&s) {
-        Ok(v) => axum::Json(v.breakers()).into_response(),
-        Err(r) => r,
+    match s.respond.as_ref() {
+        Some(v) => axum::Json(v.breakers()).into_response(),
+        None => not_responding(),
     }
 }
 
@@ -302,9 +293,8 @@ pub(super) async fn reset_breaker(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let v = match view(&s) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = s.respond.as_ref() else {
+        return not_responding();
     };
     let who = caller.name.unwrap_or_else(|| "anonymous".into());
     match v.reset_breaker(&connector, &who).await {

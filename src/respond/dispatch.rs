@@ -1202,3 +1202,229 @@ fn cap(s: &str) -> String {
     }
     format!("{}… ({} bytes in all)", &s[..end], s.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::OffenderType;
+    use crate::respond::config::AssetsSpec;
+    use crate::respond::playbook::load_str;
+    use crate::respond::policy::PolicySpec;
+
+    fn finding(id: &str, offender: &str) -> Finding {
+        let mut f: Finding =
+            serde_json::from_str(include_str!("../../tests/data/finding.json")).unwrap();
+        f.finding_id = id.into();
+        f.status = Status::Open;
+        f.domain = Domain::Infrastructure;
+        f.classification = "crash_loop".into();
+        f.offender.kind = OffenderType::Service;
+        f.offender.value = offender.into();
+        f.context = [("service".to_owned(), "web".to_owned())].into();
+        f
+    }
+
+    fn dispatcher(playbook: &str, policy: &str, assets: &str) -> Dispatcher {
+        let pbs = load_str(playbook, "p.yaml").unwrap();
+        let spec: PolicySpec = serde_saphyr::from_str(policy).unwrap();
+        let assets: AssetsSpec = serde_saphyr::from_str(assets).unwrap();
+        let mut routes = Routes::new();
+        for k in ActionKind::ALL {
+            for d in k.responders() {
+                routes.insert((*d, *k), "c".to_owned());
+            }
+        }
+        Dispatcher::new(
+            pbs,
+            Policy::compile(spec).unwrap(),
+            Assets::new(&assets),
+            Incidents::new(3600, 1000),
+            routes,
+        )
+    }
+
+    fn statuses(d: &Dispatcher) -> Vec<(String, &'static str)> {
+        d.order
+            .iter()
+            .map(|id| {
+                let a = &d.actions[id];
+                (
+                    format!("{}:{}", a.kind.as_str(), a.target),
+                    a.status.as_str(),
+                )
+            })
+            .collect()
+    }
+
+    const STAGED: &str = "version: 1
+playbooks:
+  - id: rolling-restart
+    title: Restart every instance, canary first
+    match: {}
+    steps:
+      - action: restart_service
+        fan_out: service_instances
+        stage: {canary: 1, batch_size: 2}
+        risk: low
+        verify: {http_url: 'http://{context.service}/healthz', after_secs: 1}
+";
+    const FLEET: &str = "services: [{name: web, instances: [w1, w2, w3, w4, w5]}]";
+
+    #[test]
+    fn a_fan_out_runs_the_canary_first_then_batches_and_halts_on_a_failed_verification() {
+        let mut d = dispatcher(STAGED, "modes: {low: auto}", FLEET);
+        let t = 1_000_000;
+        d.on_finding(&finding("f-1", "web"), t);
+        let execs: Vec<String> = d
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Execute(id) => Some(d.actions[&id].target.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(execs, ["w1"], "only the canary runs first");
+        let id = |d: &Dispatcher, t: &str| {
+            d.order
+                .iter()
+                .find(|i| d.actions[*i].target == t)
+                .unwrap()
+                .clone()
+        };
+        let w1 = id(&d, "w1");
+        d.on_executed(&w1, true, "ok".into(), t + 10);
+        d.tick(t + 2_000);
+        assert!(d.take_effects().contains(&Effect::Verify(w1.clone())));
+        d.on_verified(&w1, true, "200".into(), t + 2_100);
+        let next: Vec<String> = d
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Execute(id) => Some(d.actions[&id].target.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, ["w2", "w3"], "then the first batch");
+        let (w2, w3) = (id(&d, "w2"), id(&d, "w3"));
+        d.on_executed(&w2, true, "ok".into(), t + 2_200);
+        d.on_executed(&w3, true, "ok".into(), t + 2_200);
+        d.on_verified(&w2, false, "503".into(), t + 4_000);
+        let s = statuses(&d);
+        assert!(
+            s.contains(&("restart_service:w2".into(), "rolled_back")),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&("restart_service:w4".into(), "skipped_by_policy")),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&("restart_service:w5".into(), "skipped_by_policy")),
+            "{s:?}"
+        );
+        let inc = d.incidents.by_id.values().next().unwrap();
+        assert_eq!(inc.status, IncidentStatus::Escalated);
+    }
+
+    const BLOCK: &str = "version: 1
+playbooks:
+  - id: block
+    title: Block
+    match: {}
+    steps:
+      - action: block_ip
+        risk: high
+        ttl_secs: 60
+";
+
+    fn ip_finding(id: &str, ip: &str) -> Finding {
+        let mut f = finding(id, ip);
+        f.domain = Domain::Http;
+        f.offender.kind = OffenderType::Ip;
+        f.context.clear();
+        f
+    }
+
+    #[test]
+    fn an_expired_approval_never_runs_and_a_ttl_is_undone() {
+        let mut d = dispatcher(
+            BLOCK,
+            "modes: {high: approve}\napproval_expiry_secs: 60",
+            "{}",
+        );
+        let t = 1_000_000;
+        d.on_finding(&ip_finding("f-1", "203.0.113.1"), t);
+        let a = d.order[0].clone();
+        assert_eq!(d.actions[&a].status, ActionStatus::PendingApproval);
+        d.tick(t + 61_000);
+        assert_eq!(d.actions[&a].status, ActionStatus::Expired);
+        assert!(d.approve(&a, "alice", t + 62_000).is_err());
+        assert!(
+            !d.take_effects()
+                .iter()
+                .any(|e| matches!(e, Effect::Execute(_)))
+        );
+
+        d.on_finding(&ip_finding("f-2", "203.0.113.2"), t);
+        let b = d.order[1].clone();
+        assert_eq!(
+            d.approve(&b, "alice", t + 1_000),
+            Ok(ActionStatus::Executing)
+        );
+        assert_eq!(d.actions[&b].approved_by.as_deref(), Some("alice"));
+        d.on_executed(&b, true, "denied".into(), t + 1_100);
+        d.tick(t + 1_100 + 61_000);
+        let undo = d.actions[&b].rollback_action_id.clone().expect("an undo");
+        assert_eq!(d.actions[&undo].kind, ActionKind::UnblockIp);
+        assert_eq!(d.actions[&undo].status, ActionStatus::Executing);
+        d.on_executed(&undo, true, "removed".into(), t + 63_000);
+        assert_eq!(d.actions[&b].status, ActionStatus::Undone);
+    }
+
+    #[test]
+    fn an_action_feeding_its_own_trigger_is_stopped_and_escalated() {
+        let mut d = dispatcher(
+            BLOCK,
+            "modes: {high: auto}\nloop_detection: {max_repeats: 2, window_secs: 3600}\nper_target: {max: 10, per_secs: 60}",
+            "{}",
+        );
+        let t = 1_000_000;
+        // two incidents hours apart (past the horizon), each blocking, then a third
+        for n in 1..=2i64 {
+            let mut f = ip_finding(&format!("f-{n}"), "198.51.100.9");
+            f.first_seen += n * 10_000_000;
+            f.last_seen += n * 10_000_000;
+            d.on_finding(&f, t);
+            let id = d.order.last().unwrap().clone();
+            assert_eq!(d.actions[&id].status, ActionStatus::Executing);
+            d.on_executed(&id, true, "ok".into(), t + 1000 * n);
+        }
+        let mut f = ip_finding("f-3", "198.51.100.9");
+        f.first_seen += 30_000_000;
+        f.last_seen += 30_000_000;
+        d.on_finding(&f, t + 3_000);
+        let last = &d.actions[d.order.last().unwrap()];
+        assert_eq!(last.status, ActionStatus::SkippedByPolicy);
+        assert!(last.reason.contains("loop"), "{}", last.reason);
+        assert_eq!(
+            d.incidents.by_id[&last.incident_id].status,
+            IncidentStatus::Escalated
+        );
+    }
+
+    #[test]
+    fn a_restart_resumes_what_was_executing_with_the_same_id() {
+        let mut d = dispatcher(BLOCK, "modes: {high: auto}", "{}");
+        d.on_finding(&ip_finding("f-1", "203.0.113.7"), 1_000);
+        let saved: Vec<Action> = d.actions.values().cloned().collect();
+        assert_eq!(saved[0].status, ActionStatus::Executing);
+        let mut again = dispatcher(BLOCK, "modes: {high: auto}", "{}");
+        again.restore(saved.clone(), 2_000);
+        let fx = again.take_effects();
+        assert!(fx.contains(&Effect::Execute(saved[0].action_id.clone())));
+        // the same finding replayed after the restart plans nothing new
+        again.on_finding(&ip_finding("f-1", "203.0.113.7"), 3_000);
+        assert_eq!(again.actions.len(), 1);
+        assert_eq!(again.actions[&saved[0].action_id].attempts, 2);
+    }
+}

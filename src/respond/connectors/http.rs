@@ -58,7 +58,15 @@ fn post() -> String {
 
 pub struct Compiled {
     pub headers: BTreeMap<String, Template>,
-    pub requests: BTreeMap<String, (reqwest::Method, Template, Option<Body>, Option<Vec<u16>>)>,
+    pub requests: BTreeMap<String, Request>,
+}
+
+/// One action kind's request, compiled.
+pub struct Request {
+    pub method: reqwest::Method,
+    pub path: Template,
+    pub body: Option<Body>,
+    pub expect: Option<Vec<u16>>,
 }
 
 /// A body template: the JSON shape with templated strings.
@@ -112,7 +120,15 @@ impl HttpSpec {
                 .map_err(|_| format!("connector {}: method {:?}", self.name, r.method))?;
             let path = Template::compile(&r.path, connector_var(false))?;
             let body = r.body.as_ref().map(Body::compile).transpose()?;
-            requests.insert(kind.clone(), (method, path, body, r.expect_status.clone()));
+            requests.insert(
+                kind.clone(),
+                Request {
+                    method,
+                    path,
+                    body,
+                    expect: r.expect_status.clone(),
+                },
+            );
         }
         Ok(Compiled {
             headers: templates(&self.headers, true)?,
@@ -149,7 +165,13 @@ impl Http {
     }
 
     pub async fn execute(&self, a: &Action) -> Result<String, ConnectorError> {
-        let Some((method, path, body, expect)) = self.compiled.requests.get(a.kind.as_str()) else {
+        let Some(Request {
+            method,
+            path,
+            body,
+            expect,
+        }) = self.compiled.requests.get(a.kind.as_str())
+        else {
             return Err(ConnectorError::Refused(format!(
                 "connector {} has no request for {}",
                 self.name,
