@@ -277,22 +277,27 @@ impl Dispatcher {
 
     /// An action of the same kind on the same target already in force or
     /// under way.
+    /// An action under way on the target, or a containment of it still in
+    /// force (a finished restart does not stop the next one; the policy's
+    /// limits and loop detection do).
     fn live_on(&self, kind: ActionKind, target: &str) -> Option<&Action> {
         self.actions.values().find(|a| {
+            let under_way = matches!(
+                a.status,
+                ActionStatus::PendingApproval | ActionStatus::Approved | ActionStatus::Executing
+            );
+            let in_force = kind.is_containment()
+                && matches!(
+                    a.status,
+                    ActionStatus::Succeeded
+                        | ActionStatus::AwaitingConfirmation
+                        | ActionStatus::Verified
+                );
             a.kind == kind
                 && a.target == target
                 && a.undoes.is_none()
                 && a.rollback_action_id.is_none()
-                && matches!(
-                    a.status,
-                    ActionStatus::PendingApproval
-                        | ActionStatus::Approved
-                        | ActionStatus::Executing
-                        | ActionStatus::Succeeded
-                        | ActionStatus::AwaitingConfirmation
-                        | ActionStatus::Verified
-                )
-                && (a.status != ActionStatus::Verified || a.expires_ms.is_some())
+                && (under_way || in_force)
         })
     }
 
@@ -1381,17 +1386,27 @@ playbooks:
         assert_eq!(d.actions[&b].status, ActionStatus::Undone);
     }
 
+    const RESTART: &str = "version: 1
+playbooks:
+  - id: restart
+    title: Restart
+    match: {}
+    steps:
+      - action: restart_service
+        risk: high
+";
+
     #[test]
     fn an_action_feeding_its_own_trigger_is_stopped_and_escalated() {
         let mut d = dispatcher(
-            BLOCK,
+            RESTART,
             "modes: {high: auto}\nloop_detection: {max_repeats: 2, window_secs: 3600}\nper_target: {max: 10, per_secs: 60}",
             "{}",
         );
         let t = 1_000_000;
         // two incidents hours apart (past the horizon), each blocking, then a third
         for n in 1..=2i64 {
-            let mut f = ip_finding(&format!("f-{n}"), "198.51.100.9");
+            let mut f = finding(&format!("f-{n}"), "web");
             f.first_seen += n * 10_000_000;
             f.last_seen += n * 10_000_000;
             d.on_finding(&f, t);
@@ -1399,7 +1414,7 @@ playbooks:
             assert_eq!(d.actions[&id].status, ActionStatus::Executing);
             d.on_executed(&id, true, "ok".into(), t + 1000 * n);
         }
-        let mut f = ip_finding("f-3", "198.51.100.9");
+        let mut f = finding("f-3", "web");
         f.first_seen += 30_000_000;
         f.last_seen += 30_000_000;
         d.on_finding(&f, t + 3_000);

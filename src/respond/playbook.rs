@@ -749,6 +749,7 @@ playbooks:
         f.classification = "brute_force".into();
         f.offender.kind = OffenderType::Ip;
         f.offender.value = "203.0.113.9".into();
+        f.status = Status::Open;
         let m = MatchInput {
             finding: &f,
             tags: &[],
