@@ -31,9 +31,10 @@ use super::auth::Need;
 use crate::respond::action::Action;
 use crate::respond::incident::Incident;
 
+/// 501: the route exists, but this pipeline has no respond section.
 fn not_responding() -> Response {
     (
-        StatusCode::NOT_FOUND,
+        StatusCode::NOT_IMPLEMENTED,
         "this pipeline does not respond (no respond section)\n",
     )
         .into_response()

@@ -69,6 +69,11 @@ pub struct Args {
     /// bytes per event) and query times over the result.
     #[arg(long)]
     search: bool,
+    /// Measure event-to-action latency instead: the stage graph flooded
+    /// with simulated traffic, response in auto mode with the shipped
+    /// playbooks, every action through an HTTP connector to a local server.
+    #[arg(long)]
+    respond: bool,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -170,6 +175,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runs: args.runs,
             url,
             batch_rows: args.batch_rows,
+            json: args.json,
+        });
+    }
+    if args.respond {
+        return super::bench_respond::run(super::bench_respond::RespondBench {
+            events: args.events,
+            runs: args.runs,
+            detectors: args.detectors,
             json: args.json,
         });
     }
