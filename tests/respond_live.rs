@@ -801,11 +801,6 @@ respond:
             .unwrap()
             .contains("203.0.113.51")
     );
-    let got = svc.get_json(&format!(
-        "/api/v1/incidents/{}",
-        list[0]["incident_id"].as_str().unwrap()
-    ));
-    let _ = got;
     let action = |id: &str| {
         let r = support::http(
             svc.api,
@@ -852,14 +847,10 @@ respond:
         })
     });
     // the job tail streams the incident's phases
+    // the approved block's incident, phase by phase
+    let approved_incident = action(&a)["incident_id"].as_str().unwrap().to_owned();
     let mut tail = Command::new(env!("CARGO_BIN_EXE_threatpilot"))
-        .args([
-            "incidents",
-            "tail",
-            list[0]["incident_id"].as_str().unwrap(),
-            "--api",
-            &api,
-        ])
+        .args(["incidents", "tail", &approved_incident, "--api", &api])
         .env("THREATPILOT_TOKEN", "viewer-token")
         .stdout(Stdio::piped())
         .spawn()
