@@ -5,7 +5,7 @@
 //! exact both ways, as for detector fixtures. Nothing executes: the
 //! dispatcher runs in simulation, so `auto` shows as `planned`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,15 +23,8 @@ pub struct Expected {
     pub decision: String,
 }
 
-/// Fixture folders under `root`, sorted.
-pub fn fixture_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("expected.json").exists())
-        .collect();
-    dirs.sort();
-    Ok(dirs)
-}
+/// Fixture folders under `root` (those with an `expected.json`), sorted.
+pub use crate::detect::fixtures::fixture_dirs;
 
 fn read<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
