@@ -657,7 +657,9 @@ impl Dispatcher {
         }
         let output = cap(&output);
         if !ok {
-            let x = self.actions.get_mut(id).expect("present");
+            let Some(x) = self.actions.get_mut(id) else {
+                return;
+            };
             x.output = output.clone();
             x.set(ActionStatus::Failed, format!("failed: {output}"), now_ms);
             self.audit(&a.connector, "failed", id, output.clone());
@@ -676,7 +678,9 @@ impl Dispatcher {
             return;
         }
         self.state.executed(a.kind, &a.target, now_ms);
-        let x = self.actions.get_mut(id).expect("present");
+        let Some(x) = self.actions.get_mut(id) else {
+            return;
+        };
         x.output = output.clone();
         x.executed_ms = Some(now_ms);
         if let Some(orig) = a.undoes.clone() {
@@ -756,7 +760,9 @@ impl Dispatcher {
             self.failed_verification(id, &detail, now_ms);
             return;
         }
-        let x = self.actions.get_mut(id).expect("present");
+        let Some(x) = self.actions.get_mut(id) else {
+            return;
+        };
         x.verification = Some(format!("passed: {detail}"));
         x.verify_due_ms = None;
         if a.confirm {
@@ -829,14 +835,7 @@ impl Dispatcher {
             .order
             .iter()
             .filter(|i| *i != &a.action_id)
-            .filter(|i| {
-                self.actions.get(*i).is_some_and(|x| {
-                    x.incident_id == a.incident_id
-                        && x.playbook_id == a.playbook_id
-                        && x.step == a.step
-                        && x.undoes.is_none()
-                })
-            })
+            .filter(|i| self.actions.get(*i).is_some_and(|x| same_step(a, x)))
             .cloned()
             .collect();
         for gid in group {
@@ -931,12 +930,7 @@ impl Dispatcher {
         let Some(a) = self.actions.get(id).cloned() else {
             return;
         };
-        let same = |x: &Action| {
-            x.incident_id == a.incident_id
-                && x.playbook_id == a.playbook_id
-                && x.step == a.step
-                && x.undoes.is_none()
-        };
+        let same = |x: &Action| same_step(&a, x);
         let stage_done = self
             .actions
             .values()
@@ -1067,16 +1061,8 @@ impl Dispatcher {
             self.tail(&iid, "closure", text, Some(&id));
             self.undo(&id, "ttl", "TTL ended", now_ms);
         }
-        let open: Vec<String> = self
-            .incidents
-            .by_id
-            .values()
-            .filter(|i| i.status != IncidentStatus::Resolved)
-            .map(|i| i.incident_id.clone())
-            .collect();
-        for iid in open {
-            self.settle(&iid, now_ms);
-        }
+        // every path above settles the incidents it touched; nothing else
+        // changes with time alone, so open incidents are not rescanned here
     }
 
     /// Resets a connector's circuit breaker (an admin).
@@ -1176,6 +1162,15 @@ impl Dispatcher {
             self.start(&id);
         }
     }
+}
+
+/// Whether `x` is one of the targets of the same playbook step as `a` in
+/// the same incident (a fan-out's group), undo actions aside.
+fn same_step(a: &Action, x: &Action) -> bool {
+    x.incident_id == a.incident_id
+        && x.playbook_id == a.playbook_id
+        && x.step == a.step
+        && x.undoes.is_none()
 }
 
 /// The plan an action came from (for re-checks).
