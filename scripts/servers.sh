@@ -105,25 +105,27 @@ ensure_peers() {
 }
 
 # The real targets of response actions, from Debian: nginx (the edge whose
-# deny list is written), Redis (a session store) and curl (a client bound
-# to a second loopback address). Tests start their own on ephemeral ports.
+# deny list is written), Redis (a session store), curl (a client bound to
+# a second loopback address) and Prometheus (verification by query). Tests
+# start their own on ephemeral ports.
 ensure_targets() {
   local missing=()
   [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   command -v curl >/dev/null || missing+=(curl)
+  [ -x /usr/bin/prometheus ] || missing+=(prometheus)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "servers: installing ${missing[*]} from Debian" >&2
     apt_install "${missing[@]}"
   fi
   # Debian starts the packaged services on install; the tests run their own
-  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
-    systemctl stop nginx >/dev/null 2>&1 || true
-  fi
-  if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
-    systemctl stop redis-server >/dev/null 2>&1 || true
-  fi
+  local unit
+  for unit in nginx redis-server prometheus prometheus-node-exporter; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+      systemctl stop "$unit" >/dev/null 2>&1 || true
+    fi
+  done
   echo "servers: $(/usr/sbin/nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3)" >&2
 }
 

@@ -4,8 +4,9 @@
 //! It sits below the pipeline, ingestion and the API so that each can
 //! speak of batches and reports without importing the others.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -88,6 +89,7 @@ impl RawBatch {
 #[derive(Clone)]
 pub struct Ingress {
     tx: mpsc::Sender<Vec<RawBatch>>,
+    peers: Arc<Peers>,
 }
 
 /// Why a batch was not taken.
@@ -102,7 +104,21 @@ pub enum Refused {
 impl Ingress {
     /// The entrance of a graph whose parse stage reads `tx`'s receiver.
     pub fn new(tx: mpsc::Sender<Vec<RawBatch>>) -> Ingress {
-        Ingress { tx }
+        Ingress {
+            tx,
+            peers: Arc::new(Peers::default()),
+        }
+    }
+
+    /// Records the senders it sees in `peers` (shared with response, so
+    /// that no action ever blocks a log shipper).
+    pub fn with_peers(self, peers: Arc<Peers>) -> Ingress {
+        Ingress { peers, ..self }
+    }
+
+    /// Notes that `ip` delivers to this pipeline through `via`.
+    pub fn peer(&self, ip: IpAddr, via: &str) {
+        self.peers.add(ip, via);
     }
 
     /// Waits for room (backpressure for readers that can wait).
@@ -138,6 +154,59 @@ impl Ingress {
     /// Sends waiting for the parse stage.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Addresses that deliver to or steer this pipeline: log shippers, syslog
+/// peers, Alertmanager, API clients and approvers. Response never acts on
+/// them (self-lockout protection): blocking the host that ships the logs
+/// would blind the pipeline to the attack it is answering. Bounded, so a
+/// flood of spoofed senders cannot grow it without end; the first reason
+/// an address was seen for is kept, for the audit record.
+#[derive(Default)]
+pub struct Peers {
+    seen: RwLock<HashMap<IpAddr, Arc<str>>>,
+}
+
+impl Peers {
+    /// At most this many addresses are remembered.
+    pub const MAX: usize = 65_536;
+
+    pub fn add(&self, ip: IpAddr, via: &str) {
+        if self.seen.read().is_ok_and(|m| m.contains_key(&ip)) {
+            return;
+        }
+        if let Ok(mut m) = self.seen.write()
+            && m.len() < Self::MAX
+        {
+            m.entry(ip).or_insert_with(|| Arc::from(via));
+        }
+    }
+
+    /// Why `ip` is a peer, if it is one.
+    pub fn why(&self, ip: &IpAddr) -> Option<Arc<str>> {
+        self.seen.read().ok()?.get(ip).cloned()
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.why(ip).is_some()
+    }
+
+    /// A peer for which `inside` holds (one inside a network to be
+    /// blocked), with its reason.
+    pub fn find(&self, inside: impl Fn(&IpAddr) -> bool) -> Option<(IpAddr, Arc<str>)> {
+        let m = self.seen.read().ok()?;
+        m.iter()
+            .find(|(ip, _)| inside(ip))
+            .map(|(ip, w)| (*ip, w.clone()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.read().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

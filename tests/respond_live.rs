@@ -1,7 +1,8 @@
 //! Response against real targets: nginx from Debian as the edge (its access
 //! log sent over syslog to a running `threatpilot run`), Redis from Debian
 //! as the session store, a small identity provider that checks the request
-//! contract, and a process the test supervises for restart_service.
+//! contract, a process the test supervises for restart_service, and
+//! Prometheus from Debian for verification by query.
 
 #[path = "support/service.rs"]
 mod support;
@@ -642,21 +643,20 @@ impl Drop for KillPid {
     }
 }
 
-/// sshd lines dated now, over UDP syslog, as an attacker at `ip` guessing.
+/// sshd lines dated now, over UDP syslog, as an attacker at `ip` guessing
+/// (shipped from 127.0.0.2, an address no test acts on).
 fn guess(svc: &Service, ip: &str, n: usize) {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{now}"), "+%b %e %H:%M:%S"])
-        .output()
-        .unwrap();
-    let stamp = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    ship(svc, "127.0.0.2", ip, n);
+}
+
+/// `n` failed SSH logins from `attacker`, dated now, shipped over UDP
+/// syslog from the local address `shipper`.
+fn ship(svc: &Service, shipper: &str, attacker: &str, n: usize) {
+    let udp = std::net::UdpSocket::bind((shipper, 0)).unwrap();
+    let stamp = chrono::Utc::now().format("%b %e %H:%M:%S");
     for i in 0..n {
         let line = format!(
-            "<38>{stamp} web-1 sshd[{}]: Failed password for root from {ip} port {} ssh2",
+            "<38>{stamp} web-1 sshd[{}]: Failed password for root from {attacker} port {} ssh2",
             100 + i,
             40000 + i
         );
@@ -858,7 +858,7 @@ respond:
                 && x["reason"]
                     .as_str()
                     .unwrap()
-                    .contains("API clients, approvers")
+                    .contains("sends to or steers this pipeline (an API approver)")
         })
     });
     // the job tail streams the incident's phases
@@ -885,4 +885,269 @@ respond:
         "{log}"
     );
     assert!(log.contains("\"decision\":\"rejected\""));
+}
+
+/// Self-lockout: the host that ships the logs is never blocked, even when
+/// its own address shows up as an attacker in what it ships; an attacker
+/// it reports is.
+#[test]
+fn a_log_shipper_is_never_blocked_by_what_it_ships() {
+    let svc = Service::start(
+        "shipper-guard",
+        "version: 1
+name: guard
+sources:
+  - type: syslog
+    id: relay
+    udp: 127.0.0.1:0
+sinks:
+  - type: file
+    path: {dir}/findings.jsonl
+api:
+  listen: 127.0.0.1:0
+respond:
+  playbooks: [playbooks]
+  state_dir: {dir}/respond
+  policy:
+    modes: {low: auto, medium: auto, high: auto, critical: auto}
+  connectors:
+    - type: nginx
+      name: edge
+      deny_file: {dir}/deny.conf
+      reload: {program: /bin/true}
+  routes:
+    identity: {block_ip: edge}
+    http: {block_ip: edge}
+",
+        Stdio::null(),
+    );
+    // the relay ships from 127.0.0.9; the sshd it relays for sees guesses
+    // from 127.0.0.9 itself (a NAT in front) and from 127.0.0.10
+    ship(&svc, "127.0.0.9", "127.0.0.9", 8);
+    ship(&svc, "127.0.0.9", "127.0.0.10", 8);
+    svc.wait_for("both decisions", 20, |s| {
+        let v = s.get_json("/api/v1/actions");
+        let list = v["actions"].as_array().unwrap();
+        let done = |t: &str| {
+            list.iter()
+                .any(|a| a["target"] == t && a["status"] != "proposed")
+        };
+        done("127.0.0.9") && done("127.0.0.10")
+    });
+    let v = svc.get_json("/api/v1/actions");
+    let list = v["actions"].as_array().unwrap();
+    let of = |t: &str| list.iter().find(|a| a["target"] == t).unwrap().clone();
+    let shipper = of("127.0.0.9");
+    assert_eq!(shipper["status"], "skipped_by_policy", "{shipper}");
+    assert!(
+        shipper["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a syslog sender of source relay"),
+        "{shipper}"
+    );
+    let attacker = of("127.0.0.10");
+    assert_ne!(attacker["status"], "skipped_by_policy", "{attacker}");
+    svc.wait_for("the attacker's block", 10, |s| {
+        std::fs::read_to_string(s.dir.join("deny.conf"))
+            .is_ok_and(|d| d.contains("deny 127.0.0.10;"))
+    });
+    let deny = std::fs::read_to_string(svc.dir.join("deny.conf")).unwrap();
+    assert!(!deny.contains("127.0.0.9;"), "{deny}");
+    svc.stop();
+}
+
+/// A Prometheus query as the verification, against Prometheus from Debian
+/// scraping the service: a restart that brings the error ratio under the
+/// threshold verifies; one that does not fails, rolls back and escalates.
+#[test]
+fn a_restart_is_verified_by_a_prometheus_query() {
+    const PROMETHEUS: &str = "/usr/bin/prometheus";
+    if !have(&["python3", PROMETHEUS]) {
+        return;
+    }
+    let dir = temp_dir("prometheus-verify");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let fixture = "fixtures/detectors/k8s-crashloop-describe";
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixture}/expected.json")).unwrap())
+            .unwrap();
+    // every crash-looping pod of the fixture has its error ratio
+    let pods: Vec<String> = expected
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["detector"] == "infrastructure.crash_loop")
+        .map(|f| f["offender"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!pods.is_empty());
+    let exposition = |ratio: &str| {
+        pods.iter()
+            .map(|p| format!("app_error_ratio{{pod=\"{p}\"}} {ratio}\n"))
+            .collect::<String>()
+    };
+    std::fs::write(www.join("metrics"), exposition("0.9")).unwrap();
+    let port = free_port();
+    // the service's state is exported as a text file (as node_exporter's
+    // textfile collector does) that stays served across restarts
+    let _exporter = Killed(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // the restart leaves the state `next` describes
+    let script = dir.join("restart.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\ncp {next} {www}/metrics.new\nmv {www}/metrics.new {www}/metrics\necho restarted \"$1\"\n",
+            next = dir.join("next").display(),
+            www = www.display(),
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}/prometheus.yml", dir.display()))
+            .arg(format!("--storage.tsdb.path={}/tsdb", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let query = |q: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-G"])
+            .arg(format!("http://127.0.0.1:{prom_port}/api/v1/query"))
+            .args(["--data-urlencode", &format!("query={q}")])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    wait_until("Prometheus to scrape the service", 30, || {
+        query("app_error_ratio")["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    std::fs::write(
+        playbooks.join("infra.yaml"),
+        format!(
+            "version: 1
+playbooks:
+  - id: restart-crash-loop
+    title: Restart a crash loop
+    match:
+      detector: [infrastructure.crash_loop]
+    steps:
+      - action: restart_service
+        risk: medium
+        verify:
+          after_secs: 4
+          prometheus:
+            url: http://127.0.0.1:{prom_port}
+            query: 'max(app_error_ratio{{{{pod=\"{{offender}}\"}}}})'
+            below: 0.05
+"
+        ),
+    )
+    .unwrap();
+    let run = |state: &str, next_ratio: &str| {
+        std::fs::write(dir.join("next"), exposition(next_ratio)).unwrap();
+        let pipeline = dir.join(format!("{state}.yaml"));
+        std::fs::write(
+            &pipeline,
+            format!(
+                "version: 1
+name: restart
+sources:
+  - type: file
+    id: k8s
+    paths: [{fixture}/input.log]
+sinks:
+  - type: file
+    path: {dir}/{state}-findings.jsonl
+respond:
+  playbooks: [{playbooks}]
+  state_dir: {dir}/{state}
+  policy:
+    modes: {{low: auto, medium: auto, high: auto, critical: auto}}
+  connectors:
+    - type: command
+      name: supervisor
+      commands:
+        restart_service: {{program: /bin/sh, args: [{script}, '{{target}}'], timeout_secs: 10}}
+  routes:
+    infrastructure: {{restart_service: supervisor}}
+",
+                dir = dir.display(),
+                playbooks = playbooks.display(),
+                script = script.display(),
+            ),
+        )
+        .unwrap();
+        let out = threatpilot(["run", "--pipeline", pipeline.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let journal = std::fs::read_to_string(dir.join(state).join("journal.jsonl")).unwrap();
+        let records: Vec<serde_json::Value> = journal
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        // the last version of each action, and the incidents
+        let mut actions = std::collections::BTreeMap::new();
+        let mut incidents = std::collections::BTreeMap::new();
+        for r in records {
+            let id = |k: &str| r["v"][k].as_str().unwrap().to_owned();
+            match r["t"].as_str() {
+                Some("action") => drop(actions.insert(id("action_id"), r["v"].clone())),
+                Some("incident") => drop(incidents.insert(id("incident_id"), r["v"].clone())),
+                _ => {}
+            }
+        }
+        assert_eq!(actions.len(), pods.len(), "{journal}\n{stderr}");
+        actions
+            .into_values()
+            .map(|a| {
+                let i = incidents[a["incident_id"].as_str().unwrap()].clone();
+                (a, i)
+            })
+            .collect::<Vec<_>>()
+    };
+    // the restart does not help: the ratio stays high
+    for (action, incident) in run("unhelpful", "0.9") {
+        assert_eq!(action["status"], "rolled_back", "{action}");
+        let why = action["verification"].as_str().unwrap();
+        assert!(why.contains("= 0.9, not below 0.05"), "{action}");
+        assert_eq!(incident["status"], "escalated", "{incident}");
+    }
+    // the restart fixes it
+    for (action, incident) in run("helpful", "0.01") {
+        assert_eq!(action["status"], "verified", "{action}");
+        let why = action["verification"].as_str().unwrap();
+        assert!(why.contains("= 0.01 < 0.05"), "{action}");
+        assert_ne!(incident["status"], "escalated", "{incident}");
+    }
 }

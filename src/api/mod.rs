@@ -88,6 +88,18 @@ pub(crate) struct ApiState {
     respond: Option<Arc<crate::respond::runtime::View>>,
 }
 
+impl ApiState {
+    /// Notes an authenticated sender, so response never blocks it.
+    fn note_peer(&self, peer: SocketAddr, what: &str, source: &str) {
+        if let Some(v) = &self.respond
+            && !v.guarded.contains(&peer.ip())
+        {
+            v.guarded
+                .add(peer.ip(), &format!("{what} of source {source}"));
+        }
+    }
+}
+
 /// What a pipeline offers the API beyond health and metrics.
 pub struct Routes {
     pub pipeline: String,

@@ -58,6 +58,7 @@ async fn loki_inner(
     body: Body,
 ) -> Result<(), Refusal> {
     let body = admit(s, peer, headers, body).await?;
+    s.note_peer(peer, "a Loki push client", &src.cfg.id);
     let text = |name| {
         headers
             .get(name)
@@ -122,6 +123,7 @@ async fn alertmanager_inner(
     body: Body,
 ) -> Result<(), Refusal> {
     let body = admit(s, peer, headers, body).await?;
+    s.note_peer(peer, "an Alertmanager webhook sender", &src.cfg.id);
     let text = std::str::from_utf8(&body)
         .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the payload is not UTF-8"))?;
     // refuse what Alertmanager must not resend before it reaches the graph

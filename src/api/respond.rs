@@ -230,7 +230,7 @@ pub(super) async fn approve(
     let Some(v) = s.respond.as_ref() else {
         return not_responding();
     };
-    v.guarded.add(peer.ip());
+    v.guarded.add(peer.ip(), "an API approver");
     answer(v.approve(&id, &actor(caller.name, peer)).await, &id)
 }
 
@@ -258,7 +258,7 @@ pub(super) async fn reject(
             }
         }
     };
-    v.guarded.add(peer.ip());
+    v.guarded.add(peer.ip(), "an API approver");
     let why = d.reason.unwrap_or_else(|| "no reason given".into());
     answer(v.reject(&id, &actor(caller.name, peer), &why).await, &id)
 }

@@ -81,6 +81,8 @@ pub async fn run(
 /// Lines gathered per peer until a flush.
 struct Pending {
     source: String,
+    /// How a sender is named to response's self-lockout protection.
+    via: String,
     streams: HashMap<SocketAddr, (Arc<Stream>, RawBatch)>,
     lines: usize,
 }
@@ -89,6 +91,7 @@ impl Pending {
     fn new(source: &str) -> Pending {
         Pending {
             source: source.to_owned(),
+            via: format!("a syslog sender of source {source}"),
             streams: HashMap::new(),
             lines: 0,
         }
@@ -114,6 +117,9 @@ impl Pending {
         }
         let n = self.lines as u64;
         let now = mono_ns();
+        for peer in self.streams.keys() {
+            ingress.peer(peer.ip(), &self.via);
+        }
         let group: Vec<RawBatch> = self
             .streams
             .drain()

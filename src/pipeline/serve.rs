@@ -111,6 +111,11 @@ pub async fn serve(
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
         .unzip();
     let (ingress, running) = graph::start(spec, states, detectors, sinks)?;
+    // senders the sources see are never acted on
+    let ingress = match &view {
+        Some(v) => ingress.with_peers(v.guarded.clone()),
+        None => ingress,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut loki = None;

@@ -149,6 +149,11 @@ pub enum CheckPlan {
         query: String,
         below: f64,
     },
+    /// The playbook's check could not be made concrete for this finding (a
+    /// value it names is missing): it fails rather than passing unchecked.
+    Unrenderable {
+        why: String,
+    },
 }
 
 impl Action {

@@ -25,6 +25,7 @@ use super::catalogue::ActionKind;
 use super::incident::{Assets, IncidentStatus, Incidents};
 use super::playbook::{Check, FindingValues, MatchInput, Plan, Playbook, first_match, plan};
 use super::policy::{Mode, Policy, PolicyState, Verdict};
+use super::template::{promql_escape, url_escape};
 use crate::finding::{Domain, Finding, Status};
 
 /// What the runtime must do after a dispatcher call.
@@ -227,16 +228,19 @@ impl Dispatcher {
             incident_id: iid,
         };
         let check = match &s.verify.check {
-            Check::FindingQuiet => Some(CheckPlan::FindingQuiet),
-            Check::Http(t) => t.render(&values).ok().map(|url| CheckPlan::Http { url }),
-            Check::Prometheus { url, query, below } => {
-                query.render(&values).ok().map(|q| CheckPlan::Prometheus {
+            Check::FindingQuiet => Ok(CheckPlan::FindingQuiet),
+            Check::Http(t) => t
+                .render_with(&values, url_escape)
+                .map(|url| CheckPlan::Http { url }),
+            Check::Prometheus { url, query, below } => query
+                .render_with(&values, promql_escape)
+                .map(|q| CheckPlan::Prometheus {
                     url: url.clone(),
                     query: q,
                     below: *below,
-                })
-            }
+                }),
         };
+        let check = Some(check.unwrap_or_else(|why| CheckPlan::Unrenderable { why }));
         Action {
             action_id: Action::id_for(iid, &pb.id, step, target),
             incident_id: iid.to_owned(),
@@ -1047,6 +1051,9 @@ impl Dispatcher {
                             now_ms,
                         ),
                     }
+                }
+                Some(CheckPlan::Unrenderable { why }) => {
+                    self.on_verified(&id, false, format!("the check cannot run: {why}"), now_ms)
                 }
                 Some(_) => self.effects.push(Effect::Verify(id.clone())),
             }

@@ -346,9 +346,16 @@ fn compile_step(s: &StepSpec, line: u64, path: &str) -> Result<Step, CompileErro
             let check = if let Some(u) = &v.http_url {
                 Check::Http(tpl(u)?)
             } else if let Some(p) = &v.prometheus {
+                let query = tpl(&p.query)?;
+                if !query.names_quoted() {
+                    return Err(err(format!(
+                        "prometheus query {:?}: put each {{name}} inside a \"…\" string (a value outside quotes would be PromQL)",
+                        p.query
+                    )));
+                }
                 Check::Prometheus {
                     url: p.url.clone(),
-                    query: tpl(&p.query)?,
+                    query,
                     below: p.below,
                 }
             } else {

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use chrono::{Datelike, TimeZone, Timelike};
 use schemars::JsonSchema;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalogue::{ActionKind, TargetKind};
 use super::playbook::{Plan, Risk};
+use crate::flow::Peers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -384,25 +385,6 @@ fn describe_window(w: &WindowSpec) -> String {
     }
 }
 
-/// Addresses that must never be acted on, learned at run time (API
-/// clients, approvers, log shippers). Shared with the API.
-#[derive(Default)]
-pub struct Guarded {
-    addrs: RwLock<HashSet<IpAddr>>,
-}
-
-impl Guarded {
-    pub fn add(&self, ip: IpAddr) {
-        if let Ok(mut a) = self.addrs.write() {
-            a.insert(ip);
-        }
-    }
-
-    pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.addrs.read().is_ok_and(|a| a.contains(ip))
-    }
-}
-
 /// A compiled policy.
 #[derive(Clone)]
 pub struct Policy {
@@ -413,7 +395,10 @@ pub struct Policy {
     blackout: Vec<Window>,
     rate: HashMap<ActionKind, LimitSpec>,
     blast: HashMap<ActionKind, BlastRadiusSpec>,
-    pub guarded: Arc<Guarded>,
+    /// Addresses learned at run time that must never be acted on (log
+    /// shippers, Alertmanager, API clients and approvers); shared with the
+    /// pipeline's ingress and API.
+    pub guarded: Arc<Peers>,
 }
 
 /// What the policy decides for one plan.
@@ -490,7 +475,7 @@ impl Policy {
             blackout: windows(&spec.blackout_windows)?,
             rate,
             blast,
-            guarded: Arc::new(Guarded::default()),
+            guarded: Arc::new(Peers::default()),
             spec,
         })
     }
@@ -528,12 +513,16 @@ impl Policy {
                         ));
                     }
                 }
-                if let Ok(ip) = t.parse::<IpAddr>()
-                    && self.guarded.contains(&ip)
-                {
-                    return Some(format!(
-                        "{t} is an address this pipeline's API clients, approvers or log shippers use"
-                    ));
+                if let Some((ip, via)) = self.guarded.find(|ip| target.contains(ip)) {
+                    return Some(
+                        if ip == target.addr() && target.prefix_len() == target.max_prefix_len() {
+                            format!("{t} sends to or steers this pipeline ({via})")
+                        } else {
+                            format!(
+                                "{t} holds {ip}, which sends to or steers this pipeline ({via})"
+                            )
+                        },
+                    );
                 }
                 None
             }
@@ -874,7 +863,8 @@ mod tests {
             ),
             Verdict::Skip(_)
         ));
-        p.guarded.add("192.0.2.7".parse().unwrap());
+        p.guarded
+            .add("192.0.2.7".parse().unwrap(), "syslog source edge");
         assert!(matches!(
             p.check(
                 &plan(ActionKind::BlockIp, "192.0.2.7", Risk::Medium),

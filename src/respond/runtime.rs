@@ -23,8 +23,9 @@ use super::connectors::{Connector, ConnectorError, ConnectorSpec};
 use super::dispatch::{Dispatcher, Effect};
 use super::incident::{Assets, Incident, Incidents};
 use super::journal::Journal;
-use super::policy::{Breaker, Guarded};
+use super::policy::Breaker;
 use crate::finding::Finding;
+use crate::flow::Peers;
 use crate::hub::Subscriber;
 
 /// A job-tail line of an incident, as streamed.
@@ -73,7 +74,7 @@ pub struct View {
     actions: RwLock<HashMap<String, Action>>,
     breakers: RwLock<BTreeMap<String, Breaker>>,
     pub tail: broadcast::Sender<TailEvent>,
-    pub guarded: Arc<Guarded>,
+    pub guarded: Arc<Peers>,
     commands: mpsc::Sender<Msg>,
 }
 
@@ -561,6 +562,7 @@ async fn verify(a: Action, results: mpsc::Sender<Msg>) {
         .timeout(Duration::from_secs(10))
         .build();
     let (ok, detail) = match (a.check.as_ref(), client) {
+        (Some(CheckPlan::Unrenderable { why }), _) => (false, why.clone()),
         (_, Err(e)) => (false, e.to_string()),
         (Some(CheckPlan::Http { url }), Ok(c)) => match c.get(url).send().await {
             Ok(r) if r.status().is_success() => {

@@ -173,6 +173,37 @@ impl Template {
         &self.source
     }
 
+    /// Whether every name sits inside a "…" or '…' string of the text
+    /// around it (a PromQL query: a value outside quotes would be code).
+    pub fn names_quoted(&self) -> bool {
+        let mut quote: Option<char> = None;
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => {
+                    let mut escaped = false;
+                    for c in s.chars() {
+                        match (quote, c) {
+                            (Some(_), '\\') if !escaped => {
+                                escaped = true;
+                                continue;
+                            }
+                            (Some(q), c) if c == q && !escaped => quote = None,
+                            (None, '"' | '\'') => quote = Some(c),
+                            _ => {}
+                        }
+                        escaped = false;
+                    }
+                }
+                Part::Var(_) => {
+                    if quote.is_none() {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// Whether the template uses `var`.
     pub fn uses(&self, var: &Var) -> bool {
         self.parts
@@ -208,6 +239,26 @@ pub fn url_escape(s: &str) -> String {
     out
 }
 
+/// Escapes a value for the inside of a PromQL string literal ("…" or
+/// '…'), so a hostile offender cannot close the string and widen the
+/// query (`"} or vector(0)` would make any verification pass).
+pub fn promql_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +281,33 @@ mod tests {
         assert!(Template::compile("{secret}", |v| *v != Var::Secret).is_err());
         let missing = Template::compile("{context.user}", any).unwrap();
         assert!(missing.render(&v).is_err());
+    }
+
+    #[test]
+    fn promql_values_stay_inside_their_string() {
+        let t = Template::compile("max(app_errors{{pod=\"{offender}\"}})", any).unwrap();
+        assert!(t.names_quoted());
+        let mut v = BTreeMap::new();
+        v.insert("offender".to_owned(), "x\"} or vector(0) #".to_owned());
+        assert_eq!(
+            t.render_with(&v, promql_escape).unwrap(),
+            "max(app_errors{pod=\"x\\\"} or vector(0) #\"})"
+        );
+        assert!(
+            !Template::compile("rate(x[{offender}])", any)
+                .unwrap()
+                .names_quoted()
+        );
+        assert!(
+            Template::compile("x{{a='{offender}'}}", any)
+                .unwrap()
+                .names_quoted()
+        );
+        assert!(
+            !Template::compile("x{{a=\"\\\"\"}} {offender}", any)
+                .unwrap()
+                .names_quoted()
+        );
     }
 
     #[test]
