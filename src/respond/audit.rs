@@ -75,6 +75,26 @@ pub enum AuditError {
     Broken(String),
 }
 
+/// Cuts a last record that a crash left half written (no closing newline).
+/// Records are synced before anything they describe is done, so a record
+/// that never finished describes nothing that happened; whole records with
+/// bad hashes are still refused by the chain check.
+fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(path)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(
+        path = %path.display(),
+        bytes = bytes.len() - keep,
+        "audit log: a record left half written by a crash was cut"
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.set_len(keep as u64)?;
+    f.sync_all()
+}
+
 impl AuditLog {
     /// A chain kept only in memory (replay, tests).
     pub fn in_memory() -> AuditLog {
@@ -95,6 +115,9 @@ impl AuditLog {
         };
         if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(io)?;
+        }
+        if path.exists() {
+            drop_torn_tail(path).map_err(io)?;
         }
         let (last_hash, next_seq) = if path.exists() {
             match verify(path).map_err(|e| AuditError::Broken(e.to_string()))? {
@@ -262,6 +285,39 @@ mod tests {
             Verified::Broken { seq, line, .. } => assert_eq!((seq, line), (4, 4)),
             other => panic!("{other:?}"),
         }
+        assert!(AuditLog::open(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_a_crash_left_half_written_is_cut_and_the_chain_goes_on() {
+        let dir = std::env::temp_dir().join(format!("tp-audit-torn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        let mut log = AuditLog::open(&path).unwrap();
+        for i in 0..3 {
+            log.append(i, "policy", "executed", &format!("a-{i}"), "ok")
+                .unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(b"{\"seq\":4,\"at_ms\":9,\"act");
+        std::fs::write(&path, &torn).unwrap();
+        let mut log = AuditLog::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+        let r = log.append(9, "ttl", "undone", "a-0", "expired").unwrap();
+        log.sync().unwrap();
+        assert_eq!(r.seq, 4);
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verified::Intact { records: 4, .. }
+        ));
+        // a whole record with a bad hash is not cut: it is refused
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("a-1", "a-2", 1)).unwrap();
         assert!(AuditLog::open(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -251,6 +251,10 @@ pub fn start(
     }
     let now = crate::time::now_ms();
     d.restore(restored.actions, now);
+    // what the journal held is served at once, not only once it changes
+    if let Ok(mut m) = view.actions.write() {
+        m.extend(d.actions.iter().map(|(id, a)| (id.clone(), a.clone())));
+    }
     let v = view.clone();
     let results = cmd_tx.clone();
     let task = tokio::spawn(async move {
