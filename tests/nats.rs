@@ -606,3 +606,145 @@ async fn binding_an_existing_stream_keeps_its_settings_and_adds_subjects() {
         vec!["logs.>".to_owned(), "alerts.>".to_owned()]
     );
 }
+
+/// Response's NATS connector: a command message per action to the agent
+/// on the target's subject, answered by request/reply. An agent here
+/// answers for every pod but one, whose unit it cannot find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_commands_reach_host_agents_by_request_reply() {
+    use futures_util::StreamExt;
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    let dir = temp_dir("agents");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut sub = client.subscribe("ops.agents.*").await.unwrap();
+    let agent = client.clone();
+    let seen = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(m) = sub.next().await {
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let a: Value = serde_json::from_slice(&m.payload).unwrap();
+            let pod = m.subject.as_str().rsplit('.').next().unwrap().to_owned();
+            let answer = if pod == "logging-agent" {
+                serde_json::json!({"ok": false, "output": "unit logging-agent not found"})
+            } else {
+                serde_json::json!({"ok": true, "output": format!("restarted {pod}")})
+            };
+            if let Some(reply) = m.reply {
+                agent
+                    .publish(reply, serde_json::to_vec(&answer).unwrap().into())
+                    .await
+                    .unwrap();
+            }
+            seen.push((pod, id, a));
+            if seen.len() == 3 {
+                return seen;
+            }
+        }
+        seen
+    });
+    std::fs::write(
+        dir.join("playbooks.yaml"),
+        "version: 1
+playbooks:
+  - id: restart-crash-loop
+    title: Restart a crash loop through the host's agent
+    match: {detector: [infrastructure.crash_loop]}
+    steps:
+      - action: restart_service
+        risk: medium
+        verify: {finding_quiet: true, after_secs: 1}
+",
+    )
+    .unwrap();
+    let pipeline = dir.join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version: 1
+name: agents
+sources:
+  - type: file
+    id: k8s
+    paths: [fixtures/detectors/k8s-crashloop-describe/input.log]
+sinks:
+  - type: file
+    path: {dir}/findings.jsonl
+respond:
+  playbooks: [{dir}/playbooks.yaml]
+  state_dir: {dir}/respond
+  policy:
+    modes: {{low: auto, medium: auto, high: auto, critical: auto}}
+  connectors:
+    - type: nats
+      name: agents
+      url: {url}
+      subject: 'ops.agents.{{target}}'
+      timeout_ms: 3000
+  routes:
+    infrastructure: {{restart_service: agents}}
+",
+            dir = dir.display(),
+            url = server.url,
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        tp().args(["run", "--pipeline"])
+            .arg(&pipeline)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("the agent saw three commands")
+        .unwrap();
+    let journal = std::fs::read_to_string(dir.join("respond/journal.jsonl")).unwrap();
+    let mut actions: BTreeMap<String, Value> = BTreeMap::new();
+    for l in journal.lines() {
+        let r: Value = serde_json::from_str(l).unwrap();
+        if r["t"] == "action" {
+            actions.insert(
+                r["v"]["action_id"].as_str().unwrap().to_owned(),
+                r["v"].clone(),
+            );
+        }
+    }
+    assert_eq!(actions.len(), 3, "{journal}");
+    for (pod, id, body) in &seen {
+        // the message id is the action id, and the body the action itself
+        let a = &actions[id];
+        assert_eq!(a["target"], pod.as_str());
+        assert_eq!(body["action_id"], id.as_str());
+        assert_eq!(body["action"], "restart_service");
+        if pod == "logging-agent" {
+            assert_eq!(a["status"], "failed", "{a}");
+            assert!(
+                a["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unit logging-agent not found"),
+                "{a}"
+            );
+        } else {
+            assert_eq!(a["status"], "verified", "{a}");
+            assert!(
+                a["output"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("restarted {pod}")),
+                "{a}"
+            );
+        }
+    }
+}
