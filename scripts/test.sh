@@ -29,4 +29,6 @@ tp="$CARGO_TARGET_DIR/release/threatpilot"
 "$tp" bench --loki --events 20000 --runs 1
 # rows/s into the suite's ClickHouse (a smoke run)
 "$tp" bench --clickhouse-url "$THREATPILOT_CLICKHOUSE_URL" --events 20000 --runs 1
+# response: event-to-action latency, and detection with a stuck connector (a smoke run)
+"$tp" bench --respond --events 200000 --runs 1
 cargo test --locked --release

@@ -52,6 +52,11 @@ pub struct RespondConfig {
     /// Incidents kept in memory for the API; the oldest closed ones go first.
     #[serde(default = "default_max_incidents")]
     pub max_incidents: usize,
+    /// When a run's input ends (a file replay), how long it still waits for
+    /// actions under way and verifications due; what is left stays in the
+    /// journal for the next start.
+    #[serde(default = "default_drain")]
+    pub drain_secs: u64,
 }
 
 fn default_playbooks() -> Vec<String> {
@@ -72,6 +77,9 @@ fn default_queue() -> usize {
 fn default_max_incidents() -> usize {
     10_000
 }
+fn default_drain() -> u64 {
+    30
+}
 
 impl Default for RespondConfig {
     fn default() -> Self {
@@ -87,6 +95,7 @@ impl Default for RespondConfig {
             repeat_offender_days: default_repeat_days(),
             queue_capacity: default_queue(),
             max_incidents: default_max_incidents(),
+            drain_secs: default_drain(),
         }
     }
 }

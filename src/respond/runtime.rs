@@ -180,10 +180,6 @@ impl Subscriber for Tap {
     }
 }
 
-/// How long response keeps going after its input ends, for actions under
-/// way and verifications due (what is left waits in the journal).
-const DRAIN: Duration = Duration::from_secs(30);
-
 /// Rows the store takes (incidents, actions, audit).
 pub type StoreSend = crate::store::sink::StoreHandle;
 
@@ -249,6 +245,7 @@ pub fn start(
         queues.insert(spec.name().to_owned(), tx);
         tokio::spawn(worker(spec.clone(), rx, cmd_tx.clone()));
     }
+    let drain = Duration::from_secs(c.cfg.drain_secs);
     let now = crate::time::now_ms();
     d.restore(restored.actions, now);
     // what the journal held is served at once, not only once it changes
@@ -277,7 +274,7 @@ pub fn start(
                     Some(f) => d.on_finding(&f, crate::time::now_ms()),
                     None => {
                         input_open = false;
-                        drain_deadline = Some(tokio::time::Instant::now() + DRAIN);
+                        drain_deadline = Some(tokio::time::Instant::now() + drain);
                     }
                 },
                 m = cmd_rx.recv() => if let Some(m) = m { handle(&mut d, m) },
