@@ -36,9 +36,27 @@ pub const SEARCH_INDEX_ERRORS: &str = "threatpilot_search_index_errors_total";
 pub const API_SSE_CLIENTS: &str = "threatpilot_api_sse_clients";
 pub const RESPOND_FINDINGS_DROPPED: &str = "threatpilot_respond_findings_dropped_total";
 pub const RESPOND_EXECUTIONS: &str = "threatpilot_respond_executions_total";
+pub const NOTIFY_SENT: &str = "threatpilot_notify_sent_total";
+pub const NOTIFY_RETRIES: &str = "threatpilot_notify_retries_total";
+pub const NOTIFY_DEAD: &str = "threatpilot_notify_dead_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
+    describe_counter!(
+        NOTIFY_SENT,
+        Unit::Count,
+        "notifications taken by their channel (Slack, webhook), by channel"
+    );
+    describe_counter!(
+        NOTIFY_RETRIES,
+        Unit::Count,
+        "notification sends that failed and wait to be retried, by channel"
+    );
+    describe_counter!(
+        NOTIFY_DEAD,
+        Unit::Count,
+        "notifications dropped on a permanent error (logged by name), by channel"
+    );
     describe_counter!(
         RESPOND_FINDINGS_DROPPED,
         Unit::Count,

@@ -25,6 +25,7 @@ pub mod findings;
 pub mod limits;
 pub mod push;
 pub mod respond;
+mod slack;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/actions/{id}/reject"),
     ("get", "/api/v1/breakers"),
     ("post", "/api/v1/breakers/{connector}/reset"),
+    ("post", "/slack/interactions"),
 ];
 
 /// What the handlers read.
@@ -86,6 +88,7 @@ pub(crate) struct ApiState {
     sources: Vec<Arc<SourceStats>>,
     stop: watch::Receiver<bool>,
     respond: Option<Arc<crate::respond::runtime::View>>,
+    slack: Vec<crate::notify::runtime::Interactive>,
 }
 
 impl ApiState {
@@ -113,6 +116,8 @@ pub struct Routes {
     pub stop: watch::Receiver<bool>,
     /// Incidents, actions and approvals, when the pipeline responds.
     pub respond: Option<Arc<crate::respond::runtime::View>>,
+    /// Slack channels whose approve / reject buttons come back here.
+    pub slack: Vec<crate::notify::runtime::Interactive>,
 }
 
 impl Routes {
@@ -127,6 +132,7 @@ impl Routes {
             sources: Vec::new(),
             stop: watch::channel(false).1,
             respond: None,
+            slack: Vec::new(),
         }
     }
 }
@@ -182,6 +188,7 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         sources: routes.sources,
         stop: routes.stop,
         respond: routes.respond,
+        slack: routes.slack,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -215,6 +222,7 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
             "/api/v1/breakers/{connector}/reset",
             post(respond::reset_breaker),
         )
+        .route("/slack/interactions", post(slack::interactions))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
     tokio::spawn(async move {

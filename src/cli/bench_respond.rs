@@ -270,6 +270,7 @@ fn pass(
         dets,
         sinks,
         compiled,
+        None,
         std::future::pending(),
     ))?;
     let crossed = crossings.lock().map(|m| m.clone()).unwrap_or_default();

@@ -73,6 +73,14 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                     }
                     errors += errs.len();
                 }
+                if let Some(n) = &spec.notify
+                    && let Err(errs) = crate::notify::compile(n, &path)
+                {
+                    for e in &errs {
+                        println!("{e}");
+                    }
+                    errors += errs.len();
+                }
             }
         }
     }

@@ -174,6 +174,25 @@ pub(crate) fn compile_respond(
     }
 }
 
+/// Compiles a pipeline's `notify:` section, printing every error.
+fn compile_notify(
+    spec: &PipelineSpec,
+    path: &str,
+) -> anyhow::Result<Option<crate::notify::Compiled>> {
+    let Some(cfg) = &spec.notify else {
+        return Ok(None);
+    };
+    match crate::notify::compile(cfg, path) {
+        Ok(c) => Ok(Some(c)),
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("the notify section is invalid (run `threatpilot validate`)");
+        }
+    }
+}
+
 /// How a run responds: a replay simulates, a pipeline acts.
 enum Respond {
     Simulate,
@@ -198,6 +217,10 @@ fn execute(
             Respond::Live => live = Some(c),
         }
     }
+    let notify = match (&live, respond) {
+        (Some(_), Respond::Live) => compile_notify(spec, path)?,
+        _ => None,
+    };
     let rt = super::runtime()?;
     let summary = rt.block_on(crate::pipeline::serve::serve(
         spec,
@@ -205,6 +228,7 @@ fn execute(
         detectors,
         sinks,
         live,
+        notify,
         crate::pipeline::serve::shutdown_signal(),
     ))?;
     print_summary(&summary, n_detectors);

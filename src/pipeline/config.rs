@@ -40,6 +40,10 @@ pub struct PipelineSpec {
     /// absent (see `crate::respond`).
     #[serde(default)]
     pub respond: Option<crate::respond::RespondConfig>,
+    /// Incidents to Slack and webhooks through a durable outbox; needs
+    /// `respond:` (see `crate::notify`).
+    #[serde(default)]
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 fn default_batch() -> usize {
@@ -204,6 +208,7 @@ impl PipelineSpec {
             max_streams: default_max_streams(),
             api: None,
             respond: None,
+            notify: None,
         }
     }
 }
@@ -286,6 +291,11 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
     if stores > 1 {
         return Err(err(
             "one store per pipeline: clickhouse or parquet, not both".into(),
+        ));
+    }
+    if spec.notify.is_some() && spec.respond.is_none() {
+        return Err(err(
+            "notify sends incidents: it needs a respond section (observe mode is enough)".into(),
         ));
     }
     if nats > 0 && spec.respond.is_some() {

@@ -55,6 +55,7 @@ pub async fn serve(
     detectors: Vec<Detector>,
     mut sinks: Sinks,
     respond: Option<crate::respond::Compiled>,
+    notify: Option<crate::notify::Compiled>,
     stop_when: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     let hub = spec
@@ -106,6 +107,11 @@ pub async fn serve(
         None => None,
     };
     let view = response.as_ref().map(|r| r.view.clone());
+    let (notify_stop, notify_stop_rx) = watch::channel(false);
+    let notifier = match (notify, &view) {
+        (Some(n), Some(v)) => Some(crate::notify::runtime::start(n, v.clone(), notify_stop_rx)?),
+        _ => None,
+    };
     let (files, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
@@ -181,6 +187,10 @@ pub async fn serve(
                 sources: stats.clone(),
                 stop: stop_rx.clone(),
                 respond: view.clone(),
+                slack: notifier
+                    .as_ref()
+                    .map(|n| n.interactive.clone())
+                    .unwrap_or_default(),
             };
             Some(crate::api::start(cfg, routes).await?)
         }
@@ -212,6 +222,11 @@ pub async fn serve(
         // the sink stage has finished, so the response queue is closed
         let report = r.task.await?;
         eprintln!("threatpilot respond: {}", serde_json::to_string(&report)?);
+    }
+    if let Some(n) = notifier {
+        let _ = notify_stop.send(true);
+        let report = n.task.await?;
+        eprintln!("threatpilot notify: {}", serde_json::to_string(&report)?);
     }
     if let Some(task) = store {
         summary.stages.push(task.await?);

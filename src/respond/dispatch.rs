@@ -106,6 +106,12 @@ impl Dispatcher {
         std::mem::take(&mut self.effects)
     }
 
+    /// Records a request refused before it reached an action (an unknown
+    /// Slack user pressing approve), with why.
+    pub fn refused(&mut self, actor: &str, subject: &str, why: &str) {
+        self.audit(actor, "refused", subject, why);
+    }
+
     fn audit(&mut self, actor: &str, decision: &str, subject: &str, detail: impl Into<String>) {
         self.effects.push(Effect::Audit {
             actor: actor.into(),

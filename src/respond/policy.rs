@@ -273,9 +273,10 @@ impl Default for LoopSpec {
 }
 
 /// A compiled window.
+/// A compiled [`WindowSpec`] (also the quiet hours of notifications).
 #[derive(Clone, Debug)]
-struct Window {
-    name: String,
+pub struct Window {
+    pub name: String,
     days: Option<Vec<chrono::Weekday>>,
     daily: Option<(u32, u32)>,
     tz: chrono_tz::Tz,
@@ -283,7 +284,7 @@ struct Window {
 }
 
 impl Window {
-    fn compile(w: &WindowSpec) -> Result<Window, String> {
+    pub fn compile(w: &WindowSpec) -> Result<Window, String> {
         let tz = chrono_tz::Tz::from_str(&w.timezone)
             .map_err(|_| format!("unknown time zone {:?}", w.timezone))?;
         let days = w
@@ -338,7 +339,7 @@ impl Window {
         })
     }
 
-    fn contains(&self, now_ms: i64) -> bool {
+    pub fn contains(&self, now_ms: i64) -> bool {
         if let Some((a, b)) = self.range
             && !(a..b).contains(&now_ms)
         {

@@ -66,6 +66,11 @@ enum Msg {
         who: String,
         reply: oneshot::Sender<bool>,
     },
+    Refused {
+        who: String,
+        subject: String,
+        why: String,
+    },
 }
 
 /// What the API reads and asks.
@@ -74,6 +79,9 @@ pub struct View {
     actions: RwLock<HashMap<String, Action>>,
     breakers: RwLock<BTreeMap<String, Breaker>>,
     pub tail: broadcast::Sender<TailEvent>,
+    /// The id of each incident that changed (itself or one of its
+    /// actions), for notifications; a lagging reader re-reads them all.
+    pub changed: broadcast::Sender<String>,
     pub guarded: Arc<Peers>,
     commands: mpsc::Sender<Msg>,
 }
@@ -140,6 +148,36 @@ impl View {
         })
         .await?;
         rx.await.map_err(|_| "response has stopped".to_owned())?
+    }
+
+    /// The actions of one incident, oldest first.
+    pub fn actions_of(&self, incident_id: &str) -> Vec<Action> {
+        let mut v: Vec<Action> = self
+            .actions
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|a| a.incident_id == incident_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| {
+            a.created_ms
+                .cmp(&b.created_ms)
+                .then(a.action_id.cmp(&b.action_id))
+        });
+        v
+    }
+
+    /// Audits a refused request (who, about what, why).
+    pub async fn refused(&self, who: &str, subject: &str, why: &str) -> Result<(), String> {
+        self.ask(Msg::Refused {
+            who: who.into(),
+            subject: subject.into(),
+            why: why.into(),
+        })
+        .await
     }
 
     pub async fn reset_breaker(&self, connector: &str, who: &str) -> Result<bool, String> {
@@ -236,6 +274,7 @@ pub fn start(
         actions: RwLock::new(HashMap::new()),
         breakers: RwLock::new(BTreeMap::new()),
         tail: broadcast::channel(4096).0,
+        changed: broadcast::channel(4096).0,
         guarded,
         commands: cmd_tx.clone(),
     });
@@ -340,6 +379,7 @@ fn handle(d: &mut Dispatcher, m: Msg) {
         } => {
             let _ = reply.send(d.reset_breaker(&connector, &who));
         }
+        Msg::Refused { who, subject, why } => d.refused(&who, &subject, &why),
     }
 }
 
@@ -438,6 +478,17 @@ impl Apply<'_> {
             }
             if let Ok(mut b) = self.view.breakers.write() {
                 *b = d.state.breakers().clone();
+            }
+            let mut touched: Vec<&str> = incidents.iter().map(String::as_str).collect();
+            for id in &actions {
+                if let Some(a) = d.actions.get(id)
+                    && !touched.contains(&a.incident_id.as_str())
+                {
+                    touched.push(&a.incident_id);
+                }
+            }
+            for id in touched {
+                let _ = self.view.changed.send(id.to_owned());
             }
             // durable before anything runs
             if let Err(e) = self.journal.sync() {

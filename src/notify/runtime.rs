@@ -1,0 +1,391 @@
+//! The notifier task: reads changed incidents from response's view, routes
+//! and renders them into the outbox, and sends what waits there, one
+//! message at a time per channel, within the channel's rate, outside its
+//! quiet hours (critical incidents excepted), backing off with jitter
+//! on failures and honouring `Retry-After`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+use super::config::ChannelSpec;
+use super::outbox::Outbox;
+use super::render::Notice;
+use super::slack::{self, Outcome};
+use super::{Compiled, webhook};
+use crate::respond::connectors::Secret;
+use crate::respond::policy::Window;
+use crate::respond::runtime::View;
+
+/// Updates of one incident closer together than this are sent as one.
+const GROUP: Duration = Duration::from_millis(250);
+/// After the input ends, how long a run still sends what waits.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A Slack channel's interactive side, for `POST /slack/interactions`.
+#[derive(Clone)]
+pub struct Interactive {
+    pub channel: String,
+    pub signing_secret: Secret,
+    pub approvers: BTreeMap<String, String>,
+}
+
+pub struct Running {
+    pub task: tokio::task::JoinHandle<NotifyReport>,
+    pub interactive: Vec<Interactive>,
+}
+
+/// What the notifier did, for the run's summary.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct NotifyReport {
+    pub sent: BTreeMap<String, u64>,
+    pub retried: BTreeMap<String, u64>,
+    pub dead: BTreeMap<String, u64>,
+    pub left_in_outbox: usize,
+}
+
+/// A channel ready to send: its secrets read.
+struct Channel {
+    spec: ChannelSpec,
+    quiet: Vec<Window>,
+    token: Option<Secret>,
+    webhook_url: Option<Secret>,
+    secret: Option<Secret>,
+    /// Sending now (at most one message per channel at a time).
+    busy: bool,
+    failures: u32,
+    next_at: Instant,
+    tokens: f64,
+    refilled: Instant,
+}
+
+struct Done {
+    channel: String,
+    seq: u64,
+    key: String,
+    outcome: Outcome,
+}
+
+fn resolve(s: &Option<crate::respond::connectors::SecretRef>) -> anyhow::Result<Option<Secret>> {
+    s.as_ref()
+        .map(|r| r.resolve().map_err(|e| anyhow::anyhow!(e)))
+        .transpose()
+}
+
+/// Starts the notifier; it stops when `stop` turns true, after sending
+/// what it can within [`DRAIN`] (the rest stays in the outbox).
+pub fn start(
+    c: Compiled,
+    view: Arc<View>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    let dir = PathBuf::from(&c.cfg.state_dir);
+    let mut outbox = Outbox::open(&dir)
+        .map_err(|e| anyhow::anyhow!("notify outbox in {}: {e}", dir.display()))?;
+    if outbox.skipped_at_open > 0 {
+        tracing::warn!(
+            lines = outbox.skipped_at_open,
+            "notify outbox: unreadable lines skipped (a torn write at a crash)"
+        );
+    }
+    let now = Instant::now();
+    let mut channels: HashMap<String, Channel> = HashMap::new();
+    let mut interactive = Vec::new();
+    for (spec, quiet) in &c.channels {
+        let (token, webhook_url, secret) = match spec {
+            ChannelSpec::Slack(s) => {
+                if let Some(sec) = resolve(&s.signing_secret)? {
+                    interactive.push(Interactive {
+                        channel: s.name.clone(),
+                        signing_secret: sec,
+                        approvers: s.approvers.clone(),
+                    });
+                }
+                (resolve(&s.token)?, resolve(&s.webhook_url)?, None)
+            }
+            ChannelSpec::Webhook(w) => (None, None, resolve(&w.secret)?),
+        };
+        let rate = f64::from(spec.pacing().0);
+        channels.insert(
+            spec.name().to_owned(),
+            Channel {
+                spec: spec.clone(),
+                quiet: quiet.clone(),
+                token,
+                webhook_url,
+                secret,
+                busy: false,
+                failures: 0,
+                next_at: now,
+                tokens: rate,
+                refilled: now,
+            },
+        );
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(c.cfg.retry.timeout_ms))
+        .build()?;
+    let mut changed = view.changed.subscribe();
+    let task = tokio::spawn(async move {
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
+        let mut report = NotifyReport::default();
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut first_dirty: Option<Instant> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut closed = false;
+        let mut jitter = Jitter::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                r = changed.recv(), if !closed => match r {
+                    Ok(id) => { dirty.insert(id); }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        dirty.extend(view.incidents().into_iter().map(|i| i.incident_id));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        closed = true;
+                        drain_until.get_or_insert(Instant::now() + DRAIN);
+                    }
+                },
+                Some(d) = done_rx.recv() => {
+                    settle(&mut outbox, &mut channels, d, &c, &mut report, &mut jitter);
+                }
+                _ = stop.changed(), if drain_until.is_none() => {
+                    drain_until.get_or_insert(Instant::now() + DRAIN);
+                }
+                _ = tick.tick() => {}
+            }
+            if !dirty.is_empty() {
+                let since = *first_dirty.get_or_insert_with(Instant::now);
+                if since.elapsed() >= GROUP || drain_until.is_some() {
+                    first_dirty = None;
+                    let now_ms = crate::time::now_ms();
+                    for id in std::mem::take(&mut dirty) {
+                        let Some(incident) = view.incident(&id) else {
+                            continue;
+                        };
+                        let n = Notice {
+                            actions: view.actions_of(&id),
+                            incident,
+                        };
+                        for ch in c.channels_for(&n) {
+                            let Some(channel) = channels.get(ch) else {
+                                continue;
+                            };
+                            let (key, body) = render(&channel.spec, &n);
+                            if let Err(e) = outbox.put(&key, ch, body, now_ms) {
+                                tracing::error!(error = %e, channel = ch, "notify outbox write failed");
+                            }
+                        }
+                    }
+                    // durable before anything is sent
+                    if let Err(e) = outbox.sync() {
+                        tracing::error!(error = %e, "notify outbox sync failed");
+                    }
+                }
+            }
+            dispatch(&outbox, &mut channels, &client, &done_tx);
+            if let Some(t) = drain_until {
+                let busy = channels.values().any(|ch| ch.busy);
+                if (outbox.pending() == 0 && !busy && dirty.is_empty()) || Instant::now() >= t {
+                    break;
+                }
+            }
+        }
+        let _ = outbox.sync();
+        report.left_in_outbox = outbox.pending();
+        if report.left_in_outbox > 0 {
+            tracing::warn!(
+                messages = report.left_in_outbox,
+                path = %outbox.path().display(),
+                "notify: messages left in the outbox for the next start"
+            );
+        }
+        report
+    });
+    Ok(Running { task, interactive })
+}
+
+/// The outbox key and body of a notice for one channel.
+fn render(spec: &ChannelSpec, n: &Notice) -> (String, Value) {
+    let i = &n.incident;
+    let severity = format!("{:?}", i.severity).to_lowercase();
+    match spec {
+        ChannelSpec::Slack(s) => {
+            let mut body = slack::message(n);
+            body["severity"] = json!(severity);
+            // a webhook cannot update: one message per incident state
+            let key = if s.token.is_some() {
+                format!("slack:{}:{}", s.name, i.incident_id)
+            } else {
+                format!("slack:{}:{}:{}", s.name, i.incident_id, i.status.as_str())
+            };
+            (key, body)
+        }
+        ChannelSpec::Webhook(w) => (
+            format!("webhook:{}:{}", w.name, i.incident_id),
+            json!({"type": "incident", "severity": severity, "incident": i, "actions": n.actions}),
+        ),
+    }
+}
+
+/// Starts a send on every channel that is idle, due, within its rate and
+/// has a message that may go now.
+fn dispatch(
+    outbox: &Outbox,
+    channels: &mut HashMap<String, Channel>,
+    client: &reqwest::Client,
+    done: &mpsc::Sender<Done>,
+) {
+    let now = Instant::now();
+    let now_ms = crate::time::now_ms();
+    for (name, ch) in channels.iter_mut() {
+        if ch.busy || now < ch.next_at {
+            continue;
+        }
+        let rate = f64::from(ch.spec.pacing().0);
+        ch.tokens = (ch.tokens + ch.refilled.elapsed().as_secs_f64() * rate / 60.0).min(rate);
+        ch.refilled = now;
+        if ch.tokens < 1.0 {
+            ch.next_at = now + Duration::from_secs_f64((1.0 - ch.tokens) * 60.0 / rate);
+            continue;
+        }
+        let quiet = ch.quiet.iter().any(|w| w.contains(now_ms));
+        let Some(e) = outbox.next_for(name, |e| !quiet || e.body["severity"] == "critical") else {
+            continue;
+        };
+        ch.tokens -= 1.0;
+        ch.busy = true;
+        let (seq, key, body) = (e.seq, e.key.clone(), e.body.clone());
+        let reference = outbox
+            .reference(&key)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned);
+        let (spec, client, done) = (ch.spec.clone(), client.clone(), done.clone());
+        let (token, hook, secret) = (ch.token.clone(), ch.webhook_url.clone(), ch.secret.clone());
+        let name = name.clone();
+        tokio::spawn(async move {
+            let outcome = match (&spec, token, hook) {
+                (ChannelSpec::Slack(s), Some(t), _) => {
+                    slack::send_bot(
+                        &client,
+                        &s.api_url,
+                        &t,
+                        s.channel.as_deref().unwrap_or_default(),
+                        &body,
+                        reference.as_deref(),
+                    )
+                    .await
+                }
+                (ChannelSpec::Slack(_), None, Some(h)) => {
+                    slack::send_webhook(&client, &h, &body).await
+                }
+                (ChannelSpec::Slack(s), None, None) => {
+                    Outcome::Dead(format!("slack channel {} has no token or webhook", s.name))
+                }
+                (ChannelSpec::Webhook(w), _, _) => {
+                    webhook::send(
+                        &client,
+                        &w.url,
+                        secret.as_ref(),
+                        &key,
+                        &body,
+                        crate::time::now_ms() / 1000,
+                    )
+                    .await
+                }
+            };
+            let _ = done
+                .send(Done {
+                    channel: name,
+                    seq,
+                    key,
+                    outcome,
+                })
+                .await;
+        });
+    }
+}
+
+/// Records what became of a send.
+fn settle(
+    outbox: &mut Outbox,
+    channels: &mut HashMap<String, Channel>,
+    d: Done,
+    c: &Compiled,
+    report: &mut NotifyReport,
+    jitter: &mut Jitter,
+) {
+    let Some(ch) = channels.get_mut(&d.channel) else {
+        return;
+    };
+    ch.busy = false;
+    let written = match d.outcome {
+        Outcome::Sent(reference) => {
+            ch.failures = 0;
+            *report.sent.entry(d.channel.clone()).or_default() += 1;
+            metrics::counter!(crate::metrics::NOTIFY_SENT, "channel" => d.channel.clone())
+                .increment(1);
+            let r = match reference {
+                Some(r) => outbox.set_ref(&d.key, &r),
+                None => Ok(()),
+            };
+            r.and_then(|()| outbox.ack(d.seq))
+        }
+        Outcome::Gone => {
+            // the message was deleted: the next send posts a new one
+            tracing::warn!(channel = %d.channel, key = %d.key, "notify: the message to update is gone; posting anew");
+            outbox.set_ref(&d.key, "")
+        }
+        Outcome::Retry { after, why } => {
+            ch.failures = ch.failures.saturating_add(1);
+            *report.retried.entry(d.channel.clone()).or_default() += 1;
+            metrics::counter!(crate::metrics::NOTIFY_RETRIES, "channel" => d.channel.clone())
+                .increment(1);
+            let cap = c
+                .cfg
+                .retry
+                .initial_ms
+                .saturating_mul(1u64 << ch.failures.min(20))
+                .min(c.cfg.retry.max_ms);
+            // equal jitter: half the backoff, plus up to as much again
+            let wait =
+                after.unwrap_or_else(|| Duration::from_millis(cap / 2 + jitter.below(cap / 2 + 1)));
+            ch.next_at = Instant::now() + wait;
+            tracing::warn!(channel = %d.channel, attempt = ch.failures, wait_ms = wait.as_millis() as u64, "notify: {why}; retrying");
+            Ok(())
+        }
+        Outcome::Dead(why) => {
+            *report.dead.entry(d.channel.clone()).or_default() += 1;
+            metrics::counter!(crate::metrics::NOTIFY_DEAD, "channel" => d.channel.clone())
+                .increment(1);
+            tracing::error!(channel = %d.channel, key = %d.key, "notify: {why}; message dropped");
+            outbox.dead(d.seq, &why)
+        }
+    };
+    if let Err(e) = written.and_then(|()| outbox.sync()) {
+        tracing::error!(error = %e, "notify outbox write failed");
+    }
+}
+
+/// Jitter for backoff (not for anything secret).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        Jitter(crate::time::now_ms() as u64 | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
