@@ -17,6 +17,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod nats;
+pub mod net;
 pub mod notify;
 pub mod parse;
 pub mod pipeline;

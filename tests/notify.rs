@@ -504,3 +504,207 @@ notify:
         "{text}"
     );
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1.
+fn private_ca(dir: &std::path::Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=threatpilot test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+}
+
+/// A webhook receiver over TLS (Python's `ssl`, that is OpenSSL) that
+/// checks each request's HMAC signature and writes what it got to `out`.
+const RECEIVER: &str = r#"
+import hashlib, hmac, http.server, json, ssl, sys
+cert, key, secret, out = sys.argv[1:5]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        ts = self.headers.get("X-ThreatPilot-Timestamp", "")
+        sig = self.headers.get("X-ThreatPilot-Signature", "")
+        want = "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        with open(out, "a") as f:
+            f.write(json.dumps({"signed": hmac.compare_digest(want, sig),
+                                "key": self.headers.get("Idempotency-Key"),
+                                "body": json.loads(body)}) + "\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+#[test]
+fn a_signed_webhook_reaches_a_tls_receiver_with_a_private_ca() {
+    use std::process::Command;
+    let have = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(have("openssl") && have("python3")) {
+        assert!(
+            !support::servers_required(),
+            "openssl and python3 are needed"
+        );
+        return;
+    }
+    let dir = support::temp_dir("notify-tls");
+    private_ca(&dir);
+    std::fs::write(dir.join("hmac"), "webhook-secret").unwrap();
+    let got = dir.join("received.jsonl");
+    let mut receiver = Command::new("python3")
+        .args(["-c", RECEIVER])
+        .arg(dir.join("server.pem"))
+        .arg(dir.join("server.key"))
+        .arg("webhook-secret")
+        .arg(&got)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(receiver.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    // one channel trusts the private CA, one only the system's roots
+    let pipeline = format!(
+        "version: 1
+name: tls
+sources:
+  - type: file
+    id: auth
+    paths: [fixtures/detectors/synthetic-success-after-failures/input.log]
+sinks:
+  - type: file
+    path: {{dir}}/findings.jsonl
+respond:
+  playbooks: [playbooks]
+  state_dir: {{dir}}/respond
+notify:
+  state_dir: {{dir}}/notify
+  ca_file: {d}/ca.pem
+  retry: {{initial_ms: 100, max_ms: 400, timeout_ms: 2000}}
+  channels:
+    - type: webhook
+      name: siem
+      url: https://127.0.0.1:{port}/hooks/threatpilot
+      secret: {{file: {d}/hmac}}
+",
+        d = dir.display(),
+    );
+    let run = |text: &str| {
+        let d = support::temp_dir("notify-tls-run");
+        let path = d.join("pipeline.yaml");
+        std::fs::write(&path, text.replace("{dir}", &d.display().to_string())).unwrap();
+        let out = support::run_pipeline(&path);
+        (out, d)
+    };
+    let (out, _) = run(&pipeline);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"left_in_outbox\":0"), "{stderr}");
+    let lines: Vec<Value> = std::fs::read_to_string(&got)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "nothing received\n{stderr}");
+    for l in &lines {
+        assert_eq!(l["signed"], true, "{l}");
+        assert_eq!(l["body"]["type"], "incident");
+        assert!(
+            l["key"].as_str().unwrap().starts_with("webhook:siem:i-"),
+            "{l}"
+        );
+    }
+    // without the private CA the receiver is not trusted: nothing is sent,
+    // and what waits stays in the outbox for the next start
+    let before = lines.len();
+    let untrusted = pipeline.replace(&format!("  ca_file: {}/ca.pem\n", dir.display()), "");
+    let (out, _) = run(&untrusted);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("\"left_in_outbox\":0"), "{stderr}");
+    let after = std::fs::read_to_string(&got).unwrap().lines().count();
+    assert_eq!(after, before);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}

@@ -46,6 +46,9 @@ pub struct NotifyConfig {
     pub routes: Vec<Located<RouteSpec>>,
     #[serde(default)]
     pub retry: RetrySpec,
+    /// A PEM bundle of CA certificates trusted besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_state_dir() -> String {

@@ -127,9 +127,11 @@ pub fn start(
             },
         );
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(c.cfg.retry.timeout_ms))
-        .build()?;
+    let client = crate::net::http_client(
+        c.cfg.ca_file.as_deref(),
+        Duration::from_millis(c.cfg.retry.timeout_ms),
+    )
+    .map_err(|e| anyhow::anyhow!("notify: {e}"))?;
     let mut changed = view.changed.subscribe();
     let task = tokio::spawn(async move {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);

@@ -610,9 +610,7 @@ async fn worker(spec: ConnectorSpec, mut rx: mpsc::Receiver<Action>, results: mp
 
 /// Runs an external verification.
 async fn verify(a: Action, results: mpsc::Sender<Msg>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build();
+    let client = crate::net::http_client(None, Duration::from_secs(10));
     let (ok, detail) = match (a.check.as_ref(), client) {
         (Some(CheckPlan::Unrenderable { why }), _) => (false, why.clone()),
         (_, Err(e)) => (false, e.to_string()),

@@ -29,6 +29,9 @@ pub struct HttpSpec {
     pub headers: BTreeMap<String, String>,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// A PEM bundle of CA certificates trusted besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// The request of each action kind it carries.
     pub requests: BTreeMap<String, RequestSpec>,
 }
@@ -150,10 +153,11 @@ impl Http {
     pub fn new(spec: &HttpSpec) -> Result<Http, String> {
         let compiled = spec.compile()?;
         let secret = spec.secret.as_ref().map(SecretRef::resolve).transpose()?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(spec.timeout_ms))
-            .build()
-            .map_err(|e| format!("connector {}: {e}", spec.name))?;
+        let client = crate::net::http_client(
+            spec.ca_file.as_deref(),
+            Duration::from_millis(spec.timeout_ms),
+        )
+        .map_err(|e| format!("connector {}: {e}", spec.name))?;
         Ok(Http {
             name: spec.name.clone(),
             base: spec.base_url.trim_end_matches('/').to_owned(),
