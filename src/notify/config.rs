@@ -60,6 +60,7 @@ fn default_state_dir() -> String {
 pub enum ChannelSpec {
     Slack(SlackSpec),
     Webhook(WebhookSpec),
+    Jira(JiraSpec),
 }
 
 impl ChannelSpec {
@@ -67,6 +68,7 @@ impl ChannelSpec {
         match self {
             ChannelSpec::Slack(s) => &s.name,
             ChannelSpec::Webhook(w) => &w.name,
+            ChannelSpec::Jira(j) => &j.name,
         }
     }
 
@@ -75,6 +77,7 @@ impl ChannelSpec {
         match self {
             ChannelSpec::Slack(s) => (s.rate_per_min, &s.quiet_hours),
             ChannelSpec::Webhook(w) => (w.rate_per_min, &w.quiet_hours),
+            ChannelSpec::Jira(j) => (j.rate_per_min, &j.quiet_hours),
         }
     }
 
@@ -117,6 +120,31 @@ impl ChannelSpec {
                         "webhook {}: url must be http:// or https://",
                         w.name
                     ))
+                }
+            }
+            ChannelSpec::Jira(j) => {
+                if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
+                    Err(format!(
+                        "jira {}: base_url must be http:// or https://",
+                        j.name
+                    ))
+                } else if j.project.is_empty()
+                    || !j
+                        .project
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    Err(format!(
+                        "jira {}: project must be a project key (PROJ)",
+                        j.name
+                    ))
+                } else if j.flavor == JiraFlavor::Cloud && j.email.is_none() {
+                    Err(format!(
+                        "jira {}: Jira Cloud signs in with email and an API token",
+                        j.name
+                    ))
+                } else {
+                    Ok(())
                 }
             }
         }
@@ -182,6 +210,53 @@ pub struct WebhookSpec {
     /// sent; the others wait for it to close (their latest state is sent).
     #[serde(default)]
     pub quiet_hours: Vec<WindowSpec>,
+}
+
+/// Jira Cloud (REST v3, ADF, e-mail + API token) or Data Center (REST v2,
+/// wiki markup, personal access token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JiraFlavor {
+    Cloud,
+    DataCenter,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JiraSpec {
+    pub name: String,
+    pub flavor: JiraFlavor,
+    /// `https://example.atlassian.net` or a Data Center's base URL.
+    pub base_url: String,
+    /// The project key tickets are created in.
+    pub project: String,
+    #[serde(default = "default_issue_type")]
+    pub issue_type: String,
+    /// The account's e-mail (Cloud).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The API token (Cloud) or personal access token (Data Center).
+    pub token: SecretRef,
+    /// Incidents at least this severe open a ticket; so do those a person
+    /// must act on (escalated, an approval expired, a verification failed).
+    #[serde(default = "default_jira_severity")]
+    pub severity_at_least: Severity,
+    /// The transition run when the incident is resolved or mitigated
+    /// (by name, e.g. `Done`); none when absent.
+    #[serde(default)]
+    pub resolve_transition: Option<String>,
+    #[serde(default = "default_rate")]
+    pub rate_per_min: u32,
+    #[serde(default)]
+    pub quiet_hours: Vec<WindowSpec>,
+}
+
+fn default_issue_type() -> String {
+    "Task".into()
+}
+
+fn default_jira_severity() -> Severity {
+    Severity::High
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -14,6 +14,7 @@
 //! Approve / reject buttons come back through `POST /slack/interactions`.
 
 pub mod config;
+pub mod jira;
 pub mod outbox;
 pub mod render;
 pub mod runtime;

@@ -109,6 +109,7 @@ pub fn start(
                 (resolve(&s.token)?, resolve(&s.webhook_url)?, None)
             }
             ChannelSpec::Webhook(w) => (None, None, resolve(&w.secret)?),
+            ChannelSpec::Jira(j) => (resolve(&Some(j.token.clone()))?, None, None),
         };
         let rate = f64::from(spec.pacing().0);
         channels.insert(
@@ -180,6 +181,14 @@ pub fn start(
                                 continue;
                             };
                             let (key, body) = render(&channel.spec, &n);
+                            // a ticket is opened only when policy says so;
+                            // once open, it hears of every later state
+                            if let ChannelSpec::Jira(j) = &channel.spec
+                                && outbox.reference(&key).is_none_or(str::is_empty)
+                                && !super::jira::wanted(j, &n)
+                            {
+                                continue;
+                            }
                             if let Err(e) = outbox.put(&key, ch, body, now_ms) {
                                 tracing::error!(error = %e, channel = ch, "notify outbox write failed");
                             }
@@ -193,6 +202,18 @@ pub fn start(
             }
             dispatch(&outbox, &mut channels, &client, &done_tx);
             if let Some(t) = drain_until {
+                // changes announced before the stop are still told
+                loop {
+                    match changed.try_recv() {
+                        Ok(id) => {
+                            dirty.insert(id);
+                        }
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            dirty.extend(view.incidents().into_iter().map(|i| i.incident_id));
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let busy = channels.values().any(|ch| ch.busy);
                 if (outbox.pending() == 0 && !busy && dirty.is_empty()) || Instant::now() >= t {
                     break;
@@ -233,6 +254,10 @@ fn render(spec: &ChannelSpec, n: &Notice) -> (String, Value) {
             format!("webhook:{}:{}", w.name, i.incident_id),
             json!({"type": "incident", "severity": severity, "incident": i, "actions": n.actions}),
         ),
+        ChannelSpec::Jira(j) => (
+            format!("jira:{}:{}", j.name, i.incident_id),
+            super::jira::body(n),
+        ),
     }
 }
 
@@ -264,10 +289,17 @@ fn dispatch(
         ch.tokens -= 1.0;
         ch.busy = true;
         let (seq, key, body) = (e.seq, e.key.clone(), e.body.clone());
-        let reference = outbox
-            .reference(&key)
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned);
+        let remembered = |suffix: &str| {
+            outbox
+                .reference(&format!("{key}{suffix}"))
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+        };
+        let reference = remembered("");
+        let told = remembered("#told")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let transitioned = remembered("#transitioned").is_some();
         let (spec, client, done) = (ch.spec.clone(), client.clone(), done.clone());
         let (token, hook, secret) = (ch.token.clone(), ch.webhook_url.clone(), ch.secret.clone());
         let name = name.clone();
@@ -289,6 +321,25 @@ fn dispatch(
                 }
                 (ChannelSpec::Slack(s), None, None) => {
                     Outcome::Dead(format!("slack channel {} has no token or webhook", s.name))
+                }
+                (ChannelSpec::Jira(j), Some(t), _) => {
+                    super::jira::Jira {
+                        spec: j,
+                        client: &client,
+                        token: &t,
+                    }
+                    .send(
+                        &body,
+                        super::jira::Known {
+                            key: reference.as_deref(),
+                            told,
+                            transitioned,
+                        },
+                    )
+                    .await
+                }
+                (ChannelSpec::Jira(j), None, _) => {
+                    Outcome::Dead(format!("jira channel {} has no token", j.name))
                 }
                 (ChannelSpec::Webhook(w), _, _) => {
                     webhook::send(
@@ -328,16 +379,14 @@ fn settle(
     };
     ch.busy = false;
     let written = match d.outcome {
-        Outcome::Sent(reference) => {
+        Outcome::Sent(refs) => {
             ch.failures = 0;
             *report.sent.entry(d.channel.clone()).or_default() += 1;
             metrics::counter!(crate::metrics::NOTIFY_SENT, "channel" => d.channel.clone())
                 .increment(1);
-            let r = match reference {
-                Some(r) => outbox.set_ref(&d.key, &r),
-                None => Ok(()),
-            };
-            r.and_then(|()| outbox.ack(d.seq))
+            refs.iter()
+                .try_for_each(|(suffix, v)| outbox.set_ref(&format!("{}{suffix}", d.key), v))
+                .and_then(|()| outbox.ack(d.seq))
         }
         Outcome::Gone => {
             // the message was deleted: the next send posts a new one

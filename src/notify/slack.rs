@@ -174,8 +174,10 @@ fn plain(text: &str) -> Value {
 /// What became of one send.
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
-    /// Taken; the message's reference when the far side gave one.
-    Sent(Option<String>),
+    /// Taken, with what to remember of it: (suffix of the outbox key,
+    /// value); suffix "" is the message's own reference (a Slack
+    /// `CHANNEL/TS`, a Jira issue key).
+    Sent(Vec<(&'static str, String)>),
     /// Try again (after the time the far side asked for, if it did).
     Retry {
         after: Option<Duration>,
@@ -273,7 +275,10 @@ pub async fn send_bot(
     if v["ok"] == true {
         let ch = v["channel"].as_str().unwrap_or_default();
         let ts = v["ts"].as_str().unwrap_or_default();
-        return Outcome::Sent((!ch.is_empty() && !ts.is_empty()).then(|| format!("{ch}/{ts}")));
+        if ch.is_empty() || ts.is_empty() {
+            return Outcome::Sent(Vec::new());
+        }
+        return Outcome::Sent(vec![("", format!("{ch}/{ts}"))]);
     }
     let err = v["error"].as_str().unwrap_or("unknown_error").to_owned();
     if method == "chat.update" && (err == "message_not_found" || err == "channel_not_found") {
@@ -306,7 +311,7 @@ pub async fn send_webhook(client: &reqwest::Client, url: &Secret, body: &Value) 
     let after = retry_after(r.headers());
     let text = r.text().await.unwrap_or_default();
     match status.as_u16() {
-        200..=299 => Outcome::Sent(None),
+        200..=299 => Outcome::Sent(Vec::new()),
         429 => Outcome::Retry {
             after,
             why: "incoming webhook: 429 ratelimited".into(),

@@ -65,7 +65,7 @@ pub async fn send(
     let status = r.status().as_u16();
     let after = retry_after(r.headers());
     match status {
-        200..=299 => Outcome::Sent(None),
+        200..=299 => Outcome::Sent(Vec::new()),
         408 | 425 | 429 | 500..=599 => Outcome::Retry {
             after,
             why: format!("webhook: HTTP {status}"),
