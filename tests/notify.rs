@@ -29,6 +29,8 @@ const CHANNEL_ID: &str = "C0SOC";
 const OK: u8 = 0;
 const FAIL_500: u8 = 1;
 const ONE_429: u8 = 2;
+/// Posts are taken (the message exists) but never answered.
+const POSTS_HANG: u8 = 3;
 
 #[derive(Default)]
 struct Slack {
@@ -123,6 +125,44 @@ fn serve(s: &TcpStream, st: &Mutex<Slack>, mode: &AtomicU8) -> bool {
         }
         _ => {}
     }
+    if method == "GET" && path.starts_with("/api/conversations.history?") {
+        let g = st.lock().unwrap();
+        let q: BTreeMap<String, String> =
+            form_urlencoded::parse(path.split_once('?').unwrap().1.as_bytes())
+                .into_owned()
+                .collect();
+        let authed =
+            headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {TOKEN}"));
+        if !authed || q.get("channel").map(String::as_str) != Some(CHANNEL_ID) {
+            drop(g);
+            reply(
+                "200 OK",
+                "",
+                json!({"ok": false, "error": "channel_not_found"}),
+            );
+            return true;
+        }
+        let with_metadata = q.get("include_all_metadata").map(String::as_str) == Some("true");
+        let messages: Vec<Value> = g
+            .messages
+            .iter()
+            .rev()
+            .map(|(ts, (_, m))| {
+                let mut x = json!({"type": "message", "ts": ts, "text": m["text"]});
+                if with_metadata {
+                    x["metadata"] = m["metadata"].clone();
+                }
+                x
+            })
+            .collect();
+        drop(g);
+        reply(
+            "200 OK",
+            "",
+            json!({"ok": true, "messages": messages, "has_more": false}),
+        );
+        return true;
+    }
     let mut g = st.lock().unwrap();
     let text = String::from_utf8_lossy(&body).into_owned();
     g.raw.push(text.clone());
@@ -160,6 +200,11 @@ fn serve(s: &TcpStream, st: &Mutex<Slack>, mode: &AtomicU8) -> bool {
             *g.posts.entry(incident.clone()).or_default() += 1;
             g.messages.insert(ts.clone(), (incident, v.clone()));
             drop(g);
+            if mode.load(Ordering::SeqCst) == POSTS_HANG {
+                // the message is in the channel; the answer never comes
+                std::thread::sleep(Duration::from_secs(60));
+                return false;
+            }
             reply(
                 "200 OK",
                 "",
@@ -707,4 +752,74 @@ notify:
     assert_eq!(after, before);
     let _ = receiver.kill();
     let _ = receiver.wait();
+}
+
+/// A post lands in Slack but the process is killed before the answer
+/// arrives: after the restart, the incident's message is found in the
+/// channel's history by its metadata and updated, never posted twice.
+#[test]
+fn a_post_cut_short_by_kill_minus_nine_is_found_again_not_doubled() {
+    let slack = stand_in();
+    slack.mode.store(OK, Ordering::SeqCst);
+    let dir = support::temp_dir("notify-crash");
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    let pipeline = format!(
+        "version: 1
+name: notify-crash
+sources:
+  - type: syslog
+    id: relay
+    udp: 127.0.0.1:0
+sinks:
+  - type: file
+    path: {{dir}}/findings.jsonl
+api:
+  listen: 127.0.0.1:0
+respond:
+  playbooks: [playbooks]
+  state_dir: {d}/respond
+notify:
+  state_dir: {d}/notify
+  retry: {{initial_ms: 100, max_ms: 500, timeout_ms: 60000}}
+  channels:
+    - type: slack
+      name: soc
+      token: {{file: {d}/token}}
+      channel: '#soc'
+      api_url: http://127.0.0.1:{port}/api
+",
+        d = dir.display(),
+        port = slack.port,
+    );
+    // a first incident teaches the channel's id
+    let svc = Service::start("notify-crash", &pipeline, Stdio::null());
+    ship(&svc, "198.51.100.21", "root", 8);
+    svc.wait_for("the first post", 20, |_| {
+        !slack.state.lock().unwrap().posts.is_empty()
+    });
+    // the next post lands, and the process dies waiting for its answer
+    slack.mode.store(POSTS_HANG, Ordering::SeqCst);
+    ship(&svc, "198.51.100.22", "admin", 8);
+    svc.wait_for("the second post", 20, |_| {
+        slack.state.lock().unwrap().posts.len() == 2
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &svc.pid().to_string()])
+        .status();
+    drop(svc);
+    slack.mode.store(OK, Ordering::SeqCst);
+    let svc = Service::start("notify-crash", &pipeline, Stdio::null());
+    svc.wait_for("the cut post updated", 20, |_| {
+        let g = slack.state.lock().unwrap();
+        g.posts
+            .keys()
+            .any(|i| g.updates.contains_key(i) && g.posts.len() == 2)
+    });
+    let stderr = svc.stop();
+    let g = slack.state.lock().unwrap();
+    assert!(g.violations.is_empty(), "{:?}", g.violations);
+    assert_eq!(g.posts.len(), 2, "{:?}", g.posts);
+    for (i, n) in &g.posts {
+        assert_eq!(*n, 1, "incident {i} posted {n} times\n{stderr}");
+    }
 }

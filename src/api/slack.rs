@@ -29,7 +29,7 @@ pub(super) async fn interactions(
 ) -> Response {
     if s.slack.is_empty() {
         return (
-            StatusCode::NOT_FOUND,
+            StatusCode::NOT_IMPLEMENTED,
             "no Slack channel with a signing_secret in this pipeline\n",
         )
             .into_response();

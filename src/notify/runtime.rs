@@ -200,7 +200,7 @@ pub fn start(
                     }
                 }
             }
-            dispatch(&outbox, &mut channels, &client, &done_tx);
+            dispatch(&mut outbox, &mut channels, &client, &done_tx);
             if let Some(t) = drain_until {
                 // changes announced before the stop are still told
                 loop {
@@ -261,10 +261,17 @@ fn render(spec: &ChannelSpec, n: &Notice) -> (String, Value) {
     }
 }
 
+/// The channel part of an outbox key (`slack:soc` of `slack:soc:i-1`).
+fn channel_key(key: &str) -> &str {
+    key.match_indices(':')
+        .nth(1)
+        .map_or(key, |(i, _)| &key[..i])
+}
+
 /// Starts a send on every channel that is idle, due, within its rate and
 /// has a message that may go now.
 fn dispatch(
-    outbox: &Outbox,
+    outbox: &mut Outbox,
     channels: &mut HashMap<String, Channel>,
     client: &reqwest::Client,
     done: &mpsc::Sender<Done>,
@@ -300,6 +307,27 @@ fn dispatch(
             .and_then(|t| t.parse().ok())
             .unwrap_or(0);
         let transitioned = remembered("#transitioned").is_some();
+        // a Slack post that may have landed before a crash: look for it
+        // before posting again
+        let recover_in = match (&reference, remembered("#posting")) {
+            (None, Some(_)) => outbox
+                .reference(&format!("{}@channel", channel_key(&key)))
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+            _ => None,
+        };
+        if let ChannelSpec::Slack(s) = &ch.spec
+            && s.token.is_some()
+            && reference.is_none()
+        {
+            // durable before the post leaves
+            let marked = outbox
+                .set_ref(&format!("{key}#posting"), "1")
+                .and_then(|()| outbox.sync());
+            if let Err(e) = marked {
+                tracing::error!(error = %e, "notify outbox write failed");
+            }
+        }
         let (spec, client, done) = (ch.spec.clone(), client.clone(), done.clone());
         let (token, hook, secret) = (ch.token.clone(), ch.webhook_url.clone(), ch.secret.clone());
         let name = name.clone();
@@ -313,6 +341,7 @@ fn dispatch(
                         s.channel.as_deref().unwrap_or_default(),
                         &body,
                         reference.as_deref(),
+                        recover_in.as_deref(),
                     )
                     .await
                 }
@@ -385,7 +414,15 @@ fn settle(
             metrics::counter!(crate::metrics::NOTIFY_SENT, "channel" => d.channel.clone())
                 .increment(1);
             refs.iter()
-                .try_for_each(|(suffix, v)| outbox.set_ref(&format!("{}{suffix}", d.key), v))
+                .try_for_each(|(suffix, v)| {
+                    // `@…` is the channel's, not the message's
+                    let key = if suffix.starts_with('@') {
+                        format!("{}{suffix}", channel_key(&d.key))
+                    } else {
+                        format!("{}{suffix}", d.key)
+                    };
+                    outbox.set_ref(&key, v)
+                })
                 .and_then(|()| outbox.ack(d.seq))
         }
         Outcome::Gone => {

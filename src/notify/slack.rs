@@ -203,6 +203,11 @@ pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 /// Sends through the Web API with a bot token: `chat.update` when the
 /// incident has a message (`reference` is `CHANNEL_ID/TS`), else
 /// `chat.postMessage`.
+///
+/// `recover_in` is the channel id when an earlier post of this message may
+/// have reached Slack without its answer reaching us (the process died
+/// mid-request): the channel's history is searched for the incident's
+/// message metadata first, and a message found is updated, not posted again.
 pub async fn send_bot(
     client: &reqwest::Client,
     api_url: &str,
@@ -210,7 +215,15 @@ pub async fn send_bot(
     channel: &str,
     body: &Value,
     reference: Option<&str>,
+    recover_in: Option<&str>,
 ) -> Outcome {
+    let mut found = None;
+    if reference.is_none()
+        && let Some(cid) = recover_in
+    {
+        found = posted_before(client, api_url, token, cid, body).await;
+    }
+    let reference = reference.or(found.as_deref());
     let (method, payload) = match reference.and_then(|r| r.split_once('/')) {
         Some((ch, ts)) => (
             "chat.update",
@@ -276,9 +289,13 @@ pub async fn send_bot(
         let ch = v["channel"].as_str().unwrap_or_default();
         let ts = v["ts"].as_str().unwrap_or_default();
         if ch.is_empty() || ts.is_empty() {
-            return Outcome::Sent(Vec::new());
+            return Outcome::Sent(vec![("#posting", String::new())]);
         }
-        return Outcome::Sent(vec![("", format!("{ch}/{ts}"))]);
+        return Outcome::Sent(vec![
+            ("", format!("{ch}/{ts}")),
+            ("#posting", String::new()),
+            ("@channel", ch.to_owned()),
+        ]);
     }
     let err = v["error"].as_str().unwrap_or("unknown_error").to_owned();
     if method == "chat.update" && (err == "message_not_found" || err == "channel_not_found") {
@@ -292,6 +309,44 @@ pub async fn send_bot(
     } else {
         Outcome::Dead(format!("{method}: {err}"))
     }
+}
+
+/// The `CHANNEL/TS` of this incident's message in the channel's recent
+/// history (`conversations.history` with metadata), if there is one.
+async fn posted_before(
+    client: &reqwest::Client,
+    api_url: &str,
+    token: &Secret,
+    channel_id: &str,
+    body: &Value,
+) -> Option<String> {
+    let url = format!("{}/conversations.history", api_url.trim_end_matches('/'));
+    let r = client
+        .get(&url)
+        .bearer_auth(token.expose())
+        .query(&[
+            ("channel", channel_id),
+            ("limit", "200"),
+            ("include_all_metadata", "true"),
+        ])
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    if v["ok"] != true {
+        tracing::warn!(
+            error = v["error"].as_str().unwrap_or("unknown"),
+            "slack: conversations.history failed; a message may be posted twice"
+        );
+        return None;
+    }
+    let ts = v["messages"].as_array()?.iter().find_map(|m| {
+        (m["metadata"]["event_type"] == "threatpilot_incident"
+            && m["metadata"]["event_payload"]["incident_id"] == body["incident_id"])
+            .then(|| m["ts"].as_str().map(str::to_owned))
+            .flatten()
+    })?;
+    Some(format!("{channel_id}/{ts}"))
 }
 
 /// Posts through an incoming webhook (answers `ok`, or an error's name).
