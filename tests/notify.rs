@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,7 +19,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Service, http};
+use support::{Service, http, read_request};
 
 const TOKEN: &str = "xoxb-test-token";
 const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -67,37 +67,10 @@ fn stand_in() -> Stand {
 /// One request on a kept-alive connection; false when the connection ends.
 fn serve(s: &TcpStream, st: &Mutex<Slack>, mode: &AtomicU8) -> bool {
     let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).unwrap_or(0) == 0 {
+    let Some(req) = read_request(&mut r) else {
         return false;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
-    );
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 {
-            return false;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
-        }
-    }
-    let n: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; n];
-    if r.read_exact(&mut body).is_err() {
-        return false;
-    }
+    };
+    let (method, path, headers, body) = (req.method, req.target, req.headers, req.body);
     let reply = |status: &str, extra: &str, v: Value| {
         let b = v.to_string();
         let mut w = s;

@@ -11,13 +11,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Service, temp_dir, threatpilot};
+use support::{Service, read_request, temp_dir, threatpilot};
 
 /// (method, address, idempotency key) of each request, in arrival order.
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
@@ -40,35 +40,11 @@ fn edge() -> (u16, Seen) {
 
 fn serve(s: TcpStream, rec: &Mutex<Vec<(String, String, String)>>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
+    let Some(req) = read_request(&mut r) else {
         return;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_owned();
-    let path = parts.next().unwrap_or("").to_owned();
-    let (mut key, mut len) = (String::new(), 0usize);
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 {
-            return;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            match k.trim().to_lowercase().as_str() {
-                "idempotency-key" => key = v.trim().to_owned(),
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    if r.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
+    let key = req.header("idempotency-key").unwrap_or_default().to_owned();
+    let (method, path) = (req.method, req.target);
     let ip = path.strip_prefix("/blocks/").unwrap_or("").to_owned();
     let ok = !ip.is_empty() && !key.is_empty() && (method == "POST" || method == "DELETE");
     if ok {

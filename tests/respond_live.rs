@@ -7,7 +7,7 @@
 #[path = "support/service.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -308,32 +308,11 @@ fn idp(token: &'static str) -> Idp {
 
 fn serve_idp(s: TcpStream, token: &str, rec: &Mutex<Seen>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
-    );
-    let mut headers = std::collections::HashMap::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
-        }
-    }
-    let n: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; n];
-    r.read_exact(&mut body).unwrap();
-    let body = String::from_utf8_lossy(&body).into_owned();
+    let Some(req) = support::read_request(&mut r) else {
+        return;
+    };
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let (method, path, headers) = (req.method, req.target, req.headers);
     let key = headers.get("idempotency-key").cloned().unwrap_or_default();
     let status =
         if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
