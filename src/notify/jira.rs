@@ -203,6 +203,30 @@ impl Jira<'_> {
         }
     }
 
+    /// One call: its answer when it succeeded (JSON, or null for none),
+    /// else the outcome to report.
+    async fn call(
+        &self,
+        what: &str,
+        r: reqwest::RequestBuilder,
+        body: Option<&Value>,
+    ) -> Result<Value, Outcome> {
+        let r = match body {
+            Some(b) => r.json(b),
+            None => r,
+        };
+        let r = r.send().await.map_err(|e| retry(what, e))?;
+        if !r.status().is_success() {
+            return Err(failed(what, r).await);
+        }
+        let bytes = r.bytes().await.map_err(|e| retry(what, e))?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Outcome::Dead(format!("{what}: Jira's answer is not JSON: {e}")))
+    }
+
     /// Finds the ticket an earlier run made for this incident.
     async fn search(&self, label: &str) -> Result<Option<String>, Outcome> {
         let jql = format!(
@@ -213,34 +237,25 @@ impl Jira<'_> {
             JiraFlavor::Cloud => format!("{}/search/jql", self.api()),
             JiraFlavor::DataCenter => format!("{}/search", self.api()),
         };
-        let r = self
-            .req(reqwest::Method::GET, &url)
-            .query(&[
-                ("jql", jql.as_str()),
-                ("fields", "key"),
-                ("maxResults", "1"),
-            ])
-            .send()
-            .await
-            .map_err(|e| retry("search", e))?;
-        if !r.status().is_success() {
-            return Err(failed("search", r).await);
-        }
-        let v: Value = r.json().await.map_err(|e| retry("search", e))?;
+        let req = self.req(reqwest::Method::GET, &url).query(&[
+            ("jql", jql.as_str()),
+            ("fields", "key"),
+            ("maxResults", "1"),
+        ]);
+        let v = self.call("search", req, None).await?;
         Ok(v["issues"][0]["key"].as_str().map(str::to_owned))
     }
 
     /// Creates, comments and transitions as the incident's state asks.
     pub async fn send(&self, body: &Value, known: Known<'_>) -> Outcome {
+        match self.steps(body, known).await {
+            Ok(refs) => Outcome::Sent(refs),
+            Err(o) => o,
+        }
+    }
+
+    async fn steps(&self, body: &Value, known: Known<'_>) -> Result<Refs, Outcome> {
         let label = format!("tp-{}", body["incident_id"].as_str().unwrap_or_default());
-        let timeline: Vec<String> = body["timeline"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
         let lines = |v: &Value| -> Vec<String> {
             v.as_array()
                 .map(|a| {
@@ -250,16 +265,16 @@ impl Jira<'_> {
                 })
                 .unwrap_or_default()
         };
+        let timeline = lines(&body["timeline"]);
         let mut refs = Vec::new();
-        let key = match known.key {
-            Some(k) => k.to_owned(),
-            None => match self.search(&label).await {
-                Err(o) => return o,
-                Ok(Some(k)) => {
+        let (key, told) = match known.key {
+            Some(k) => (k.to_owned(), known.told),
+            None => match self.search(&label).await? {
+                Some(k) => {
                     refs.push(("", k.clone()));
-                    k
+                    (k, 0)
                 }
-                Ok(None) => {
+                None => {
                     let mut text = lines(&body["facts"]);
                     text.push("Actions:".into());
                     text.extend(lines(&body["actions"]));
@@ -273,34 +288,20 @@ impl Jira<'_> {
                         "description": doc(self.spec.flavor, &text),
                     });
                     let url = format!("{}/issue", self.api());
-                    let r = match self
-                        .req(reqwest::Method::POST, &url)
-                        .json(&json!({"fields": fields}))
-                        .send()
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(e) => return retry("create", e),
-                    };
-                    if !r.status().is_success() {
-                        return failed("create", r).await;
-                    }
-                    let v: Value = match r.json().await {
-                        Ok(v) => v,
-                        Err(e) => return retry("create", e),
-                    };
+                    let req = self.req(reqwest::Method::POST, &url);
+                    let v = self
+                        .call("create", req, Some(&json!({"fields": fields})))
+                        .await?;
                     let Some(k) = v["key"].as_str() else {
-                        return Outcome::Dead("create: no key in Jira's answer".into());
+                        return Err(Outcome::Dead("create: no key in Jira's answer".into()));
                     };
                     refs.push(("", k.to_owned()));
-                    refs.push(("#told", timeline.len().to_string()));
-                    return self.finish(k, body, known.transitioned, refs).await;
+                    (k.to_owned(), timeline.len())
                 }
             },
         };
-        // what happened since the ticket last heard
-        let told = known.told.min(timeline.len());
-        if timeline.len() > told {
+        if told < timeline.len() {
+            // what happened since the ticket last heard
             let mut text = vec![format!(
                 "{}: {}",
                 body["status"].as_str().unwrap_or_default(),
@@ -308,50 +309,39 @@ impl Jira<'_> {
             )];
             text.extend(timeline[told..].iter().cloned());
             let url = format!("{}/issue/{key}/comment", self.api());
-            let r = match self
-                .req(reqwest::Method::POST, &url)
-                .json(&json!({"body": doc(self.spec.flavor, &text)}))
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return retry("comment", e),
-            };
-            if !r.status().is_success() {
-                return failed("comment", r).await;
-            }
-            refs.push(("#told", timeline.len().to_string()));
+            let req = self.req(reqwest::Method::POST, &url);
+            self.call(
+                "comment",
+                req,
+                Some(&json!({"body": doc(self.spec.flavor, &text)})),
+            )
+            .await?;
         }
-        self.finish(&key, body, known.transitioned, refs).await
+        refs.push(("#told", timeline.len().to_string()));
+        self.resolve(&key, body, known.transitioned, &mut refs)
+            .await?;
+        Ok(refs)
     }
 
     /// Runs the resolution transition once the incident is closed.
-    async fn finish(
+    async fn resolve(
         &self,
         key: &str,
         body: &Value,
         transitioned: bool,
-        mut refs: Vec<(&'static str, String)>,
-    ) -> Outcome {
+        refs: &mut Refs,
+    ) -> Result<(), Outcome> {
         let closed = matches!(body["status"].as_str(), Some("resolved" | "mitigated"));
         let Some(name) = self.spec.resolve_transition.as_deref() else {
-            return Outcome::Sent(refs);
+            return Ok(());
         };
         if !closed || transitioned {
-            return Outcome::Sent(refs);
+            return Ok(());
         }
         let url = format!("{}/issue/{key}/transitions", self.api());
-        let r = match self.req(reqwest::Method::GET, &url).send().await {
-            Ok(r) => r,
-            Err(e) => return retry("transitions", e),
-        };
-        if !r.status().is_success() {
-            return failed("transitions", r).await;
-        }
-        let v: Value = match r.json().await {
-            Ok(v) => v,
-            Err(e) => return retry("transitions", e),
-        };
+        let v = self
+            .call("transitions", self.req(reqwest::Method::GET, &url), None)
+            .await?;
         let id = v["transitions"].as_array().and_then(|t| {
             t.iter()
                 .find(|x| {
@@ -361,32 +351,26 @@ impl Jira<'_> {
                 })
                 .and_then(|x| x["id"].as_str().map(str::to_owned))
         });
-        let Some(id) = id else {
+        match id {
+            Some(id) => {
+                let req = self.req(reqwest::Method::POST, &url);
+                self.call("transition", req, Some(&json!({"transition": {"id": id}})))
+                    .await?;
+            }
             // the ticket may already be past it (closed by a person)
-            tracing::warn!(
+            None => tracing::warn!(
                 issue = key,
                 transition = name,
                 "jira: no such transition from the issue's status; left as it is"
-            );
-            refs.push(("#transitioned", "1".into()));
-            return Outcome::Sent(refs);
-        };
-        let r = match self
-            .req(reqwest::Method::POST, &url)
-            .json(&json!({"transition": {"id": id}}))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return retry("transition", e),
-        };
-        if !r.status().is_success() {
-            return failed("transition", r).await;
+            ),
         }
         refs.push(("#transitioned", "1".into()));
-        Outcome::Sent(refs)
+        Ok(())
     }
 }
+
+/// What to remember of a send (see [`Outcome::Sent`]).
+type Refs = Vec<(&'static str, String)>;
 
 #[cfg(test)]
 mod tests {
