@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::config::{JiraFlavor, JiraSpec};
 use super::render::{Notice, cut, when};
-use super::slack::{Outcome, retry_after};
+use super::{Outcome, retry_after};
 use crate::respond::connectors::Secret;
 use crate::respond::incident::IncidentStatus;
 

@@ -22,6 +22,7 @@ pub mod slack;
 pub mod webhook;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 pub use config::NotifyConfig;
 
@@ -29,6 +30,35 @@ use crate::detect::CompileError;
 use crate::respond::policy::Window;
 use config::{ChannelSpec, RouteSpec};
 use render::Notice;
+
+/// What became of one send.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Taken, with what to remember of it: (suffix of the outbox key,
+    /// value); suffix "" is the message's own reference (a Slack
+    /// `CHANNEL/TS`, a Jira issue key).
+    Sent(Vec<(&'static str, String)>),
+    /// Try again (after the time the far side asked for, if it did).
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
+    /// The message updated no longer exists: post a new one.
+    Gone,
+    /// Never sendable; the error's name.
+    Dead(String),
+}
+
+/// Reads a `Retry-After` header (seconds).
+pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
 
 /// A `notify:` section compiled: everything checked, nothing started (the
 /// secrets are read at start).

@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
+use super::Outcome;
 use super::config::ChannelSpec;
 use super::outbox::Outbox;
 use super::render::Notice;
-use super::slack::{self, Outcome};
+use super::slack;
 use super::{Compiled, webhook};
 use crate::respond::connectors::Secret;
 use crate::respond::policy::Window;

@@ -10,13 +10,12 @@
 //! log-derived value goes into `plain_text` (no mrkdwn, no mentions) or is
 //! escaped for mrkdwn.
 
-use std::time::Duration;
-
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::render::{Notice, cut, list, slack_mrkdwn, slack_plain, when};
+use super::{Outcome, retry_after};
 use crate::respond::action::ActionStatus;
 use crate::respond::connectors::Secret;
 
@@ -169,35 +168,6 @@ pub fn message(n: &Notice) -> Value {
 
 fn plain(text: &str) -> Value {
     json!({"type": "section", "text": {"type": "plain_text", "text": cut(text, SECTION_MAX), "emoji": false}})
-}
-
-/// What became of one send.
-#[derive(Debug, PartialEq)]
-pub enum Outcome {
-    /// Taken, with what to remember of it: (suffix of the outbox key,
-    /// value); suffix "" is the message's own reference (a Slack
-    /// `CHANNEL/TS`, a Jira issue key).
-    Sent(Vec<(&'static str, String)>),
-    /// Try again (after the time the far side asked for, if it did).
-    Retry {
-        after: Option<Duration>,
-        why: String,
-    },
-    /// The message updated no longer exists: post a new one.
-    Gone,
-    /// Never sendable; the error's name.
-    Dead(String),
-}
-
-/// Reads a `Retry-After` header (seconds).
-pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    h.get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// Sends through the Web API with a bot token: `chat.update` when the

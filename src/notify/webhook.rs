@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::render::cut;
-use super::slack::{Outcome, retry_after};
+use super::{Outcome, retry_after};
 use crate::respond::connectors::Secret;
 
 /// `sha256=HEX` over `timestamp.body`.

@@ -301,6 +301,7 @@ pub fn start(
             view: &v,
             queues: &queues,
             results: &results,
+            checker: crate::net::http_client(None, Duration::from_secs(10)),
             records: 0,
         };
         fx.apply(&mut d).await;
@@ -391,6 +392,9 @@ struct Apply<'a> {
     view: &'a View,
     queues: &'a HashMap<String, mpsc::Sender<Action>>,
     results: &'a mpsc::Sender<Msg>,
+    /// For verifications (health URLs, Prometheus): built once, since
+    /// loading the system's roots reads the disk.
+    checker: Result<reqwest::Client, String>,
     records: u64,
 }
 
@@ -437,7 +441,7 @@ impl Apply<'_> {
                     Effect::Execute(id) => execute.push(id),
                     Effect::Verify(id) => {
                         if let Some(a) = d.actions.get(&id).cloned() {
-                            tokio::spawn(verify(a, self.results.clone()));
+                            tokio::spawn(verify(a, self.checker.clone(), self.results.clone()));
                         }
                     }
                     Effect::Tail {
@@ -609,11 +613,10 @@ async fn worker(spec: ConnectorSpec, mut rx: mpsc::Receiver<Action>, results: mp
 }
 
 /// Runs an external verification.
-async fn verify(a: Action, results: mpsc::Sender<Msg>) {
-    let client = crate::net::http_client(None, Duration::from_secs(10));
+async fn verify(a: Action, client: Result<reqwest::Client, String>, results: mpsc::Sender<Msg>) {
     let (ok, detail) = match (a.check.as_ref(), client) {
         (Some(CheckPlan::Unrenderable { why }), _) => (false, why.clone()),
-        (_, Err(e)) => (false, e.to_string()),
+        (_, Err(e)) => (false, e.clone()),
         (Some(CheckPlan::Http { url }), Ok(c)) => match c.get(url).send().await {
             Ok(r) if r.status().is_success() => {
                 (true, format!("{url} answered {}", r.status().as_u16()))
