@@ -4,11 +4,13 @@
 //! `docs/ARCHITECTURE.md` for the tour. Each stage is a module here; the
 //! stage graph that joins them is [`pipeline`].
 
+pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod cli_support;
 pub mod cluster;
 pub mod dedupe;
+pub mod escape;
 pub mod detect;
 pub mod event;
 pub mod finding;
@@ -22,6 +24,7 @@ pub mod notify;
 pub mod parse;
 pub mod pipeline;
 pub mod prehashed;
+pub mod report;
 pub mod respond;
 pub mod schema;
 pub mod search;

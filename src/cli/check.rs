@@ -73,13 +73,29 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                     }
                     errors += errs.len();
                 }
-                if let Some(n) = &spec.notify
-                    && let Err(errs) = crate::notify::compile(n, &path)
+                let notify = match &spec.notify {
+                    Some(n) => match crate::notify::compile(n, &path) {
+                        Ok(c) => Some(c),
+                        Err(errs) => {
+                            for e in &errs {
+                                println!("{e}");
+                            }
+                            errors += errs.len();
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if let Some(r) = &spec.report
+                    && let Err(e) = r.compile(notify.as_ref())
                 {
-                    for e in &errs {
-                        println!("{e}");
-                    }
-                    errors += errs.len();
+                    // the line of the `report:` key
+                    let line = text
+                        .lines()
+                        .position(|l| l.starts_with("report:"))
+                        .map_or(1, |i| i + 1);
+                    println!("{path}:{line}: {e}");
+                    errors += 1;
                 }
             }
         }

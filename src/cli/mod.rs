@@ -14,6 +14,7 @@ mod eval;
 mod parse;
 mod publish;
 mod replay;
+mod report;
 mod respond;
 mod search;
 mod simulate;
@@ -64,6 +65,8 @@ enum Command {
     Eval(eval::Args),
     /// Run SQL over the stored tables (embedded Parquet, or --clickhouse URL).
     Sql(sql::Args),
+    /// The daily report of one day, as Markdown or HTML, from either store.
+    Report(report::Args),
     /// Search stored events by fields and words, newest first.
     Search(search::Args),
     /// Make or hash API bearer tokens.
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Token(a) => token::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Search(a) => search::run(a),
+        Command::Report(a) => report::run(a),
         Command::Actions(a) => respond::actions(a),
         Command::Incidents(a) => respond::incidents(a),
         Command::Audit(a) => respond::audit(a),

@@ -13,6 +13,14 @@
 //!       signing_secret: {env: SLACK_SIGNING_SECRET}
 //!       approvers: {U024BE7LH: alice}
 //!       quiet_hours: [{start: "22:00", end: "07:00", timezone: Europe/Berlin}]
+//!     - type: email
+//!       name: oncall
+//!       host: smtp.example.com
+//!       security: starttls
+//!       username: threatpilot
+//!       password: {env: SMTP_PASSWORD}
+//!       from: "ThreatPilot <threatpilot@example.com>"
+//!       to: ["soc@example.com"]
 //!     - type: webhook
 //!       name: siem
 //!       url: https://siem.example/hooks/threatpilot
@@ -61,6 +69,7 @@ pub enum ChannelSpec {
     Slack(SlackSpec),
     Webhook(WebhookSpec),
     Jira(JiraSpec),
+    Email(EmailSpec),
 }
 
 impl ChannelSpec {
@@ -69,6 +78,7 @@ impl ChannelSpec {
             ChannelSpec::Slack(s) => &s.name,
             ChannelSpec::Webhook(w) => &w.name,
             ChannelSpec::Jira(j) => &j.name,
+            ChannelSpec::Email(e) => &e.name,
         }
     }
 
@@ -78,6 +88,7 @@ impl ChannelSpec {
             ChannelSpec::Slack(s) => (s.rate_per_min, &s.quiet_hours),
             ChannelSpec::Webhook(w) => (w.rate_per_min, &w.quiet_hours),
             ChannelSpec::Jira(j) => (j.rate_per_min, &j.quiet_hours),
+            ChannelSpec::Email(e) => (e.rate_per_min, &e.quiet_hours),
         }
     }
 
@@ -147,6 +158,7 @@ impl ChannelSpec {
                     Ok(())
                 }
             }
+            ChannelSpec::Email(e) => e.check(),
         }
     }
 }
@@ -249,6 +261,72 @@ pub struct JiraSpec {
     pub rate_per_min: u32,
     #[serde(default)]
     pub quiet_hours: Vec<WindowSpec>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on a trusted network.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSpec {
+    pub name: String,
+    /// The SMTP server (submission or relay).
+    pub host: String,
+    /// 587, 465 or 25 by `security` when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// `Name <address>` or an address.
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default = "default_rate")]
+    pub rate_per_min: u32,
+    #[serde(default)]
+    pub quiet_hours: Vec<WindowSpec>,
+}
+
+impl EmailSpec {
+    fn check(&self) -> Result<(), String> {
+        use lettre::message::Mailbox;
+        if self.host.trim().is_empty() {
+            return Err(format!("email {}: host is empty", self.name));
+        }
+        if self.to.is_empty() {
+            return Err(format!("email {}: no recipient in `to`", self.name));
+        }
+        for a in std::iter::once(&self.from).chain(&self.to) {
+            a.parse::<Mailbox>()
+                .map_err(|e| format!("email {}: {a:?} is not an address: {e}", self.name))?;
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(format!(
+                "email {}: username and password go together",
+                self.name
+            ));
+        }
+        if self.security == SmtpSecurity::None && self.password.is_some() {
+            return Err(format!(
+                "email {}: a password is never sent without TLS (security: starttls or tls)",
+                self.name
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_issue_type() -> String {

@@ -55,6 +55,9 @@ pub fn body(n: &Notice) -> Value {
     if let Some(why) = &i.escalated_reason {
         facts.push(format!("Escalated: {why}"));
     }
+    if let Some(a) = &n.analysis {
+        facts.push(format!("Analysis (advice; nothing acts on it): {a}"));
+    }
     let actions: Vec<String> = n
         .actions
         .iter()

@@ -14,6 +14,7 @@
 //! Approve / reject buttons come back through `POST /slack/interactions`.
 
 pub mod config;
+pub mod email;
 pub mod jira;
 pub mod outbox;
 pub mod render;
@@ -67,6 +68,8 @@ pub struct Compiled {
     pub cfg: NotifyConfig,
     pub channels: Vec<(ChannelSpec, Vec<Window>)>,
     pub routes: Vec<RouteSpec>,
+    /// The pipeline's `analysis:`, when it has one.
+    pub analysis: Option<crate::analysis::AnalysisConfig>,
 }
 
 /// Compiles a `notify:` section of the pipeline file at `path`; all errors
@@ -123,6 +126,7 @@ pub fn compile(cfg: &NotifyConfig, path: &str) -> Result<Compiled, Vec<CompileEr
             cfg: cfg.clone(),
             channels,
             routes: cfg.routes.iter().map(|r| r.value.clone()).collect(),
+            analysis: None,
         })
     } else {
         Err(errors)

@@ -13,6 +13,9 @@ use crate::respond::incident::Incident;
 pub struct Notice {
     pub incident: Incident,
     pub actions: Vec<Action>,
+    /// Advice on the incident (see `crate::analysis`), once written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<String>,
 }
 
 impl Notice {

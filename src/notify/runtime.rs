@@ -39,6 +39,17 @@ pub struct Interactive {
 pub struct Running {
     pub task: tokio::task::JoinHandle<NotifyReport>,
     pub interactive: Vec<Interactive>,
+    /// Messages that are not about one incident (the daily report).
+    pub post: mpsc::Sender<Post>,
+}
+
+/// A message for one channel, put in the outbox as it is.
+#[derive(Debug)]
+pub struct Post {
+    /// What it is about, after the channel's part (`report-2026-12-01`).
+    pub about: String,
+    pub channel: String,
+    pub body: Value,
 }
 
 /// What the notifier did, for the run's summary.
@@ -111,6 +122,7 @@ pub fn start(
             }
             ChannelSpec::Webhook(w) => (None, None, resolve(&w.secret)?),
             ChannelSpec::Jira(j) => (resolve(&Some(j.token.clone()))?, None, None),
+            ChannelSpec::Email(e) => (None, None, resolve(&e.password)?),
         };
         let rate = f64::from(spec.pacing().0);
         channels.insert(
@@ -134,6 +146,22 @@ pub fn start(
         Duration::from_millis(c.cfg.retry.timeout_ms),
     )
     .map_err(|e| anyhow::anyhow!("notify: {e}"))?;
+    let ca_pem: Option<Arc<Vec<u8>>> = match &c.cfg.ca_file {
+        Some(p) => Some(Arc::new(
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("notify ca_file {p}: {e}"))?,
+        )),
+        None => None,
+    };
+    let timeout = Duration::from_millis(c.cfg.retry.timeout_ms);
+    let (post_tx, mut post_rx) = mpsc::channel::<Post>(16);
+    let analyst = match &c.analysis {
+        Some(a) => Some(
+            crate::analysis::Analyst::new(a, c.cfg.ca_file.as_deref())
+                .map_err(|e| anyhow::anyhow!("analysis: {e}"))?,
+        ),
+        None => None,
+    };
+    let (analysed_tx, mut analysed_rx) = mpsc::channel::<(String, String)>(64);
     let mut changed = view.changed.subscribe();
     let task = tokio::spawn(async move {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
@@ -143,6 +171,8 @@ pub fn start(
         let mut drain_until: Option<Instant> = None;
         let mut closed = false;
         let mut jitter = Jitter::new();
+        let mut asking: BTreeSet<String> = BTreeSet::new();
+        let mut inplace: BTreeSet<String> = BTreeSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
@@ -159,28 +189,80 @@ pub fn start(
                 Some(d) = done_rx.recv() => {
                     settle(&mut outbox, &mut channels, d, &c, &mut report, &mut jitter);
                 }
+                Some((id, text)) = analysed_rx.recv() => {
+                    // kept with the outbox, so a restart does not ask again
+                    let kept = outbox
+                        .set_ref(&format!("analysis:{id}"), &text)
+                        .and_then(|()| outbox.sync());
+                    if let Err(e) = kept {
+                        tracing::error!(error = %e, "notify outbox write failed");
+                    }
+                    asking.remove(&id);
+                    // only messages updated in place show it now; the
+                    // others carry it from the incident's next state
+                    if !dirty.contains(&id) {
+                        inplace.insert(id);
+                    }
+                }
+                Some(p) = post_rx.recv() => {
+                    let prefix = channels.get(&p.channel).map(|ch| channel_prefix(&ch.spec));
+                    if let Some(prefix) = prefix {
+                        let key = format!("{prefix}:{}", p.about);
+                        let put = outbox
+                            .put(&key, &p.channel, p.body, crate::time::now_ms())
+                            .and_then(|_| outbox.sync());
+                        if let Err(e) = put {
+                            tracing::error!(error = %e, channel = %p.channel, "notify outbox write failed");
+                        }
+                    }
+                }
                 _ = stop.changed(), if drain_until.is_none() => {
                     drain_until.get_or_insert(Instant::now() + DRAIN);
                 }
                 _ = tick.tick() => {}
             }
-            if !dirty.is_empty() {
+            if !dirty.is_empty() || !inplace.is_empty() {
                 let since = *first_dirty.get_or_insert_with(Instant::now);
                 if since.elapsed() >= GROUP || drain_until.is_some() {
                     first_dirty = None;
                     let now_ms = crate::time::now_ms();
-                    for id in std::mem::take(&mut dirty) {
+                    let only_inplace = std::mem::take(&mut inplace);
+                    let all = std::mem::take(&mut dirty);
+                    for (id, every) in all
+                        .into_iter()
+                        .map(|id| (id, true))
+                        .chain(only_inplace.into_iter().map(|id| (id, false)))
+                    {
                         let Some(incident) = view.incident(&id) else {
                             continue;
                         };
+                        let analysis = outbox
+                            .reference(&format!("analysis:{id}"))
+                            .map(str::to_owned);
                         let n = Notice {
                             actions: view.actions_of(&id),
                             incident,
+                            analysis,
                         };
+                        // advice is written once per incident, off this loop
+                        if let Some(a) = &analyst
+                            && n.analysis.is_none()
+                            && asking.insert(id.clone())
+                        {
+                            let (a, n, tx) = (a.clone(), n.clone(), analysed_tx.clone());
+                            tokio::spawn(async move {
+                                let out = a.incident(&n).await;
+                                let _ = tx.send((n.incident.incident_id.clone(), out.text)).await;
+                            });
+                        }
                         for ch in c.channels_for(&n) {
                             let Some(channel) = channels.get(ch) else {
                                 continue;
                             };
+                            let updates_in_place = matches!(&channel.spec, ChannelSpec::Slack(s) if s.token.is_some());
+                            if !every && !updates_in_place {
+                                continue;
+                            }
                             let (key, body) = render(&channel.spec, &n);
                             // a ticket is opened only when policy says so;
                             // once open, it hears of every later state
@@ -201,7 +283,7 @@ pub fn start(
                     }
                 }
             }
-            dispatch(&mut outbox, &mut channels, &client, &done_tx);
+            dispatch(&mut outbox, &mut channels, &client, ca_pem.as_ref(), timeout, &done_tx);
             if let Some(t) = drain_until {
                 // changes announced before the stop are still told
                 loop {
@@ -232,7 +314,11 @@ pub fn start(
         }
         report
     });
-    Ok(Running { task, interactive })
+    Ok(Running {
+        task,
+        interactive,
+        post: post_tx,
+    })
 }
 
 /// The outbox key and body of a notice for one channel.
@@ -259,7 +345,23 @@ fn render(spec: &ChannelSpec, n: &Notice) -> (String, Value) {
             format!("jira:{}:{}", j.name, i.incident_id),
             super::jira::body(n),
         ),
+        // a mail cannot be updated: one per incident state
+        ChannelSpec::Email(e) => (
+            format!("email:{}:{}:{}", e.name, i.incident_id, i.status.as_str()),
+            super::email::incident_body(n),
+        ),
     }
+}
+
+/// The first two parts of a channel's outbox keys (`slack:soc`).
+fn channel_prefix(spec: &ChannelSpec) -> String {
+    let kind = match spec {
+        ChannelSpec::Slack(_) => "slack",
+        ChannelSpec::Webhook(_) => "webhook",
+        ChannelSpec::Jira(_) => "jira",
+        ChannelSpec::Email(_) => "email",
+    };
+    format!("{kind}:{}", spec.name())
 }
 
 /// The channel part of an outbox key (`slack:soc` of `slack:soc:i-1`).
@@ -275,6 +377,8 @@ fn dispatch(
     outbox: &mut Outbox,
     channels: &mut HashMap<String, Channel>,
     client: &reqwest::Client,
+    ca_pem: Option<&Arc<Vec<u8>>>,
+    timeout: Duration,
     done: &mpsc::Sender<Done>,
 ) {
     let now = Instant::now();
@@ -332,6 +436,7 @@ fn dispatch(
         let (spec, client, done) = (ch.spec.clone(), client.clone(), done.clone());
         let (token, hook, secret) = (ch.token.clone(), ch.webhook_url.clone(), ch.secret.clone());
         let name = name.clone();
+        let ca_pem = ca_pem.cloned();
         tokio::spawn(async move {
             let outcome = match (&spec, token, hook) {
                 (ChannelSpec::Slack(s), Some(t), _) => {
@@ -370,6 +475,16 @@ fn dispatch(
                 }
                 (ChannelSpec::Jira(j), None, _) => {
                     Outcome::Dead(format!("jira channel {} has no token", j.name))
+                }
+                (ChannelSpec::Email(e), _, _) => {
+                    super::email::Mailer {
+                        spec: e,
+                        password: secret.as_ref(),
+                        ca_pem: ca_pem.as_deref().map(Vec::as_slice),
+                        timeout,
+                    }
+                    .send(&key, &body)
+                    .await
                 }
                 (ChannelSpec::Webhook(w), _, _) => {
                     webhook::send(

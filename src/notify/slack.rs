@@ -86,6 +86,12 @@ pub fn message(n: &Notice) -> Value {
     if let Some(why) = &i.escalated_reason {
         blocks.push(plain(&format!("Escalated: {}", slack_plain(why))));
     }
+    if let Some(a) = &n.analysis {
+        blocks.push(plain(&cut(
+            &format!("Analysis (advice; nothing acts on it):\n{}", slack_plain(a)),
+            SECTION_MAX,
+        )));
+    }
     if !n.actions.is_empty() {
         let lines: Vec<String> = n
             .actions

@@ -44,6 +44,14 @@ pub struct PipelineSpec {
     /// `respond:` (see `crate::notify`).
     #[serde(default)]
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// The daily report on a schedule, read from the pipeline's store
+    /// (see `crate::report::schedule`); only in a long-lived pipeline.
+    #[serde(default)]
+    pub report: Option<crate::report::schedule::ReportSchedule>,
+    /// Advice on incidents from an OpenAI-compatible endpoint, shown by
+    /// notify (see `crate::analysis`); off when absent.
+    #[serde(default)]
+    pub analysis: Option<crate::analysis::AnalysisConfig>,
 }
 
 fn default_batch() -> usize {
@@ -209,6 +217,8 @@ impl PipelineSpec {
             api: None,
             respond: None,
             notify: None,
+            report: None,
+            analysis: None,
         }
     }
 }
@@ -296,6 +306,11 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
     if spec.notify.is_some() && spec.respond.is_none() {
         return Err(err(
             "notify sends incidents: it needs a respond section (observe mode is enough)".into(),
+        ));
+    }
+    if spec.report.is_some() && stores == 0 {
+        return Err(err(
+            "report reads the pipeline's store: add a parquet or clickhouse sink".into(),
         ));
     }
     if nats > 0 && spec.respond.is_some() {

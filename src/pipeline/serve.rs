@@ -108,10 +108,47 @@ pub async fn serve(
     };
     let view = response.as_ref().map(|r| r.view.clone());
     let (notify_stop, notify_stop_rx) = watch::channel(false);
+    let notify_stop_rx2 = notify_stop_rx.clone();
+    let notify = notify.map(|mut n| {
+        n.analysis = spec.analysis.clone();
+        n
+    });
+    let notify_compiled = notify.clone();
     let notifier = match (notify, &view) {
         (Some(n), Some(v)) => Some(crate::notify::runtime::start(n, v.clone(), notify_stop_rx)?),
         _ => None,
     };
+    let mut schedule = None;
+    if let Some(r) = &spec.report
+        && long_lived(spec)
+    {
+        let compiled = r
+            .compile(notify_compiled.as_ref())
+            .map_err(|e| anyhow::anyhow!("report: {e}"))?;
+        let store = spec.sinks.iter().find_map(|s| match s {
+            super::config::SinkConfig::Parquet(p) => Some(crate::report::schedule::Store::Parquet(
+                std::path::PathBuf::from(&p.dir),
+            )),
+            super::config::SinkConfig::Clickhouse(c) => {
+                Some(crate::report::schedule::Store::Clickhouse(c.clone()))
+            }
+            _ => None,
+        });
+        if let Some(store) = store {
+            let channels = notify_compiled
+                .as_ref()
+                .map(|n| n.channels.iter().map(|(c, _)| c.clone()).collect())
+                .unwrap_or_default();
+            schedule = Some(crate::report::schedule::start(
+                compiled,
+                store,
+                detectors.iter().map(|d| d.id.clone()).collect(),
+                channels,
+                notifier.as_ref().map(|n| n.post.clone()),
+                notify_stop_rx2,
+            ));
+        }
+    }
     let (files, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
@@ -223,8 +260,11 @@ pub async fn serve(
         let report = r.task.await?;
         eprintln!("threatpilot respond: {}", serde_json::to_string(&report)?);
     }
+    let _ = notify_stop.send(true);
+    if let Some(s) = schedule {
+        let _ = s.await;
+    }
     if let Some(n) = notifier {
-        let _ = notify_stop.send(true);
         let report = n.task.await?;
         eprintln!("threatpilot notify: {}", serde_json::to_string(&report)?);
     }
