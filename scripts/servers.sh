@@ -129,6 +129,21 @@ ensure_targets() {
   echo "servers: $(/usr/sbin/nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3)" >&2
 }
 
+# What reports and notifications are checked with: headless Chromium from
+# Debian (opens the HTML report) and aiosmtpd from PyPI (a real SMTP
+# receiver with STARTTLS and AUTH). Tests start their own.
+ensure_reporting() {
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "servers: installing chromium from Debian" >&2
+    apt_install chromium fonts-dejavu-core
+  fi
+  if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    echo "servers: installing aiosmtpd from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd >&2 ||
+      python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages aiosmtpd >&2
+  fi
+}
+
 # ClickHouse from Debian (18.16): the shared server the tests use, with its
 # own config, data and ports in the servers' folder.
 ensure_clickhouse() {
@@ -205,6 +220,7 @@ servers_start() {
   ensure_chdb
   ensure_peers
   ensure_targets
+  ensure_reporting
 }
 
 servers_stop() {

@@ -128,8 +128,8 @@ impl Analyst {
     }
 
     /// What the model makes of an incident, or the template's text.
-    pub async fn incident(&self, n: &Notice) -> Analysis {
-        let facts = redact(&facts(n), &self.extra);
+    pub async fn incident(&self, n: &Notice, evidence: &[String]) -> Analysis {
+        let facts = redact(&facts(n, evidence), &self.extra);
         match self.ask(&facts).await {
             Ok(text) => Analysis {
                 text,
@@ -192,7 +192,7 @@ facts given, write at most 120 words in three short parts headed 'Hypothesis:', 
 no action is taken on it.";
 
 /// The facts an analysis is asked about (before redaction).
-fn facts(n: &Notice) -> String {
+fn facts(n: &Notice, evidence: &[String]) -> String {
     let i = &n.incident;
     let mut s = format!(
         "Incident {}: {}\nStatus: {}\nSeverity: {:?}\nDomain: {}\nClassifications: {}\nOffender: {:?} {}\nFindings: {}\n",
@@ -215,6 +215,12 @@ fn facts(n: &Notice) -> String {
     s.push_str("Timeline:\n");
     for t in i.timeline.iter().rev().take(15).rev() {
         s.push_str(&format!("- {} {}\n", t.phase, t.text));
+    }
+    if !evidence.is_empty() {
+        s.push_str("Evidence (log lines):\n");
+        for e in evidence.iter().take(20) {
+            s.push_str(&format!("- {e}\n"));
+        }
     }
     if !n.actions.is_empty() {
         s.push_str("Actions:\n");

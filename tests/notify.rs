@@ -7,6 +7,8 @@
 
 #[path = "support/service.rs"]
 mod support;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -323,17 +325,7 @@ fn press(svc: &Service, user: &str, button: &str, action: &str, secret: &str, ag
 
 /// `n` failed SSH logins for `user` from `attacker`, dated now, over UDP.
 fn ship(svc: &Service, attacker: &str, user: &str, n: usize) {
-    let udp = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
-    let stamp = chrono::Utc::now().format("%b %e %H:%M:%S");
-    for i in 0..n {
-        let line = format!(
-            "<38>{stamp} bastion sshd[{}]: Failed password for invalid user {user} from {attacker} port {} ssh2",
-            300 + i,
-            42000 + i
-        );
-        udp.send_to(line.as_bytes(), svc.syslog_udp.unwrap())
-            .unwrap();
-    }
+    support::ship_ssh_failures(svc.syslog_udp.unwrap(), "127.0.0.2", attacker, user, n);
 }
 
 #[test]
@@ -523,82 +515,6 @@ notify:
     );
 }
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private CA and a certificate it signed for 127.0.0.1.
-fn private_ca(dir: &std::path::Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=threatpilot test CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
-}
-
 /// A webhook receiver over TLS (Python's `ssl`, that is OpenSSL) that
 /// checks each request's HMAC signature and writes what it got to `out`.
 const RECEIVER: &str = r#"
@@ -646,7 +562,7 @@ fn a_signed_webhook_reaches_a_tls_receiver_with_a_private_ca() {
         return;
     }
     let dir = support::temp_dir("notify-tls");
-    private_ca(&dir);
+    tls::private_ca(&dir);
     std::fs::write(dir.join("hmac"), "webhook-secret").unwrap();
     let got = dir.join("received.jsonl");
     let mut receiver = Command::new("python3")

@@ -250,8 +250,9 @@ pub fn start(
                             && asking.insert(id.clone())
                         {
                             let (a, n, tx) = (a.clone(), n.clone(), analysed_tx.clone());
+                            let evidence = view.evidence_of(&n.incident);
                             tokio::spawn(async move {
-                                let out = a.incident(&n).await;
+                                let out = a.incident(&n, &evidence).await;
                                 let _ = tx.send((n.incident.incident_id.clone(), out.text)).await;
                             });
                         }
@@ -261,6 +262,19 @@ pub fn start(
                             };
                             let updates_in_place = matches!(&channel.spec, ChannelSpec::Slack(s) if s.token.is_some());
                             if !every && !updates_in_place {
+                                // a webhook hears of the advice on its own
+                                if let (ChannelSpec::Webhook(w), Some(text)) = (&channel.spec, &n.analysis) {
+                                    let body = json!({
+                                        "type": "analysis",
+                                        "incident_id": n.incident.incident_id,
+                                        "severity": format!("{:?}", n.incident.severity).to_lowercase(),
+                                        "analysis": text,
+                                    });
+                                    let key = format!("webhook:{}:analysis:{}", w.name, n.incident.incident_id);
+                                    if let Err(e) = outbox.put(&key, ch, body, now_ms) {
+                                        tracing::error!(error = %e, channel = ch, "notify outbox write failed");
+                                    }
+                                }
                                 continue;
                             }
                             let (key, body) = render(&channel.spec, &n);
@@ -298,7 +312,12 @@ pub fn start(
                     }
                 }
                 let busy = channels.values().any(|ch| ch.busy);
-                if (outbox.pending() == 0 && !busy && dirty.is_empty()) || Instant::now() >= t {
+                let idle = outbox.pending() == 0
+                    && !busy
+                    && dirty.is_empty()
+                    && inplace.is_empty()
+                    && asking.is_empty();
+                if idle || Instant::now() >= t {
                     break;
                 }
             }
@@ -339,7 +358,7 @@ fn render(spec: &ChannelSpec, n: &Notice) -> (String, Value) {
         }
         ChannelSpec::Webhook(w) => (
             format!("webhook:{}:{}", w.name, i.incident_id),
-            json!({"type": "incident", "severity": severity, "incident": i, "actions": n.actions}),
+            json!({"type": "incident", "severity": severity, "incident": i, "actions": n.actions, "analysis": n.analysis}),
         ),
         ChannelSpec::Jira(j) => (
             format!("jira:{}:{}", j.name, i.incident_id),

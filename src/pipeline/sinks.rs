@@ -186,8 +186,11 @@ impl EventsSink {
 }
 
 /// A Markdown summary of findings: counts by domain, classification and
-/// severity, top offenders, and each finding.
+/// severity, top offenders, and each finding. Offenders come from logs, so
+/// every value is escaped (no extra rows, headings, HTML or terminal
+/// escapes from a crafted user name).
 pub fn report_markdown(findings: &[Finding]) -> String {
+    use crate::escape::markdown as md;
     let mut s = String::from("# ThreatPilot findings report\n\n");
     s.push_str(&format!("{} findings.\n\n", findings.len()));
     let mut by: BTreeMap<(String, String, String), usize> = BTreeMap::new();
@@ -205,22 +208,22 @@ pub fn report_markdown(findings: &[Finding]) -> String {
     }
     s.push_str("## By domain, classification and severity\n\n| domain | classification | severity | findings |\n|---|---|---|---|\n");
     for ((d, c, sev), n) in &by {
-        s.push_str(&format!("| {d} | {c} | {sev} | {n} |\n"));
+        s.push_str(&format!("| {} | {} | {sev} | {n} |\n", md(d), md(c)));
     }
     let mut top: Vec<_> = offenders.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     s.push_str("\n## Top offenders\n\n| offender | findings |\n|---|---|\n");
     for (o, n) in top.iter().take(10) {
-        s.push_str(&format!("| {o} | {n} |\n"));
+        s.push_str(&format!("| {} | {n} |\n", md(o)));
     }
     s.push_str("\n## Findings\n\n| first seen | detector | severity | offender | events | status |\n|---|---|---|---|---|---|\n");
     for f in findings {
         s.push_str(&format!(
             "| {} | {} | {:?} | {} | {} | {:?} |\n",
             crate::time::format_rfc3339(f.first_seen),
-            f.detector.id,
+            md(&f.detector.id),
             f.severity,
-            f.offender.value,
+            md(&f.offender.value),
             f.metrics.event_count,
             f.status
         ));

@@ -84,9 +84,58 @@ pub struct View {
     pub changed: broadcast::Sender<String>,
     pub guarded: Arc<Peers>,
     commands: mpsc::Sender<Msg>,
+    /// A few evidence lines of recent findings, for incident analysis.
+    evidence: RwLock<Evidence>,
 }
 
+/// Evidence lines by finding id, bounded: the oldest findings are
+/// forgotten first.
+#[derive(Default)]
+struct Evidence {
+    lines: HashMap<String, Vec<String>>,
+    order: std::collections::VecDeque<String>,
+}
+
+const EVIDENCE_FINDINGS: usize = 20_000;
+const EVIDENCE_LINES: usize = 4;
+const EVIDENCE_CHARS: usize = 1_000;
+
 impl View {
+    /// Keeps a few of a finding's evidence lines (its latest version's).
+    pub fn note_evidence(&self, f: &Finding) {
+        let Ok(mut e) = self.evidence.write() else {
+            return;
+        };
+        let lines: Vec<String> = f
+            .evidence
+            .iter()
+            .take(EVIDENCE_LINES)
+            .map(|l| l.chars().take(EVIDENCE_CHARS).collect())
+            .collect();
+        if e.lines.insert(f.finding_id.clone(), lines).is_none() {
+            e.order.push_back(f.finding_id.clone());
+            while e.order.len() > EVIDENCE_FINDINGS {
+                if let Some(old) = e.order.pop_front() {
+                    e.lines.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Evidence lines of an incident's first findings.
+    pub fn evidence_of(&self, i: &Incident) -> Vec<String> {
+        let Ok(e) = self.evidence.read() else {
+            return Vec::new();
+        };
+        i.finding_ids
+            .iter()
+            .take(5)
+            .filter_map(|id| e.lines.get(id))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     pub fn incidents(&self) -> Vec<Incident> {
         let mut v: Vec<Incident> = self
             .incidents
@@ -277,6 +326,7 @@ pub fn start(
         changed: broadcast::channel(4096).0,
         guarded,
         commands: cmd_tx.clone(),
+        evidence: RwLock::new(Evidence::default()),
     });
     let mut queues: HashMap<String, mpsc::Sender<Action>> = HashMap::new();
     for spec in &c.connectors {
@@ -311,7 +361,10 @@ pub fn start(
         loop {
             tokio::select! {
                 f = find_rx.recv(), if input_open => match f {
-                    Some(f) => d.on_finding(&f, crate::time::now_ms()),
+                    Some(f) => {
+                        v.note_evidence(&f);
+                        d.on_finding(&f, crate::time::now_ms());
+                    }
                     None => {
                         input_open = false;
                         drain_deadline = Some(tokio::time::Instant::now() + drain);

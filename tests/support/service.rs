@@ -370,3 +370,18 @@ pub fn read_request(r: &mut impl BufRead) -> Option<Request> {
         body,
     })
 }
+
+/// `n` failed SSH logins for `user` from `attacker`, dated now, sent as
+/// syslog datagrams from the local address `from` to `to`.
+pub fn ship_ssh_failures(to: SocketAddr, from: &str, attacker: &str, user: &str, n: usize) {
+    let udp = std::net::UdpSocket::bind((from, 0)).unwrap();
+    let stamp = chrono::Utc::now().format("%b %e %H:%M:%S");
+    for i in 0..n {
+        let line = format!(
+            "<38>{stamp} bastion sshd[{}]: Failed password for invalid user {user} from {attacker} port {} ssh2",
+            300 + i,
+            42000 + i
+        );
+        udp.send_to(line.as_bytes(), to).unwrap();
+    }
+}
