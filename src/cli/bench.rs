@@ -74,6 +74,14 @@ pub struct Args {
     /// playbooks, every action through an HTTP connector to a local server.
     #[arg(long)]
     respond: bool,
+    /// Measure the daily report instead: a day of --events findings in a
+    /// scratch embedded store, reported (gather and render times).
+    #[arg(long)]
+    report: bool,
+    /// Measure the notify outbox instead: a storm of --events incident
+    /// updates, then deliveries to a local webhook receiver.
+    #[arg(long)]
+    notify: bool,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -177,6 +185,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             batch_rows: args.batch_rows,
             json: args.json,
         });
+    }
+    if args.report || args.notify {
+        let b = super::bench_outputs::OutputsBench {
+            events: args.events,
+            runs: args.runs,
+            json: args.json,
+        };
+        return if args.report {
+            super::bench_outputs::report(b)
+        } else {
+            super::bench_outputs::notify(b)
+        };
     }
     if args.respond {
         return super::bench_respond::run(super::bench_respond::RespondBench {

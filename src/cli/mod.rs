@@ -5,6 +5,7 @@ mod bench;
 mod bench_clickhouse;
 mod bench_loki;
 mod bench_nats;
+mod bench_outputs;
 mod bench_respond;
 mod bench_search;
 mod check;

@@ -213,6 +213,9 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
     let p0 = day.before(1)?.start_ms;
     let w0 = day.before(7)?.start_ms;
     let in_day = format!("first_seen_ms >= {d0} AND first_seen_ms < {d1}");
+    // 30 days back covers the week's comparison and detector silence
+    let findings = src.scope_findings(d1 - 30 * DAY_MS, d1).await?;
+    let findings = findings.as_str();
 
     let mut groups = Vec::new();
     for r in src
@@ -221,7 +224,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
              sum(CASE WHEN first_seen_ms >= {d0} THEN 1 ELSE 0 END) AS today, \
              sum(CASE WHEN first_seen_ms >= {p0} AND first_seen_ms < {d0} THEN 1 ELSE 0 END) AS prev, \
              sum(CASE WHEN first_seen_ms < {d0} THEN 1 ELSE 0 END) AS week \
-             FROM findings_latest WHERE first_seen_ms >= {w0} AND first_seen_ms < {d1} \
+             FROM {findings} WHERE first_seen_ms >= {w0} AND first_seen_ms < {d1} \
              GROUP BY domain, classification, severity"
         ))
         .await?
@@ -247,7 +250,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
     for r in src
         .rows(&format!(
             "SELECT floor((first_seen_ms - {d0}) / 3600000.0) AS hour, domain, count(*) AS n \
-             FROM findings_latest WHERE {in_day} \
+             FROM {findings} WHERE {in_day} \
              GROUP BY floor((first_seen_ms - {d0}) / 3600000.0), domain"
         ))
         .await?
@@ -261,7 +264,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
     let mut offenders = BTreeMap::new();
     for kind in src
         .rows(&format!(
-            "SELECT offender_type, count(*) AS n FROM findings_latest WHERE {in_day} GROUP BY offender_type"
+            "SELECT offender_type, count(*) AS n FROM {findings} WHERE {in_day} GROUP BY offender_type"
         ))
         .await?
     {
@@ -272,7 +275,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
         let top = src
             .rows(&format!(
                 "SELECT offender_value, count(*) AS findings, sum(event_count) AS events \
-                 FROM findings_latest WHERE {in_day} AND offender_type = '{kind}' \
+                 FROM {findings} WHERE {in_day} AND offender_type = '{kind}' \
                  GROUP BY offender_value ORDER BY findings DESC, events DESC, offender_value LIMIT {LIST}"
             ))
             .await?;
@@ -292,7 +295,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
     let detect = percentiles(
         &src.rows(&format!(
             "SELECT floor((crossed_at_ms - first_seen_ms) / 100.0) AS bucket, count(*) AS n \
-             FROM findings_latest WHERE {in_day} AND crossed_at_ms >= first_seen_ms \
+             FROM {findings} WHERE {in_day} AND crossed_at_ms >= first_seen_ms \
              GROUP BY floor((crossed_at_ms - first_seen_ms) / 100.0)"
         ))
         .await?,
@@ -301,7 +304,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
 
     let mut busiest: Vec<(String, u64)> = src
         .rows(&format!(
-            "SELECT detector_id, count(*) AS n FROM findings_latest WHERE {in_day} GROUP BY detector_id"
+            "SELECT detector_id, count(*) AS n FROM {findings} WHERE {in_day} GROUP BY detector_id"
         ))
         .await?
         .iter()
@@ -310,7 +313,7 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
     busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let recent: BTreeSet<String> = src
         .rows(&format!(
-            "SELECT detector_id, count(*) AS n FROM findings_latest \
+            "SELECT detector_id, count(*) AS n FROM {findings} \
              WHERE first_seen_ms >= {} AND first_seen_ms < {d1} GROUP BY detector_id",
             d1 - 30 * DAY_MS
         ))
@@ -321,7 +324,8 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
     let mut known: BTreeSet<String> = detectors.iter().cloned().collect();
     known.extend(
         src.rows(&format!(
-            "SELECT detector_id, count(*) AS n FROM findings_latest WHERE first_seen_ms < {d1} GROUP BY detector_id"
+            // every version counts here: which detectors ever fired
+            "SELECT detector_id, count(*) AS n FROM findings WHERE first_seen_ms < {d1} GROUP BY detector_id"
         ))
         .await?
         .iter()

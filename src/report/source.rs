@@ -56,6 +56,29 @@ impl Source {
         Ok(s)
     }
 
+    /// Narrows the findings a report reads to [`from_ms`, `to_ms`) of
+    /// first event, and returns what to name in `FROM`. The embedded store
+    /// computes the latest version of each finding once into memory (the
+    /// report's dozen queries then scan only that); ClickHouse gets a
+    /// subquery it merges with `FINAL` per query.
+    pub async fn scope_findings(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<String> {
+        let select = format!(
+            "SELECT finding_id, domain, classification, severity, offender_type, offender_value, \
+             event_count, detector_id, first_seen_ms, crossed_at_ms FROM findings_latest \
+             WHERE first_seen_ms >= {from_ms} AND first_seen_ms < {to_ms}"
+        );
+        match self {
+            Source::Embedded(ctx) => {
+                ctx.sql(&format!("CREATE OR REPLACE TABLE report_findings AS {select}"))
+                    .await?
+                    .collect()
+                    .await?;
+                Ok("report_findings".into())
+            }
+            Source::Clickhouse { .. } => Ok(format!("({select})")),
+        }
+    }
+
     /// Runs one query; each row is a JSON object keyed by column name.
     pub async fn rows(&self, sql: &str) -> anyhow::Result<Vec<Row>> {
         match self {

@@ -32,7 +32,12 @@ pub fn stacked_hours(per_hour: &BTreeMap<String, Vec<u64>>, label: impl Fn(usize
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="chart-hours" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="Findings per hour by domain">"##
     );
     // scale: 0, half, max
-    for (frac, v) in [(0.0, 0), (0.5, max / 2), (1.0, max)] {
+    let half = if max % 2 == 0 {
+        (max / 2).to_string()
+    } else {
+        format!("{:.1}", max as f64 / 2.0)
+    };
+    for (frac, v) in [(0.0, "0".to_string()), (0.5, half), (1.0, max.to_string())] {
         let y = top + plot_h * (1.0 - frac);
         let _ = write!(
             s,
