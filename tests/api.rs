@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 GET; returns (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let out = raw_get(port, path)?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// One HTTP/1.1 GET; the whole answer, head and body.
+fn raw_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -17,9 +25,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
+    Some(out)
 }
 
 #[test]
@@ -59,6 +65,11 @@ fn a_running_pipeline_answers_health_readiness_and_metrics() {
     assert_eq!(health.0, 200);
     assert_eq!(get(port, "/readyz").unwrap().0, 200);
     assert_eq!(get(port, "/nope").unwrap().0, 404);
+    // no answer, found or not, is sniffed by a browser into something else
+    for path in ["/healthz", "/nope", "/api/v1/findings"] {
+        let head = raw_get(port, path).unwrap().to_ascii_lowercase();
+        assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{path}: {head}");
+    }
 
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..2000 {

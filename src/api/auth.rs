@@ -83,6 +83,14 @@ impl Auth {
 
     /// Checks a request against what its endpoint needs.
     pub fn check(&self, headers: &HeaderMap, need: Need) -> Result<Caller, (StatusCode, String)> {
+        // two credentials are ambiguous: a proxy and the client may each
+        // think theirs is the one checked
+        if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "more than one Authorization header\n".into(),
+            ));
+        }
         let open = !self.enabled || (need == Need::Ingest && !self.ingest);
         let presented = bearer(headers);
         if open {
@@ -215,6 +223,22 @@ mod tests {
             a.check(&HeaderMap::new(), Need::Read).unwrap_err().0,
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused_whichever_comes_first() {
+        let a = auth();
+        for (first, second) in [("view-secret", "admin-secret"), ("admin-secret", "guess")] {
+            let mut h = with(first);
+            h.append(
+                header::AUTHORIZATION,
+                format!("Bearer {second}").parse().unwrap(),
+            );
+            assert_eq!(
+                a.check(&h, Need::Read).unwrap_err().0,
+                StatusCode::BAD_REQUEST
+            );
+        }
     }
 
     #[test]

@@ -224,6 +224,16 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         )
         .route("/slack/interactions", post(slack::interactions))
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // no answer is ever sniffed into HTML or script by a browser
+        .layer(axum::middleware::map_response(
+            |mut r: axum::response::Response| async move {
+                r.headers_mut().insert(
+                    axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                    axum::http::HeaderValue::from_static("nosniff"),
+                );
+                r
+            },
+        ))
         .with_state(state.clone());
     tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -152,12 +152,24 @@ fn is_zlib(b: &[u8]) -> bool {
         && (u16::from(b[0]) << 8 | u16::from(b[1])) % 31 == 0
 }
 
+/// The most a raw snappy block can expand: 64 bytes out per 3 bytes in.
+const SNAPPY_MAX_RATIO: usize = 22;
+
 fn decode_protobuf(body: &[u8], max_bytes: usize) -> Result<Vec<PushedStream>, PushError> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| PushError::Invalid(format!("body is not a snappy block: {e}")))?;
     if len > max_bytes {
         return Err(PushError::TooLarge(format!(
             "the snappy block declares {len} bytes, more than the limit of {max_bytes}"
+        )));
+    }
+    // a snappy element expands at most 64 bytes from 3 (a copy with a
+    // two-byte offset): a larger declared length is a lie, refused before
+    // anything is allocated for it
+    if len > body.len().saturating_mul(SNAPPY_MAX_RATIO) {
+        return Err(PushError::Invalid(format!(
+            "the snappy block declares {len} bytes, more than its {} bytes can encode",
+            body.len()
         )));
     }
     let raw = snap::raw::Decoder::new()
@@ -410,6 +422,19 @@ mod tests {
         let sn = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
         let e = decode(None, None, &sn, 1 << 20).unwrap_err();
         assert!(matches!(e, PushError::TooLarge(_)), "{e}");
+    }
+
+    #[test]
+    fn a_snappy_length_its_body_cannot_encode_is_refused_before_allocating() {
+        // 40 bytes declaring 64 MiB
+        let mut lie = vec![0x80, 0x80, 0x80, 0x20];
+        lie.extend_from_slice(&[0u8; 36]);
+        let e = decode(None, None, &lie, 64 << 20).unwrap_err();
+        assert!(e.to_string().contains("more than its 40 bytes can encode"), "{e}");
+        // the densest real block still decodes
+        let zeros = vec![0u8; 1 << 20];
+        let sn = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        assert!(snap::raw::decompress_len(&sn).unwrap() <= sn.len() * SNAPPY_MAX_RATIO);
     }
 
     #[test]
