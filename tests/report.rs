@@ -5,6 +5,8 @@
 
 #[path = "support/clickhouse.rs"]
 mod clickhouse;
+#[path = "support/mmdb.rs"]
+mod mmdb;
 #[path = "support/png.rs"]
 mod png;
 #[path = "support/service.rs"]
@@ -49,6 +51,8 @@ fn sample() -> Report {
             value: HOSTILE.into(),
             findings: 4,
             events: 120,
+            country: None,
+            asn: None,
         }],
     );
     offenders.insert(
@@ -58,6 +62,8 @@ fn sample() -> Report {
             value: "203.0.113.7".into(),
             findings: 6,
             events: 300,
+            country: Some("NL".into()),
+            asn: Some("AS64500 Example <Net>".into()),
         }],
     );
     Report {
@@ -250,6 +256,13 @@ fn the_same_report_comes_from_the_embedded_store_and_from_clickhouse() {
     let embedded = report(&["--date", &date, "--data", &data]);
     let server = report(&["--date", &date, "--clickhouse", &ch.url, "--database", "tpr"]);
     assert_eq!(embedded, server);
+    // with a database that knows every IPv4 address
+    let db = dir.join("all.mmdb");
+    mmdb::write(&db, &[([0, 0, 0, 0], 1, "AQ", 64510, "Low"), ([128, 0, 0, 0], 1, "AQ", 64511, "High")]);
+    let db = db.display().to_string();
+    let geo = report(&["--date", &date, "--data", &data, "--geoip", &db]);
+    assert!(geo.contains("| offender | country | AS | findings | events |"), "{geo}");
+    assert!(geo.contains("| AQ | AS6451"), "{geo}");
     // a day with findings, whose count is what SQL says
     let day = Day::new(
         chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap(),
@@ -318,6 +331,45 @@ fn a_bad_date_zone_or_store_is_a_clear_error() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("clickhouse"));
+}
+
+#[test]
+fn top_addresses_get_country_and_as_from_maxmind_format_databases() {
+    let dir = support::temp_dir("report-geoip");
+    let db = dir.join("test.mmdb");
+    mmdb::write(
+        &db,
+        &[
+            ([198, 51, 100, 0], 24, "DE", 64500, "Example Net"),
+            ([203, 0, 113, 0], 25, "NL", 64501, "Other Net"),
+        ],
+    );
+    let geo = threatpilot::report::geo::Geo::open(&[db.display().to_string()]).unwrap();
+    assert_eq!(
+        geo.lookup("198.51.100.77"),
+        (Some("DE".into()), Some("AS64500 Example Net".into()))
+    );
+    assert_eq!(geo.lookup("203.0.113.7").0.as_deref(), Some("NL"));
+    assert_eq!(geo.lookup("203.0.113.200"), (None, None), "outside the /25");
+    assert_eq!(geo.lookup("not an address"), (None, None));
+    let mut r = sample();
+    for list in r.offenders.values_mut() {
+        for o in list {
+            o.country = None;
+            o.asn = None;
+        }
+    }
+    geo.enrich(&mut r);
+    let ip = &r.offenders["ip"][0];
+    assert_eq!(ip.country.as_deref(), Some("NL"));
+    assert_eq!(ip.asn.as_deref(), Some("AS64501 Other Net"));
+    assert!(r.offenders["user"][0].country.is_none(), "a user has no country");
+    let md = threatpilot::report::markdown::render(&r, &day());
+    assert!(md.contains("| 203.0.113.7 | NL | AS64501 Other Net | 6 | 300 |"), "{md}");
+    // through the command, on a store: a database that is not one is named
+    let out = support::threatpilot(["report", "--geoip", "/nonexistent/x.mmdb", "--date", "2026-12-01"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.mmdb"));
 }
 
 fn chromium() -> Option<PathBuf> {

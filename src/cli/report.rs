@@ -34,6 +34,10 @@ pub struct Args {
     /// The detectors whose silence is reported (their ids).
     #[arg(long, default_value = "detectors")]
     detectors: String,
+    /// MaxMind-format databases (Country or City, ASN) that add country
+    /// and AS to the top addresses; repeatable.
+    #[arg(long)]
+    geoip: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -48,15 +52,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let day = crate::report::Day::new(date, tz)?;
     let detectors = detector_ids(Path::new(&args.detectors));
+    let geo = crate::report::geo::Geo::open(&args.geoip)?;
     let started = std::time::Instant::now();
     let rt = super::runtime()?;
-    let report = rt.block_on(async {
+    let mut report = rt.block_on(async {
         let src = match &args.clickhouse {
             Some(url) => crate::report::source::Source::clickhouse(url, &args.database, None)?,
             None => crate::report::source::Source::embedded(Path::new(&args.data)).await?,
         };
         crate::report::gather(&src, &day, &detectors).await
     })?;
+    geo.enrich(&mut report);
     let text = match args.format {
         Format::Md => crate::report::markdown::render(&report, &day),
         Format::Html => crate::report::html::render(&report, &day),

@@ -84,7 +84,14 @@ pub fn render(r: &Report, day: &super::Day) -> String {
     for (kind, list) in &r.offenders {
         let items: Vec<(String, f64, String)> = list
             .iter()
-            .map(|o| (o.value.clone(), o.findings as f64, format!("{} ({} events)", o.findings, o.events)))
+            .map(|o| {
+                let mut label = o.value.clone();
+                let geo: Vec<&str> = [o.country.as_deref(), o.asn.as_deref()].into_iter().flatten().collect();
+                if !geo.is_empty() {
+                    label = format!("{label} ({})", geo.join(", "));
+                }
+                (label, o.findings as f64, format!("{} ({} events)", o.findings, o.events))
+            })
             .collect();
         let _ = writeln!(s, "<h3>{}</h3>", esc(kind));
         s.push_str(&svg::bars(&format!("chart-offenders-{kind}"), &format!("Top offenders: {kind}"), &items, "#e15759"));

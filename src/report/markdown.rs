@@ -84,9 +84,30 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         s.push_str("None.\n\n");
     }
     for (kind, list) in &r.offenders {
-        let _ = writeln!(s, "### {}\n\n| offender | findings | events |\n|---|---:|---:|", md(kind));
+        let geo = list.iter().any(|o| o.country.is_some() || o.asn.is_some());
+        if geo {
+            let _ = writeln!(
+                s,
+                "### {}\n\n| offender | country | AS | findings | events |\n|---|---|---|---:|---:|",
+                md(kind)
+            );
+        } else {
+            let _ = writeln!(s, "### {}\n\n| offender | findings | events |\n|---|---:|---:|", md(kind));
+        }
         for o in list {
-            let _ = writeln!(s, "| {} | {} | {} |", md(&o.value), o.findings, o.events);
+            if geo {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} |",
+                    md(&o.value),
+                    md(o.country.as_deref().unwrap_or("–")),
+                    md(o.asn.as_deref().unwrap_or("–")),
+                    o.findings,
+                    o.events
+                );
+            } else {
+                let _ = writeln!(s, "| {} | {} | {} |", md(&o.value), o.findings, o.events);
+            }
         }
         s.push('\n');
     }

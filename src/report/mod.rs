@@ -11,6 +11,7 @@
 //! Findings are placed by their first event (event time), incidents by
 //! when they were opened and actions by when they were proposed.
 
+pub mod geo;
 pub mod html;
 pub mod markdown;
 pub mod schedule;
@@ -115,6 +116,12 @@ pub struct Offender {
     pub value: String,
     pub findings: u64,
     pub events: u64,
+    /// ISO country code, where a geoip database knows the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// `AS64500 Organisation`, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -287,6 +294,8 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
                     value: text(r, "offender_value"),
                     findings: int(r, "findings") as u64,
                     events: int(r, "events") as u64,
+                    country: None,
+                    asn: None,
                 })
                 .collect(),
         );

@@ -39,6 +39,10 @@ pub struct ReportSchedule {
     /// Notify channels (e-mail, Slack, webhook) the report goes to.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// MaxMind-format databases (Country or City, ASN) for the country and
+    /// AS of the top addresses.
+    #[serde(default)]
+    pub geoip: Vec<String>,
 }
 
 fn default_at() -> String {
@@ -58,6 +62,7 @@ pub struct Schedule {
     pub timezone: chrono_tz::Tz,
     pub dir: PathBuf,
     pub channels: Vec<String>,
+    pub geoip: Vec<String>,
 }
 
 impl ReportSchedule {
@@ -83,11 +88,15 @@ impl ReportSchedule {
                 Some(_) => {}
             }
         }
+        for db in &self.geoip {
+            super::geo::Geo::open(std::slice::from_ref(db)).map_err(|e| format!("report.geoip: {e}"))?;
+        }
         Ok(Schedule {
             at,
             timezone,
             dir: PathBuf::from(&self.dir),
             channels: self.channels.clone(),
+            geoip: self.geoip.clone(),
         })
     }
 }
@@ -234,7 +243,9 @@ async fn build(
         Store::Parquet(dir) => Source::embedded(dir).await?,
         Store::Clickhouse(c) => Source::clickhouse_sink(c)?,
     };
-    let report = super::gather(&src, &day, detectors).await?;
+    let mut report = super::gather(&src, &day, detectors).await?;
+    // read at each report, so a database updated in place is picked up
+    super::geo::Geo::open(&schedule.geoip)?.enrich(&mut report);
     let md = super::markdown::render(&report, &day);
     let html = super::html::render(&report, &day);
     Ok((report, md, html))
@@ -343,6 +354,7 @@ mod tests {
             timezone: tz.into(),
             dir: "x".into(),
             channels: vec![],
+            geoip: vec![],
         }
         .compile(None)
         .unwrap()
@@ -370,6 +382,7 @@ mod tests {
                 timezone: tz.into(),
                 dir: "x".into(),
                 channels: vec![],
+                geoip: vec![],
             }
             .compile(None)
             .unwrap_err()
@@ -381,6 +394,7 @@ mod tests {
             timezone: "UTC".into(),
             dir: "x".into(),
             channels: vec!["nobody".into()],
+            geoip: vec![],
         };
         assert!(r.compile(None).unwrap_err().contains("no notify channel"));
     }
