@@ -163,7 +163,10 @@ impl Analyst {
             req = req.bearer_auth(k.expose());
         }
         let call = async {
-            let r = req.send().await.map_err(|e| format!("{}", e.without_url()))?;
+            let r = req
+                .send()
+                .await
+                .map_err(|e| format!("{}", e.without_url()))?;
             let status = r.status();
             let v: Value = r
                 .json()
@@ -201,7 +204,11 @@ fn facts(n: &Notice, evidence: &[String]) -> String {
         i.status.as_str(),
         i.severity,
         i.domain.as_str(),
-        i.classifications.iter().cloned().collect::<Vec<_>>().join(", "),
+        i.classifications
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         i.offender_type,
         i.offender_value,
         i.finding_ids.len(),
@@ -225,7 +232,13 @@ fn facts(n: &Notice, evidence: &[String]) -> String {
     if !n.actions.is_empty() {
         s.push_str("Actions:\n");
         for a in n.actions.iter().take(10) {
-            s.push_str(&format!("- {} {}: {} ({})\n", a.kind.as_str(), a.target, a.status.as_str(), a.reason));
+            s.push_str(&format!(
+                "- {} {}: {} ({})\n",
+                a.kind.as_str(),
+                a.target,
+                a.status.as_str(),
+                a.reason
+            ));
         }
     }
     s
@@ -235,7 +248,11 @@ fn facts(n: &Notice, evidence: &[String]) -> String {
 /// classification usually means and what to check.
 pub fn template(n: &Notice) -> String {
     let i = &n.incident;
-    let class = i.classifications.iter().next().map_or("activity", String::as_str);
+    let class = i
+        .classifications
+        .iter()
+        .next()
+        .map_or("activity", String::as_str);
     let who = format!("{:?} {}", i.offender_type, i.offender_value).to_lowercase();
     let (hypothesis, next) = match i.domain.as_str() {
         "identity" => (
@@ -247,7 +264,10 @@ pub fn template(n: &Notice) -> String {
             "Check the responses the offender got (2xx on suspicious paths), look for the same payloads from other addresses, and keep the rate limit or block until reviewed.",
         ),
         _ => (
-            format!("{class} on {}.", i.service.as_deref().or(i.host.as_deref()).unwrap_or(&who)),
+            format!(
+                "{class} on {}.",
+                i.service.as_deref().or(i.host.as_deref()).unwrap_or(&who)
+            ),
             "Check recent deploys and resource limits of the service, its logs around the first finding, and whether it recovered after the action.",
         ),
     };
@@ -282,7 +302,14 @@ mod tests {
              jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
             &[],
         );
-        for leaked in ["hunter2", "abcdefghijkl", "AKIAABCDEFGHIJKLMNOP", "p4ss", "xoxb-", "eyJhbGci"] {
+        for leaked in [
+            "hunter2",
+            "abcdefghijkl",
+            "AKIAABCDEFGHIJKLMNOP",
+            "p4ss",
+            "xoxb-",
+            "eyJhbGci",
+        ] {
             assert!(!t.contains(leaked), "{leaked} leaked: {t}");
         }
         assert!(t.contains("login failed"));

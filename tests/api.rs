@@ -68,7 +68,10 @@ fn a_running_pipeline_answers_health_readiness_and_metrics() {
     // no answer, found or not, is sniffed by a browser into something else
     for path in ["/healthz", "/nope", "/api/v1/findings"] {
         let head = raw_get(port, path).unwrap().to_ascii_lowercase();
-        assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{path}: {head}");
+        assert!(
+            head.contains("\r\nx-content-type-options: nosniff\r\n"),
+            "{path}: {head}"
+        );
     }
 
     let mut stdin = child.stdin.take().unwrap();

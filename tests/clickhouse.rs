@@ -247,6 +247,20 @@ fn a_schema_that_does_not_match_stops_the_run_at_start_with_the_column_named() {
         err.contains("tp3.events: column http_status String where http_status UInt16 is expected"),
         "{err}"
     );
+    // a column added or dropped is named too
+    ch.query("ALTER TABLE tp3.events MODIFY COLUMN http_status UInt16")
+        .unwrap();
+    ch.query("ALTER TABLE tp3.findings ADD COLUMN surprise String")
+        .unwrap();
+    ch.query("ALTER TABLE tp3.findings DROP COLUMN context")
+        .unwrap();
+    let bad = run();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("(missing context; not written by this version: surprise)"),
+        "{err}"
+    );
 }
 
 #[test]

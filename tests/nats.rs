@@ -534,6 +534,34 @@ async fn publish_reads_stdin_and_a_resend_is_deduplicated() {
         (again["stored"].as_u64(), again["duplicate"].as_u64()),
         (Some(0), Some(5))
     );
+
+    // a line that is not UTF-8 (a honeypot's raw request) goes as it is,
+    // with the lines after it; the worker dead-letters what it cannot read
+    let raw = dir.join("honeypot.log");
+    let mut bytes =
+        b"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"x\"\r\n"
+            .to_vec();
+    bytes.extend_from_slice(b"203.0.113.5 - - [03/Mar/2026:10:00:01 +0000] \"GET /\xff\xfe\xc3 HTTP/1.1\" 400 1 \"-\" \"x\"\n");
+    bytes.extend_from_slice(
+        b"203.0.113.5 - - [03/Mar/2026:10:00:02 +0000] \"GET /last HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+    );
+    std::fs::write(&raw, bytes).unwrap();
+    let out = tp()
+        .args(["publish", "--nats-url", &url, "--subject", "logs.nginx.h"])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["lines"].as_u64(), r["stored"].as_u64()),
+        (Some(3), Some(3)),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

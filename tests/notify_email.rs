@@ -112,7 +112,10 @@ fn header<'a>(data: &'a str, name: &str) -> Option<&'a str> {
 #[test]
 fn incidents_and_the_daily_report_reach_smtp_over_starttls_through_an_outage() {
     if !have_aiosmtpd() {
-        assert!(!support::servers_required(), "aiosmtpd and openssl are needed (scripts/servers.sh installs them)");
+        assert!(
+            !support::servers_required(),
+            "aiosmtpd and openssl are needed (scripts/servers.sh installs them)"
+        );
         return;
     }
     let certs = support::temp_dir("email-ca");
@@ -162,8 +165,20 @@ report:
     let svc = Service::start("email", &pipeline, Stdio::null());
     // the mail server is down while the attack comes in
     let user = "<b>x</b>|#admin";
-    support::ship_ssh_failures(svc.syslog_udp.unwrap(), "127.0.0.2", "198.51.100.31", user, 8);
-    support::ship_ssh_failures(svc.syslog_udp.unwrap(), "127.0.0.2", "198.51.100.32", "root", 8);
+    support::ship_ssh_failures(
+        svc.syslog_udp.unwrap(),
+        "127.0.0.2",
+        "198.51.100.31",
+        user,
+        8,
+    );
+    support::ship_ssh_failures(
+        svc.syslog_udp.unwrap(),
+        "127.0.0.2",
+        "198.51.100.32",
+        "root",
+        8,
+    );
     svc.wait_for("two incidents", 20, |s| {
         s.get_json("/api/v1/incidents")["incidents"]
             .as_array()
@@ -224,7 +239,11 @@ report:
     assert!(report_mail.contains("multipart/alternative"));
     assert!(report_mail.contains("text/html"));
     // the report's files were written whole
-    assert!(std::fs::read_to_string(&report).unwrap().contains("</html>"));
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("</html>")
+    );
     assert!(report.with_extension("md").exists());
 }
 
@@ -353,8 +372,14 @@ fn advice_comes_from_a_chat_completions_endpoint_without_secrets_or_from_the_tem
     for a in &asked {
         let prompt = a["messages"][1]["content"].as_str().unwrap();
         assert!(prompt.contains("198.51.100.41"), "{prompt}");
-        assert!(prompt.contains("Evidence"), "the evidence is sent: {prompt}");
-        assert!(!prompt.contains("sk-live-abcdefghijklmnop1234"), "a key leaked: {prompt}");
+        assert!(
+            prompt.contains("Evidence"),
+            "the evidence is sent: {prompt}"
+        );
+        assert!(
+            !prompt.contains("sk-live-abcdefghijklmnop1234"),
+            "a key leaked: {prompt}"
+        );
         assert!(prompt.contains("[REDACTED]"), "{prompt}");
     }
     let advice = |hooks: &[Value]| -> Vec<String> {
@@ -379,8 +404,9 @@ fn advice_comes_from_a_chat_completions_endpoint_without_secrets_or_from_the_tem
     let stderr = analysis_run(&m, 500);
     let got = advice(&m.hooks.lock().unwrap());
     assert!(
-        got.iter()
-            .any(|a| a.starts_with("Hypothesis:") && a.contains("Next steps:") && !a.contains("bot.")),
+        got.iter().any(|a| a.starts_with("Hypothesis:")
+            && a.contains("Next steps:")
+            && !a.contains("bot.")),
         "{got:?}\n{stderr}"
     );
 }

@@ -22,7 +22,8 @@ use threatpilot::respond::incident::TimelineEntry;
 
 /// A user name an attacker chose: a newline, table pipes, a heading, HTML,
 /// template syntax and a terminal escape.
-const HOSTILE: &str = "bob\n| fake | row |\n## Injected <script>alert('x')</script> {{7*7}} \u{1b}[31mred";
+const HOSTILE: &str =
+    "bob\n| fake | row |\n## Injected <script>alert('x')</script> {{7*7}} \u{1b}[31mred";
 
 fn day() -> Day {
     Day::new(
@@ -121,9 +122,12 @@ fn sample() -> Report {
                 },
             ],
         }],
-        actions_by_status: [("verified".to_string(), 1), ("skipped_by_policy".to_string(), 1)]
-            .into_iter()
-            .collect(),
+        actions_by_status: [
+            ("verified".to_string(), 1),
+            ("skipped_by_policy".to_string(), 1),
+        ]
+        .into_iter()
+        .collect(),
         actions_notable: vec![ActionLine {
             action_id: "a-2".into(),
             incident_id: "i-0123456789abcdef".into(),
@@ -191,7 +195,11 @@ fn the_html_report_matches_its_snapshot_and_has_no_script_or_markup_from_logs() 
     for fetch in ["src=", "<link", "url(", "@import"] {
         assert!(!html.contains(fetch), "nothing is fetched: {fetch}");
     }
-    assert_eq!(html.matches("<svg").count(), 4, "hours, two offender kinds, times");
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "hours, two offender kinds, times"
+    );
 }
 
 const FILES: &str = "[fixtures/detectors/crowdsec-ssh-bf/input.log, fixtures/detectors/crowdsec-nginx-http-sqli-probing/input.log, fixtures/detectors/synthetic-password-spraying/input.log, fixtures/detectors/npd-oom-kill/input.log]";
@@ -211,7 +219,10 @@ fn run_pipeline(dir: &Path, sink: &str) {
 
 fn report(args: &[&str]) -> String {
     let out = support::threatpilot_ok(
-        ["report", "--timezone", "Europe/Berlin"].iter().copied().chain(args.iter().copied()),
+        ["report", "--timezone", "Europe/Berlin"]
+            .iter()
+            .copied()
+            .chain(args.iter().copied()),
         &format!("report {args:?}"),
     );
     String::from_utf8(out.stdout).unwrap()
@@ -220,7 +231,14 @@ fn report(args: &[&str]) -> String {
 /// The local day (Europe/Berlin) most findings of the store fall on.
 fn busiest_day(data: &str) -> String {
     let out = support::threatpilot_ok(
-        ["sql", "--data", data, "--format", "json", "SELECT first_seen_ms FROM findings_latest"],
+        [
+            "sql",
+            "--data",
+            data,
+            "--format",
+            "json",
+            "SELECT first_seen_ms FROM findings_latest",
+        ],
         "sql",
     );
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
@@ -228,7 +246,9 @@ fn busiest_day(data: &str) -> String {
     for l in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         let ms = v["first_seen_ms"].as_i64().unwrap();
-        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap().with_timezone(&tz);
+        let t = chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .with_timezone(&tz);
         *days.entry(t.format("%Y-%m-%d").to_string()).or_default() += 1;
     }
     days.into_iter().max_by_key(|d| d.1).unwrap().0
@@ -241,7 +261,13 @@ fn the_same_report_comes_from_the_embedded_store_and_from_clickhouse() {
     };
     let dir = support::temp_dir("report-parquet");
     let data = dir.join("data");
-    run_pipeline(&dir, &format!("  - type: parquet\n    dir: {}\n    events: all\n", data.display()));
+    run_pipeline(
+        &dir,
+        &format!(
+            "  - type: parquet\n    dir: {}\n    events: all\n",
+            data.display()
+        ),
+    );
     let dir2 = support::temp_dir("report-clickhouse");
     run_pipeline(
         &dir2,
@@ -254,14 +280,30 @@ fn the_same_report_comes_from_the_embedded_store_and_from_clickhouse() {
     let data = data.display().to_string();
     let date = busiest_day(&data);
     let embedded = report(&["--date", &date, "--data", &data]);
-    let server = report(&["--date", &date, "--clickhouse", &ch.url, "--database", "tpr"]);
+    let server = report(&[
+        "--date",
+        &date,
+        "--clickhouse",
+        &ch.url,
+        "--database",
+        "tpr",
+    ]);
     assert_eq!(embedded, server);
     // with a database that knows every IPv4 address
     let db = dir.join("all.mmdb");
-    mmdb::write(&db, &[([0, 0, 0, 0], 1, "AQ", 64510, "Low"), ([128, 0, 0, 0], 1, "AQ", 64511, "High")]);
+    mmdb::write(
+        &db,
+        &[
+            ([0, 0, 0, 0], 1, "AQ", 64510, "Low"),
+            ([128, 0, 0, 0], 1, "AQ", 64511, "High"),
+        ],
+    );
     let db = db.display().to_string();
     let geo = report(&["--date", &date, "--data", &data, "--geoip", &db]);
-    assert!(geo.contains("| offender | country | AS | findings | events |"), "{geo}");
+    assert!(
+        geo.contains("| offender | country | AS | findings | events |"),
+        "{geo}"
+    );
     assert!(geo.contains("| AQ | AS6451"), "{geo}");
     // a day with findings, whose count is what SQL says
     let day = Day::new(
@@ -286,7 +328,10 @@ fn the_same_report_comes_from_the_embedded_store_and_from_clickhouse() {
     let n: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let n = n["n"].as_u64().unwrap();
     assert!(n > 0);
-    assert!(embedded.contains(&format!("**{n} findings**")), "{embedded}");
+    assert!(
+        embedded.contains(&format!("**{n} findings**")),
+        "{embedded}"
+    );
     assert!(embedded.contains("## Top offenders"));
     // incidents and actions are dated when they were opened and proposed:
     // today, in both stores alike
@@ -295,7 +340,14 @@ fn the_same_report_comes_from_the_embedded_store_and_from_clickhouse() {
         .format("%Y-%m-%d")
         .to_string();
     let a = report(&["--date", &today, "--data", &data]);
-    let b = report(&["--date", &today, "--clickhouse", &ch.url, "--database", "tpr"]);
+    let b = report(&[
+        "--date",
+        &today,
+        "--clickhouse",
+        &ch.url,
+        "--database",
+        "tpr",
+    ]);
     let opened = |s: &str| {
         s.lines()
             .find(|l| l.ends_with(" opened."))
@@ -307,7 +359,14 @@ fn the_same_report_comes_from_the_embedded_store_and_from_clickhouse() {
     // HTML from both stores too
     let h1 = report(&["--date", &date, "--data", &data, "--format", "html"]);
     let h2 = report(&[
-        "--date", &date, "--clickhouse", &ch.url, "--database", "tpr", "--format", "html",
+        "--date",
+        &date,
+        "--clickhouse",
+        &ch.url,
+        "--database",
+        "tpr",
+        "--format",
+        "html",
     ]);
     assert_eq!(h1, h2);
 }
@@ -319,7 +378,13 @@ fn a_bad_date_zone_or_store_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--date"));
     let out = support::threatpilot(["report", "--date", "2026-12-01", "--timezone", "Mars/Base"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("time zone"));
-    let out = support::threatpilot(["report", "--date", "2026-12-01", "--data", "/nonexistent/tp"]);
+    let out = support::threatpilot([
+        "report",
+        "--date",
+        "2026-12-01",
+        "--data",
+        "/nonexistent/tp",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"));
     let out = support::threatpilot([
@@ -363,11 +428,23 @@ fn top_addresses_get_country_and_as_from_maxmind_format_databases() {
     let ip = &r.offenders["ip"][0];
     assert_eq!(ip.country.as_deref(), Some("NL"));
     assert_eq!(ip.asn.as_deref(), Some("AS64501 Other Net"));
-    assert!(r.offenders["user"][0].country.is_none(), "a user has no country");
+    assert!(
+        r.offenders["user"][0].country.is_none(),
+        "a user has no country"
+    );
     let md = threatpilot::report::markdown::render(&r, &day());
-    assert!(md.contains("| 203.0.113.7 | NL | AS64501 Other Net | 6 | 300 |"), "{md}");
+    assert!(
+        md.contains("| 203.0.113.7 | NL | AS64501 Other Net | 6 | 300 |"),
+        "{md}"
+    );
     // through the command, on a store: a database that is not one is named
-    let out = support::threatpilot(["report", "--geoip", "/nonexistent/x.mmdb", "--date", "2026-12-01"]);
+    let out = support::threatpilot([
+        "report",
+        "--geoip",
+        "/nonexistent/x.mmdb",
+        "--date",
+        "2026-12-01",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.mmdb"));
 }
@@ -382,7 +459,10 @@ fn chromium() -> Option<PathBuf> {
 #[test]
 fn the_html_report_renders_its_charts_in_headless_chromium() {
     let Some(browser) = chromium() else {
-        assert!(!support::servers_required(), "chromium is needed (scripts/servers.sh installs it)");
+        assert!(
+            !support::servers_required(),
+            "chromium is needed (scripts/servers.sh installs it)"
+        );
         return;
     };
     let dir = support::temp_dir("report-chromium");

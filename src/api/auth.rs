@@ -85,7 +85,12 @@ impl Auth {
     pub fn check(&self, headers: &HeaderMap, need: Need) -> Result<Caller, (StatusCode, String)> {
         // two credentials are ambiguous: a proxy and the client may each
         // think theirs is the one checked
-        if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
             return Err((
                 StatusCode::BAD_REQUEST,
                 "more than one Authorization header\n".into(),

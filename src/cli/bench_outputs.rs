@@ -49,7 +49,12 @@ const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 fn finding(i: usize, day_start: i64) -> FindingRow {
     let (domain, classification) = DOMAINS[i % DOMAINS.len()];
     let first = day_start + (i as i64 * 86_399_000 / 1_000_000) % 86_400_000;
-    let offender = format!("10.{}.{}.{}", (i >> 16) % 256, (i >> 8) % 256, (i * 7) % 251);
+    let offender = format!(
+        "10.{}.{}.{}",
+        (i >> 16) % 256,
+        (i >> 8) % 256,
+        (i * 7) % 251
+    );
     FindingRow {
         finding_id: format!("f-{i:012x}"),
         update_count: 1,
@@ -101,7 +106,9 @@ pub fn report(args: OutputsBench) -> anyhow::Result<ExitCode> {
         let (handle, task) = crate::store::parquet::start(cfg)?;
         let mut i = 0;
         while i < n {
-            let rows: Vec<FindingRow> = (i..(i + 50_000).min(n)).map(|k| finding(k, day.start_ms)).collect();
+            let rows: Vec<FindingRow> = (i..(i + 50_000).min(n))
+                .map(|k| finding(k, day.start_ms))
+                .collect();
             i += rows.len();
             handle.send(Batch::Findings(rows)).await;
         }
@@ -119,7 +126,11 @@ pub fn report(args: OutputsBench) -> anyhow::Result<ExitCode> {
             crate::report::gather(&src, &day, &[]).await
         })?;
         let g = t.elapsed().as_secs_f64() * 1000.0;
-        anyhow::ensure!(r.findings as usize == n, "the report counts {} of {n} findings", r.findings);
+        anyhow::ensure!(
+            r.findings as usize == n,
+            "the report counts {} of {n} findings",
+            r.findings
+        );
         let t2 = Instant::now();
         let md = crate::report::markdown::render(&r, &day);
         let html = crate::report::html::render(&r, &day);
@@ -228,7 +239,12 @@ pub fn notify(args: OutputsBench) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "outbox: {} updates of {} incidents put and synced at {:.0}/s, leaving {} to send; {} messages delivered (put, sync, HTTP, ack, sync) at {:.0}/s (medians of {runs})",
-            f.storm_updates, f.storm_incidents, f.storm_puts_per_sec, f.pending_after_storm, f.delivered, f.delivered_per_sec
+            f.storm_updates,
+            f.storm_incidents,
+            f.storm_puts_per_sec,
+            f.pending_after_storm,
+            f.delivered,
+            f.delivered_per_sec
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -41,10 +41,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let tz: chrono_tz::Tz = args
-        .timezone
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown time zone {:?} (an IANA name such as Europe/Berlin)", args.timezone))?;
+    let tz: chrono_tz::Tz = args.timezone.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "unknown time zone {:?} (an IANA name such as Europe/Berlin)",
+            args.timezone
+        )
+    })?;
     let date = match &args.date {
         Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|e| anyhow::anyhow!("--date {d:?}: {e} (YYYY-MM-DD)"))?,

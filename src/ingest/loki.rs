@@ -430,7 +430,10 @@ mod tests {
         let mut lie = vec![0x80, 0x80, 0x80, 0x20];
         lie.extend_from_slice(&[0u8; 36]);
         let e = decode(None, None, &lie, 64 << 20).unwrap_err();
-        assert!(e.to_string().contains("more than its 40 bytes can encode"), "{e}");
+        assert!(
+            e.to_string().contains("more than its 40 bytes can encode"),
+            "{e}"
+        );
         // the densest real block still decodes
         let zeros = vec![0u8; 1 << 20];
         let sn = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();

@@ -64,7 +64,7 @@ pub async fn publish(
             Some(p) => format!("{p}.{}", subject::token(file)),
             None => id_prefix(&opts.subject, file)?,
         };
-        let (tx, mut rx) = mpsc::channel::<(Vec<String>, u64)>(4);
+        let (tx, mut rx) = mpsc::channel::<(Vec<Vec<u8>>, u64)>(4);
         let (path, per) = (file.clone(), opts.lines_per_message.max(1));
         let reader = tokio::task::spawn_blocking(move || read_messages(&path, per, &tx));
         let mut batch = Vec::with_capacity(IN_FLIGHT);
@@ -98,7 +98,7 @@ fn tally(r: &mut PublishReport, p: super::sink::Published) {
     r.duplicate += p.duplicate;
 }
 
-fn message(opts: &PublishOptions, prefix: &str, n: u64, body: String, batch: bool) -> Outgoing {
+fn message(opts: &PublishOptions, prefix: &str, n: u64, body: Vec<u8>, batch: bool) -> Outgoing {
     let mut headers = HeaderMap::new();
     if batch {
         headers.insert(BATCH_HEADER, "lines");
@@ -118,7 +118,7 @@ fn message(opts: &PublishOptions, prefix: &str, n: u64, body: String, batch: boo
 fn read_messages(
     path: &str,
     per: usize,
-    tx: &mpsc::Sender<(Vec<String>, u64)>,
+    tx: &mpsc::Sender<(Vec<Vec<u8>>, u64)>,
 ) -> Result<(), NatsError> {
     let reader: Box<dyn BufRead> = if path == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
@@ -127,22 +127,32 @@ fn read_messages(
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open {path}: {e}")))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
+    let mut reader = reader;
     let mut bodies = Vec::with_capacity(256);
-    let (mut body, mut in_body, mut lines) = (String::new(), 0usize, 0u64);
-    let send = |bodies: &mut Vec<String>, lines: &mut u64| {
+    let (mut body, mut in_body, mut lines) = (Vec::new(), 0usize, 0u64);
+    let send = |bodies: &mut Vec<Vec<u8>>, lines: &mut u64| {
         let out = (std::mem::take(bodies), std::mem::take(lines));
         tx.blocking_send(out).is_ok()
     };
-    for line in reader.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
+    // lines go as the bytes they are: a line that is not UTF-8 is the
+    // worker's to dead-letter, not a reason to stop sending the file
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         lines += 1;
         if in_body > 0 {
-            body.push('\n');
+            body.push(b'\n');
         }
-        body.push_str(&line);
+        body.extend_from_slice(&line);
         in_body += 1;
         if in_body >= per {
             bodies.push(std::mem::take(&mut body));

@@ -63,10 +63,15 @@ impl Mailer<'_> {
             .map_err(|e| format!("email {}: from {:?}: {e}", spec.name, spec.from))?;
         let mut b = Message::builder()
             .from(from)
-            .subject(crate::escape::terminal(body["subject"].as_str().unwrap_or("ThreatPilot")))
+            .subject(crate::escape::terminal(
+                body["subject"].as_str().unwrap_or("ThreatPilot"),
+            ))
             .message_id(Some(format!(
                 "<{}@threatpilot>",
-                key.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.', ".")
+                key.replace(
+                    |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+                    "."
+                )
             )));
         for to in &spec.to {
             let mb: Mailbox = to
@@ -123,29 +128,17 @@ fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
             break;
         };
         let stop = start + end + END.len();
-        out.push(rest[start..stop].as_bytes().to_vec());
+        out.push(rest.as_bytes()[start..stop].to_vec());
         rest = &rest[stop..];
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bundle_is_split_into_certificates() {
-        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
-        let bundle = format!("# comment\n{one}\n{one}\n");
-        assert_eq!(pem_certificates(bundle.as_bytes()).len(), 2);
-    }
-}
-
 /// The e-mail of an incident's state: subject, plain text and HTML, every
 /// log-derived value escaped for its part.
 pub fn incident_body(n: &super::render::Notice) -> Value {
-    use crate::escape::{html, terminal};
     use super::render::when;
+    use crate::escape::{html, terminal};
     let i = &n.incident;
     let severity = format!("{:?}", i.severity).to_lowercase();
     let subject = format!(
@@ -160,7 +153,10 @@ pub fn incident_body(n: &super::render::Notice) -> Value {
         ("Severity", severity.clone()),
         ("Priority", format!("{:.0}", i.priority)),
         ("Domain", i.domain.as_str().to_owned()),
-        ("Offender", format!("{:?} {}", i.offender_type, i.offender_value).to_lowercase()),
+        (
+            "Offender",
+            format!("{:?} {}", i.offender_type, i.offender_value).to_lowercase(),
+        ),
         ("Findings", i.finding_ids.len().to_string()),
         ("Opened", when(i.opened_ms)),
     ];
@@ -176,7 +172,15 @@ pub fn incident_body(n: &super::render::Notice) -> Value {
     let actions: Vec<String> = n
         .actions
         .iter()
-        .map(|a| format!("{} {}: {} ({})", a.kind.as_str(), a.target, a.status.as_str(), a.reason))
+        .map(|a| {
+            format!(
+                "{} {}: {} ({})",
+                a.kind.as_str(),
+                a.target,
+                a.status.as_str(),
+                a.reason
+            )
+        })
         .collect();
     let timeline: Vec<String> = i
         .timeline
@@ -196,7 +200,10 @@ pub fn incident_body(n: &super::render::Notice) -> Value {
         html(&i.title)
     );
     for (k, v) in &facts {
-        page.push_str(&format!("<tr><th align=\"left\">{k}</th><td>{}</td></tr>", html(v)));
+        page.push_str(&format!(
+            "<tr><th align=\"left\">{k}</th><td>{}</td></tr>",
+            html(v)
+        ));
     }
     page.push_str("</table>");
     for (title, lines) in [("Actions", &actions), ("Timeline", &timeline)] {
@@ -213,4 +220,16 @@ pub fn incident_body(n: &super::render::Notice) -> Value {
     }
     page.push_str("</body></html>");
     serde_json::json!({"subject": subject, "text": text, "html": page, "severity": severity})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_is_split_into_certificates() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
+        let bundle = format!("# comment\n{one}\n{one}\n");
+        assert_eq!(pem_certificates(bundle.as_bytes()).len(), 2);
+    }
 }

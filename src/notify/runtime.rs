@@ -260,17 +260,23 @@ pub fn start(
                             let Some(channel) = channels.get(ch) else {
                                 continue;
                             };
-                            let updates_in_place = matches!(&channel.spec, ChannelSpec::Slack(s) if s.token.is_some());
+                            let updates_in_place =
+                                matches!(&channel.spec, ChannelSpec::Slack(s) if s.token.is_some());
                             if !every && !updates_in_place {
                                 // a webhook hears of the advice on its own
-                                if let (ChannelSpec::Webhook(w), Some(text)) = (&channel.spec, &n.analysis) {
+                                if let (ChannelSpec::Webhook(w), Some(text)) =
+                                    (&channel.spec, &n.analysis)
+                                {
                                     let body = json!({
                                         "type": "analysis",
                                         "incident_id": n.incident.incident_id,
                                         "severity": format!("{:?}", n.incident.severity).to_lowercase(),
                                         "analysis": text,
                                     });
-                                    let key = format!("webhook:{}:analysis:{}", w.name, n.incident.incident_id);
+                                    let key = format!(
+                                        "webhook:{}:analysis:{}",
+                                        w.name, n.incident.incident_id
+                                    );
                                     if let Err(e) = outbox.put(&key, ch, body, now_ms) {
                                         tracing::error!(error = %e, channel = ch, "notify outbox write failed");
                                     }
@@ -297,7 +303,14 @@ pub fn start(
                     }
                 }
             }
-            dispatch(&mut outbox, &mut channels, &client, ca_pem.as_ref(), timeout, &done_tx);
+            dispatch(
+                &mut outbox,
+                &mut channels,
+                &client,
+                ca_pem.as_ref(),
+                timeout,
+                &done_tx,
+            );
             if let Some(t) = drain_until {
                 // changes announced before the stop are still told
                 loop {

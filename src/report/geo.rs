@@ -60,9 +60,11 @@ impl Geo {
                 country = rec.country.and_then(|c| c.iso_code);
             }
             if asn.is_none() {
-                asn = rec.autonomous_system_number.map(|n| match &rec.autonomous_system_organization {
-                    Some(o) => format!("AS{n} {o}"),
-                    None => format!("AS{n}"),
+                asn = rec.autonomous_system_number.map(|n| {
+                    match &rec.autonomous_system_organization {
+                        Some(o) => format!("AS{n} {o}"),
+                        None => format!("AS{n}"),
+                    }
                 });
             }
         }
@@ -72,7 +74,10 @@ impl Geo {
     /// Adds country and AS to the report's top addresses.
     pub fn enrich(&self, r: &mut super::Report) {
         for list in r.offenders.values_mut() {
-            for o in list.iter_mut().filter(|o| o.value.parse::<IpAddr>().is_ok()) {
+            for o in list
+                .iter_mut()
+                .filter(|o| o.value.parse::<IpAddr>().is_ok())
+            {
                 let (country, asn) = self.lookup(&o.value);
                 o.country = country;
                 o.asn = asn;

@@ -30,9 +30,9 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         from = day.stamp(r.start_ms),
         to = day.stamp(r.end_ms),
     );
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<p class=\"lead\"><b>{} findings</b> (previous day {}, {}; 7-day average {:.1}, {}), <b>{} incidents</b>, <b>{} actions</b>.</p>\n",
+        "<p class=\"lead\"><b>{} findings</b> (previous day {}, {}; 7-day average {:.1}, {}), <b>{} incidents</b>, <b>{} actions</b>.</p>",
         r.findings,
         r.findings_previous_day,
         esc(&trend(r.findings as f64, r.findings_previous_day as f64)),
@@ -42,7 +42,11 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         actions
     );
     if let Some(a) = &r.analysis {
-        let _ = write!(s, "<h2>Analysis</h2><div class=\"analysis\">{}</div>\n", esc_multiline(a));
+        let _ = writeln!(
+            s,
+            "<h2>Analysis</h2><div class=\"analysis\">{}</div>",
+            esc_multiline(a)
+        );
     }
 
     s.push_str("<h2>Findings per hour</h2>\n");
@@ -86,15 +90,27 @@ pub fn render(r: &Report, day: &super::Day) -> String {
             .iter()
             .map(|o| {
                 let mut label = o.value.clone();
-                let geo: Vec<&str> = [o.country.as_deref(), o.asn.as_deref()].into_iter().flatten().collect();
+                let geo: Vec<&str> = [o.country.as_deref(), o.asn.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 if !geo.is_empty() {
                     label = format!("{label} ({})", geo.join(", "));
                 }
-                (label, o.findings as f64, format!("{} ({} events)", o.findings, o.events))
+                (
+                    label,
+                    o.findings as f64,
+                    format!("{} ({} events)", o.findings, o.events),
+                )
             })
             .collect();
         let _ = writeln!(s, "<h3>{}</h3>", esc(kind));
-        s.push_str(&svg::bars(&format!("chart-offenders-{kind}"), &format!("Top offenders: {kind}"), &items, "#e15759"));
+        s.push_str(&svg::bars(
+            &format!("chart-offenders-{kind}"),
+            &format!("Top offenders: {kind}"),
+            &items,
+            "#e15759",
+        ));
         s.push('\n');
     }
 
@@ -112,7 +128,12 @@ pub fn render(r: &Report, day: &super::Day) -> String {
     if times.is_empty() {
         s.push_str("<p>Nothing detected or mitigated.</p>\n");
     } else {
-        s.push_str(&svg::bars("chart-times", "Time to detect and to mitigate", &times, "#76b7b2"));
+        s.push_str(&svg::bars(
+            "chart-times",
+            "Time to detect and to mitigate",
+            &times,
+            "#76b7b2",
+        ));
         let _ = writeln!(
             s,
             "<p class=\"muted\">Detect: first event → finding, {} findings. Mitigate: incident opened → mitigated, {} incidents.</p>",
@@ -142,9 +163,20 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         }
         s.push_str("</table>\n");
         for i in r.incidents.iter().filter(|i| !i.timeline.is_empty()) {
-            let _ = writeln!(s, "<h3><code>{}</code> {}</h3><ul class=\"timeline\">", esc(&i.incident_id), esc(&i.title));
+            let _ = writeln!(
+                s,
+                "<h3><code>{}</code> {}</h3><ul class=\"timeline\">",
+                esc(&i.incident_id),
+                esc(&i.title)
+            );
             for t in &i.timeline {
-                let _ = writeln!(s, "<li>{} <b>{}</b>: {}</li>", day.clock(t.at_ms), esc(&t.phase), esc(&t.text));
+                let _ = writeln!(
+                    s,
+                    "<li>{} <b>{}</b>: {}</li>",
+                    day.clock(t.at_ms),
+                    esc(&t.phase),
+                    esc(&t.text)
+                );
             }
             s.push_str("</ul>\n");
         }
@@ -160,7 +192,12 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         }
         s.push_str("</table>\n");
     }
-    action_table(&mut s, "Skipped, failed and rolled back", &r.actions_notable, day);
+    action_table(
+        &mut s,
+        "Skipped, failed and rolled back",
+        &r.actions_notable,
+        day,
+    );
     action_table(&mut s, "Approvals pending", &r.approvals_pending, day);
     action_table(&mut s, "Approvals expired", &r.approvals_expired, day);
 
@@ -172,7 +209,11 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         n.lines, n.events, n.findings, n.incidents
     );
 
-    let _ = writeln!(s, "<h2>New log templates</h2><p>{} first seen.</p>", r.new_templates_total);
+    let _ = writeln!(
+        s,
+        "<h2>New log templates</h2><p>{} first seen.</p>",
+        r.new_templates_total
+    );
     if !r.new_templates.is_empty() {
         s.push_str("<table><tr><th>template</th><th>dataset</th><th>text</th></tr>\n");
         for t in &r.new_templates {
@@ -223,7 +264,11 @@ fn action_table(s: &mut String, title: &str, list: &[ActionLine], day: &super::D
         "<h3>{title}</h3><table><tr><th>proposed</th><th>action</th><th>target</th><th>status</th><th>reason</th><th>expires</th></tr>"
     );
     for a in list {
-        let expires = if a.expires_ms > 0 { day.stamp(a.expires_ms) } else { "–".into() };
+        let expires = if a.expires_ms > 0 {
+            day.stamp(a.expires_ms)
+        } else {
+            "–".into()
+        };
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td><code>{}</code> {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -92,7 +92,11 @@ pub fn render(r: &Report, day: &super::Day) -> String {
                 md(kind)
             );
         } else {
-            let _ = writeln!(s, "### {}\n\n| offender | findings | events |\n|---|---:|---:|", md(kind));
+            let _ = writeln!(
+                s,
+                "### {}\n\n| offender | findings | events |\n|---|---:|---:|",
+                md(kind)
+            );
         }
         for o in list {
             if geo {
@@ -135,7 +139,13 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         for i in r.incidents.iter().filter(|i| !i.timeline.is_empty()) {
             let _ = writeln!(s, "### {} {}\n", md(&i.incident_id), md(&i.title));
             for t in &i.timeline {
-                let _ = writeln!(s, "- {} {}: {}", day.clock(t.at_ms), md(&t.phase), md(&t.text));
+                let _ = writeln!(
+                    s,
+                    "- {} {}: {}",
+                    day.clock(t.at_ms),
+                    md(&t.phase),
+                    md(&t.text)
+                );
             }
             s.push('\n');
         }
@@ -151,15 +161,26 @@ pub fn render(r: &Report, day: &super::Day) -> String {
         }
         s.push('\n');
     }
-    action_table(&mut s, "Skipped, failed and rolled back", &r.actions_notable, day);
+    action_table(
+        &mut s,
+        "Skipped, failed and rolled back",
+        &r.actions_notable,
+        day,
+    );
     action_table(&mut s, "Approvals pending", &r.approvals_pending, day);
     action_table(&mut s, "Approvals expired", &r.approvals_expired, day);
 
     let n = &r.noise;
     s.push_str("## Noise reduction\n\n| lines | events after dedup | findings | incidents |\n|---:|---:|---:|---:|\n");
-    let _ = writeln!(s, "| {} | {} | {} | {} |\n", n.lines, n.events, n.findings, n.incidents);
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} |\n",
+        n.lines, n.events, n.findings, n.incidents
+    );
 
-    s.push_str("## Time to detect and to mitigate\n\n| | count | p50 | p90 |\n|---|---:|---:|---:|\n");
+    s.push_str(
+        "## Time to detect and to mitigate\n\n| | count | p50 | p90 |\n|---|---:|---:|---:|\n",
+    );
     for (name, p) in [
         ("first event → finding", &r.time_to_detect),
         ("incident opened → mitigated", &r.time_to_mitigate),
@@ -178,11 +199,21 @@ pub fn render(r: &Report, day: &super::Day) -> String {
     }
     s.push('\n');
 
-    let _ = writeln!(s, "## New log templates\n\n{} first seen.\n", r.new_templates_total);
+    let _ = writeln!(
+        s,
+        "## New log templates\n\n{} first seen.\n",
+        r.new_templates_total
+    );
     if !r.new_templates.is_empty() {
         s.push_str("| template | dataset | text |\n|---|---|---|\n");
         for t in &r.new_templates {
-            let _ = writeln!(s, "| {} | {} | {} |", md(&t.template_id), md(&t.dataset), md(&t.text));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                md(&t.template_id),
+                md(&t.dataset),
+                md(&t.text)
+            );
         }
         s.push('\n');
     }
@@ -218,7 +249,11 @@ fn action_table(s: &mut String, title: &str, list: &[ActionLine], day: &super::D
         "### {title}\n\n| proposed | action | target | status | reason | expires |\n|---|---|---|---|---|---|"
     );
     for a in list {
-        let expires = if a.expires_ms > 0 { day.stamp(a.expires_ms) } else { "–".into() };
+        let expires = if a.expires_ms > 0 {
+            day.stamp(a.expires_ms)
+        } else {
+            "–".into()
+        };
         let _ = writeln!(
             s,
             "| {} | {} {} | {} | {} | {} | {} |",

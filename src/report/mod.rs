@@ -446,7 +446,10 @@ pub async fn gather(src: &Source, day: &Day, detectors: &[String]) -> anyhow::Re
         findings,
         findings_previous_day: groups.iter().map(|g| g.previous_day).sum(),
         findings_week_average: groups.iter().map(|g| g.week_average).sum(),
-        groups: groups.into_iter().filter(|g| g.today > 0 || g.previous_day > 0 || g.week_average > 0.0).collect(),
+        groups: groups
+            .into_iter()
+            .filter(|g| g.today > 0 || g.previous_day > 0 || g.week_average > 0.0)
+            .collect(),
         per_hour,
         offenders,
         incidents_total: incident_rows.len() as u64,
@@ -555,7 +558,11 @@ pub fn duration(ms: i64) -> String {
 /// `+12 %`, `−3 %` or `new` for today against a reference.
 pub fn trend(today: f64, before: f64) -> String {
     if before <= 0.0 {
-        return if today > 0.0 { "new".into() } else { "–".into() };
+        return if today > 0.0 {
+            "new".into()
+        } else {
+            "–".into()
+        };
     }
     let pct = (today - before) / before * 100.0;
     if pct.abs() < 0.5 {
@@ -575,7 +582,10 @@ mod tests {
     fn day_boundaries_follow_the_time_zone() {
         let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
         let d = Day::new(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(), berlin).unwrap();
-        assert_eq!(crate::time::format_rfc3339(d.start_ms), "2026-11-30T23:00:00.000Z");
+        assert_eq!(
+            crate::time::format_rfc3339(d.start_ms),
+            "2026-11-30T23:00:00.000Z"
+        );
         assert_eq!(d.end_ms - d.start_ms, DAY_MS);
         // the day clocks go forward has 23 hours
         let spring = Day::new(NaiveDate::from_ymd_opt(2026, 3, 29).unwrap(), berlin).unwrap();

@@ -89,7 +89,8 @@ impl ReportSchedule {
             }
         }
         for db in &self.geoip {
-            super::geo::Geo::open(std::slice::from_ref(db)).map_err(|e| format!("report.geoip: {e}"))?;
+            super::geo::Geo::open(std::slice::from_ref(db))
+                .map_err(|e| format!("report.geoip: {e}"))?;
         }
         Ok(Schedule {
             at,
@@ -172,7 +173,15 @@ pub fn start(
         let (_, mut date) = schedule.last_due(crate::time::now_ms());
         // a report missed while down is made now
         if !schedule.dir.join(format!("{date}.html")).exists() {
-            make(&schedule, &store, &detectors, &channels, post.as_ref(), date).await;
+            make(
+                &schedule,
+                &store,
+                &detectors,
+                &channels,
+                post.as_ref(),
+                date,
+            )
+            .await;
         }
         loop {
             let now = crate::time::now_ms();
@@ -187,7 +196,15 @@ pub fn start(
                 continue;
             }
             date = due;
-            make(&schedule, &store, &detectors, &channels, post.as_ref(), date).await;
+            make(
+                &schedule,
+                &store,
+                &detectors,
+                &channels,
+                post.as_ref(),
+                date,
+            )
+            .await;
         }
     })
 }
@@ -213,7 +230,10 @@ async fn make(
                 "daily report made"
             );
             if let Some(post) = post {
-                for spec in channels.iter().filter(|c| schedule.channels.iter().any(|n| n == c.name())) {
+                for spec in channels
+                    .iter()
+                    .filter(|c| schedule.channels.iter().any(|n| n == c.name()))
+                {
                     let Some(body) = body_for(spec, &report, &md, &html) else {
                         continue;
                     };
@@ -313,7 +333,12 @@ pub fn slack_summary(r: &Report) -> Value {
         .iter()
         .flat_map(|(kind, list)| {
             list.iter().take(5).map(move |o| {
-                format!("• {} {}: {} findings", slack_mrkdwn(kind), slack_mrkdwn(&o.value), o.findings)
+                format!(
+                    "• {} {}: {} findings",
+                    slack_mrkdwn(kind),
+                    slack_mrkdwn(&o.value),
+                    o.findings
+                )
             })
         })
         .collect();
@@ -329,7 +354,10 @@ pub fn slack_summary(r: &Report) -> Value {
         more.push(format!("{} approvals pending", r.approvals_pending.len()));
     }
     if !r.detectors_silent.is_empty() {
-        more.push(format!("{} detectors silent for 30 days", r.detectors_silent.len()));
+        more.push(format!(
+            "{} detectors silent for 30 days",
+            r.detectors_silent.len()
+        ));
     }
     more.push(format!("{} new log templates", r.new_templates_total));
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(&more.join(" · "), SECTION)}]}));
@@ -365,12 +393,19 @@ mod tests {
         let s = schedule("07:00", "Europe/Berlin");
         // 2026-12-01 05:30 UTC is 06:30 in Berlin: the last report was
         // made on 30 November, for 29 November
-        let now = crate::time::parse_rfc3339(b"2026-12-01T05:30:00Z").unwrap().0;
+        let now = crate::time::parse_rfc3339(b"2026-12-01T05:30:00Z")
+            .unwrap()
+            .0;
         let (due, day) = s.last_due(now);
         assert_eq!(day.to_string(), "2026-11-29");
         assert_eq!(crate::time::format_rfc3339(due), "2026-11-30T06:00:00.000Z");
-        assert_eq!(crate::time::format_rfc3339(s.next_due(now)), "2026-12-01T06:00:00.000Z");
-        let after = crate::time::parse_rfc3339(b"2026-12-01T06:00:00Z").unwrap().0;
+        assert_eq!(
+            crate::time::format_rfc3339(s.next_due(now)),
+            "2026-12-01T06:00:00.000Z"
+        );
+        let after = crate::time::parse_rfc3339(b"2026-12-01T06:00:00Z")
+            .unwrap()
+            .0;
         assert_eq!(s.last_due(after).1.to_string(), "2026-11-30");
     }
 

@@ -69,10 +69,12 @@ impl Source {
         );
         match self {
             Source::Embedded(ctx) => {
-                ctx.sql(&format!("CREATE OR REPLACE TABLE report_findings AS {select}"))
-                    .await?
-                    .collect()
-                    .await?;
+                ctx.sql(&format!(
+                    "CREATE OR REPLACE TABLE report_findings AS {select}"
+                ))
+                .await?
+                .collect()
+                .await?;
                 Ok("report_findings".into())
             }
             Source::Clickhouse { .. } => Ok(format!("({select})")),
@@ -148,7 +150,9 @@ pub fn num(r: &Row, col: &str) -> f64 {
 
 pub fn int(r: &Row, col: &str) -> i64 {
     match r.get(col) {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
         Some(Value::String(s)) => s.parse().unwrap_or(0),
         _ => 0,
     }

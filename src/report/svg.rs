@@ -17,10 +17,18 @@ pub fn domain_colour(domain: &str) -> &'static str {
 }
 
 /// Findings per hour, stacked by domain; `label(h)` names hour `h`.
-pub fn stacked_hours(per_hour: &BTreeMap<String, Vec<u64>>, label: impl Fn(usize) -> String) -> String {
+pub fn stacked_hours(
+    per_hour: &BTreeMap<String, Vec<u64>>,
+    label: impl Fn(usize) -> String,
+) -> String {
     let hours = per_hour.values().map(Vec::len).max().unwrap_or(24).max(1);
     let totals: Vec<u64> = (0..hours)
-        .map(|h| per_hour.values().map(|v| v.get(h).copied().unwrap_or(0)).sum())
+        .map(|h| {
+            per_hour
+                .values()
+                .map(|v| v.get(h).copied().unwrap_or(0))
+                .sum()
+        })
         .collect();
     let max = totals.iter().copied().max().unwrap_or(0).max(1);
     let (w, h, left, top, bottom) = (760.0, 240.0, 48.0, 28.0, 30.0);
@@ -96,7 +104,11 @@ pub fn bars(id: &str, title: &str, items: &[(String, f64, String)], colour: &str
     let row = 24.0;
     let (w, label_w, value_w) = (760.0, 260.0, 140.0);
     let h = 8.0 + row * items.len().max(1) as f64;
-    let max = items.iter().map(|i| i.1).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    let max = items
+        .iter()
+        .map(|i| i.1)
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -153,7 +165,11 @@ mod tests {
         m.insert("http".to_string(), vec![0, 4, 0]);
         m.insert("identity".to_string(), vec![2, 4, 0]);
         let s = stacked_hours(&m, |h| format!("{h:02}"));
-        assert_eq!(s.matches("<rect").count(), 3 + 2, "three bars and two legend keys");
+        assert_eq!(
+            s.matches("<rect").count(),
+            3 + 2,
+            "three bars and two legend keys"
+        );
         assert!(s.contains(r##"fill="#f28e2b""##));
     }
 }

@@ -251,11 +251,33 @@ impl Clickhouse {
                 )));
             }
             if got.len() != want.len() {
+                let names = |v: &[(String, String)]| -> Vec<String> {
+                    v.iter().map(|c| c.0.clone()).collect()
+                };
+                let (g, w) = (names(&got), names(&want));
+                let missing: Vec<&str> = w
+                    .iter()
+                    .filter(|c| !g.contains(c))
+                    .map(String::as_str)
+                    .collect();
+                let extra: Vec<&str> = g
+                    .iter()
+                    .filter(|c| !w.contains(c))
+                    .map(String::as_str)
+                    .collect();
+                let mut what = Vec::new();
+                if !missing.is_empty() {
+                    what.push(format!("missing {}", missing.join(", ")));
+                }
+                if !extra.is_empty() {
+                    what.push(format!("not written by this version: {}", extra.join(", ")));
+                }
                 return Err(StoreError::Schema(format!(
-                    "{}.{table} has {} columns, this version writes {}: migrate or recreate it",
+                    "{}.{table} has {} columns, this version writes {} ({}): migrate or recreate it",
                     self.db,
                     got.len(),
-                    want.len()
+                    want.len(),
+                    what.join("; ")
                 )));
             }
             for ((gn, gt), (wn, wt)) in got.iter().zip(&want) {

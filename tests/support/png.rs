@@ -55,9 +55,17 @@ pub fn decode(b: &[u8]) -> Result<Image, String> {
         let (filter, src) = (row[0], &row[1..]);
         let mut cur = vec![0u8; stride];
         for i in 0..stride {
-            let a = if i >= channels { cur[i - channels] as i16 } else { 0 };
+            let a = if i >= channels {
+                cur[i - channels] as i16
+            } else {
+                0
+            };
             let up = prev[i] as i16;
-            let c = if i >= channels { prev[i - channels] as i16 } else { 0 };
+            let c = if i >= channels {
+                prev[i - channels] as i16
+            } else {
+                0
+            };
             let pred = match filter {
                 0 => 0,
                 1 => a,
@@ -83,7 +91,11 @@ pub fn decode(b: &[u8]) -> Result<Image, String> {
         }
         prev = cur;
     }
-    Ok(Image { width: w, height: h, rgb })
+    Ok(Image {
+        width: w,
+        height: h,
+        rgb,
+    })
 }
 
 fn near(a: (u8, u8, u8), b: (u8, u8, u8), tol: u8) -> bool {

@@ -78,4 +78,3 @@ pub fn private_ca(dir: &std::path::Path) {
         ],
     );
 }
-
