@@ -250,21 +250,21 @@ impl Clickhouse {
                     self.db
                 )));
             }
-            if got.len() != want.len() {
-                let names = |v: &[(String, String)]| -> Vec<String> {
-                    v.iter().map(|c| c.0.clone()).collect()
-                };
-                let (g, w) = (names(&got), names(&want));
-                let missing: Vec<&str> = w
-                    .iter()
-                    .filter(|c| !g.contains(c))
-                    .map(String::as_str)
-                    .collect();
-                let extra: Vec<&str> = g
-                    .iter()
-                    .filter(|c| !w.contains(c))
-                    .map(String::as_str)
-                    .collect();
+            // columns added or dropped are named, whatever the count
+            let names =
+                |v: &[(String, String)]| -> Vec<String> { v.iter().map(|c| c.0.clone()).collect() };
+            let (g, w) = (names(&got), names(&want));
+            let missing: Vec<&str> = w
+                .iter()
+                .filter(|c| !g.contains(c))
+                .map(String::as_str)
+                .collect();
+            let extra: Vec<&str> = g
+                .iter()
+                .filter(|c| !w.contains(c))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() || !extra.is_empty() || got.len() != want.len() {
                 let mut what = Vec::new();
                 if !missing.is_empty() {
                     what.push(format!("missing {}", missing.join(", ")));
