@@ -22,6 +22,8 @@ pub struct StageReport {
     pub expanded: u64,
     pub emitted: u64,
     pub dropped: BTreeMap<String, u64>,
+    /// Items an earlier run left (a store's spool) and this one delivered.
+    pub replayed: u64,
 }
 
 impl StageReport {

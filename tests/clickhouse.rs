@@ -198,6 +198,59 @@ fn a_spool_left_by_one_run_is_replayed_by_the_next() {
 }
 
 #[test]
+fn a_replay_that_leaves_rows_in_the_spool_fails_and_the_next_run_reports_them() {
+    let Some(mut ch) = ClickhouseServer::start(temp_dir("ch-left")) else {
+        return;
+    };
+    // nothing listens where the pipeline is told ClickHouse is
+    ch.stop();
+    let dir = temp_dir("ch-left-run");
+    let spool = dir.join("spool");
+    let pipeline = dir.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version: 1\nname: s\nsources:\n  - type: file\n    id: f\n    paths: [fixtures/detectors/crowdsec-ssh-bf/input.log]\nsinks:\n  - type: clickhouse\n    url: {}\n    database: tp5\n    events: all\n    spool_dir: {}\n",
+            ch.url,
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        support::threatpilot([
+            std::ffi::OsStr::new("run"),
+            "--pipeline".as_ref(),
+            pipeline.as_os_str(),
+        ])
+    };
+    let first = run();
+    let err = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(3), "{err}");
+    assert!(err.contains("wait in the spool at"), "{err}");
+    assert!(err.contains(&spool.display().to_string()), "{err}");
+    let left: u64 = err
+        .split("left_in_spool=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a left_in_spool count");
+    assert!(left > 0);
+    // back up: the next run inserts them first and says so
+    ch.restart();
+    let second = run();
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(second.status.success(), "{err}");
+    let replayed: u64 = err
+        .split("replayed_from_earlier_spool=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no replay reported:\n{err}"));
+    assert_eq!(replayed, left);
+    assert!(!err.contains("left_in_spool"), "{err}");
+}
+
+#[test]
 fn a_schema_that_does_not_match_stops_the_run_at_start_with_the_column_named() {
     let Some(ch) = ClickhouseServer::start(temp_dir("ch-schema")) else {
         return;

@@ -232,6 +232,26 @@ fn execute(
         crate::pipeline::serve::shutdown_signal(),
     ))?;
     print_summary(&summary, n_detectors);
+    // a batch run whose rows did not all reach the store has not done its job
+    let left: u64 = summary
+        .stages
+        .iter()
+        .filter_map(|s| s.dropped.get("left_in_spool"))
+        .sum();
+    if left > 0 && !crate::pipeline::serve::long_lived(spec) {
+        let spool = spec
+            .sinks
+            .iter()
+            .find_map(|s| match s {
+                crate::pipeline::config::SinkConfig::Clickhouse(c) => Some(c.spool_dir.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "threatpilot: {left} rows did not reach ClickHouse before the end; they wait in the spool at {spool} and the next run with this sink inserts them first"
+        );
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -263,5 +283,11 @@ fn print_summary(s: &RunSummary, detectors: usize) {
                 format!(" dropped: {}", dropped.join(" "))
             }
         );
+        if st.replayed > 0 {
+            eprintln!(
+                "  {:<8} replayed_from_earlier_spool={} (rows an earlier run left)",
+                st.stage, st.replayed
+            );
+        }
     }
 }

@@ -145,6 +145,8 @@ impl EventPicker {
 struct Counts {
     received: HashMap<&'static str, u64>,
     inserted: HashMap<&'static str, u64>,
+    /// Rows an earlier run left in the spool, inserted by this one.
+    replayed: u64,
 }
 
 struct Writer {
@@ -155,6 +157,9 @@ struct Writer {
     backoff: Duration,
     next_try: Instant,
     next_retention: Instant,
+    /// The last spool batch an earlier run left (batches up to it are
+    /// that run's rows, counted apart from this run's).
+    earlier: Option<u64>,
 }
 
 impl Writer {
@@ -265,7 +270,11 @@ impl Writer {
             };
             match self.insert(&front.1).await {
                 Ok(()) => {
-                    self.inserted(&front.1);
+                    if self.earlier.is_some_and(|last| front.0 <= last) {
+                        self.counts.replayed += front.1.len() as u64;
+                    } else {
+                        self.inserted(&front.1);
+                    }
                     if let Err(e) = self.spool.pop(front.0) {
                         tracing::error!(error = %e, "cannot remove a replayed spool batch");
                         break;
@@ -301,7 +310,9 @@ pub async fn start(
         backoff: Duration::from_millis(250),
         next_try: Instant::now(),
         next_retention: Instant::now(),
+        earlier: None,
     };
+    w.earlier = w.spool.last_seq();
     match w.connect().await {
         Ok(()) => {}
         Err(e @ StoreError::Schema(_)) => return Err(e.into()),
@@ -399,6 +410,7 @@ pub async fn start(
         let mut rep = StageReport::new("store");
         rep.received = w.counts.received.values().sum();
         rep.emitted = w.counts.inserted.values().sum::<u64>().min(rep.received);
+        rep.replayed = w.counts.replayed;
         let left = rep.received - rep.emitted;
         if left > 0 {
             rep.dropped.insert("left_in_spool".into(), left);

@@ -121,6 +121,11 @@ impl Spool {
         self.files.len()
     }
 
+    /// The newest batch's sequence number, if any waits.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.files.back().map(|f| f.0)
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
