@@ -153,3 +153,46 @@ fn replay_reads_a_pretty_printed_alertmanager_payload_as_one_document() {
     );
     assert_eq!(findings[0]["detector"]["id"], "infrastructure.alert_firing");
 }
+
+#[test]
+fn a_file_sink_keeps_what_earlier_runs_wrote() {
+    let dir = std::env::temp_dir().join(format!("tp-cli-append-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let findings = dir.join("findings.jsonl");
+    let pipeline = dir.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version: 1\nname: append\nsources:\n  - type: file\n    id: f\n    paths: [fixtures/detectors/crowdsec-ssh-bf/input.log]\nsinks:\n  - type: file\n    path: {}\n",
+            findings.display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = tp()
+            .args(["run", "--pipeline"])
+            .arg(&pipeline)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let first = std::fs::read_to_string(&findings).unwrap();
+    assert!(!first.is_empty());
+    // a crash left half a line: it is closed, not glued to the next run's
+    std::fs::write(&findings, format!("{first}{{\"torn\":")).unwrap();
+    run();
+    let text = std::fs::read_to_string(&findings).unwrap();
+    assert!(text.starts_with(&first), "the first run's lines are kept");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * first.lines().count() + 1);
+    assert_eq!(lines[first.lines().count()], "{\"torn\":");
+    for l in lines.iter().filter(|l| !l.starts_with("{\"torn\"")) {
+        serde_json::from_str::<Value>(l).expect("whole JSON lines");
+    }
+}

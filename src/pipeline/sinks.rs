@@ -142,16 +142,32 @@ impl Sinks {
     }
 }
 
-/// Creates a file for writing, and its folder.
+/// Opens a sink's file for appending (and its folder): a restart, clean
+/// or not, never destroys what earlier runs wrote. A line a crash left
+/// half-written is closed first, so the next line starts on its own.
 fn create(path: &str) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    use std::io::{Read, Seek, SeekFrom, Write};
     if let Some(dir) = std::path::Path::new(path)
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
     {
         std::fs::create_dir_all(dir)?;
     }
-    let f =
-        std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {path}: {e}"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {path}: {e}"))?;
+    let len = f.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            f.write_all(b"\n")?;
+        }
+    }
     Ok(std::io::BufWriter::new(f))
 }
 
