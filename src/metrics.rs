@@ -22,6 +22,7 @@ pub const NATS_ACK_LATENCY: &str = "threatpilot_nats_ack_latency_seconds";
 pub const NATS_CONNECTS: &str = "threatpilot_nats_connects_total";
 pub const NATS_CHECKPOINT_BYTES: &str = "threatpilot_nats_checkpoint_bytes";
 pub const NATS_FINDINGS_DUPLICATE: &str = "threatpilot_nats_findings_duplicate_total";
+pub const NATS_PUBLISH_ACKS_LOST: &str = "threatpilot_nats_publish_acks_lost_total";
 pub const INGEST_REQUESTS: &str = "threatpilot_ingest_requests_total";
 pub const INGEST_BYTES: &str = "threatpilot_ingest_bytes_total";
 pub const INGEST_STREAMS_EVICTED: &str = "threatpilot_ingest_streams_evicted_total";
@@ -212,5 +213,10 @@ pub fn describe() {
         NATS_FINDINGS_DUPLICATE,
         Unit::Count,
         "finding versions JetStream already had (replayed after a restart)"
+    );
+    describe_counter!(
+        NATS_PUBLISH_ACKS_LOST,
+        Unit::Count,
+        "publishes whose acknowledgement never came (a server restart) and were resent with their ids"
     );
 }

@@ -470,6 +470,41 @@ async fn a_server_restart_mid_stream_loses_nothing() {
     assert_eq!(got, reference(&t).await);
 }
 
+/// The server goes away while the worker runs (finding publishes may be
+/// in flight, as the timing falls): acknowledgements it loses are waited
+/// for together, for a few seconds, and those messages resent with their
+/// ids; the worker used to wait five seconds for each in turn. The worker
+/// must finish soon after the restart, with every finding right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_while_findings_are_published_costs_seconds_not_minutes() {
+    let Some(mut server) = NatsServer::start("") else {
+        return;
+    };
+    let dir = temp_dir("publish-stall");
+    let t = simulate(&dir, 60_000, 46);
+    publish(&server.url, &t);
+    let w = worker(
+        &server.url,
+        &pipeline(&dir, None),
+        None,
+        true,
+        dir.join("w.log"),
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.restart_after(Duration::from_millis(500));
+    let back = Instant::now();
+    let summary = w.summary();
+    let took = back.elapsed();
+    // the worker's own run, idle wait included, takes a few seconds
+    assert!(
+        took < Duration::from_secs(40),
+        "the worker took {took:?} to finish after the restart: {summary}"
+    );
+    let got = finals(&stored_findings(&server.url).await);
+    assert_eq!(offenders(&got), expected(&t));
+    assert_eq!(got, reference(&t).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reads_stdin_and_a_resend_is_deduplicated() {
     // the test script's shared server where there is one, else a private one

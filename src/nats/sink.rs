@@ -48,18 +48,39 @@ impl Publisher {
         Publisher { js }
     }
 
-    /// Publishes every message and waits until JetStream stored each.
+    /// Publishes every message and waits until JetStream stored each. The
+    /// acknowledgements are awaited together, within [`ACK_WAIT`]: when a
+    /// server restart loses some, the batch costs that wait once, not
+    /// once per lost acknowledgement; those messages are resent with
+    /// their ids (a copy the server did store is dropped as a duplicate).
     pub async fn publish_all(&self, batch: Vec<Outgoing>) -> Result<Published, NatsError> {
         let mut acks = Vec::with_capacity(batch.len());
         for m in &batch {
             acks.push(self.js.send_publish(m.subject.clone(), build(m)).await);
         }
-        let mut out = Published::default();
-        for (m, sent) in batch.iter().zip(acks) {
-            let stored = match sent {
-                Ok(fut) => fut.await.ok(),
+        let started = std::time::Instant::now();
+        let waits = futures_util::future::join_all(acks.into_iter().map(|sent| async move {
+            match sent {
+                Ok(fut) => tokio::time::timeout(ACK_WAIT, fut)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
                 Err(_) => None,
-            };
+            }
+        }))
+        .await;
+        let lost = waits.iter().filter(|w| w.is_none()).count();
+        if lost > 0 {
+            metrics::counter!(crate::metrics::NATS_PUBLISH_ACKS_LOST).increment(lost as u64);
+            tracing::warn!(
+                lost,
+                of = batch.len(),
+                waited_ms = started.elapsed().as_millis() as u64,
+                "publish acknowledgements lost (the server restarted or is unreachable); resending those messages with their ids"
+            );
+        }
+        let mut out = Published::default();
+        for (m, stored) in batch.iter().zip(waits) {
             let ack = match stored {
                 Some(ack) => ack,
                 None => with_retry("publish", || self.publish_one(m)).await?,
@@ -92,6 +113,9 @@ impl Publisher {
             .map_err(|e| NatsError::Server(format!("publish to {}: {e}", m.subject)))
     }
 }
+
+/// How long a batch waits for its publish acknowledgements together.
+const ACK_WAIT: Duration = Duration::from_secs(3);
 
 fn build(m: &Outgoing) -> PublishMessage {
     PublishMessage::build()

@@ -158,6 +158,14 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Stops the server, waits `down`, and starts it again on the same
+    /// port and store.
+    pub fn restart_after(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
     pub fn store(&self) -> &Path {
         &self.dir
     }
