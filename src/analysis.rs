@@ -231,14 +231,8 @@ fn facts(n: &Notice, evidence: &[String]) -> String {
     }
     if !n.actions.is_empty() {
         s.push_str("Actions:\n");
-        for a in n.actions.iter().take(10) {
-            s.push_str(&format!(
-                "- {} {}: {} ({})\n",
-                a.kind.as_str(),
-                a.target,
-                a.status.as_str(),
-                a.reason
-            ));
+        for a in n.action_lines().iter().take(10) {
+            s.push_str(&format!("- {a}\n"));
         }
     }
     s

@@ -169,19 +169,7 @@ pub fn incident_body(n: &super::render::Notice) -> Value {
     if let Some(a) = &n.analysis {
         facts.push(("Analysis (advice)", a.clone()));
     }
-    let actions: Vec<String> = n
-        .actions
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}: {} ({})",
-                a.kind.as_str(),
-                a.target,
-                a.status.as_str(),
-                a.reason
-            )
-        })
-        .collect();
+    let actions = n.action_lines();
     let timeline: Vec<String> = i
         .timeline
         .iter()

@@ -58,19 +58,7 @@ pub fn body(n: &Notice) -> Value {
     if let Some(a) = &n.analysis {
         facts.push(format!("Analysis (advice; nothing acts on it): {a}"));
     }
-    let actions: Vec<String> = n
-        .actions
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}: {} ({})",
-                a.kind.as_str(),
-                a.target,
-                a.status.as_str(),
-                a.reason
-            )
-        })
-        .collect();
+    let actions = n.action_lines();
     let timeline: Vec<String> = i
         .timeline
         .iter()

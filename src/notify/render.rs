@@ -21,6 +21,23 @@ pub struct Notice {
 impl Notice {
     /// Actions waiting for a person (approval, or confirmation of a
     /// high-risk action's verification).
+    /// One line per action: `block_ip 203.0.113.7: verified (reason)`,
+    /// unescaped (each channel escapes for its format).
+    pub fn action_lines(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {}: {} ({})",
+                    a.kind.as_str(),
+                    a.target,
+                    a.status.as_str(),
+                    a.reason
+                )
+            })
+            .collect()
+    }
+
     pub fn waiting(&self) -> impl Iterator<Item = &Action> {
         self.actions.iter().filter(|a| {
             matches!(

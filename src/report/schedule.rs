@@ -170,41 +170,25 @@ pub fn start(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let (_, mut date) = schedule.last_due(crate::time::now_ms());
-        // a report missed while down is made now
-        if !schedule.dir.join(format!("{date}.html")).exists() {
-            make(
-                &schedule,
-                &store,
-                &detectors,
-                &channels,
-                post.as_ref(),
-                date,
-            )
-            .await;
-        }
+        // a report missed while down is made now; one already written is not
+        let (_, last) = schedule.last_due(crate::time::now_ms());
+        let mut done = schedule
+            .dir
+            .join(format!("{last}.html"))
+            .exists()
+            .then_some(last);
         loop {
             let now = crate::time::now_ms();
-            let next = schedule.next_due(now);
-            let wait = Duration::from_millis((next - now).max(0) as u64);
+            let (_, due) = schedule.last_due(now);
+            if done != Some(due) {
+                make(&schedule, &store, &detectors, &channels, post.as_ref(), due).await;
+                done = Some(due);
+            }
+            let wait = Duration::from_millis((schedule.next_due(now) - now).max(0) as u64);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
             }
-            let (_, due) = schedule.last_due(crate::time::now_ms());
-            if due == date {
-                continue;
-            }
-            date = due;
-            make(
-                &schedule,
-                &store,
-                &detectors,
-                &channels,
-                post.as_ref(),
-                date,
-            )
-            .await;
         }
     })
 }
