@@ -27,6 +27,8 @@ use crate::respond::runtime::View;
 const GROUP: Duration = Duration::from_millis(250);
 /// After the input ends, how long a run still sends what waits.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Incident analyses asked of the endpoint at the same time.
+const ANALYSES_AT_ONCE: usize = 2;
 
 /// A Slack channel's interactive side, for `POST /slack/interactions`.
 #[derive(Clone)]
@@ -162,6 +164,8 @@ pub fn start(
         None => None,
     };
     let (analysed_tx, mut analysed_rx) = mpsc::channel::<(String, String)>(64);
+    // a storm of incidents asks the endpoint a few at a time
+    let asking_at_once = Arc::new(tokio::sync::Semaphore::new(ANALYSES_AT_ONCE));
     let mut changed = view.changed.subscribe();
     let task = tokio::spawn(async move {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
@@ -251,7 +255,11 @@ pub fn start(
                         {
                             let (a, n, tx) = (a.clone(), n.clone(), analysed_tx.clone());
                             let evidence = view.evidence_of(&n.incident);
+                            let permits = asking_at_once.clone();
                             tokio::spawn(async move {
+                                let Ok(_permit) = permits.acquire_owned().await else {
+                                    return;
+                                };
                                 let out = a.incident(&n, &evidence).await;
                                 let _ = tx.send((n.incident.incident_id.clone(), out.text)).await;
                             });
