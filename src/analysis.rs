@@ -97,16 +97,6 @@ pub struct Analyst {
     client: reqwest::Client,
 }
 
-/// Where a text came from.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Analysis {
-    pub text: String,
-    /// `model` or `template`.
-    pub by: &'static str,
-    /// Why the template was used, when it was.
-    pub why: Option<String>,
-}
-
 impl Analyst {
     pub fn new(cfg: &AnalysisConfig, ca_file: Option<&str>) -> Result<Analyst, String> {
         if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
@@ -127,22 +117,15 @@ impl Analyst {
         })
     }
 
-    /// What the model makes of an incident, or the template's text.
-    pub async fn incident(&self, n: &Notice, evidence: &[String]) -> Analysis {
+    /// What the model makes of an incident, or the template's text (the
+    /// reason is logged).
+    pub async fn incident(&self, n: &Notice, evidence: &[String]) -> String {
         let facts = redact(&facts(n, evidence), &self.extra);
         match self.ask(&facts).await {
-            Ok(text) => Analysis {
-                text,
-                by: "model",
-                why: None,
-            },
+            Ok(text) => text,
             Err(why) => {
                 tracing::warn!(incident = %n.incident.incident_id, "analysis: {why}; using the template");
-                Analysis {
-                    text: template(n),
-                    by: "template",
-                    why: Some(why),
-                }
+                template(n)
             }
         }
     }

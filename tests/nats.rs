@@ -300,6 +300,14 @@ async fn reference(t: &Traffic) -> Finals {
     finals(&stored_findings(&server.url).await)
 }
 
+/// The findings stored are the injected attacks, each once, in the same
+/// final states as an uninterrupted in-process run.
+async fn assert_found_as_uninterrupted(url: &str, t: &Traffic) {
+    let got = finals(&stored_findings(url).await);
+    assert_eq!(offenders(&got), expected(t));
+    assert_eq!(got, reference(t).await);
+}
+
 fn offenders(f: &Finals) -> BTreeSet<(String, String)> {
     f.values().map(|v| (v.0.clone(), v.1.clone())).collect()
 }
@@ -465,9 +473,7 @@ async fn a_server_restart_mid_stream_loses_nothing() {
         stream_messages(&server.url, "THREATPILOT_INPUT").await,
         "{summary}"
     );
-    let got = finals(&stored_findings(&server.url).await);
-    assert_eq!(offenders(&got), expected(&t));
-    assert_eq!(got, reference(&t).await);
+    assert_found_as_uninterrupted(&server.url, &t).await;
 }
 
 /// The server goes away while the worker runs (finding publishes may be
@@ -500,9 +506,7 @@ async fn a_server_restart_while_findings_are_published_costs_seconds_not_minutes
         took < Duration::from_secs(40),
         "the worker took {took:?} to finish after the restart: {summary}"
     );
-    let got = finals(&stored_findings(&server.url).await);
-    assert_eq!(offenders(&got), expected(&t));
-    assert_eq!(got, reference(&t).await);
+    assert_found_as_uninterrupted(&server.url, &t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,8 +260,8 @@ pub fn start(
                                 let Ok(_permit) = permits.acquire_owned().await else {
                                     return;
                                 };
-                                let out = a.incident(&n, &evidence).await;
-                                let _ = tx.send((n.incident.incident_id.clone(), out.text)).await;
+                                let text = a.incident(&n, &evidence).await;
+                                let _ = tx.send((n.incident.incident_id.clone(), text)).await;
                             });
                         }
                         for ch in c.channels_for(&n) {
