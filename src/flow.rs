@@ -24,6 +24,10 @@ pub struct StageReport {
     pub dropped: BTreeMap<String, u64>,
     /// Items an earlier run left (a store's spool) and this one delivered.
     pub replayed: u64,
+    /// Items passed on changed, by reason (`time_clamped`: an event time
+    /// too far ahead of its receipt was set to the receive time).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub adjusted: BTreeMap<String, u64>,
 }
 
 impl StageReport {
@@ -47,6 +51,37 @@ impl StageReport {
         for (k, v) in &other.dropped {
             *self.dropped.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &other.adjusted {
+            *self.adjusted.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// Every stage's report as it stands, shared by a running graph's stages
+/// and `/api/v1/status`, so a long-lived pipeline shows what it dropped
+/// (late, overloaded, …) while it runs, not only in its final summary.
+#[derive(Clone, Debug, Default)]
+pub struct Board(Arc<std::sync::Mutex<BTreeMap<String, StageReport>>>);
+
+impl Board {
+    /// Replaces a stage's report with its latest counts.
+    pub fn post(&self, rep: &StageReport) {
+        if let Ok(mut m) = self.0.lock() {
+            match m.get_mut(&rep.stage) {
+                Some(r) => r.clone_from(rep),
+                None => {
+                    m.insert(rep.stage.clone(), rep.clone());
+                }
+            }
+        }
+    }
+
+    /// The reports, by stage name.
+    pub fn reports(&self) -> Vec<StageReport> {
+        self.0
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -70,6 +105,9 @@ pub struct RawBatch {
     /// Per-line labels (Loki structured metadata): (line index, name, value).
     pub metadata: Vec<(u32, String, String)>,
     pub read_ns: u64,
+    /// What these lines hold of ingestion's memory budget, given back when
+    /// the parse stage drops the batch (see [`crate::ingest::budget`]).
+    pub grant: Option<crate::ingest::budget::Grant>,
 }
 
 impl RawBatch {
@@ -80,6 +118,7 @@ impl RawBatch {
             times: Vec::new(),
             metadata: Vec::new(),
             read_ns: mono_ns(),
+            grant: None,
         }
     }
 }
@@ -92,6 +131,7 @@ impl RawBatch {
 pub struct Ingress {
     tx: mpsc::Sender<Vec<RawBatch>>,
     peers: Arc<Peers>,
+    budget: Arc<crate::ingest::budget::MemoryBudget>,
 }
 
 /// Why a batch was not taken.
@@ -109,6 +149,30 @@ impl Ingress {
         Ingress {
             tx,
             peers: Arc::new(Peers::default()),
+            budget: crate::ingest::budget::MemoryBudget::new(usize::MAX),
+        }
+    }
+
+    /// Shares `budget` with every source that sends through this ingress.
+    pub fn with_budget(self, budget: Arc<crate::ingest::budget::MemoryBudget>) -> Ingress {
+        Ingress { budget, ..self }
+    }
+
+    /// Ingestion's memory budget: what sources take before they hold lines.
+    pub fn budget(&self) -> &Arc<crate::ingest::budget::MemoryBudget> {
+        &self.budget
+    }
+
+    /// A grant of `n` bytes, waiting while the budget has no room (for
+    /// readers that can wait: a TCP sender is slowed down). A cost above
+    /// the whole budget waits for all of it.
+    pub async fn grant_waiting(&self, n: usize) -> crate::ingest::budget::Grant {
+        let n = n.min(self.budget.limit());
+        loop {
+            if let Some(g) = self.budget.grant(n) {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -17,6 +17,7 @@ pub mod finding;
 pub mod flow;
 pub mod hub;
 pub mod ingest;
+pub mod listen;
 pub mod metrics;
 pub mod nats;
 pub mod net;

@@ -7,6 +7,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 pub const STAGE_RECEIVED: &str = "threatpilot_stage_received_total";
 pub const STAGE_EMITTED: &str = "threatpilot_stage_emitted_total";
 pub const STAGE_DROPPED: &str = "threatpilot_stage_dropped_total";
+pub const STAGE_ADJUSTED: &str = "threatpilot_stage_adjusted_total";
 pub const STAGE_QUEUE_DEPTH: &str = "threatpilot_stage_queue_depth";
 pub const PARSE_FAILURES: &str = "threatpilot_parse_failures_total";
 pub const DETECT_EVICTED_KEYS: &str = "threatpilot_detect_evicted_keys_total";
@@ -26,6 +27,11 @@ pub const NATS_PUBLISH_ACKS_LOST: &str = "threatpilot_nats_publish_acks_lost_tot
 pub const INGEST_REQUESTS: &str = "threatpilot_ingest_requests_total";
 pub const INGEST_BYTES: &str = "threatpilot_ingest_bytes_total";
 pub const INGEST_STREAMS_EVICTED: &str = "threatpilot_ingest_streams_evicted_total";
+pub const INGEST_BUDGET_USED: &str = "threatpilot_ingest_memory_budget_used_bytes";
+pub const INGEST_BUDGET_REFUSALS: &str = "threatpilot_ingest_memory_budget_refusals_total";
+pub const ACCEPT_ERRORS: &str = "threatpilot_accept_errors_total";
+pub const CONNECTIONS_REFUSED: &str = "threatpilot_connections_refused_total";
+pub const CONNECTIONS_CLOSED: &str = "threatpilot_connections_closed_total";
 pub const SYSLOG_CONNECTIONS: &str = "threatpilot_syslog_connections";
 pub const LOKI_QUERY_RUNS: &str = "threatpilot_loki_query_runs_total";
 pub const STORE_ROWS_INSERTED: &str = "threatpilot_store_rows_inserted_total";
@@ -138,6 +144,36 @@ pub fn describe() {
         STAGE_DROPPED,
         Unit::Count,
         "items a stage did not pass on, by stage and reason"
+    );
+    describe_gauge!(
+        INGEST_BUDGET_USED,
+        Unit::Bytes,
+        "bytes ingestion holds of its memory budget (bodies, decoded entries, queued lines)"
+    );
+    describe_counter!(
+        INGEST_BUDGET_REFUSALS,
+        Unit::Count,
+        "times the ingestion memory budget had no room (the request got 503)"
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        Unit::Count,
+        "failed accepts by listener (EMFILE: out of file descriptors)"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "connections closed on accept by listener and reason (listener_full, client_full)"
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        Unit::Count,
+        "connections closed by the server by listener and reason (idle, unresponsive)"
+    );
+    describe_counter!(
+        STAGE_ADJUSTED,
+        Unit::Count,
+        "items a stage passed on changed, by stage and reason (time_clamped: a pushed record dated ahead of its receipt)"
     );
     describe_gauge!(
         STAGE_QUEUE_DEPTH,

@@ -90,6 +90,21 @@ pub struct LimitsConfig {
     /// How long a push waits for room in the pipeline before it is answered 503.
     #[serde(default = "default_overload_wait")]
     pub overload_wait_ms: u64,
+    /// Entries one push may carry (all streams together); more is a 413.
+    #[serde(default = "default_max_lines")]
+    pub max_lines_per_request: usize,
+    /// Seconds a client has to send a request's headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may carry no bytes either way before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Connections held at once; past it new ones are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    #[serde(default = "default_max_per_client")]
+    pub max_connections_per_client: usize,
 }
 
 fn default_body() -> usize {
@@ -110,6 +125,21 @@ fn default_timeout() -> u64 {
 fn default_overload_wait() -> u64 {
     1000
 }
+fn default_max_lines() -> usize {
+    100_000
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_per_client() -> usize {
+    64
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -120,6 +150,25 @@ impl Default for LimitsConfig {
             burst: default_burst(),
             request_timeout_secs: default_timeout(),
             overload_wait_ms: default_overload_wait(),
+            max_lines_per_request: default_max_lines(),
+            header_read_timeout_secs: default_header_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_per_client(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The API listener's connection limits.
+    pub fn connections(&self) -> crate::listen::ConnLimits {
+        crate::listen::ConnLimits {
+            max_connections: self.max_connections.max(1),
+            max_per_client: self.max_connections_per_client.max(1),
+            header_read_timeout: std::time::Duration::from_secs(
+                self.header_read_timeout_secs.max(1),
+            ),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Request limits: per-client rate limits (token buckets), body size and
-//! arrival time. Each refusal is an HTTP answer a client can act on: 413
+//! Request limits: per-client rate limits (token buckets), body size,
+//! arrival time and ingestion's memory budget. Each refusal is an HTTP answer a client can act on: 413
 //! (smaller batches), 408 (send faster), 429 with `Retry-After` (slow down).
 
 use std::collections::HashMap;
@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+use crate::ingest::budget::Grant;
 
 /// A refusal with its status and message (plain text, as Loki answers).
 pub struct Refusal {
@@ -103,6 +105,21 @@ pub async fn read_body(
     max: usize,
     timeout: Duration,
 ) -> Result<bytes::Bytes, Refusal> {
+    let budget = crate::ingest::budget::MemoryBudget::new(usize::MAX);
+    let mut grant = budget.grant(0).expect("an empty grant");
+    read_body_within(headers, body, max, timeout, &mut grant).await
+}
+
+/// Reads a body of at most `max` bytes within `timeout`, taking each
+/// step of its buffer from `grant` before allocating it: with the budget
+/// spent the request is answered 503 with `Retry-After`.
+pub async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: Duration,
+    grant: &mut Grant,
+) -> Result<bytes::Bytes, Refusal> {
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,25 +133,55 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+    let base = grant.held();
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        if let Some(n) = declared {
+            let n = n as usize;
+            if !grant.resize(base + n) {
+                return Err(over_budget(n));
+            }
+            buf.reserve(n);
+        }
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?;
+            let need = buf.len() + chunk.len();
+            if need > max {
+                return Err(too_large());
+            }
+            if need > buf.capacity() {
+                let cap = need.max(2 * buf.capacity()).min(max);
+                if !grant.resize(base + cap) {
+                    return Err(over_budget(cap));
+                }
+                buf.reserve(cap - buf.len());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             format!("request body not received within {}s", timeout.as_secs()),
         )),
-        Ok(Err(e)) => {
-            // the only limit to_bytes applies is ours
-            let text = e.to_string();
-            if text.contains("length limit") {
-                Err(too_large())
-            } else {
-                Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {text}"),
-                ))
-            }
-        }
-        Ok(Ok(b)) => Ok(b),
+        Ok(r) => r,
     }
+}
+
+/// The answer when ingestion's memory budget has no room for a request.
+pub fn over_budget(bytes: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("ingestion memory budget spent: no room for {bytes} more bytes; retry later"),
+    )
+    .retry_after(1)
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ pub(crate) struct ApiState {
     loki: Option<PushSource<LokiPushConfig>>,
     alertmanager: Option<PushSource<AlertmanagerConfig>>,
     sources: Vec<Arc<SourceStats>>,
+    stages: crate::flow::Board,
+    budget: Arc<crate::ingest::budget::MemoryBudget>,
+    /// Push bodies decoded at once (one per core).
+    decoders: Arc<tokio::sync::Semaphore>,
     stop: watch::Receiver<bool>,
     respond: Option<Arc<crate::respond::runtime::View>>,
     slack: Vec<crate::notify::runtime::Interactive>,
@@ -112,6 +116,10 @@ pub struct Routes {
     pub alertmanager: Option<(AlertmanagerConfig, Arc<SourceStats>)>,
     /// Every source's counters, for `/api/v1/status`.
     pub sources: Vec<Arc<SourceStats>>,
+    /// Every stage's counters as they stand (drops by reason), for `/api/v1/status`.
+    pub stages: crate::flow::Board,
+    /// Ingestion's memory budget, shared with the pipeline's other sources.
+    pub budget: Arc<crate::ingest::budget::MemoryBudget>,
     /// Turns true at shutdown (ends live streams).
     pub stop: watch::Receiver<bool>,
     /// Incidents, actions and approvals, when the pipeline responds.
@@ -130,6 +138,8 @@ impl Routes {
             loki: None,
             alertmanager: None,
             sources: Vec::new(),
+            stages: crate::flow::Board::default(),
+            budget: crate::ingest::budget::MemoryBudget::new(512 << 20),
             stop: watch::channel(false).1,
             respond: None,
             slack: Vec::new(),
@@ -186,6 +196,11 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         loki: push_source(routes.loki),
         alertmanager: push_source(routes.alertmanager),
         sources: routes.sources,
+        stages: routes.stages,
+        budget: routes.budget,
+        decoders: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
         stop: routes.stop,
         respond: routes.respond,
         slack: routes.slack,
@@ -235,12 +250,11 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
             },
         ))
         .with_state(state.clone());
-    tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).await {
-            tracing::error!(error = %e, "api server stopped");
-        }
-    });
+    tokio::spawn(crate::listen::serve_http(
+        listener,
+        app,
+        cfg.limits.connections(),
+    ));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -290,6 +304,9 @@ struct StatusAnswer {
     /// Groups of batches waiting for the parse stage.
     ingress_queue: usize,
     sources: Vec<crate::flow::StageReport>,
+    /// parse, dedupe, cluster, detect: what each received, passed on,
+    /// dropped (late, merged, …) and adjusted (time clamped), by reason.
+    stages: Vec<crate::flow::StageReport>,
     findings_held: usize,
     findings_forgotten: u64,
     findings_by_status: std::collections::BTreeMap<String, usize>,
@@ -313,6 +330,7 @@ async fn status(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response 
         ingesting: ingress.is_some(),
         ingress_queue: ingress.unwrap_or(0),
         sources: s.sources.iter().map(|x| x.report()).collect(),
+        stages: s.stages.reports(),
         findings_held: held,
         findings_forgotten: forgotten,
         findings_by_status: findings::by_status(&s.hub),

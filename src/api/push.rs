@@ -3,6 +3,7 @@
 //! ```text
 //! request ─> token (ingest) ─> rate limit ─> body (size, time) ─> decode
 //!         ─> one group of batches ─> Ingress (waits ≤ overload_wait) ─> 204 / 200
+//!            └── each step's memory first taken from the ingestion budget (503)
 //! ```
 //! Answers follow what the senders expect: 204 for Loki, 200 for
 //! Alertmanager; 4xx for a body the client must fix (neither retries it);
@@ -20,8 +21,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use super::auth::Need;
-use super::limits::{Refusal, read_body};
+use super::limits::{Refusal, read_body_within};
 use crate::flow::{Origin, RawBatch, Refused};
+use crate::ingest::budget::Grant;
 use crate::ingest::config::{AlertmanagerConfig, LokiPushConfig};
 use crate::ingest::loki::{self, PushError};
 use crate::ingest::{SourceStats, Stream};
@@ -57,7 +59,7 @@ async fn loki_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), Refusal> {
-    let body = admit(s, peer, headers, body).await?;
+    let (body, grant) = admit(s, peer, headers, body).await?;
     s.note_peer(peer, "a Loki push client", &src.cfg.id);
     let text = |name| {
         headers
@@ -67,9 +69,31 @@ async fn loki_inner(
     };
     let (ctype, cenc) = (text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING));
     let tenant = text(header::HeaderName::from_static("x-scope-orgid"));
-    let max = s.limits.max_decompressed_bytes;
-    let decoded = tokio::task::spawn_blocking(move || {
-        loki::decode(ctype.as_deref(), cenc.as_deref(), &body, max)
+    let limits = loki::DecodeLimits {
+        max_bytes: s.limits.max_decompressed_bytes,
+        max_lines: s.limits.max_lines_per_request,
+    };
+    // decoding is CPU work: as many at once as there are cores, so a crowd
+    // of bodies queues here (bounded by the wait) rather than each holding
+    // a thread and its buffers
+    let wait = Duration::from_millis(s.limits.overload_wait_ms);
+    let slot = match tokio::time::timeout(wait, s.decoders.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every decoder is busy: retry later",
+            )
+            .retry_after(1));
+        }
+    };
+    let (decoded, grant) = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut grant = grant;
+        let r = loki::decode_within(ctype.as_deref(), cenc.as_deref(), &body, limits, &mut grant);
+        // the body is let go here; the grant now holds what the entries cost
+        drop(body);
+        (r, grant)
     })
     .await
     .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -77,8 +101,9 @@ async fn loki_inner(
         PushError::Invalid(m) => Refusal::new(StatusCode::BAD_REQUEST, m),
         PushError::TooLarge(m) => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, m),
         PushError::Unsupported(m) => Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
+        PushError::Overloaded(m) => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, m).retry_after(1),
     })?;
-    let group: Vec<RawBatch> = streams
+    let mut group: Vec<RawBatch> = streams
         .into_iter()
         .filter(|p| !p.lines.is_empty())
         .map(|p| {
@@ -95,6 +120,9 @@ async fn loki_inner(
             b
         })
         .collect();
+    if let Some(first) = group.first_mut() {
+        first.grant = Some(grant);
+    }
     hand_on(s, &src.stats, group).await
 }
 
@@ -122,12 +150,19 @@ async fn alertmanager_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), Refusal> {
-    let body = admit(s, peer, headers, body).await?;
+    let (body, mut grant) = admit(s, peer, headers, body).await?;
     s.note_peer(peer, "an Alertmanager webhook sender", &src.cfg.id);
     let text = std::str::from_utf8(&body)
         .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the payload is not UTF-8"))?;
     // refuse what Alertmanager must not resend before it reaches the graph
-    crate::parse::parse_webhook(text, 0).map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, m))?;
+    let alerts = crate::parse::parse_webhook(text, 0)
+        .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, m))?
+        .len();
+    let cost = crate::ingest::budget::line_cost(body.len())
+        + alerts * (crate::ingest::budget::EVENT_OVERHEAD + body.len() / alerts.max(1));
+    if !grant.resize(cost) {
+        return Err(super::limits::over_budget(cost));
+    }
     let stream = Stream::from_labels(
         &src.cfg.id,
         None,
@@ -136,20 +171,19 @@ async fn alertmanager_inner(
         &JsonMapping::default(),
     );
     let line = text.replace(['\n', '\r'], " ");
-    let group = vec![RawBatch::lines(
-        Origin::Stream(Arc::new(stream)),
-        vec![line],
-    )];
-    hand_on(s, &src.stats, group).await
+    let mut batch = RawBatch::lines(Origin::Stream(Arc::new(stream)), vec![line]);
+    batch.grant = Some(grant);
+    hand_on(s, &src.stats, vec![batch]).await
 }
 
-/// Token, rate limit and body: what every ingestion request passes first.
+/// Token, rate limit and body: what every ingestion request passes
+/// first. The grant holds the body's bytes of the memory budget.
 async fn admit(
     s: &ApiState,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
-) -> Result<bytes::Bytes, Refusal> {
+) -> Result<(bytes::Bytes, Grant), Refusal> {
     let caller = s
         .auth
         .check(headers, Need::Ingest)
@@ -165,15 +199,20 @@ async fn admit(
         )
         .retry_after(wait));
     }
-    let body = read_body(
+    let mut grant = s
+        .budget
+        .grant(0)
+        .ok_or_else(|| super::limits::over_budget(0))?;
+    let body = read_body_within(
         headers,
         body,
         s.limits.max_body_bytes,
         Duration::from_secs(s.limits.request_timeout_secs.max(1)),
+        &mut grant,
     )
     .await?;
     metrics::counter!(crate::metrics::INGEST_BYTES).increment(body.len() as u64);
-    Ok(body)
+    Ok((body, grant))
 }
 
 /// Hands a request's batches to the graph, whole or not at all.

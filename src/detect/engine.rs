@@ -19,7 +19,7 @@ use super::config::AggregateKind;
 use super::matcher::{EvalCtx, KeywordGroups, KeywordHits, Matcher};
 use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
-use crate::event::{Event, Field, Outcome};
+use crate::event::{Event, Field, Kind, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
 
 #[derive(Clone, Debug)]
@@ -89,6 +89,8 @@ const TARGET_SAMPLES: usize = 16;
 /// Fewest events between two passes that drop expired keys.
 const EXPIRY_MIN_EVENTS: usize = 8192;
 const EVIDENCE_LINE_MAX: usize = 512;
+/// Time domains kept with no key before those are forgotten.
+const MAX_IDLE_DOMAINS: usize = 1024;
 
 impl KeyState {
     fn new(det: &Detector, ts: i64) -> KeyState {
@@ -433,7 +435,12 @@ impl Engine {
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.stats.events += 1;
         let newest = self.newest.entry(ev.time_domain).or_insert(i64::MIN);
-        if *newest != i64::MIN && ev.timestamp < *newest - self.cfg.allowed_lateness_ms {
+        // an alert's state is Alertmanager's (its status and endsAt), not
+        // a watermark's: a group resent with an older startsAt still counts
+        if *newest != i64::MIN
+            && ev.timestamp < *newest - self.cfg.allowed_lateness_ms
+            && ev.kind != Kind::Alert
+        {
             self.stats.late += 1;
             return;
         }
@@ -503,20 +510,26 @@ impl Engine {
         self.since_expiry = 0;
         let before = self.keys.len();
         let lateness = self.cfg.allowed_lateness_ms;
-        // domains are few (one per source): a short list beats a map lookup per key
+        // domains are mostly few (one per file or stream): a short list
+        // beats a map lookup per key; many (syslog peers, alert groups)
+        // get the map
         let watermarks: Vec<(u32, i64)> = self
             .newest
             .iter()
             .map(|(d, n)| (*d, n.saturating_sub(lateness)))
             .collect();
+        let many: Option<PrehashedMap<u32, i64>> =
+            (watermarks.len() > 16).then(|| watermarks.iter().copied().collect());
         let detectors = &self.detectors;
         self.keys.retain(|k, st| {
-            let watermark = watermarks
-                .iter()
-                .find(|w| w.0 == k.1)
-                .map_or(i64::MIN, |w| w.1);
+            let watermark = match &many {
+                Some(m) => m.get(&k.1).copied(),
+                None => watermarks.iter().find(|w| w.0 == k.1).map(|w| w.1),
+            }
+            .unwrap_or(i64::MIN);
             st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > watermark
         });
+        self.forget_idle_domains();
         self.stats.expired_keys += (before - self.keys.len()) as u64;
         metrics::counter!(crate::metrics::DETECT_EXPIRED_KEYS)
             .increment((before - self.keys.len()) as u64);
@@ -529,6 +542,19 @@ impl Engine {
         if self.keys.capacity() > 8 * self.keys.len().max(EXPIRY_MIN_EVENTS) {
             self.keys.shrink_to(4 * self.keys.len());
         }
+    }
+
+    /// Forgets the watermark of domains no key belongs to once there are
+    /// many (one per syslog peer or alert group, which anyone can make up):
+    /// a forgotten domain's next event starts it afresh, which costs
+    /// nothing, as no window of it is held.
+    fn forget_idle_domains(&mut self) {
+        if self.newest.len() <= MAX_IDLE_DOMAINS {
+            return;
+        }
+        let held: PrehashedSet<u32> = self.keys.keys().map(|k| k.1).collect();
+        self.newest.retain(|d, _| held.contains(d));
+        self.last_sweep.retain(|d, _| held.contains(d));
     }
 
     /// Resolves findings quiet since before `watermark` minus their resolve delay.

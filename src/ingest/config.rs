@@ -43,6 +43,9 @@ pub struct SyslogConfig {
     /// Connections beyond this wait in the kernel's backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TCP connections one peer address may hold at once.
+    #[serde(default = "default_max_per_peer")]
+    pub max_connections_per_client: usize,
     /// A TCP connection silent this long is closed.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
@@ -56,6 +59,9 @@ fn default_max_message() -> usize {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_per_peer() -> usize {
+    64
 }
 fn default_idle() -> u64 {
     300

@@ -6,9 +6,11 @@
 //!               anything else / absent  -> snappy block of logproto.PushRequest
 //! ```
 //! Every size is checked before memory is spent on it: a compressed body
-//! inflates through a reader that stops at `max_bytes`, and a snappy block's
-//! declared length is checked before it is allocated (decompression bombs
-//! get a 413, not the heap). The protobuf messages are Loki's published
+//! inflates in steps that stop at `max_bytes`, a snappy block's declared
+//! length is checked before it is allocated, entries are counted before
+//! they are built, and each step is first taken from ingestion's memory
+//! budget ([`super::budget`]): a bomb gets a 413, a crowd of them a 503,
+//! never the heap. The protobuf messages are Loki's published
 //! `push.proto`, declared here with prost's derive.
 
 use std::io::Read;
@@ -79,29 +81,96 @@ pub enum PushError {
     /// 400: the client must fix the body.
     #[error("{0}")]
     Invalid(String),
-    /// 413: the body, or what it inflates to, is over the limit.
+    /// 413: the body, or what it inflates or decodes to, is over a limit.
     #[error("{0}")]
     TooLarge(String),
     /// 415: an encoding this endpoint does not speak.
     #[error("{0}")]
     Unsupported(String),
+    /// 503: ingestion's memory budget has no room for it now.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
-/// Decodes a push body into its streams.
+/// How much one body may become.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeLimits {
+    /// Bytes a compressed body may inflate to.
+    pub max_bytes: usize,
+    /// Entries one body may carry, over all its streams.
+    pub max_lines: usize,
+}
+
+/// What a decoded entry costs beyond its line's bytes (the `String`, its
+/// timestamp, the vectors' slots).
+const ENTRY_OVERHEAD: usize = 64;
+
+fn over_budget(what: &str, n: usize) -> PushError {
+    PushError::Overloaded(format!(
+        "ingestion memory budget spent: no room to {what} ({n} bytes); retry later"
+    ))
+}
+
+/// Decodes a push body into its streams, with no memory budget (tools
+/// and tests; the API uses [`decode_within`]).
 pub fn decode(
     content_type: Option<&str>,
     content_encoding: Option<&str>,
     body: &[u8],
     max_bytes: usize,
 ) -> Result<Vec<PushedStream>, PushError> {
-    let inflated = inflate(content_encoding, body, max_bytes)?;
-    let body: &[u8] = inflated.as_deref().unwrap_or(body);
+    let budget = super::budget::MemoryBudget::new(usize::MAX);
+    let mut grant = budget.grant(0).expect("an empty grant");
+    let limits = DecodeLimits {
+        max_bytes,
+        max_lines: usize::MAX,
+    };
+    decode_within(content_type, content_encoding, body, limits, &mut grant)
+}
+
+/// Decodes a push body into its streams, growing `grant` before each
+/// allocation: what inflating, decoding and the decoded entries will
+/// hold is taken from the budget first, and a body whose needs the
+/// budget cannot meet is refused (503) before anything is allocated for
+/// it. On success the grant holds what the entries will cost until the
+/// parse stage has made them events.
+pub fn decode_within(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    limits: DecodeLimits,
+    grant: &mut super::budget::Grant,
+) -> Result<Vec<PushedStream>, PushError> {
+    let base = grant.held();
     let mime = content_type
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase());
-    let streams = match mime.as_deref() {
-        Some("application/json") => decode_json(body)?,
-        _ => decode_protobuf(body, max_bytes)?,
+    let streams = if mime.as_deref() == Some("application/json") {
+        // JSON is decoded as it inflates: no inflated copy is ever held,
+        // and each entry is charged (and counted) as serde builds it
+        match decompressor(content_encoding, body)? {
+            None => metered(limits, grant, || decode_json(body))?,
+            Some(r) => {
+                let mut counted = Counted {
+                    inner: r.take(limits.max_bytes as u64 + 1),
+                    n: 0,
+                };
+                let r = metered(limits, grant, || {
+                    decode_json_from(std::io::BufReader::with_capacity(64 << 10, &mut counted))
+                });
+                if counted.n > limits.max_bytes as u64 {
+                    return Err(PushError::TooLarge(format!(
+                        "the body decompresses to more than {} bytes",
+                        limits.max_bytes
+                    )));
+                }
+                r?
+            }
+        }
+    } else {
+        let inflated = inflate(content_encoding, body, limits.max_bytes, grant)?;
+        let body: &[u8] = inflated.as_deref().unwrap_or(body);
+        decode_protobuf(body, limits, grant)?
     };
     if let Some(s) = streams.iter().find(|s| s.labels.is_empty()) {
         return Err(PushError::Invalid(format!(
@@ -109,17 +178,40 @@ pub fn decode(
             s.lines.len()
         )));
     }
+    let lines: usize = streams.iter().map(|s| s.lines.len()).sum();
+    if lines > limits.max_lines {
+        return Err(PushError::TooLarge(format!(
+            "the body carries {lines} entries, more than the limit of {}: send smaller batches",
+            limits.max_lines
+        )));
+    }
+    // from here on only the entries are held, until the parse stage is done
+    let cost: usize = streams
+        .iter()
+        .flat_map(|s| s.lines.iter())
+        .map(|l| super::budget::line_cost(l.len()))
+        .sum::<usize>()
+        + streams
+            .iter()
+            .flat_map(|s| s.metadata.iter())
+            .map(|(_, k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+            .sum::<usize>();
+    // past the decoding peak, so there is room for the entries unless
+    // they cost more than their decoding did (they rarely do)
+    if !grant.resize(base + cost) {
+        return Err(over_budget("queue the entries", cost));
+    }
     Ok(streams)
 }
 
-/// Undoes `Content-Encoding`; `None` when the body is used as it is.
-fn inflate(
+/// A reader that undoes `Content-Encoding`; `None` when the body is used
+/// as it is.
+fn decompressor<'a>(
     encoding: Option<&str>,
-    body: &[u8],
-    max_bytes: usize,
-) -> Result<Option<Vec<u8>>, PushError> {
+    body: &'a [u8],
+) -> Result<Option<Box<dyn Read + 'a>>, PushError> {
     let enc = encoding.map(|e| e.trim().to_ascii_lowercase());
-    let reader: Box<dyn Read + '_> = match enc.as_deref() {
+    Ok(Some(match enc.as_deref() {
         None | Some("") | Some("identity") | Some("snappy") => return Ok(None),
         Some("gzip") | Some("x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(body)),
         // Loki reads raw DEFLATE; RFC 9110's deflate is zlib-wrapped: take both
@@ -130,16 +222,58 @@ fn inflate(
                 "Content-Encoding {other:?} not supported (use gzip, deflate, snappy or none)"
             )));
         }
+    }))
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Undoes `Content-Encoding` of a protobuf body; `None` when the body is
+/// used as it is. The output grows in steps, each taken from `grant`
+/// before it is allocated.
+fn inflate(
+    encoding: Option<&str>,
+    body: &[u8],
+    max_bytes: usize,
+    grant: &mut super::budget::Grant,
+) -> Result<Option<Vec<u8>>, PushError> {
+    let Some(mut reader) = decompressor(encoding, body)? else {
+        return Ok(None);
     };
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_bytes));
-    reader
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| PushError::Invalid(format!("cannot decompress the body: {e}")))?;
-    if out.len() > max_bytes {
-        return Err(PushError::TooLarge(format!(
-            "the body decompresses to more than {max_bytes} bytes"
-        )));
+    let base = grant.held();
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = reader
+            .read(&mut chunk)
+            .map_err(|e| PushError::Invalid(format!("cannot decompress the body: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > max_bytes {
+            return Err(PushError::TooLarge(format!(
+                "the body decompresses to more than {max_bytes} bytes"
+            )));
+        }
+        if out.len() + n > out.capacity() {
+            let cap = (out.len() + n).max(2 * out.capacity()).min(max_bytes);
+            if !grant.resize(base + cap) {
+                return Err(over_budget("decompress the body", cap));
+            }
+            out.reserve_exact(cap - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(Some(out))
 }
@@ -155,7 +289,12 @@ fn is_zlib(b: &[u8]) -> bool {
 /// The most a raw snappy block can expand: 64 bytes out per 3 bytes in.
 const SNAPPY_MAX_RATIO: usize = 22;
 
-fn decode_protobuf(body: &[u8], max_bytes: usize) -> Result<Vec<PushedStream>, PushError> {
+fn decode_protobuf(
+    body: &[u8],
+    limits: DecodeLimits,
+    grant: &mut super::budget::Grant,
+) -> Result<Vec<PushedStream>, PushError> {
+    let max_bytes = limits.max_bytes;
     let len = snap::raw::decompress_len(body)
         .map_err(|e| PushError::Invalid(format!("body is not a snappy block: {e}")))?;
     if len > max_bytes {
@@ -172,9 +311,25 @@ fn decode_protobuf(body: &[u8], max_bytes: usize) -> Result<Vec<PushedStream>, P
             body.len()
         )));
     }
+    if !grant.grow(len) {
+        return Err(over_budget("decompress the body", len));
+    }
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| PushError::Invalid(format!("body is not a snappy block: {e}")))?;
+    // entries counted on the wire before prost builds them
+    let entries = count_entries(&raw)
+        .ok_or_else(|| PushError::Invalid("body is not a logproto.PushRequest".into()))?;
+    if entries > limits.max_lines {
+        return Err(PushError::TooLarge(format!(
+            "the body carries {entries} entries, more than the limit of {}: send smaller batches",
+            limits.max_lines
+        )));
+    }
+    let decoded = raw.len() + entries.saturating_mul(ENTRY_OVERHEAD);
+    if !grant.grow(decoded) {
+        return Err(over_budget("decode the body", decoded));
+    }
     let req = <PushRequest as prost::Message>::decode(raw.as_slice())
         .map_err(|e| PushError::Invalid(format!("body is not a logproto.PushRequest: {e}")))?;
     req.streams
@@ -208,7 +363,101 @@ struct JsonPush {
 #[derive(Deserialize)]
 struct JsonStream {
     stream: std::collections::BTreeMap<String, String>,
+    #[serde(deserialize_with = "metered_entries")]
     values: Vec<JsonEntry>,
+}
+
+/// The budget and count a JSON decode charges its entries to, set for
+/// the decoding thread by [`metered`] (serde gives a `Deserialize` impl
+/// no context of its own).
+struct Meter {
+    grant: super::budget::Grant,
+    lines: usize,
+    max_lines: usize,
+    stopped: Option<PushError>,
+}
+
+thread_local! {
+    static METER: std::cell::RefCell<Option<Meter>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs a JSON decode with its entries charged to `grant` and counted
+/// against `limits.max_lines`; a decode stopped by either says why.
+fn metered<T>(
+    limits: DecodeLimits,
+    grant: &mut super::budget::Grant,
+    decode: impl FnOnce() -> Result<T, PushError>,
+) -> Result<T, PushError> {
+    METER.with(|m| {
+        *m.borrow_mut() = Some(Meter {
+            grant: grant.empty(),
+            lines: 0,
+            max_lines: limits.max_lines,
+            stopped: None,
+        });
+    });
+    let r = decode();
+    let meter = METER.with(|m| m.borrow_mut().take());
+    if let Some(m) = meter {
+        grant.absorb(m.grant);
+        if let Some(why) = m.stopped {
+            return Err(why);
+        }
+    }
+    r
+}
+
+/// Charges one decoded entry; `Err` stops the decode.
+fn charge(cost: usize) -> Result<(), &'static str> {
+    METER.with(|m| {
+        let mut m = m.borrow_mut();
+        let Some(m) = m.as_mut() else {
+            return Ok(());
+        };
+        m.lines += 1;
+        if m.lines > m.max_lines {
+            m.stopped = Some(PushError::TooLarge(format!(
+                "the body carries more than {} entries: send smaller batches",
+                m.max_lines
+            )));
+            return Err("too many entries");
+        }
+        if !m.grant.grow(cost) {
+            m.stopped = Some(over_budget("decode the body", m.grant.held() + cost));
+            return Err("over the memory budget");
+        }
+        Ok(())
+    })
+}
+
+/// A stream's `values`, each entry charged as it is built.
+fn metered_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<JsonEntry>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<JsonEntry>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of [timestamp, line] entries")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(e) = seq.next_element::<JsonEntry>()? {
+                let meta: usize =
+                    e.2.iter()
+                        .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+                        .sum();
+                charge(super::budget::line_cost(e.1.len()) + meta)
+                    .map_err(serde::de::Error::custom)?;
+                out.push(e);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Entries)
 }
 
 /// `["<ns>", "line"]` or `["<ns>", "line", {"name": "value"}]`.
@@ -230,6 +479,16 @@ enum NsTimestamp {
 fn decode_json(body: &[u8]) -> Result<Vec<PushedStream>, PushError> {
     let push: JsonPush = serde_json::from_slice(body)
         .map_err(|e| PushError::Invalid(format!("invalid Loki push JSON: {e}")))?;
+    json_streams(push)
+}
+
+fn decode_json_from(r: impl Read) -> Result<Vec<PushedStream>, PushError> {
+    let push: JsonPush = serde_json::from_reader(r)
+        .map_err(|e| PushError::Invalid(format!("invalid Loki push JSON: {e}")))?;
+    json_streams(push)
+}
+
+fn json_streams(push: JsonPush) -> Result<Vec<PushedStream>, PushError> {
     push.streams
         .into_iter()
         .map(|s| {
@@ -255,6 +514,54 @@ fn decode_json(body: &[u8]) -> Result<Vec<PushedStream>, PushError> {
             Ok(out)
         })
         .collect()
+}
+
+/// Counts the entries of a `logproto.PushRequest` by walking its wire
+/// format (field 1 of the request: streams; field 2 of a stream:
+/// entries); `None` where the bytes are not protobuf.
+fn count_entries(mut b: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    while !b.is_empty() {
+        let (key, len, rest) = field(b)?;
+        if key == (1 << 3 | 2) {
+            let mut s = &rest[..len];
+            while !s.is_empty() {
+                let (k, l, r) = field(s)?;
+                n += usize::from(k == (2 << 3 | 2));
+                s = &r[l..];
+            }
+        }
+        b = &rest[len..];
+    }
+    Some(n)
+}
+
+/// One field: its key, the length of its value, and the bytes from the
+/// value on (varint values are skipped as zero-length, their bytes consumed).
+fn field(b: &[u8]) -> Option<(u64, usize, &[u8])> {
+    let (key, b) = varint(b)?;
+    match key & 7 {
+        0 => varint(b).map(|(_, r)| (key, 0, r)),
+        1 => (b.len() >= 8).then_some((key, 8, b)),
+        2 => {
+            let (len, r) = varint(b)?;
+            let len = usize::try_from(len).ok()?;
+            (r.len() >= len).then_some((key, len, r))
+        }
+        5 => (b.len() >= 4).then_some((key, 4, b)),
+        _ => None,
+    }
+}
+
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
 }
 
 /// Parses Prometheus label text, `{job="sshd", host="web-1"}`.

@@ -9,6 +9,7 @@
 //! `organization.id`). Transport details stay in the submodules; what
 //! reaches the graph is the same `RawBatch` a file produces.
 
+pub mod budget;
 pub mod config;
 pub mod loki;
 pub mod loki_query;

@@ -10,8 +10,11 @@
 //! Each peer address is its own stream (parser state, event-time domain).
 //! A message over `max_message_bytes` is cut there and kept with
 //! `labels.truncated: true`; the rest of it is skipped, never buffered.
-//! Sends wait for the graph (backpressure): a TCP sender is slowed down,
-//! UDP overflow is the kernel's to drop, as for any syslog daemon.
+//! Sends wait for the graph and for room in ingestion's memory budget
+//! (backpressure): a TCP sender is slowed down, UDP overflow is the
+//! kernel's to drop, as for any syslog daemon. TCP connections are capped
+//! per listener and per peer address, and the accept loop backs off when
+//! the process is out of file descriptors ([`crate::listen`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::config::SyslogConfig;
 use super::{SourceStats, Stream};
@@ -120,7 +123,7 @@ impl Pending {
         for peer in self.streams.keys() {
             ingress.peer(peer.ip(), &self.via);
         }
-        let group: Vec<RawBatch> = self
+        let mut group: Vec<RawBatch> = self
             .streams
             .drain()
             .map(|(_, (_, mut b))| {
@@ -129,6 +132,15 @@ impl Pending {
             })
             .collect();
         self.lines = 0;
+        let cost = group
+            .iter()
+            .flat_map(|b| b.lines.iter())
+            .map(|l| super::budget::line_cost(l.len()))
+            .sum();
+        let grant = ingress.grant_waiting(cost).await;
+        if let Some(first) = group.first_mut() {
+            first.grant = Some(grant);
+        }
         match ingress.send_all(group).await {
             Ok(()) => stats.emitted(n),
             Err(_) => stats.dropped("shutting_down", n),
@@ -191,30 +203,34 @@ async fn tcp(
     stats: Arc<SourceStats>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let limits = crate::listen::ConnLimits {
+        max_connections: cfg.max_connections.max(1),
+        max_per_client: cfg.max_connections_per_client.max(1),
+        header_read_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
+    };
+    let mut acceptor = crate::listen::Acceptor::new(listener, "syslog", &limits);
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        let conn = tokio::select! {
+            c = acceptor.next() => c,
             _ = super::stopped(&mut stop) => break,
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = super::stopped(&mut stop) => break,
-        };
-        match accepted {
-            Ok((sock, peer)) => {
-                let (cfg, ingress, stats, stop) =
-                    (cfg.clone(), ingress.clone(), stats.clone(), stop.clone());
-                conns.spawn(async move {
-                    metrics::gauge!(crate::metrics::SYSLOG_CONNECTIONS).increment(1.0);
-                    connection(cfg, sock, peer, ingress, stats, stop).await;
-                    metrics::gauge!(crate::metrics::SYSLOG_CONNECTIONS).decrement(1.0);
-                    drop(permit);
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "syslog tcp accept failed"),
-        }
+        let (cfg, ingress, stats, stop) =
+            (cfg.clone(), ingress.clone(), stats.clone(), stop.clone());
+        conns.spawn(async move {
+            metrics::gauge!(crate::metrics::SYSLOG_CONNECTIONS).increment(1.0);
+            let crate::listen::Admitted {
+                stream,
+                peer,
+                places,
+            } = conn;
+            connection(cfg, stream, peer, ingress, stats, stop).await;
+            metrics::gauge!(crate::metrics::SYSLOG_CONNECTIONS).decrement(1.0);
+            drop(places);
+        });
+        // finished connections are reaped as others arrive
+        while conns.try_join_next().is_some() {}
     }
     while conns.join_next().await.is_some() {}
 }

@@ -30,7 +30,7 @@ use super::subject::{self, Route};
 use super::{NatsError, with_retry};
 use crate::detect::Detector;
 use crate::event::Event;
-use crate::parse::{Format, SourceState, parse_into};
+use crate::parse::{Format, SourceState, bound_to_receipt, parse_into};
 use crate::pipeline::config::{PipelineSpec, SinkConfig, SourceConfig};
 use crate::pipeline::sinks::Sinks;
 use crate::pipeline::stages::Stages;
@@ -208,6 +208,8 @@ struct Worker {
     stages: Stages,
     /// Events per stage batch (the pipeline's `batch_size`).
     batch_size: usize,
+    /// How far a record's time may run ahead of its JetStream publish time.
+    max_future_skew_ms: i64,
     sinks: Sinks,
     /// Parser state per source (subject without its partition), in order
     /// of first sight, found through `source_index`.
@@ -316,6 +318,7 @@ pub async fn run_worker(
         store,
         stages,
         batch_size: spec.batch_size.max(1),
+        max_future_skew_ms: spec.detect.max_future_skew_secs as i64 * 1000,
         sinks,
         sources: Vec::new(),
         source_index: HashMap::new(),
@@ -460,14 +463,26 @@ impl Worker {
             }
             match decode(&msg, self.src.max_message_bytes) {
                 Ok(d) => {
+                    let skew = self.max_future_skew_ms;
                     let state = self.source_state(&d, published_ms);
                     state.format = d.format;
+                    let before = events.len();
                     if d.batch {
                         for line in d.text.split('\n').filter(|l| !l.trim().is_empty()) {
                             parse_into(line, state, published_ms, &mut events);
                         }
                     } else {
                         parse_into(d.text, state, published_ms, &mut events);
+                    }
+                    // the publisher's clock bounds the record's
+                    let clamped = events[before..]
+                        .iter_mut()
+                        .map(|ev| bound_to_receipt(ev, published_ms, skew))
+                        .filter(|c| *c)
+                        .count();
+                    if clamped > 0 {
+                        metrics::counter!(crate::metrics::STAGE_ADJUSTED, "stage" => "parse", "reason" => "time_clamped")
+                            .increment(clamped as u64);
                     }
                     self.counters.processed += 1;
                     // stage batches stay small (cache-warm, reused memory)

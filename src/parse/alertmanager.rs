@@ -3,7 +3,8 @@
 //! Each event keeps the alert as JSON in `event.original`, its labels as
 //! `labels.*`, and `alert.group_key`, `alert.fingerprint`, `alert.status`,
 //! `alert.starts_at` (the dedup key of SPEC 5). `@timestamp` is when the
-//! alert started, or ended for a resolved one. `host.name` and
+//! alert started, or ended for a resolved one. Each group is its own
+//! event-time domain: one group's clock never makes another's alerts late. `host.name` and
 //! `service.name` come from the usual labels (`instance`, `node`, `service`,
 //! `job`), `log.level` from `severity`.
 
@@ -75,6 +76,7 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
             .collect();
         pairs.join(",")
     };
+    let domain = (xxhash_rust::xxh3::xxh3_64(group_key.as_bytes()) >> 32) as u32;
     let mut out = Vec::with_capacity(hook.alerts.len());
     for mut alert in hook.alerts {
         if alert.status.is_empty() {
@@ -95,6 +97,7 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
         let mut ev = Event::raw(original, Cow::Borrowed("alertmanager"));
         ev.ingested = ingested_ms;
         ev.kind = Kind::Alert;
+        ev.time_domain = domain;
         ev.category = Some("host");
         let resolved = alert.status == "resolved";
         ev.action = Some(Cow::Borrowed(if resolved {

@@ -106,7 +106,8 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
         && let Ok(events) = parse_webhook(line, ingested_ms)
     {
         for mut ev in events {
-            ev.time_domain = state.time_domain;
+            // each Alertmanager group is a time domain of its own
+            ev.time_domain ^= state.time_domain;
             ev.file_path = state.file_path.clone();
             out.push(ev);
         }
@@ -117,6 +118,23 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
     if let Some(ev) = out.last_mut() {
         parse_as(ev, line, format, state, ingested_ms);
     }
+}
+
+/// Bounds an event's time by when it was received: a record more than
+/// `max_skew_ms` ahead (a wrong clock, or a spoofed datagram dated 2099)
+/// is placed at `received_ms` and labelled with the time it claimed, so
+/// it can never move its stream's watermark past the present and make
+/// every later record late. Returns whether the time was clamped.
+pub fn bound_to_receipt(ev: &mut Event, received_ms: i64, max_skew_ms: i64) -> bool {
+    if ev.timestamp <= received_ms.saturating_add(max_skew_ms) {
+        return false;
+    }
+    ev.push_extra(
+        "event.time_clamped_from",
+        crate::time::format_rfc3339(ev.timestamp),
+    );
+    ev.timestamp = received_ms;
+    true
 }
 
 /// Parses one line into one event (Alertmanager payloads: see [`parse_into`]).

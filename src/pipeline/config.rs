@@ -33,6 +33,11 @@ pub struct PipelineSpec {
     /// kept at once; past it the oldest is forgotten (and counted).
     #[serde(default = "default_max_streams")]
     pub max_streams: usize,
+    /// Memory all ingestion may hold at once (request bodies, what they
+    /// decompress and decode to, lines waiting for the parse stage), MiB;
+    /// past it pushes get 503 with `Retry-After` and syslog waits.
+    #[serde(default = "default_ingest_memory")]
+    pub ingest_memory_mib: usize,
     /// Health, readiness and metrics over HTTP; off when absent.
     #[serde(default)]
     pub api: Option<crate::api::ApiConfig>,
@@ -54,6 +59,9 @@ pub struct PipelineSpec {
     pub analysis: Option<crate::analysis::AnalysisConfig>,
 }
 
+fn default_ingest_memory() -> usize {
+    512
+}
 fn default_batch() -> usize {
     256
 }
@@ -152,6 +160,10 @@ pub struct DetectConfig {
     pub max_keys: usize,
     #[serde(default = "default_lateness")]
     pub allowed_lateness_secs: u64,
+    /// How far ahead of its receipt a pushed record's time may be before
+    /// it is set to the receive time (and labelled `event.time_clamped_from`).
+    #[serde(default = "default_future_skew")]
+    pub max_future_skew_secs: u64,
 }
 
 fn default_detector_paths() -> Vec<String> {
@@ -163,6 +175,9 @@ fn default_max_keys() -> usize {
 fn default_lateness() -> u64 {
     60
 }
+fn default_future_skew() -> u64 {
+    300
+}
 
 impl Default for DetectConfig {
     fn default() -> Self {
@@ -170,6 +185,7 @@ impl Default for DetectConfig {
             paths: default_detector_paths(),
             max_keys: default_max_keys(),
             allowed_lateness_secs: default_lateness(),
+            max_future_skew_secs: default_future_skew(),
         }
     }
 }
@@ -214,6 +230,7 @@ impl PipelineSpec {
             batch_size: default_batch(),
             channel_capacity: default_channel(),
             max_streams: default_max_streams(),
+            ingest_memory_mib: default_ingest_memory(),
             api: None,
             respond: None,
             notify: None,

@@ -32,21 +32,40 @@ use crate::dedupe::Deduper;
 use crate::detect::{Detector, Engine, EngineConfig};
 use crate::event::Event;
 use crate::finding::Finding;
-pub use crate::flow::{Ingress, Origin, RawBatch, Refused, StageReport, Stream, mono_ns};
-use crate::parse::{SourceState, parse_into};
+pub use crate::flow::{Board, Ingress, Origin, RawBatch, Refused, StageReport, Stream, mono_ns};
+use crate::parse::{SourceState, bound_to_receipt, parse_into};
 
 /// A stage's counters, kept in its report and recorded as metrics as they
 /// happen, so a long-running pipeline's `/metrics` is live.
 struct Live {
     stage: &'static str,
     rep: StageReport,
+    board: Board,
 }
 
 impl Live {
     fn new(stage: &'static str) -> Live {
+        Live::on(stage, Board::default())
+    }
+
+    /// A stage whose counts are also posted to `board` after each batch.
+    fn on(stage: &'static str, board: Board) -> Live {
         Live {
             stage,
             rep: StageReport::new(stage),
+            board,
+        }
+    }
+
+    fn post(&self) {
+        self.board.post(&self.rep);
+    }
+
+    fn adjust(&mut self, reason: &'static str, n: u64) {
+        if n > 0 {
+            *self.rep.adjusted.entry(reason.into()).or_default() += n;
+            metrics::counter!(crate::metrics::STAGE_ADJUSTED, "stage" => self.stage, "reason" => reason)
+                .increment(n);
         }
     }
 
@@ -241,6 +260,7 @@ pub fn spawn_files(
 /// for them once every [`Ingress`] clone is dropped.
 pub struct Running {
     started: Instant,
+    board: Board,
     parse: tokio::task::JoinHandle<(StageReport, u64)>,
     dedupe: tokio::task::JoinHandle<StageReport>,
     cluster: tokio::task::JoinHandle<(StageReport, usize)>,
@@ -270,34 +290,61 @@ pub fn start(
     let (clustered_tx, mut clustered_rx) = mpsc::channel::<Vec<Event>>(cap);
     let (findings_tx, mut findings_rx) = mpsc::channel::<Vec<Finding>>(cap);
 
-    let mut parser = Parser::new(states, spec.max_streams);
+    let board = Board::default();
+    let mut parser = Parser::new(
+        states,
+        spec.max_streams,
+        spec.detect.max_future_skew_secs as i64 * 1000,
+    );
+    let board_parse = board.clone();
+    let batch_size = spec.batch_size.max(1);
     let parse = tokio::spawn(async move {
-        let mut live = Live::new("parse");
+        let mut live = Live::on("parse", board_parse);
         let mut failures = 0u64;
-        while let Some(group) = raw_rx.recv().await {
+        'groups: while let Some(group) = raw_rx.recv().await {
             live.queue(raw_rx.len());
             let lines: usize = group.iter().map(|b| b.lines.len()).sum();
             let mut events = Vec::with_capacity(lines);
             for b in &group {
                 let before = events.len();
-                let (empty, failed) = parser.parse(b, &mut events);
+                let (empty, failed, clamped) = parser.parse(b, &mut events);
                 failures += failed;
                 let received = b.lines.len() as u64;
                 let made = (events.len() - before) as u64;
                 live.count(received, made.saturating_sub(received - empty), made);
                 live.drop("empty", empty);
+                live.adjust("time_clamped", clamped);
                 metrics::counter!(crate::metrics::PARSE_FAILURES).increment(failed);
             }
-            if parsed_tx.send(events).await.is_err() {
-                break;
+            live.post();
+            // a pushed group can be a hundred thousand lines: later stages
+            // get them in batches, so their queues hold bounded memory
+            if events.len() <= batch_size {
+                if parsed_tx.send(events).await.is_err() {
+                    break;
+                }
+                continue;
             }
+            let mut events = events.into_iter();
+            loop {
+                let chunk: Vec<Event> = events.by_ref().take(batch_size).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                if parsed_tx.send(chunk).await.is_err() {
+                    break 'groups;
+                }
+            }
+            // the group's grant of the ingestion budget is given back here
+            drop(group);
         }
         (live.rep, failures)
     });
 
     let dedupe_cfg = spec.transforms.dedupe.clone();
+    let board_dedupe = board.clone();
     let dedupe = tokio::spawn(async move {
-        let mut live = Live::new("dedupe");
+        let mut live = Live::on("dedupe", board_dedupe);
         let mut d = Deduper::new(dedupe_cfg.window_ms, dedupe_cfg.max_alert_keys);
         while let Some(mut batch) = parsed_rx.recv().await {
             live.queue(parsed_rx.len());
@@ -305,6 +352,7 @@ pub fn start(
             live.count(s.received, 0, s.emitted);
             live.drop("merged_duplicate", s.merged);
             live.drop("alert_resend", s.alert_resends);
+            live.post();
             if deduped_tx.send(batch).await.is_err() {
                 break;
             }
@@ -313,13 +361,15 @@ pub fn start(
     });
 
     let cluster_cfg = spec.transforms.cluster.clone();
+    let board_cluster = board.clone();
     let cluster = tokio::spawn(async move {
-        let mut live = Live::new("cluster");
+        let mut live = Live::on("cluster", board_cluster);
         let mut c = Clusterer::new(cluster_cfg);
         while let Some(mut batch) = deduped_rx.recv().await {
             live.queue(deduped_rx.len());
             c.process(&mut batch);
             live.count(batch.len() as u64, 0, batch.len() as u64);
+            live.post();
             metrics::gauge!(crate::metrics::TEMPLATES).set(c.template_count() as f64);
             if clustered_tx.send(batch).await.is_err() {
                 break;
@@ -341,8 +391,9 @@ pub fn start(
         )
     });
     let sink_store = sinks.store().map(|t| t.handle.clone());
+    let board_detect = board.clone();
     let detect = tokio::spawn(async move {
-        let mut live = Live::new("detect");
+        let mut live = Live::on("detect", board_detect);
         let mut engine = Engine::new(detectors, engine_cfg);
         let mut late = 0;
         while let Some(batch) = clustered_rx.recv().await {
@@ -367,6 +418,7 @@ pub fn start(
             let s = engine.stats();
             live.count(batch.len() as u64, 0, batch.len() as u64 - (s.late - late));
             live.drop("late", s.late - late);
+            live.post();
             late = s.late;
             metrics::gauge!(crate::metrics::DETECT_TRACKED_KEYS).set(engine.tracked_keys() as f64);
             if !findings.is_empty() && findings_tx.send(findings).await.is_err() {
@@ -420,6 +472,7 @@ pub fn start(
 
     let running = Running {
         started,
+        board,
         parse,
         dedupe,
         cluster,
@@ -430,6 +483,11 @@ pub fn start(
 }
 
 impl Running {
+    /// The stages' counts as they stand, for a live pipeline's status.
+    pub fn board(&self) -> Board {
+        self.board.clone()
+    }
+
     /// Waits for every stage to drain and flush; `sources` are the reports
     /// of whatever fed the graph.
     pub async fn finish(self, sources: Vec<StageReport>) -> anyhow::Result<RunSummary> {
@@ -476,24 +534,27 @@ struct Parser {
     inputs: Vec<SourceState>,
     streams: HashMap<u64, SourceState>,
     max_streams: usize,
+    max_future_skew_ms: i64,
 }
 
 impl Parser {
-    fn new(inputs: Vec<SourceState>, max_streams: usize) -> Parser {
+    fn new(inputs: Vec<SourceState>, max_streams: usize, max_future_skew_ms: i64) -> Parser {
         Parser {
             inputs,
             streams: HashMap::new(),
             max_streams: max_streams.max(1),
+            max_future_skew_ms,
         }
     }
 
-    /// Parses a batch; returns (lines that gave no event, parse failures).
-    fn parse(&mut self, b: &RawBatch, events: &mut Vec<Event>) -> (u64, u64) {
+    /// Parses a batch; returns (lines that gave no event, parse failures,
+    /// events whose time was clamped to their receipt).
+    fn parse(&mut self, b: &RawBatch, events: &mut Vec<Event>) -> (u64, u64, u64) {
         let now = crate::time::now_ms();
         let (state, stream) = match &b.origin {
             Origin::Input(i) => match self.inputs.get_mut(*i) {
                 Some(s) => (s, None),
-                None => return (b.lines.len() as u64, 0),
+                None => return (b.lines.len() as u64, 0, 0),
             },
             Origin::Stream(st) => {
                 if !self.streams.contains_key(&st.key) && self.streams.len() >= self.max_streams {
@@ -512,6 +573,7 @@ impl Parser {
         };
         let first = events.len();
         let mut empty = 0;
+        let mut clamped = 0;
         let mut meta = b.metadata.iter().peekable();
         for (i, line) in b.lines.iter().enumerate() {
             let mut line_meta = Vec::new();
@@ -529,6 +591,8 @@ impl Parser {
                 ev.read_ns = b.read_ns;
                 if let Some(st) = stream {
                     st.annotate(ev);
+                    // a pushed record's clock is the sender's: bounded by ours
+                    clamped += u64::from(bound_to_receipt(ev, now, self.max_future_skew_ms));
                 }
                 for (k, v) in &line_meta {
                     ev.labels.push((Cow::Owned((*k).clone()), (*v).clone()));
@@ -539,7 +603,7 @@ impl Parser {
             .iter()
             .filter(|e| e.parse_error.is_some())
             .count() as u64;
-        (empty, failed)
+        (empty, failed, clamped)
     }
 }
 

@@ -159,6 +159,8 @@ pub async fn serve(
         Some(v) => ingress.with_peers(v.guarded.clone()),
         None => ingress,
     };
+    let budget = crate::ingest::budget::MemoryBudget::new(spec.ingest_memory_mib.max(1) << 20);
+    let ingress = ingress.with_budget(budget.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut loki = None;
@@ -222,6 +224,8 @@ pub async fn serve(
                 loki,
                 alertmanager,
                 sources: stats.clone(),
+                stages: running.board(),
+                budget,
                 stop: stop_rx.clone(),
                 respond: view.clone(),
                 slack: notifier

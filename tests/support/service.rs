@@ -190,6 +190,11 @@ impl Service {
         self.child.id()
     }
 
+    /// What the process has written to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
         self.child.stdout.take()
     }
@@ -264,6 +269,21 @@ pub fn http(
     // a refused body may be answered before it is all sent
     let _ = s.write_all(body);
     read_response(&mut s)
+}
+
+/// One request that may fail (a server that closes or is not there yet):
+/// `None` instead of a panic.
+pub fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return None;
+    }
+    Some(read_response(&mut raw.as_slice()))
 }
 
 pub fn read_response(s: &mut impl Read) -> Response {
