@@ -89,6 +89,10 @@ pub struct Event {
     pub hash: u64,
     /// `event.count`: how many identical events this one stands for.
     pub count: u32,
+    /// Internal: how many events identical to this one (time domain, time
+    /// and line) were kept before it (a run of identical lines longer than
+    /// a batch); part of its stored id when not 0.
+    pub occurrence: u32,
     /// Parse failure reason; the event is still kept (`error.type: parse_failure`).
     pub parse_error: Option<Cow<'static, str>>,
     /// Internal: the event-time domain (one per replayed file) for watermarks.

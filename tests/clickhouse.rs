@@ -118,7 +118,7 @@ fn an_outage_mid_run_is_spooled_and_replayed_with_nothing_lost_or_doubled() {
     });
     let findings_file = svc.dir.join("findings.jsonl");
     let err = svc.stop();
-    assert!(err.contains("store    received="), "{err}");
+    assert!(err.contains("store:clickhouse received="), "{err}");
     let store = err
         .lines()
         .find(|l| l.trim_start().starts_with("store"))
@@ -351,4 +351,73 @@ fn retention_drops_old_day_partitions_on_servers_without_ttl() {
         ch.number("SELECT count() FROM tp4.events WHERE event_id = 'old-2'"),
         1
     );
+}
+
+#[test]
+fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipeline() {
+    let Some(ch) = ClickhouseServer::start(temp_dir("ch-identical")) else {
+        return;
+    };
+    let dir = temp_dir("ch-identical-run");
+    // 3,000 identical lines (twelve batches of them), then a few others
+    let same = "Nov 22 10:00:00 web-1 sshd[7]: Connection closed by 192.0.2.1 port 22 [preauth]";
+    let mut text = format!("{same}\n").repeat(3000);
+    for i in 0..20 {
+        text.push_str(&format!(
+            "Nov 22 10:00:{:02} web-1 sshd[7]: Failed password for root from 203.0.113.4 port {} ssh2\n",
+            i + 1,
+            40000 + i
+        ));
+    }
+    let log = dir.join("auth.log");
+    std::fs::write(&log, text).unwrap();
+    let data = dir.join("data");
+    let pipeline = dir.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version: 1\nname: both\nsources:\n  - type: file\n    id: f\n    paths: [{}]\nsinks:\n  - type: clickhouse\n    url: {}\n    database: tp_identical\n    events: all\n    spool_dir: {}\n  - type: parquet\n    dir: {}\n    events: all\n",
+            log.display(),
+            ch.url,
+            dir.join("spool").display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = support::threatpilot([
+        std::ffi::OsStr::new("run"),
+        "--pipeline".as_ref(),
+        pipeline.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("store:clickhouse"), "{err}");
+    assert!(err.contains("store:parquet"), "{err}");
+    // ClickHouse merges rows by event_id: every stored event keeps its count
+    ch.query("OPTIMIZE TABLE tp_identical.events FINAL").unwrap();
+    let rows = ch.number("SELECT count() FROM tp_identical.events FINAL");
+    let lines = ch.number("SELECT sum(event_count) FROM tp_identical.events FINAL");
+    eprintln!("clickhouse: {rows} rows, {lines} lines");
+    assert_eq!(lines, 3020, "{rows} rows");
+    assert!(rows > 20, "the identical run spans several batches: {rows}");
+    // the embedded store holds the same rows and counts
+    let sql = support::threatpilot_ok(
+        [
+            std::ffi::OsStr::new("sql"),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "SELECT count(*) AS rows, sum(event_count) AS lines, count(DISTINCT event_id) AS ids FROM events"
+                .as_ref(),
+        ],
+        "sql",
+    );
+    let v: Value = serde_json::from_str(
+        String::from_utf8(sql.stdout).unwrap().lines().next().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["lines"], 3020, "{v}");
+    assert_eq!(v["rows"], rows, "{v}");
+    assert_eq!(v["ids"], rows, "one id per row: {v}");
 }

@@ -33,7 +33,12 @@ pub struct DedupStats {
 
 pub struct Deduper {
     window_ms: i64,
-    index: PrehashedMap<u64, usize>,
+    /// Fingerprint to the last event kept with it; kept across batches
+    /// (bounded by `INDEX_KEEP`) so that a line repeated across a batch
+    /// boundary is told apart from its earlier copy.
+    index: PrehashedMap<u64, Seen>,
+    /// Which batch this is; `Seen::batch` equal to it means "in this batch".
+    batch_no: u64,
     alerts_seen: PrehashedSet<u64>,
     alerts_order: VecDeque<u64>,
     max_alert_keys: usize,
@@ -42,11 +47,30 @@ pub struct Deduper {
     added: Vec<u32>,
 }
 
+/// The last event kept with a fingerprint.
+#[derive(Clone, Copy)]
+struct Seen {
+    batch: u64,
+    /// Its place in that batch.
+    at: u32,
+    time_domain: u32,
+    timestamp: i64,
+    len: u32,
+    /// The occurrence number the next identical event (same domain, time
+    /// and line) gets.
+    next: u32,
+}
+
+/// Fingerprints remembered past their batch before the index is pruned:
+/// small enough to stay in cache.
+const INDEX_KEEP: usize = 8192;
+
 impl Deduper {
     pub fn new(window_ms: i64, max_alert_keys: usize) -> Deduper {
         Deduper {
             window_ms,
             index: PrehashedMap::with_capacity_and_hasher(1024, Default::default()),
+            batch_no: 0,
             alerts_seen: PrehashedSet::default(),
             alerts_order: VecDeque::new(),
             max_alert_keys: max_alert_keys.max(1),
@@ -69,19 +93,31 @@ impl Deduper {
     /// each event stays where it was, with the counts of the later ones
     /// added to it; later ones and alert resends are removed. Events are
     /// not moved to another vector, so the batch's memory is reused.
+    ///
+    /// An event identical to one kept earlier (same time domain, time and
+    /// line: a run of identical lines longer than a batch) is kept with
+    /// the next `event.occurrence`, so its stored id differs from the
+    /// earlier copy's and neither's count is lost when a store merges rows
+    /// by id.
     pub fn process(&mut self, batch: &mut Vec<Event>) -> DedupStats {
         let mut stats = DedupStats {
             received: batch.len() as u64,
             ..DedupStats::default()
         };
-        self.index.clear();
+        self.batch_no += 1;
+        let now = self.batch_no;
+        if self.index.len() > INDEX_KEEP {
+            // what the last batch kept is what a run of identical lines continues
+            self.index.retain(|_, s| s.batch + 1 >= now);
+        }
         let mut keep = std::mem::take(&mut self.keep);
         let mut added = std::mem::take(&mut self.added);
         keep.clear();
         keep.resize(batch.len(), true);
         added.clear();
         added.resize(batch.len(), 0u32);
-        for (i, ev) in batch.iter().enumerate() {
+        for i in 0..batch.len() {
+            let ev = &batch[i];
             if ev.kind == Kind::Alert {
                 if !self.remember_alert(ev.hash) {
                     stats.alert_resends += 1;
@@ -89,20 +125,54 @@ impl Deduper {
                 }
                 continue;
             }
-            if let Some(&j) = self.index.get(&ev.hash) {
-                let first = &batch[j];
-                if first.time_domain == ev.time_domain
-                    && (ev.timestamp - first.timestamp).abs() <= self.window_ms
-                    && first.original.len() == ev.original.len()
-                    && first.message() == ev.message()
-                {
-                    added[j] = added[j].saturating_add(ev.count);
-                    stats.merged += 1;
-                    keep[i] = false;
-                    continue;
+            let len = ev.original.len() as u32;
+            let mut occurrence = 0;
+            match self.index.get_mut(&ev.hash) {
+                Some(seen) => {
+                    if seen.batch == now {
+                        let first = &batch[seen.at as usize];
+                        if first.time_domain == ev.time_domain
+                            && (ev.timestamp - first.timestamp).abs() <= self.window_ms
+                            && first.original.len() == ev.original.len()
+                            && first.message() == ev.message()
+                        {
+                            added[seen.at as usize] =
+                                added[seen.at as usize].saturating_add(ev.count);
+                            stats.merged += 1;
+                            keep[i] = false;
+                            continue;
+                        }
+                    }
+                    let same = seen.time_domain == ev.time_domain
+                        && seen.timestamp == ev.timestamp
+                        && seen.len == len;
+                    if same {
+                        occurrence = seen.next;
+                    }
+                    *seen = Seen {
+                        batch: now,
+                        at: i as u32,
+                        time_domain: ev.time_domain,
+                        timestamp: ev.timestamp,
+                        len,
+                        next: if same { seen.next.saturating_add(1) } else { 1 },
+                    };
+                }
+                None => {
+                    self.index.insert(
+                        ev.hash,
+                        Seen {
+                            batch: now,
+                            at: i as u32,
+                            time_domain: ev.time_domain,
+                            timestamp: ev.timestamp,
+                            len,
+                            next: 1,
+                        },
+                    );
                 }
             }
-            self.index.insert(ev.hash, i);
+            batch[i].occurrence = occurrence;
         }
         if stats.merged + stats.alert_resends > 0 {
             for (ev, n) in batch.iter_mut().zip(&added) {
@@ -159,6 +229,26 @@ mod tests {
                 alert_resends: 0
             }
         );
+    }
+
+    #[test]
+    fn a_run_of_identical_lines_across_batches_keeps_every_count_under_distinct_ids() {
+        let line = "Feb 12 14:10:21 h sshd[1]: Connection closed by 1.2.3.4 port 1 [preauth]";
+        let mut d = Deduper::new(1000, 10);
+        let mut kept = Vec::new();
+        for _ in 0..12 {
+            let mut batch = events(&vec![line; 250]);
+            d.process(&mut batch);
+            kept.extend(batch);
+        }
+        assert_eq!(kept.len(), 12);
+        assert_eq!(kept.iter().map(|e| e.count).sum::<u32>(), 3000);
+        let ids: std::collections::HashSet<String> =
+            kept.iter().map(crate::store::rows::event_id).collect();
+        assert_eq!(ids.len(), 12, "one id per stored event");
+        // the first keeps the id a lone line has
+        assert_eq!(kept[0].occurrence, 0);
+        assert_eq!(kept[11].occurrence, 11);
     }
 
     #[test]

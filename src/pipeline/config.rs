@@ -315,9 +315,26 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
         .iter()
         .filter(|s| matches!(s, SinkConfig::Clickhouse(_) | SinkConfig::Parquet(_)))
         .count();
-    if stores > 1 {
+    // both stores take the same rows: the events picked once, for both
+    let kept: Vec<(crate::store::EventsMode, f64)> = spec
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            SinkConfig::Clickhouse(c) => Some((c.events, c.sample_rate)),
+            SinkConfig::Parquet(p) => Some((p.events, p.sample_rate)),
+            _ => None,
+        })
+        .collect();
+    if kept.windows(2).any(|w| w[0] != w[1]) {
         return Err(err(
-            "one store per pipeline: clickhouse or parquet, not both".into(),
+            "the clickhouse and parquet sinks of one pipeline store the same events: give them the same events and sample_rate".into(),
+        ));
+    }
+    if spec.sinks.iter().filter(|s| matches!(s, SinkConfig::Clickhouse(_))).count() > 1
+        || spec.sinks.iter().filter(|s| matches!(s, SinkConfig::Parquet(_))).count() > 1
+    {
+        return Err(err(
+            "at most one clickhouse and one parquet sink per pipeline".into(),
         ));
     }
     if spec.notify.is_some() && spec.respond.is_none() {

@@ -65,7 +65,8 @@ pub async fn serve(
     if let Some(h) = &hub {
         sinks = sinks.with_subscriber(h.clone());
     }
-    let mut store = None;
+    let mut stores = Vec::new();
+    let mut tap: Option<super::sinks::StoreTap> = None;
     for s in &spec.sinks {
         let (handle, task, events, sample_rate) = match s {
             super::config::SinkConfig::Clickhouse(c) => {
@@ -78,12 +79,22 @@ pub async fn serve(
             }
             _ => continue,
         };
-        sinks = sinks.with_store(super::sinks::StoreTap {
-            handle,
-            events,
-            sample_rate,
+        // validation made both stores' events the same: picked once, sent to both
+        tap = Some(match tap {
+            Some(t) => super::sinks::StoreTap {
+                handle: t.handle.join(handle),
+                ..t
+            },
+            None => super::sinks::StoreTap {
+                handle,
+                events,
+                sample_rate,
+            },
         });
-        store = Some(task);
+        stores.push(task);
+    }
+    if let Some(t) = tap {
+        sinks = sinks.with_store(t);
     }
     let response = match respond {
         Some(c) => {
@@ -272,7 +283,7 @@ pub async fn serve(
         let report = n.task.await?;
         eprintln!("threatpilot notify: {}", serde_json::to_string(&report)?);
     }
-    if let Some(task) = store {
+    for task in stores {
         summary.stages.push(task.await?);
     }
     let _ = stop_tx.send(true);

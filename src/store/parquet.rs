@@ -281,7 +281,7 @@ pub fn start(
         for (_, (b, _)) in std::mem::take(&mut buffers) {
             write(&mut w, b, &mut failed);
         }
-        let mut rep = StageReport::new("store");
+        let mut rep = StageReport::new("store:parquet");
         rep.received = received;
         rep.emitted = w.written.values().sum();
         if failed > 0 {

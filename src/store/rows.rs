@@ -116,12 +116,17 @@ fn bounded(s: &str, cut: &mut bool) -> String {
     s[..end].to_owned()
 }
 
-/// The stable id of an event: its source's time domain, time and line.
+/// The stable id of an event: its source's time domain, time and line,
+/// and, for a repeat of an identical event kept earlier, its occurrence
+/// number (so stores that merge rows by id keep both counts).
 pub fn event_id(ev: &Event) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&ev.time_domain.to_le_bytes());
     h.update(&ev.timestamp.to_le_bytes());
     h.update(ev.original.as_bytes());
+    if ev.occurrence > 0 {
+        h.update(&ev.occurrence.to_le_bytes());
+    }
     format!("e-{:016x}", h.digest())
 }
 

@@ -28,22 +28,35 @@ use crate::finding::Finding;
 use crate::flow::StageReport;
 
 /// Where the stages hand rows to the store.
+/// With both a ClickHouse and a Parquet sink, one handle feeds both.
 #[derive(Clone)]
 pub struct StoreHandle {
-    tx: mpsc::Sender<Batch>,
+    txs: Vec<mpsc::Sender<Batch>>,
 }
 
 impl StoreHandle {
     /// A handle and the receiving end a store task reads.
     pub fn channel() -> (StoreHandle, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(16);
-        (StoreHandle { tx }, rx)
+        (StoreHandle { txs: vec![tx] }, rx)
     }
 
-    /// Waits for room (backpressure while the spool is full).
+    /// One handle that sends every batch to both stores.
+    pub fn join(mut self, other: StoreHandle) -> StoreHandle {
+        self.txs.extend(other.txs);
+        self
+    }
+
+    /// Waits for room (backpressure while a spool is full).
     pub async fn send(&self, batch: Batch) {
-        if !batch.is_empty() {
-            let _ = self.tx.send(batch).await;
+        if batch.is_empty() {
+            return;
+        }
+        if let Some((last, rest)) = self.txs.split_last() {
+            for tx in rest {
+                let _ = tx.send(batch.clone()).await;
+            }
+            let _ = last.send(batch).await;
         }
     }
 }
@@ -407,7 +420,7 @@ pub async fn start(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        let mut rep = StageReport::new("store");
+        let mut rep = StageReport::new("store:clickhouse");
         rep.received = w.counts.received.values().sum();
         rep.emitted = w.counts.inserted.values().sum::<u64>().min(rep.received);
         rep.replayed = w.counts.replayed;
