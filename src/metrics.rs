@@ -24,6 +24,7 @@ pub const NATS_CONNECTS: &str = "threatpilot_nats_connects_total";
 pub const NATS_CHECKPOINT_BYTES: &str = "threatpilot_nats_checkpoint_bytes";
 pub const NATS_FINDINGS_DUPLICATE: &str = "threatpilot_nats_findings_duplicate_total";
 pub const NATS_PUBLISH_ACKS_LOST: &str = "threatpilot_nats_publish_acks_lost_total";
+pub const NATS_PUBLISHED_RECORD_ERRORS: &str = "threatpilot_nats_published_record_errors_total";
 pub const INGEST_REQUESTS: &str = "threatpilot_ingest_requests_total";
 pub const INGEST_BYTES: &str = "threatpilot_ingest_bytes_total";
 pub const INGEST_STREAMS_EVICTED: &str = "threatpilot_ingest_streams_evicted_total";
@@ -254,5 +255,10 @@ pub fn describe() {
         NATS_PUBLISH_ACKS_LOST,
         Unit::Count,
         "publishes whose acknowledgement never came (a server restart) and were resent with their ids"
+    );
+    describe_counter!(
+        NATS_PUBLISHED_RECORD_ERRORS,
+        Unit::Count,
+        "published finding versions the worker could not record in its bucket (a later restart may publish them again)"
     );
 }

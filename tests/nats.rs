@@ -815,3 +815,59 @@ respond:
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_down_longer_than_the_duplicate_window_publishes_each_version_once() {
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    let dir = temp_dir("long-down");
+    let t = simulate(&dir, 60_000, 52);
+    publish(&server.url, &t);
+    // a one-second duplicate window, and no checkpoint before the kill:
+    // the restarted worker reprocesses everything the first one published
+    let text = std::fs::read_to_string("pipelines/nats.yaml").unwrap().replace(
+        "    checkpoint_interval_ms: 2000",
+        "    checkpoint_interval_ms: 3600000\n    checkpoint_messages: 100000000\n    duplicate_window_secs: 1",
+    );
+    let pipe = dir.join("pipeline.yaml");
+    std::fs::write(&pipe, &text).unwrap();
+    // the restarted worker checkpoints (and so notices it is idle) as usual
+    let again = dir.join("pipeline-again.yaml");
+    std::fs::write(
+        &again,
+        text.replace("checkpoint_interval_ms: 3600000", "checkpoint_interval_ms: 200"),
+    )
+    .unwrap();
+    let first = worker(&server.url, &pipe, None, false, dir.join("w1.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stream_count(&server.url, "THREATPILOT_FINDINGS").await == 0 {
+        assert!(Instant::now() < deadline, "no finding was published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the rest of the input is read, and what it opens published
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.kill9();
+    let before = stream_messages(&server.url, "THREATPILOT_FINDINGS").await;
+    // down three times the duplicate window: the server forgot every id
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summary = worker(&server.url, &again, None, true, dir.join("w2.log")).summary();
+    let c = &summary["counters"];
+    assert!(
+        c["findings_duplicate"].as_u64().unwrap() >= before,
+        "the {before} versions published before the kill are counted as duplicates: {summary}"
+    );
+    // no version stored twice, and the same findings as a clean run
+    let got = finals(&stored_findings(&server.url).await);
+    assert_eq!(got, reference(&t).await);
+}
+
+/// Messages in a stream, 0 while it does not exist.
+async fn stream_count(url: &str, name: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    match js.get_stream(name).await {
+        Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+        Err(_) => 0,
+    }
+}

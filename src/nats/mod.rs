@@ -22,6 +22,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod publish;
+pub mod published;
 pub mod sink;
 pub mod source;
 pub mod subject;

@@ -210,6 +210,8 @@ struct Worker {
     batch_size: usize,
     /// How far a record's time may run ahead of its JetStream publish time.
     max_future_skew_ms: i64,
+    /// Finding versions already published (with a NATS sink).
+    published: Option<super::published::Published>,
     sinks: Sinks,
     /// Parser state per source (subject without its partition), in order
     /// of first sight, found through `source_index`.
@@ -278,8 +280,10 @@ pub async fn run_worker(
         },
     )
     .await?;
+    let mut published = None;
     if let Some(c) = &sink_cfg {
         sink::ensure_findings_stream(&js, c, dup_window).await?;
+        published = Some(super::published::Published::open(&js, &name).await?);
     }
     let store = match js.get_object_store(&src.checkpoint_bucket).await {
         Ok(s) => s,
@@ -319,6 +323,7 @@ pub async fn run_worker(
         stages,
         batch_size: spec.batch_size.max(1),
         max_future_skew_ms: spec.detect.max_future_skew_secs as i64 * 1000,
+        published,
         sinks,
         sources: Vec::new(),
         source_index: HashMap::new(),
@@ -554,15 +559,26 @@ impl Worker {
         if findings.is_empty() {
             return Ok(());
         }
-        if let Some(cfg) = &self.sink {
-            let out = findings
+        if let (Some(cfg), Some(published)) = (&self.sink, &mut self.published) {
+            // versions published before a restart are not published again
+            let fresh = published.unpublished(&findings).await;
+            let new: Vec<&crate::finding::Finding> = findings
+                .iter()
+                .zip(&fresh)
+                .filter(|(_, f)| **f)
+                .map(|(x, _)| x)
+                .collect();
+            let already = (findings.len() - new.len()) as u64;
+            let out = new
                 .iter()
                 .map(|f| sink::finding_message(cfg, f))
                 .collect::<Result<Vec<_>, _>>()?;
             let p = self.publisher.publish_all(out).await?;
+            published.record(&new).await;
             self.counters.findings_published += p.stored;
-            self.counters.findings_duplicate += p.duplicate;
-            metrics::counter!(crate::metrics::NATS_FINDINGS_DUPLICATE).increment(p.duplicate);
+            self.counters.findings_duplicate += p.duplicate + already;
+            metrics::counter!(crate::metrics::NATS_FINDINGS_DUPLICATE)
+                .increment(p.duplicate + already);
         }
         for f in findings {
             metrics::counter!(crate::metrics::FINDINGS_EMITTED, "detector" => f.detector.id.clone())
