@@ -420,4 +420,31 @@ fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipelin
     assert_eq!(v["lines"], 3020, "{v}");
     assert_eq!(v["rows"], rows, "{v}");
     assert_eq!(v["ids"], rows, "one id per row: {v}");
+    // the summary's template ids are the stores' template rows
+    let ids: u64 = err
+        .split(" ids stored")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no template ids in the summary: {err}"));
+    assert_eq!(
+        ch.number("SELECT count() FROM tp_identical.templates_latest FINAL"),
+        ids
+    );
+    let sql = support::threatpilot_ok(
+        [
+            std::ffi::OsStr::new("sql"),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "SELECT count(*) AS n FROM templates_latest".as_ref(),
+        ],
+        "sql",
+    );
+    let v: Value = serde_json::from_str(
+        String::from_utf8(sql.stdout).unwrap().lines().next().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["n"], ids, "{v}");
 }

@@ -257,8 +257,14 @@ fn execute(
 
 fn print_summary(s: &RunSummary, detectors: usize) {
     eprintln!(
-        "threatpilot: {} detectors, {} findings ({} versions), {} templates, {} unparsed lines, {:.2}s",
-        detectors, s.findings, s.finding_versions, s.templates, s.parse_failures, s.elapsed_secs
+        "threatpilot: {} detectors, {} findings ({} versions), {} templates ({} ids stored: a template that generalises gets a new one), {} unparsed lines, {:.2}s",
+        detectors,
+        s.findings,
+        s.finding_versions,
+        s.templates,
+        s.template_versions,
+        s.parse_failures,
+        s.elapsed_secs
     );
     for st in &s.stages {
         let dropped: Vec<String> = st

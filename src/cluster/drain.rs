@@ -107,6 +107,9 @@ pub struct Drain {
     roots: PrehashedMap<usize, usize>,
     clusters: Vec<Cluster>,
     pub overflowed: u64,
+    /// Times a template generalised (took a `<*>`), each giving it a new id.
+    #[serde(default)]
+    pub generalized: u64,
     #[serde(skip)]
     scratch_hashes: Vec<u64>,
     #[serde(skip)]
@@ -172,6 +175,7 @@ impl Drain {
             roots: PrehashedMap::default(),
             clusters: Vec::new(),
             overflowed: 0,
+            generalized: 0,
             scratch_hashes: Vec::new(),
             scratch_masked: String::new(),
         }
@@ -305,6 +309,7 @@ impl Drain {
             let text: Arc<str> = Arc::from(c.tokens.join(" "));
             c.id = xxh3_64(text.as_bytes());
             c.text = text;
+            self.generalized += 1;
         }
     }
 }

@@ -66,6 +66,13 @@ impl Clusterer {
         self.drain.clusters().len()
     }
 
+    /// Template ids ever given out: each template's first, and a new one
+    /// each time it generalised. Stores keep a row per id, so their
+    /// `templates_latest` counts these, not [`Self::template_count`].
+    pub fn template_versions(&self) -> usize {
+        self.drain.clusters().len() + self.drain.generalized as usize
+    }
+
     pub fn drain(&self) -> &Drain {
         &self.drain
     }

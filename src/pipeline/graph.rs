@@ -100,7 +100,11 @@ pub struct RunSummary {
     pub sources: Vec<StageReport>,
     pub findings: usize,
     pub finding_versions: usize,
+    /// Templates the miner holds at the end.
     pub templates: usize,
+    /// Template ids given out (a template that generalised has had more
+    /// than one): what the stores' `templates_latest` holds a row for.
+    pub template_versions: usize,
     pub parse_failures: u64,
     pub evicted_keys: u64,
     /// Read-to-emit latency of opened findings (threshold crossings), milliseconds.
@@ -263,7 +267,7 @@ pub struct Running {
     board: Board,
     parse: tokio::task::JoinHandle<(StageReport, u64)>,
     dedupe: tokio::task::JoinHandle<StageReport>,
-    cluster: tokio::task::JoinHandle<(StageReport, usize)>,
+    cluster: tokio::task::JoinHandle<(StageReport, (usize, usize))>,
     detect: tokio::task::JoinHandle<(StageReport, crate::detect::EngineStats)>,
     sink: tokio::task::JoinHandle<anyhow::Result<SinkOutcome>>,
 }
@@ -375,7 +379,7 @@ pub fn start(
                 break;
             }
         }
-        (live.rep, c.template_count())
+        (live.rep, (c.template_count(), c.template_versions()))
     });
 
     let engine_cfg = EngineConfig {
@@ -493,7 +497,7 @@ impl Running {
     pub async fn finish(self, sources: Vec<StageReport>) -> anyhow::Result<RunSummary> {
         let (parse_rep, failures) = self.parse.await?;
         let dedupe_rep = self.dedupe.await?;
-        let (cluster_rep, templates) = self.cluster.await?;
+        let (cluster_rep, (templates, template_versions)) = self.cluster.await?;
         let (detect_rep, engine_stats) = self.detect.await?;
         let ((sink_rep, findings, versions), mut latencies) = self.sink.await??;
         latencies.sort_by(f64::total_cmp);
@@ -519,6 +523,7 @@ impl Running {
             findings,
             finding_versions: versions,
             templates,
+            template_versions,
             parse_failures: failures,
             evicted_keys: engine_stats.evicted_keys,
             latency_p50_ms: pct(0.50),
