@@ -468,3 +468,101 @@ fn running_out_of_file_descriptors_backs_off_with_few_warnings_and_recovers() {
     });
     svc.stop();
 }
+
+#[test]
+fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
+    // THREATPILOT_SOAK_SECS shortens it for a quick local run
+    let secs: u64 = std::env::var("THREATPILOT_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let src = "  - type: loki_push\n    id: loki\n  - type: syslog\n    id: syslog\n    udp: 127.0.0.1:0\n    tcp: 127.0.0.1:0\n";
+    let extra = "  limits:\n    requests_per_sec: 100000\n    burst: 100000\n    header_read_timeout_secs: 2\n";
+    let yaml = pipeline(src, extra).replace("api:\n", "ingest_memory_mib: 128\napi:\n");
+    let svc = Service::start("soak", &yaml, Stdio::null());
+    let base = rss_kb(svc.pid());
+    let ceiling_kb = 128 * 1024 + 128 * 1024;
+    let bomb = entry_bomb(1_000_000);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    let mut round = 0u32;
+    let mut peak = base;
+    let mut slow: Vec<std::net::TcpStream> = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(secs) {
+        round += 1;
+        let attacker = format!("198.18.{}.{}", round / 250, round % 250 + 1);
+        std::thread::scope(|s| {
+            // four bombs at once
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let r = support::http(svc.api, "POST", "/loki/api/v1/push", &GZIP_JSON, &bomb);
+                    assert!(matches!(r.status, 413 | 503), "{}", r.status);
+                });
+            }
+            // a future-dated datagram and a normal brute force by syslog
+            s.spawn(|| {
+                let to = svc.syslog_udp.unwrap();
+                udp.send_to(
+                    b"<38>1 2099-01-01T00:00:00Z bastion sshd 77 - - Failed password for root from 198.51.100.99 port 22 ssh2",
+                    to,
+                )
+                .unwrap();
+                support::ship_ssh_failures(to, "127.0.0.1", &attacker, "admin", 8);
+            });
+            // a normal push, retried after 503 as Loki clients do
+            s.spawn(|| {
+                let body = ssh_push(&format!("198.19.{}.{}", round / 250, round % 250 + 1), 8);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let r = svc.post(
+                        "/loki/api/v1/push",
+                        &[("Content-Type", "application/json")],
+                        &body,
+                    );
+                    if r.status == 204 {
+                        break;
+                    }
+                    assert_eq!(r.status, 503, "{}", r.text());
+                    assert!(std::time::Instant::now() < deadline, "never taken");
+                    let wait: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_secs(wait));
+                }
+            });
+        });
+        // slow clients come and go (the header timeout cuts them)
+        slow.retain(|s| !closed_now(s));
+        for i in 0..10 {
+            if let Ok(mut s) = connect_from(&format!("127.0.7.{}", i + 1), svc.api) {
+                let _ = std::io::Write::write_all(&mut s, b"GET /heal");
+                slow.push(s);
+            }
+        }
+        assert!(slow.len() < 200, "slow connections pile up: {}", slow.len());
+        peak = peak.max(rss_kb(svc.pid()));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    drop(slow);
+    // normal detection still works, for both sources
+    let fresh = "198.20.0.1";
+    support::ship_ssh_failures(svc.syslog_udp.unwrap(), "127.0.0.1", fresh, "admin", 8);
+    svc.wait_for("detection after the soak", 20, |s| !findings_for(s, fresh).is_empty());
+    let found = svc
+        .read_jsonl("findings.jsonl")
+        .iter()
+        .filter(|f| f["offender"]["value"].as_str().is_some_and(|v| v.starts_with("198.1")))
+        .map(|f| f["offender"]["value"].as_str().unwrap().to_owned())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert!(
+        found as u32 >= 2 * round - 2,
+        "{found} attackers found of {} sent",
+        2 * round
+    );
+    assert_eq!(stage_count(&svc, "detect", "dropped", "late"), 0);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = rss_kb(svc.pid());
+    eprintln!("soak: {round} rounds in {secs} s, RSS {base} kB at start, peak {peak} kB, {after} kB after");
+    assert!(peak < base + ceiling_kb, "peak RSS {peak} kB from {base} kB");
+    assert!(after < base + ceiling_kb, "RSS {after} kB after the soak");
+    svc.stop();
+}
