@@ -278,6 +278,7 @@ fn a_hundred_concurrent_gzip_bombs_and_entry_bombs_stay_under_the_memory_ceiling
         "the budget refused some: {statuses:?}"
     );
     let ceiling_kb = 128 * 1024 + 96 * 1024;
+    eprintln!("bombs: RSS {base} kB at start, peak {peak} kB; answers {statuses:?}");
     assert!(
         peak < base + ceiling_kb,
         "RSS went from {base} kB to {peak} kB (ceiling {ceiling_kb} kB above the start)"
