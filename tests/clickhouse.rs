@@ -394,7 +394,8 @@ fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipelin
     assert!(err.contains("store:clickhouse"), "{err}");
     assert!(err.contains("store:parquet"), "{err}");
     // ClickHouse merges rows by event_id: every stored event keeps its count
-    ch.query("OPTIMIZE TABLE tp_identical.events FINAL").unwrap();
+    ch.query("OPTIMIZE TABLE tp_identical.events FINAL")
+        .unwrap();
     let rows = ch.number("SELECT count() FROM tp_identical.events FINAL");
     let lines = ch.number("SELECT sum(event_count) FROM tp_identical.events FINAL");
     eprintln!("clickhouse: {rows} rows, {lines} lines");
@@ -414,7 +415,11 @@ fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipelin
         "sql",
     );
     let v: Value = serde_json::from_str(
-        String::from_utf8(sql.stdout).unwrap().lines().next().unwrap(),
+        String::from_utf8(sql.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(v["lines"], 3020, "{v}");
@@ -443,7 +448,11 @@ fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipelin
         "sql",
     );
     let v: Value = serde_json::from_str(
-        String::from_utf8(sql.stdout).unwrap().lines().next().unwrap(),
+        String::from_utf8(sql.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(v["n"], ids, "{v}");

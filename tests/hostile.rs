@@ -525,7 +525,10 @@ fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
                     }
                     assert_eq!(r.status, 503, "{}", r.text());
                     assert!(std::time::Instant::now() < deadline, "never taken");
-                    let wait: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap();
+                    let wait: u64 = r
+                        .header("retry-after")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap();
                     std::thread::sleep(std::time::Duration::from_secs(wait));
                 }
             });
@@ -546,11 +549,17 @@ fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
     // normal detection still works, for both sources
     let fresh = "198.20.0.1";
     support::ship_ssh_failures(svc.syslog_udp.unwrap(), "127.0.0.1", fresh, "admin", 8);
-    svc.wait_for("detection after the soak", 20, |s| !findings_for(s, fresh).is_empty());
+    svc.wait_for("detection after the soak", 20, |s| {
+        !findings_for(s, fresh).is_empty()
+    });
     let found = svc
         .read_jsonl("findings.jsonl")
         .iter()
-        .filter(|f| f["offender"]["value"].as_str().is_some_and(|v| v.starts_with("198.1")))
+        .filter(|f| {
+            f["offender"]["value"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("198.1"))
+        })
         .map(|f| f["offender"]["value"].as_str().unwrap().to_owned())
         .collect::<std::collections::HashSet<_>>()
         .len();
@@ -562,8 +571,13 @@ fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
     assert_eq!(stage_count(&svc, "detect", "dropped", "late"), 0);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let after = rss_kb(svc.pid());
-    eprintln!("soak: {round} rounds in {secs} s, RSS {base} kB at start, peak {peak} kB, {after} kB after");
-    assert!(peak < base + ceiling_kb, "peak RSS {peak} kB from {base} kB");
+    eprintln!(
+        "soak: {round} rounds in {secs} s, RSS {base} kB at start, peak {peak} kB, {after} kB after"
+    );
+    assert!(
+        peak < base + ceiling_kb,
+        "peak RSS {peak} kB from {base} kB"
+    );
     assert!(after < base + ceiling_kb, "RSS {after} kB after the soak");
     svc.stop();
 }

@@ -836,7 +836,10 @@ async fn a_worker_down_longer_than_the_duplicate_window_publishes_each_version_o
     let again = dir.join("pipeline-again.yaml");
     std::fs::write(
         &again,
-        text.replace("checkpoint_interval_ms: 3600000", "checkpoint_interval_ms: 200"),
+        text.replace(
+            "checkpoint_interval_ms: 3600000",
+            "checkpoint_interval_ms: 200",
+        ),
     )
     .unwrap();
     let first = worker(&server.url, &pipe, None, false, dir.join("w1.log"));

@@ -39,8 +39,8 @@ impl Published {
         let bucket = bucket_name(name);
         let kv = match js.get_key_value(&bucket).await {
             Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(jetstream::kv::Config {
+            Err(_) => {
+                js.create_key_value(jetstream::kv::Config {
                     bucket: bucket.clone(),
                     description: "finding versions this worker has published".into(),
                     history: 1,
@@ -48,7 +48,8 @@ impl Published {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| NatsError::Setup(format!("published-versions bucket {bucket}: {e}")))?,
+                .map_err(|e| NatsError::Setup(format!("published-versions bucket {bucket}: {e}")))?
+            }
         };
         Ok(Published {
             kv,
@@ -123,7 +124,8 @@ impl Published {
                 failed,
                 "could not record published finding versions; a restart may publish them again"
             );
-            metrics::counter!(crate::metrics::NATS_PUBLISHED_RECORD_ERRORS).increment(failed as u64);
+            metrics::counter!(crate::metrics::NATS_PUBLISHED_RECORD_ERRORS)
+                .increment(failed as u64);
         }
     }
 
@@ -155,9 +157,6 @@ mod tests {
 
     #[test]
     fn bucket_names_are_valid_for_any_worker_name() {
-        assert_eq!(
-            bucket_name("edge.p0/1"),
-            "threatpilot_published_edge_p0_1"
-        );
+        assert_eq!(bucket_name("edge.p0/1"), "threatpilot_published_edge_p0_1");
     }
 }

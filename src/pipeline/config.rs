@@ -330,8 +330,18 @@ pub fn load_str(text: &str, path: &str) -> Result<PipelineSpec, crate::detect::C
             "the clickhouse and parquet sinks of one pipeline store the same events: give them the same events and sample_rate".into(),
         ));
     }
-    if spec.sinks.iter().filter(|s| matches!(s, SinkConfig::Clickhouse(_))).count() > 1
-        || spec.sinks.iter().filter(|s| matches!(s, SinkConfig::Parquet(_))).count() > 1
+    if spec
+        .sinks
+        .iter()
+        .filter(|s| matches!(s, SinkConfig::Clickhouse(_)))
+        .count()
+        > 1
+        || spec
+            .sinks
+            .iter()
+            .filter(|s| matches!(s, SinkConfig::Parquet(_)))
+            .count()
+            > 1
     {
         return Err(err(
             "at most one clickhouse and one parquet sink per pipeline".into(),
