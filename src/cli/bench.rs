@@ -82,6 +82,14 @@ pub struct Args {
     /// updates, then deliveries to a local webhook receiver.
     #[arg(long)]
     notify: bool,
+    /// Time `threatpilot replay` as a whole process over these files
+    /// instead (each copied --copies times with varied addresses): lines
+    /// per CPU-second, wall time and peak RSS.
+    #[arg(long, num_args = 1..)]
+    replay: Vec<String>,
+    /// Copies of each --replay file, each a file of its own.
+    #[arg(long, default_value_t = 1)]
+    copies: usize,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -183,6 +191,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runs: args.runs,
             url,
             batch_rows: args.batch_rows,
+            json: args.json,
+        });
+    }
+    if !args.replay.is_empty() {
+        return super::bench_replay::run(super::bench_replay::ReplayBench {
+            files: args.replay,
+            copies: args.copies,
+            runs: args.runs,
+            detectors: args.detectors,
             json: args.json,
         });
     }

@@ -6,6 +6,7 @@ mod bench_clickhouse;
 mod bench_loki;
 mod bench_nats;
 mod bench_outputs;
+mod bench_replay;
 mod bench_respond;
 mod bench_search;
 mod check;

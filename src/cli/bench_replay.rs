@@ -1,0 +1,160 @@
+//! `threatpilot bench --replay FILE…`: what a user runs, timed as a whole
+//! process.
+//!
+//! The in-process figures of `bench` time stages over inputs that suit
+//! them; this times `threatpilot replay` itself, start to exit, on real
+//! files: CPU time (user + system, from the kernel's accounting of the
+//! child), wall time and peak resident memory. Each file is copied
+//! `--copies` times with its IPv4 addresses varied per copy (so a
+//! honeypot log becomes many attackers), each copy a file of its own, in
+//! its own time order, as rotated or per-host logs are.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub struct ReplayBench {
+    pub files: Vec<String>,
+    pub copies: usize,
+    pub runs: usize,
+    pub detectors: String,
+    pub json: bool,
+}
+
+#[derive(Serialize, Default, Clone)]
+struct Run {
+    wall_secs: f64,
+    cpu_secs: f64,
+    lines_per_cpu_sec: f64,
+    peak_rss_mib: f64,
+    findings: usize,
+}
+
+#[derive(Serialize, Default)]
+struct Report {
+    inputs: Vec<String>,
+    copies: usize,
+    lines: usize,
+    bytes: u64,
+    /// Medians over the runs.
+    wall_secs: f64,
+    cpu_secs: f64,
+    lines_per_cpu_sec: f64,
+    wall_secs_per_million_lines: f64,
+    peak_rss_mib: f64,
+    findings: usize,
+    runs: Vec<Run>,
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of waited-for children so far.
+fn children_usage() -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime) + secs(ru.ru_stime), ru.ru_maxrss as f64)
+}
+
+/// Writes the copies; returns their paths, lines and bytes.
+fn copies(files: &[String], n: usize, dir: &Path) -> anyhow::Result<(Vec<PathBuf>, usize, u64)> {
+    let ip = regex::bytes::Regex::new(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")?;
+    let (mut paths, mut lines, mut bytes) = (Vec::new(), 0, 0u64);
+    for (fi, f) in files.iter().enumerate() {
+        // bytes as they are: invalid UTF-8 is part of what is measured
+        let raw = std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?;
+        for c in 0..n.max(1) {
+            let text: Vec<u8> = if c == 0 {
+                raw.clone()
+            } else {
+                ip.replace_all(&raw, |caps: &regex::bytes::Captures| {
+                    format!(
+                        "{}.{}.{}.{}",
+                        10 + (c >> 16) % 200,
+                        (c >> 8) & 255,
+                        c & 255,
+                        String::from_utf8_lossy(&caps[4])
+                    )
+                    .into_bytes()
+                })
+                .into_owned()
+            };
+            lines += text.iter().filter(|&&b| b == b'\n').count();
+            bytes += text.len() as u64;
+            let p = dir.join(format!("{fi}-{c}.log"));
+            std::fs::write(&p, text)?;
+            paths.push(p);
+        }
+    }
+    Ok((paths, lines, bytes))
+}
+
+pub fn run(b: ReplayBench) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!b.files.is_empty(), "--replay needs at least one file");
+    let dir = std::env::temp_dir().join(format!("threatpilot-bench-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (paths, lines, bytes) = copies(&b.files, b.copies, &dir)?;
+    let exe = std::env::current_exe()?;
+    let mut runs = Vec::new();
+    for _ in 0..b.runs.max(1) {
+        let (cpu0, _) = children_usage();
+        let t = Instant::now();
+        let out = Command::new(&exe)
+            .arg("replay")
+            .args(&paths)
+            .args(["--detectors", &b.detectors])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()?;
+        let wall = t.elapsed().as_secs_f64();
+        let (cpu1, rss_kib) = children_usage();
+        anyhow::ensure!(out.status.success(), "replay failed: {}", out.status);
+        let cpu = cpu1 - cpu0;
+        runs.push(Run {
+            wall_secs: wall,
+            cpu_secs: cpu,
+            lines_per_cpu_sec: lines as f64 / cpu.max(1e-9),
+            peak_rss_mib: rss_kib / 1024.0,
+            findings: out.stdout.iter().filter(|&&c| c == b'\n').count(),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let med = |f: fn(&Run) -> f64| super::bench::median(runs.iter().map(f).collect());
+    let r = Report {
+        inputs: b.files.clone(),
+        copies: b.copies,
+        lines,
+        bytes,
+        wall_secs: med(|r| r.wall_secs),
+        cpu_secs: med(|r| r.cpu_secs),
+        lines_per_cpu_sec: med(|r| r.lines_per_cpu_sec),
+        wall_secs_per_million_lines: med(|r| r.wall_secs) * 1e6 / lines.max(1) as f64,
+        // the kernel keeps the largest child's peak, over every run so far
+        peak_rss_mib: runs.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max),
+        findings: runs.first().map_or(0, |r| r.findings),
+        runs,
+    };
+    if b.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "replay of {} lines ({:.1} MB; {} files × {} copies), median of {} runs:",
+            r.lines,
+            r.bytes as f64 / 1e6,
+            b.files.len(),
+            b.copies,
+            r.runs.len()
+        );
+        println!(
+            "  {:.0} lines per CPU-second ({:.2} CPU-s), {:.2} s wall ({:.2} s per million lines), peak RSS {:.0} MiB, {} findings",
+            r.lines_per_cpu_sec,
+            r.cpu_secs,
+            r.wall_secs,
+            r.wall_secs_per_million_lines,
+            r.peak_rss_mib,
+            r.findings
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
