@@ -402,26 +402,10 @@ fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipelin
     assert_eq!(lines, 3020, "{rows} rows");
     assert!(rows > 20, "the identical run spans several batches: {rows}");
     // the embedded store holds the same rows and counts
-    let sql = support::threatpilot_ok(
-        [
-            std::ffi::OsStr::new("sql"),
-            "--data".as_ref(),
-            data.as_os_str(),
-            "--format".as_ref(),
-            "json".as_ref(),
-            "SELECT count(*) AS rows, sum(event_count) AS lines, count(DISTINCT event_id) AS ids FROM events"
-                .as_ref(),
-        ],
-        "sql",
+    let v = sql_json(
+        &data,
+        "SELECT count(*) AS rows, sum(event_count) AS lines, count(DISTINCT event_id) AS ids FROM events",
     );
-    let v: Value = serde_json::from_str(
-        String::from_utf8(sql.stdout)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
     assert_eq!(v["lines"], 3020, "{v}");
     assert_eq!(v["rows"], rows, "{v}");
     assert_eq!(v["ids"], rows, "one id per row: {v}");
@@ -436,24 +420,23 @@ fn identical_lines_across_batches_keep_their_count_in_both_stores_of_one_pipelin
         ch.number("SELECT count() FROM tp_identical.templates_latest FINAL"),
         ids
     );
-    let sql = support::threatpilot_ok(
+    let v = sql_json(&data, "SELECT count(*) AS n FROM templates_latest");
+    assert_eq!(v["n"], ids, "{v}");
+}
+
+/// The first row of a query over an embedded store, as JSON.
+fn sql_json(data: &std::path::Path, query: &str) -> Value {
+    let out = support::threatpilot_ok(
         [
             std::ffi::OsStr::new("sql"),
             "--data".as_ref(),
             data.as_os_str(),
             "--format".as_ref(),
             "json".as_ref(),
-            "SELECT count(*) AS n FROM templates_latest".as_ref(),
+            query.as_ref(),
         ],
         "sql",
     );
-    let v: Value = serde_json::from_str(
-        String::from_utf8(sql.stdout)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(v["n"], ids, "{v}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
 }

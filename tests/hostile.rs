@@ -164,15 +164,6 @@ fn an_alert_dated_2099_or_resent_with_an_older_start_is_never_dropped_as_late() 
     assert_eq!(last["metrics"]["unique_targets"], 2, "{last}");
 }
 
-/// Resident memory of a process, from /proc (kB).
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn gzip(b: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -224,7 +215,7 @@ fn a_hundred_concurrent_gzip_bombs_and_entry_bombs_stay_under_the_memory_ceiling
     let extra = "  limits:\n    requests_per_sec: 100000\n    burst: 100000\n    max_connections_per_client: 200\n";
     let yaml = pipeline(LOKI, extra).replace("api:\n", "ingest_memory_mib: 128\napi:\n");
     let svc = Service::start("bombs", &yaml, Stdio::null());
-    let base = rss_kb(svc.pid());
+    let base = support::rss_kb(svc.pid());
     // 6.5M entries: about 60 MB inflated, 60 KB sent
     let bomb = std::sync::Arc::new(entry_bomb(6_500_000));
     // 2.2M entries in one body (the Loki JSON that took 2 GB)
@@ -240,7 +231,7 @@ fn a_hundred_concurrent_gzip_bombs_and_entry_bombs_stay_under_the_memory_ceiling
         let (peak, done, pid) = (peak.clone(), done.clone(), svc.pid());
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak.fetch_max(rss_kb(pid), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(support::rss_kb(pid), std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         })
@@ -481,7 +472,7 @@ fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
     let extra = "  limits:\n    requests_per_sec: 100000\n    burst: 100000\n    header_read_timeout_secs: 2\n";
     let yaml = pipeline(src, extra).replace("api:\n", "ingest_memory_mib: 128\napi:\n");
     let svc = Service::start("soak", &yaml, Stdio::null());
-    let base = rss_kb(svc.pid());
+    let base = support::rss_kb(svc.pid());
     let ceiling_kb = 128 * 1024 + 128 * 1024;
     let bomb = entry_bomb(1_000_000);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -542,7 +533,7 @@ fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
             }
         }
         assert!(slow.len() < 200, "slow connections pile up: {}", slow.len());
-        peak = peak.max(rss_kb(svc.pid()));
+        peak = peak.max(support::rss_kb(svc.pid()));
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     drop(slow);
@@ -570,7 +561,7 @@ fn soak_ten_minutes_of_mixed_hostile_and_normal_traffic() {
     );
     assert_eq!(stage_count(&svc, "detect", "dropped", "late"), 0);
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let after = rss_kb(svc.pid());
+    let after = support::rss_kb(svc.pid());
     eprintln!(
         "soak: {round} rounds in {secs} s, RSS {base} kB at start, peak {peak} kB, {after} kB after"
     );

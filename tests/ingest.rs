@@ -398,15 +398,6 @@ fn the_live_stream_sends_each_finding_version_as_it_is_emitted() {
     svc.stop();
 }
 
-/// Peak resident memory of a process, from /proc (kB).
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn overload_is_answered_503_memory_stays_bounded_and_retries_lose_nothing() {
@@ -428,11 +419,11 @@ fn overload_is_answered_503_memory_stays_bounded_and_retries_lose_nothing() {
     let mut accepted = 0usize;
     let mut refused = Vec::new();
     let mut peak = 0;
-    let base = rss_kb(svc.pid());
+    let base = support::rss_kb(svc.pid());
     for k in 0..400 {
         let (n, body) = body_for(k);
         let r = svc.post("/loki/api/v1/push", &[JSON], &body);
-        peak = peak.max(rss_kb(svc.pid()));
+        peak = peak.max(support::rss_kb(svc.pid()));
         match r.status {
             204 => accepted += n,
             503 => {

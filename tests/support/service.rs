@@ -271,6 +271,16 @@ pub fn http(
     read_response(&mut s)
 }
 
+/// Resident memory of a process, from /proc (kB).
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// One request that may fail (a server that closes or is not there yet):
 /// `None` instead of a panic.
 pub fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<Response> {
