@@ -164,7 +164,6 @@ fn an_alert_dated_2099_or_resent_with_an_older_start_is_never_dropped_as_late() 
     assert_eq!(last["metrics"]["unique_targets"], 2, "{last}");
 }
 
-
 fn gzip(b: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

@@ -398,7 +398,6 @@ fn the_live_stream_sends_each_finding_version_as_it_is_emitted() {
     svc.stop();
 }
 
-
 #[test]
 fn overload_is_answered_503_memory_stays_bounded_and_retries_lose_nothing() {
     // findings go to a stdout nobody reads yet: the sink blocks, and the
