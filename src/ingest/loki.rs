@@ -372,6 +372,10 @@ struct JsonStream {
 /// no context of its own).
 struct Meter {
     grant: super::budget::Grant,
+    /// Bytes taken from the budget ahead of the entries that will use
+    /// them: the shared counter is touched once per `CHARGE_STEP`, not
+    /// once per entry.
+    credit: usize,
     lines: usize,
     max_lines: usize,
     stopped: Option<PushError>,
@@ -391,6 +395,7 @@ fn metered<T>(
     METER.with(|m| {
         *m.borrow_mut() = Some(Meter {
             grant: grant.empty(),
+            credit: 0,
             lines: 0,
             max_lines: limits.max_lines,
             stopped: None,
@@ -407,6 +412,10 @@ fn metered<T>(
     r
 }
 
+/// What the meter takes from the budget at a time (what is left unused
+/// is given back when the decode ends: see [`decode_within`]).
+const CHARGE_STEP: usize = 64 << 10;
+
 /// Charges one decoded entry; `Err` stops the decode.
 fn charge(cost: usize) -> Result<(), &'static str> {
     METER.with(|m| {
@@ -422,10 +431,15 @@ fn charge(cost: usize) -> Result<(), &'static str> {
             )));
             return Err("too many entries");
         }
-        if !m.grant.grow(cost) {
-            m.stopped = Some(over_budget("decode the body", m.grant.held() + cost));
-            return Err("over the memory budget");
+        if cost > m.credit {
+            let step = cost.max(CHARGE_STEP);
+            if !m.grant.grow(step) {
+                m.stopped = Some(over_budget("decode the body", m.grant.held() + step));
+                return Err("over the memory budget");
+            }
+            m.credit += step;
         }
+        m.credit -= cost;
         Ok(())
     })
 }
