@@ -420,23 +420,38 @@ fn running_out_of_file_descriptors_backs_off_with_few_warnings_and_recovers() {
     // more connections than the process has descriptors, to both listeners
     let tcp = svc.syslog_tcp.unwrap();
     let mut held = Vec::new();
-    for i in 0..300 {
+    let flood = std::time::Instant::now();
+    // once connects time out the backlogs are full: more would only wait
+    let mut timeouts = 0;
+    'flood: for i in 0..300 {
         for to in [svc.api, tcp] {
-            if let Ok(s) = connect_from(&format!("127.0.5.{}", i % 250 + 1), to) {
-                held.push(s);
+            match connect_from(&format!("127.0.5.{}", i % 250 + 1), to) {
+                Ok(s) => held.push(s),
+                Err(_) => {
+                    timeouts += 1;
+                    if timeouts >= 6 {
+                        break 'flood;
+                    }
+                }
             }
         }
     }
-    eprintln!("{} connections held", held.len());
     std::thread::sleep(std::time::Duration::from_secs(4));
+    // at most one warning per listener per 10 s since the flood began
+    let secs = flood.elapsed().as_secs();
+    let allowed = 2 * (secs / 10 + 2) as usize;
     let warnings = svc
         .stderr_text()
         .lines()
         .filter(|l| l.contains("accept failed"))
         .count();
+    eprintln!(
+        "{} connections held; {warnings} accept warnings in {secs} s",
+        held.len()
+    );
     assert!(
-        (1..=8).contains(&warnings),
-        "{warnings} accept warnings in 4 s:\n{}",
+        (1..=allowed).contains(&warnings),
+        "{warnings} accept warnings in {secs} s (at most {allowed}):\n{}",
         svc.stderr_text()
     );
     drop(held);
