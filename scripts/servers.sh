@@ -129,13 +129,14 @@ ensure_targets() {
   echo "servers: $(/usr/sbin/nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3)" >&2
 }
 
-# What reports and notifications are checked with: headless Chromium from
-# Debian (opens the HTML report) and aiosmtpd from PyPI (a real SMTP
-# receiver with STARTTLS and AUTH). Tests start their own.
+# What reports, the console and notifications are checked with: headless
+# Chromium from Debian (opens the HTML report), its ChromeDriver (drives the
+# console over WebDriver) and aiosmtpd from PyPI (a real SMTP receiver with
+# STARTTLS and AUTH). Tests start their own.
 ensure_reporting() {
-  if [ ! -x /usr/bin/chromium ]; then
-    echo "servers: installing chromium from Debian" >&2
-    apt_install chromium fonts-dejavu-core
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "servers: installing chromium and chromium-driver from Debian" >&2
+    apt_install chromium chromium-driver fonts-dejavu-core
   fi
   if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
     echo "servers: installing aiosmtpd from PyPI" >&2

@@ -102,6 +102,7 @@ impl FindingsHub {
 
     /// Latest versions that pass `q`, most recently seen first.
     pub fn list(&self, q: &ListQuery) -> Vec<Arc<Finding>> {
+        let since = q.since_ms().ok().flatten();
         let Ok(s) = self.inner.lock() else {
             return Vec::new();
         };
@@ -109,16 +110,36 @@ impl FindingsHub {
             .by_id
             .values()
             .filter_map(|e| e.versions.back())
-            .filter(|f| q.admits(f))
+            .filter(|f| q.admits_since(f, since))
             .cloned()
             .collect();
-        out.sort_by(|a, b| {
+        drop(s);
+        let newest_first = |a: &Arc<Finding>, b: &Arc<Finding>| {
             b.last_seen
                 .cmp(&a.last_seen)
                 .then(a.finding_id.cmp(&b.finding_id))
-        });
-        out.truncate(q.limit.unwrap_or(100).clamp(1, 1000));
+        };
+        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+        // only the page is sorted: a hundred thousand held stay cheap
+        if out.len() > limit {
+            out.select_nth_unstable_by(limit, newest_first);
+            out.truncate(limit);
+        }
+        out.sort_by(newest_first);
         out
+    }
+
+    /// The latest version of every finding held, in no order.
+    pub fn latest(&self) -> Vec<Arc<Finding>> {
+        self.inner
+            .lock()
+            .map(|s| {
+                s.by_id
+                    .values()
+                    .filter_map(|e| e.versions.back().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A finding's updates, oldest first; `None` when unknown.
@@ -171,21 +192,19 @@ impl ListQuery {
     }
 
     pub fn admits(&self, f: &Finding) -> bool {
+        self.admits_since(f, self.since_ms().ok().flatten())
+    }
+
+    /// [`admits`](Self::admits) with `since` already read.
+    fn admits_since(&self, f: &Finding, since: Option<i64>) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        let status = serde_json::to_value(f.status).ok();
-        eq(
-            &self.status,
-            status.as_ref().and_then(|v| v.as_str()).unwrap_or(""),
-        ) && eq(&self.domain, f.domain.as_str())
+        eq(&self.status, f.status.as_str())
+            && eq(&self.domain, f.domain.as_str())
             && eq(&self.classification, &f.classification)
             && eq(&self.detector, &f.detector.id)
             && eq(&self.offender, &f.offender.value)
             && self.severity.is_none_or(|s| f.severity >= s)
-            && self
-                .since_ms()
-                .ok()
-                .flatten()
-                .is_none_or(|t| f.last_seen >= t)
+            && since.is_none_or(|t| f.last_seen >= t)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod cli_support;
 pub mod cluster;
+pub mod console;
 pub mod dedupe;
 pub mod detect;
 pub mod escape;

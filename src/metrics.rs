@@ -42,6 +42,8 @@ pub const STORE_SPOOL_BATCHES: &str = "threatpilot_store_spool_batches";
 pub const SEARCH_INDEXED: &str = "threatpilot_search_indexed_total";
 pub const SEARCH_INDEX_ERRORS: &str = "threatpilot_search_index_errors_total";
 pub const API_SSE_CLIENTS: &str = "threatpilot_api_sse_clients";
+pub const CONSOLE_SESSIONS: &str = "threatpilot_console_sessions";
+pub const CONSOLE_REFUSED: &str = "threatpilot_console_refused_total";
 pub const RESPOND_FINDINGS_DROPPED: &str = "threatpilot_respond_findings_dropped_total";
 pub const RESPOND_EXECUTIONS: &str = "threatpilot_respond_executions_total";
 pub const NOTIFY_SENT: &str = "threatpilot_notify_sent_total";
@@ -130,6 +132,16 @@ pub fn describe() {
         API_SSE_CLIENTS,
         Unit::Count,
         "clients following the live findings stream"
+    );
+    describe_gauge!(
+        CONSOLE_SESSIONS,
+        Unit::Count,
+        "console sessions held (logged-in people)"
+    );
+    describe_counter!(
+        CONSOLE_REFUSED,
+        Unit::Count,
+        "console requests refused, by reason (login, csrf, origin, role)"
     );
     describe_counter!(
         STAGE_RECEIVED,

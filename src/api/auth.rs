@@ -119,6 +119,16 @@ impl Auth {
         }
     }
 
+    /// Whether tokens are asked for at all (without, the API is open).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The name and role of a presented token, for the console's login.
+    pub fn login(&self, token: &str) -> Option<(String, Role)> {
+        self.lookup(token.trim())
+    }
+
     pub fn metrics_public(&self) -> bool {
         !self.enabled || self.public_metrics
     }

@@ -19,6 +19,9 @@ pub struct ApiConfig {
     /// kept when over).
     #[serde(default = "default_max_findings")]
     pub max_findings: usize,
+    /// The web console under `/console` (on by default).
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 fn default_max_findings() -> usize {
@@ -181,6 +184,7 @@ impl ApiConfig {
             auth: None,
             limits: LimitsConfig::default(),
             max_findings: default_max_findings(),
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }

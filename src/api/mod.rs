@@ -73,14 +73,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// What the handlers read.
 pub(crate) struct ApiState {
-    pipeline: String,
+    pub(crate) pipeline: String,
     started: Instant,
     ready: Arc<AtomicBool>,
     prometheus: PrometheusHandle,
-    auth: auth::Auth,
+    pub(crate) auth: auth::Auth,
     limits: config::LimitsConfig,
     rate: limits::RateLimiter,
-    hub: Arc<FindingsHub>,
+    pub(crate) hub: Arc<FindingsHub>,
     /// Taken at shutdown, so pushes get 503 and the graph can drain.
     ingress: RwLock<Option<Ingress>>,
     loki: Option<PushSource<LokiPushConfig>>,
@@ -90,9 +90,11 @@ pub(crate) struct ApiState {
     budget: Arc<crate::ingest::budget::MemoryBudget>,
     /// Push bodies decoded at once (one per core).
     decoders: Arc<tokio::sync::Semaphore>,
-    stop: watch::Receiver<bool>,
-    respond: Option<Arc<crate::respond::runtime::View>>,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) respond: Option<Arc<crate::respond::runtime::View>>,
     slack: Vec<crate::notify::runtime::Interactive>,
+    /// The web console, unless the pipeline turned it off.
+    pub(crate) console: Option<crate::console::Console>,
 }
 
 impl ApiState {
@@ -126,6 +128,8 @@ pub struct Routes {
     pub respond: Option<Arc<crate::respond::runtime::View>>,
     /// Slack channels whose approve / reject buttons come back here.
     pub slack: Vec<crate::notify::runtime::Interactive>,
+    /// What the console reads beyond this: the store, reports, search.
+    pub console: crate::console::Context,
 }
 
 impl Routes {
@@ -143,6 +147,7 @@ impl Routes {
             stop: watch::channel(false).1,
             respond: None,
             slack: Vec::new(),
+            console: crate::console::Context::default(),
         }
     }
 }
@@ -204,6 +209,10 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
         stop: routes.stop,
         respond: routes.respond,
         slack: routes.slack,
+        console: cfg
+            .console
+            .enabled
+            .then(|| crate::console::Console::new(cfg.console.clone(), routes.console)),
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -238,6 +247,7 @@ pub async fn start(cfg: &ApiConfig, routes: Routes) -> Result<Api, ApiError> {
             post(respond::reset_breaker),
         )
         .route("/slack/interactions", post(slack::interactions))
+        .merge(crate::console::routes())
         .layer(axum::extract::DefaultBodyLimit::disable())
         // no answer is ever sniffed into HTML or script by a browser
         .layer(axum::middleware::map_response(

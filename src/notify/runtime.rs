@@ -201,6 +201,7 @@ pub fn start(
                     if let Err(e) = kept {
                         tracing::error!(error = %e, "notify outbox write failed");
                     }
+                    view.note_analysis(&id, &text);
                     asking.remove(&id);
                     // only messages updated in place show it now; the
                     // others carry it from the incident's next state
@@ -243,6 +244,9 @@ pub fn start(
                         let analysis = outbox
                             .reference(&format!("analysis:{id}"))
                             .map(str::to_owned);
+                        if let Some(a) = &analysis {
+                            view.note_analysis(&id, a);
+                        }
                         let n = Notice {
                             actions: view.actions_of(&id),
                             incident,

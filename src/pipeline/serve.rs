@@ -48,6 +48,29 @@ pub fn long_lived(spec: &PipelineSpec) -> bool {
     })
 }
 
+/// Where the console finds the store, the reports and the search index.
+fn console_context(spec: &PipelineSpec, detectors: &[Detector]) -> crate::console::Context {
+    let store = spec.sinks.iter().find_map(|s| match s {
+        super::config::SinkConfig::Parquet(p) => Some(crate::report::schedule::Store::Parquet(
+            std::path::PathBuf::from(&p.dir),
+        )),
+        super::config::SinkConfig::Clickhouse(c) => {
+            Some(crate::report::schedule::Store::Clickhouse(c.clone()))
+        }
+        _ => None,
+    });
+    let reports = spec.report.as_ref().map(|r| crate::console::reports::ReportsAt {
+        dir: std::path::PathBuf::from(&r.dir),
+        timezone: r.timezone.parse().unwrap_or(chrono_tz::UTC),
+        geoip: r.geoip.clone(),
+    });
+    crate::console::Context {
+        store,
+        reports,
+        detectors: detectors.iter().map(|d| d.id.clone()).collect(),
+    }
+}
+
 /// Runs everything the pipeline file declares (not a NATS worker).
 pub async fn serve(
     spec: &PipelineSpec,
@@ -164,6 +187,7 @@ pub async fn serve(
         .into_iter()
         .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
         .unzip();
+    let console = console_context(spec, &detectors);
     let (ingress, running) = graph::start(spec, states, detectors, sinks)?;
     // senders the sources see are never acted on
     let ingress = match &view {
@@ -243,6 +267,7 @@ pub async fn serve(
                     .as_ref()
                     .map(|n| n.interactive.clone())
                     .unwrap_or_default(),
+                console,
             };
             Some(crate::api::start(cfg, routes).await?)
         }

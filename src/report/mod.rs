@@ -16,7 +16,7 @@ pub mod html;
 pub mod markdown;
 pub mod schedule;
 pub mod source;
-mod svg;
+pub mod svg;
 
 use std::collections::{BTreeMap, BTreeSet};
 

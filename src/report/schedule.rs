@@ -155,6 +155,7 @@ impl Schedule {
 }
 
 /// Where the scheduled report reads.
+#[derive(Clone, Debug)]
 pub enum Store {
     Parquet(PathBuf),
     Clickhouse(crate::store::ClickhouseSinkConfig),
@@ -242,14 +243,26 @@ async fn build(
     detectors: &[String],
     date: NaiveDate,
 ) -> anyhow::Result<(Report, String, String)> {
-    let day = Day::new(date, schedule.timezone)?;
+    render(store, schedule.timezone, &schedule.geoip, detectors, date).await
+}
+
+/// One day's report from the store, as Markdown and HTML (the schedule
+/// writes them; the console shows one on demand).
+pub async fn render(
+    store: &Store,
+    timezone: chrono_tz::Tz,
+    geoip: &[String],
+    detectors: &[String],
+    date: NaiveDate,
+) -> anyhow::Result<(Report, String, String)> {
+    let day = Day::new(date, timezone)?;
     let src = match store {
         Store::Parquet(dir) => Source::embedded(dir).await?,
         Store::Clickhouse(c) => Source::clickhouse_sink(c)?,
     };
     let mut report = super::gather(&src, &day, detectors).await?;
     // read at each report, so a database updated in place is picked up
-    super::geo::Geo::open(&schedule.geoip)?.enrich(&mut report);
+    super::geo::Geo::open(geoip)?.enrich(&mut report);
     let md = super::markdown::render(&report, &day);
     let html = super::html::render(&report, &day);
     Ok((report, md, html))

@@ -86,6 +86,10 @@ pub struct View {
     commands: mpsc::Sender<Msg>,
     /// A few evidence lines of recent findings, for incident analysis.
     evidence: RwLock<Evidence>,
+    /// Each incident's analysis text, once written (the console shows it).
+    analyses: RwLock<HashMap<String, String>>,
+    /// The audit chain's file.
+    pub audit_path: PathBuf,
 }
 
 /// Evidence lines by finding id, bounded: the oldest findings are
@@ -134,6 +138,25 @@ impl View {
             .flatten()
             .cloned()
             .collect()
+    }
+
+    /// Keeps an incident's analysis text; the oldest go past a bound.
+    pub fn note_analysis(&self, incident_id: &str, text: &str) {
+        if let Ok(mut a) = self.analyses.write() {
+            if a.len() >= EVIDENCE_FINDINGS && !a.contains_key(incident_id) {
+                let open: std::collections::HashSet<String> = self
+                    .incidents
+                    .read()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default();
+                a.retain(|id, _| open.contains(id));
+            }
+            a.insert(incident_id.to_owned(), text.to_owned());
+        }
+    }
+
+    pub fn analysis(&self, incident_id: &str) -> Option<String> {
+        self.analyses.read().ok()?.get(incident_id).cloned()
     }
 
     pub fn incidents(&self) -> Vec<Incident> {
@@ -327,6 +350,8 @@ pub fn start(
         guarded,
         commands: cmd_tx.clone(),
         evidence: RwLock::new(Evidence::default()),
+        analyses: RwLock::new(HashMap::new()),
+        audit_path: dir.join("audit.log"),
     });
     let mut queues: HashMap<String, mpsc::Sender<Action>> = HashMap::new();
     for spec in &c.connectors {
