@@ -22,8 +22,12 @@ use crate::respond::audit::{AuditRecord, Verified};
 /// The last verification of the chain, and the file state it was made on.
 #[derive(Default)]
 pub(super) struct ChainState {
-    last: Mutex<Option<(u64, Option<SystemTime>, String, bool)>>,
+    last: Mutex<Option<Checked>>,
 }
+
+/// A verification: the file's length and modification time, what it
+/// found, and whether the chain held.
+type Checked = (u64, Option<SystemTime>, String, bool);
 
 impl ChainState {
     /// `(text, intact)` for the chain at `path`, verified again only when
@@ -119,7 +123,7 @@ pub(super) async fn page(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(v) = &s.respond else {
         return page::problem(
@@ -179,7 +183,9 @@ pub(super) async fn page(
         esc(&chain),
         table(
             "audit-table",
-            &["Seq", "At", "Actor", "Decision", "Subject", "Detail", "Hash"],
+            &[
+                "Seq", "At", "Actor", "Decision", "Subject", "Detail", "Hash"
+            ],
             &rows,
             "No audit records yet."
         )
@@ -232,19 +238,35 @@ async fn decide(
 ) -> Response {
     let c = match super::console(s) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let verb = if approve { "approve" } else { "reject" };
     let subject = format!("{verb} {id}");
     let Some(who) = c.sessions.find(headers) else {
-        return super::refuse(s, None, StatusCode::UNAUTHORIZED, "login", &subject, "no session: log in first").await;
+        return super::refuse(
+            s,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "login",
+            &subject,
+            "no session: log in first",
+        )
+        .await;
     };
     if let Err(e) = super::session::check_post(Some(&who), f.csrf.as_deref(), headers) {
         let reason = match e {
             super::session::Forged::Origin(_) => "origin",
             super::session::Forged::Token => "csrf",
         };
-        return super::refuse(s, Some(&who), StatusCode::FORBIDDEN, reason, &subject, &e.to_string()).await;
+        return super::refuse(
+            s,
+            Some(&who),
+            StatusCode::FORBIDDEN,
+            reason,
+            &subject,
+            &e.to_string(),
+        )
+        .await;
     }
     if !who.may(Need::Respond) {
         let why = format!(
@@ -254,7 +276,11 @@ async fn decide(
         return super::refuse(s, Some(&who), StatusCode::FORBIDDEN, "role", &subject, &why).await;
     }
     let Some(v) = &s.respond else {
-        return page::problem(StatusCode::NOT_FOUND, Some(&who), "This pipeline does not respond.");
+        return page::problem(
+            StatusCode::NOT_FOUND,
+            Some(&who),
+            "This pipeline does not respond.",
+        );
     };
     v.guarded.add(peer.ip(), "a console approver");
     let actor = format!("{} (console)", who.name);
@@ -271,7 +297,9 @@ async fn decide(
     };
     match done {
         Ok(_) => Redirect::to(&super::safe_next(f.back.as_deref())).into_response(),
-        Err(e) if e.starts_with("no action") => page::problem(StatusCode::NOT_FOUND, Some(&who), &e),
+        Err(e) if e.starts_with("no action") => {
+            page::problem(StatusCode::NOT_FOUND, Some(&who), &e)
+        }
         Err(e) => page::problem(StatusCode::CONFLICT, Some(&who), &e),
     }
 }

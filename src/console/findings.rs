@@ -83,13 +83,21 @@ pub(super) async fn list(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let form = format!(
         r#"<form class="filters" method="get" action="/console/findings">{}{}{}{}{}{}{}<button type="submit">Filter</button></form>"#,
-        select("status", &f.status, &["open", "updated", "resolved", "suppressed"]),
+        select(
+            "status",
+            &f.status,
+            &["open", "updated", "resolved", "suppressed"]
+        ),
         select("domain", &f.domain, &["identity", "http", "infrastructure"]),
-        select("severity", &f.severity, &["low", "medium", "high", "critical"]),
+        select(
+            "severity",
+            &f.severity,
+            &["low", "medium", "high", "critical"]
+        ),
         text("detector", &f.detector, "identity.ssh_brute_force"),
         text("classification", &f.classification, ""),
         text("offender", &f.offender, "203.0.113.7"),
@@ -117,7 +125,15 @@ pub(super) async fn list(
             "findings-list",
             &table(
                 "findings-table",
-                &["Last seen", "Finding", "Severity", "Status", "Detector", "Offender", "Events"],
+                &[
+                    "Last seen",
+                    "Finding",
+                    "Severity",
+                    "Status",
+                    "Detector",
+                    "Offender",
+                    "Events"
+                ],
                 &rows,
                 "No findings match."
             )
@@ -151,7 +167,7 @@ pub(super) async fn detail(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(versions) = s.hub.get(&id).filter(|v| !v.is_empty()) else {
         return page::problem(
@@ -163,7 +179,10 @@ pub(super) async fn detail(
     let f = &versions[versions.len() - 1];
     let mut facts = vec![
         ("Finding", format!("<code>{}</code>", esc(&f.finding_id))),
-        ("Detector", format!("{} v{}", esc(&f.detector.id), f.detector.version)),
+        (
+            "Detector",
+            format!("{} v{}", esc(&f.detector.id), f.detector.version),
+        ),
         ("Severity", badge(f.severity.as_str(), f.severity.as_str())),
         ("Confidence", format!("{:.2}", f.confidence)),
         ("Status", badge(f.status.as_str(), f.status.as_str())),
@@ -207,7 +226,12 @@ pub(super) async fn detail(
         .map(|(k, v)| vec![format!("<code>{}</code>", esc(k)), esc(&page::clip(v, 500))])
         .collect();
     body.push_str("<h2>Context</h2>");
-    body.push_str(&table("context-table", &["Field", "Value"], &ctx, "No context."));
+    body.push_str(&table(
+        "context-table",
+        &["Field", "Value"],
+        &ctx,
+        "No context.",
+    ));
     let vrows: Vec<Vec<String>> = versions
         .iter()
         .rev()

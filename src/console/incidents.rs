@@ -42,7 +42,7 @@ pub(super) async fn list(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(v) = &s.respond else {
         return not_responding(&who);
@@ -54,9 +54,15 @@ pub(super) async fn list(
         .filter(|i| status.as_deref().is_none_or(|st| i.status.as_str() == st))
         .take(500)
         .collect();
-    let mut filter = String::from(r#"<form class="filters" method="get" action="/console/incidents"><label>Status <select name="status"><option value="">any</option>"#);
+    let mut filter = String::from(
+        r#"<form class="filters" method="get" action="/console/incidents"><label>Status <select name="status"><option value="">any</option>"#,
+    );
     for st in ["open", "mitigating", "mitigated", "resolved", "escalated"] {
-        let sel = if status.as_deref() == Some(st) { " selected" } else { "" };
+        let sel = if status.as_deref() == Some(st) {
+            " selected"
+        } else {
+            ""
+        };
         filter.push_str(&format!(r#"<option{sel}>{st}</option>"#));
     }
     filter.push_str(r#"</select></label><button type="submit">Show</button></form>"#);
@@ -64,7 +70,12 @@ pub(super) async fn list(
         "{filter}{}",
         live(
             "incident-list",
-            &table("incidents-table", INCIDENT_HEADS, &incident_rows(&shown), "No incidents.")
+            &table(
+                "incidents-table",
+                INCIDENT_HEADS,
+                &incident_rows(&shown),
+                "No incidents."
+            )
         )
     );
     page::page("Incidents", &who, "/console/incidents", &body)
@@ -78,13 +89,17 @@ pub(super) async fn detail(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(v) = &s.respond else {
         return not_responding(&who);
     };
     let Some(i) = v.incident(&id) else {
-        return page::problem(StatusCode::NOT_FOUND, Some(&who), &format!("No incident {id:?}."));
+        return page::problem(
+            StatusCode::NOT_FOUND,
+            Some(&who),
+            &format!("No incident {id:?}."),
+        );
     };
     let now = crate::time::now_ms();
     let actions = v.actions_of(&id);
@@ -101,10 +116,18 @@ pub(super) async fn detail(
         ));
     }
     let back = format!("/console/incidents/{id}");
-    body.push_str(&live("incident-actions", &actions_table(&who, &actions, now, &back)));
+    body.push_str(&live(
+        "incident-actions",
+        &actions_table(&who, &actions, now, &back),
+    ));
     body.push_str(&timeline(&i));
     body.push_str(&findings(&s, v, &i));
-    page::page(&format!("Incident {}", i.title), &who, "/console/incidents", &body)
+    page::page(
+        &format!("Incident {}", i.title),
+        &who,
+        "/console/incidents",
+        &body,
+    )
 }
 
 fn facts(i: &Incident) -> String {
@@ -116,7 +139,12 @@ fn facts(i: &Incident) -> String {
         ("Domain", esc(i.domain.as_str())),
         (
             "Classifications",
-            esc(&i.classifications.iter().cloned().collect::<Vec<_>>().join(", ")),
+            esc(&i
+                .classifications
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")),
         ),
         (
             "Offenders",
@@ -191,10 +219,14 @@ pub(super) fn actions_table(who: &Session, actions: &[Action], now: i64, back: &
                 esc(a.mode.as_str()),
                 decision,
                 reason,
-                if a.status == ActionStatus::PendingApproval {
-                    page::decide_forms(who, &a.action_id, back)
-                } else {
-                    String::new()
+                match a.status {
+                    ActionStatus::PendingApproval => {
+                        page::decide_forms(who, &a.action_id, back, false)
+                    }
+                    ActionStatus::AwaitingConfirmation => {
+                        page::decide_forms(who, &a.action_id, back, true)
+                    }
+                    _ => String::new(),
                 },
             ]
         })
@@ -203,7 +235,9 @@ pub(super) fn actions_table(who: &Session, actions: &[Action], now: i64, back: &
         "<h2>Actions</h2>{}",
         table(
             "actions-table",
-            &["Action", "Kind", "Target", "Risk", "Mode", "Decision", "Reason", ""],
+            &[
+                "Action", "Kind", "Target", "Risk", "Mode", "Decision", "Reason", ""
+            ],
             &rows,
             "No actions were planned for this incident."
         )
@@ -272,7 +306,10 @@ pub(super) fn evidence(lines: &[String]) -> String {
     }
     let mut s = String::from(r#"<ul class="evidence">"#);
     for l in lines.iter().take(10) {
-        s.push_str(&format!("<li><code>{}</code></li>", esc(&page::clip(l, 2000))));
+        s.push_str(&format!(
+            "<li><code>{}</code></li>",
+            esc(&page::clip(l, 2000))
+        ));
     }
     s.push_str("</ul>");
     s
@@ -287,7 +324,7 @@ pub(super) async fn tail(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(r) = super::who(&s, &headers, &uri) {
-        return r;
+        return *r;
     }
     let Some(v) = s.respond.clone() else {
         return (StatusCode::NOT_FOUND, "no incidents here\n").into_response();

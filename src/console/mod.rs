@@ -132,7 +132,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 async fn secure_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
     h.insert(
@@ -146,26 +149,29 @@ async fn secure_headers(mut r: Response) -> Response {
 }
 
 /// The console, or 404 when the pipeline turned it off.
-fn console(s: &ApiState) -> Result<&Console, Response> {
-    s.console
-        .as_ref()
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "the console is turned off\n").into_response())
+fn console(s: &ApiState) -> Result<&Console, Box<Response>> {
+    s.console.as_ref().ok_or_else(|| {
+        Box::new((StatusCode::NOT_FOUND, "the console is turned off\n").into_response())
+    })
 }
 
 /// The logged-in person, or a redirect to the login form (pages) / 401
 /// (streams and fragments).
-pub(crate) fn who(s: &ApiState, headers: &HeaderMap, uri: &Uri) -> Result<Session, Response> {
+pub(crate) fn who(s: &ApiState, headers: &HeaderMap, uri: &Uri) -> Result<Session, Box<Response>> {
     let c = console(s)?;
     match c.sessions.find(headers) {
         Some(w) => Ok(w),
-        None if uri.path().ends_with("/tail") || uri.path() == "/console/events" => {
-            Err((StatusCode::UNAUTHORIZED, "log in first\n").into_response())
-        }
+        None if uri.path().ends_with("/tail") || uri.path() == "/console/events" => Err(Box::new(
+            (StatusCode::UNAUTHORIZED, "log in first\n").into_response(),
+        )),
         None => {
             let next = uri
                 .path_and_query()
                 .map_or("/console".to_owned(), |p| p.to_string());
-            Err(Redirect::to(&format!("/console/login?next={}", page::query_value(&next))).into_response())
+            Err(Box::new(
+                Redirect::to(&format!("/console/login?next={}", page::query_value(&next)))
+                    .into_response(),
+            ))
         }
     }
 }
@@ -183,9 +189,7 @@ async fn refuse(
     metrics::counter!(crate::metrics::CONSOLE_REFUSED, "reason" => reason.to_owned()).increment(1);
     if let Some(v) = &s.respond {
         let actor = who.map_or("unknown", |w| w.name.as_str());
-        let _ = v
-            .refused(&format!("console:{actor}"), subject, why)
-            .await;
+        let _ = v.refused(&format!("console:{actor}"), subject, why).await;
     }
     tracing::warn!(subject, why, "console: request refused");
     page::problem(status, who, why)
@@ -213,7 +217,7 @@ fn safe_next(next: Option<&str>) -> String {
 
 async fn login_form(State(s): State<Arc<ApiState>>, Query(q): Query<LoginQuery>) -> Response {
     if let Err(r) = console(&s) {
-        return r;
+        return *r;
     }
     login_page(&s, &safe_next(q.next.as_deref()), None, StatusCode::OK)
 }
@@ -258,16 +262,27 @@ async fn login(
 ) -> Response {
     let c = match console(&s) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let next = safe_next(f.next.as_deref());
     if let Err(e) = session::same_origin(&headers) {
-        return refuse(&s, None, StatusCode::FORBIDDEN, "origin", "console login", &e.to_string()).await;
+        return refuse(
+            &s,
+            None,
+            StatusCode::FORBIDDEN,
+            "origin",
+            "console login",
+            &e.to_string(),
+        )
+        .await;
     }
     let who = if s.auth.enabled() {
         s.auth.login(&f.token)
     } else {
-        Some((format!("anonymous@{}", peer.ip()), crate::api::config::Role::Admin))
+        Some((
+            format!("anonymous@{}", peer.ip()),
+            crate::api::config::Role::Admin,
+        ))
     };
     let Some((name, role)) = who.filter(|(_, r)| r.allows(Need::Read)) else {
         metrics::counter!(crate::metrics::CONSOLE_REFUSED, "reason" => "login").increment(1);
@@ -311,11 +326,19 @@ async fn logout(
 ) -> Response {
     let c = match console(&s) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let who = c.sessions.find(&headers);
     if let Err(e) = session::check_post(who.as_ref(), f.csrf.as_deref(), &headers) {
-        return refuse(&s, who.as_ref(), StatusCode::FORBIDDEN, "csrf", "console logout", &e.to_string()).await;
+        return refuse(
+            &s,
+            who.as_ref(),
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "console logout",
+            &e.to_string(),
+        )
+        .await;
     }
     let mut r = Redirect::to("/console/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&c.sessions.close(&headers)) {
@@ -328,7 +351,7 @@ async fn logout(
 /// change (at most a few a second), so open pages refresh their live parts.
 async fn events(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = who(&s, &headers, &uri) {
-        return r;
+        return *r;
     }
     let findings = s.hub.subscribe();
     let changed = s.respond.as_ref().map(|v| v.changed.subscribe());
@@ -395,7 +418,10 @@ mod tests {
 
     #[test]
     fn only_console_paths_are_followed_after_login() {
-        assert_eq!(safe_next(Some("/console/incidents/i-1")), "/console/incidents/i-1");
+        assert_eq!(
+            safe_next(Some("/console/incidents/i-1")),
+            "/console/incidents/i-1"
+        );
         for bad in [
             "https://evil.example/",
             "//evil.example/console",

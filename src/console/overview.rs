@@ -22,7 +22,7 @@ const HOUR_MS: i64 = 3_600_000;
 pub(super) async fn page(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = crate::time::now_ms();
     let mut body = String::new();
@@ -60,7 +60,7 @@ fn pending(who: &Session, actions: &[Action], now: i64) -> String {
                 badge(a.risk.as_str(), a.risk.as_str()),
                 a.approval_expires_ms
                     .map_or("—".into(), |t| countdown(t, now)),
-                page::decide_forms(who, &a.action_id, "/console"),
+                page::decide_forms(who, &a.action_id, "/console", false),
             ]
         })
         .collect();
@@ -145,18 +145,8 @@ fn per_hour(s: &ApiState, now: i64) -> String {
         let t = start + h as i64 * HOUR_MS;
         format!("{:02}", (t / HOUR_MS) % 24)
     });
-    let legend: String = hours
-        .keys()
-        .map(|d| {
-            format!(
-                r#"<span class="legend"><svg width="10" height="10"><rect width="10" height="10" fill="{}"/></svg> {}</span>"#,
-                crate::report::svg::domain_colour(d),
-                esc(d)
-            )
-        })
-        .collect();
     format!(
-        r#"<h2>Findings per hour by domain <span class="count">{counted}</span></h2><p class="sub">{} to {} (UTC, by first event)</p>{chart}<p>{legend}</p>"#,
+        r#"<h2>Findings per hour by domain <span class="count">{counted}</span></h2><p class="sub">{} to {} (UTC, by first event)</p>{chart}"#,
         page::stamp(start),
         page::stamp(end),
     )
@@ -164,7 +154,10 @@ fn per_hour(s: &ApiState, now: i64) -> String {
 
 fn by_decision(actions: &[Action], now: i64) -> String {
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for a in actions.iter().filter(|a| a.created_ms >= now - 24 * HOUR_MS) {
+    for a in actions
+        .iter()
+        .filter(|a| a.created_ms >= now - 24 * HOUR_MS)
+    {
         *counts.entry(a.status.as_str()).or_default() += 1;
     }
     let items: Vec<(String, f64, String)> = counts
@@ -200,7 +193,13 @@ fn breakers(b: &BTreeMap<String, crate::respond::policy::Breaker>) -> String {
         "<h2>Responder circuit breakers</h2>{}",
         table(
             "breakers-table",
-            &["Connector", "State", "Failures", "Failed verifications", "Reason"],
+            &[
+                "Connector",
+                "State",
+                "Failures",
+                "Failed verifications",
+                "Reason"
+            ],
             &rows,
             "No connector has run an action yet."
         )

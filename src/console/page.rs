@@ -59,11 +59,7 @@ pub fn page(title: &str, who: &Session, active: &str, body: &str) -> Response {
 
 /// An HTML answer.
 pub fn html(body: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
 /// A plain page for errors, in the frame when someone is logged in.
@@ -177,17 +173,24 @@ pub fn live(id: &str, inner: &str) -> String {
     format!(r#"<section id="{id}" data-live>{inner}</section>"#)
 }
 
-/// Approve and reject buttons for a pending action, for those who may.
-pub fn decide_forms(who: &Session, action_id: &str, back: &str) -> String {
+/// The buttons for an action that waits for a person, for those who may:
+/// approve or reject a pending one; confirm a verification (or reject it,
+/// which rolls the action back).
+pub fn decide_forms(who: &Session, action_id: &str, back: &str, confirming: bool) -> String {
     if !who.may(Need::Respond) {
         return String::new();
     }
     let id = attr(action_id);
     let csrf = attr(&who.csrf);
     let back = attr(back);
+    let (yes, yes_class, no, no_class) = if confirming {
+        ("Confirm", "confirm", "Roll back", "rollback")
+    } else {
+        ("Approve", "approve", "Reject", "reject")
+    };
     format!(
-        r#"<form class="decide" method="post" action="/console/actions/{id}/approve"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="{back}"><button type="submit" class="approve" data-action="{id}">Approve</button></form>
-<form class="decide" method="post" action="/console/actions/{id}/reject"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="{back}"><input type="text" name="reason" placeholder="reason" maxlength="500"><button type="submit" class="reject" data-action="{id}">Reject</button></form>"#
+        r#"<form class="decide" method="post" action="/console/actions/{id}/approve"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="{back}"><button type="submit" class="{yes_class}" data-action="{id}">{yes}</button></form>
+<form class="decide" method="post" action="/console/actions/{id}/reject"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="{back}"><input type="text" name="reason" placeholder="reason" maxlength="500"><button type="submit" class="{no_class}" data-action="{id}">{no}</button></form>"#
     )
 }
 

@@ -93,7 +93,12 @@ pub fn read_only(sql: &str, clickhouse: bool) -> Result<(), String> {
 }
 
 /// Runs a read-only query against the store with a row and time limit.
-pub async fn sql(src: &Source, sql: &str, max_rows: usize, timeout: Duration) -> Result<Answer, String> {
+pub async fn sql(
+    src: &Source,
+    sql: &str,
+    max_rows: usize,
+    timeout: Duration,
+) -> Result<Answer, String> {
     let sql = sql.trim().trim_end_matches(';');
     read_only(sql, matches!(src, Source::Clickhouse { .. }))?;
     let run = async {
@@ -137,9 +142,12 @@ pub async fn sql(src: &Source, sql: &str, max_rows: usize, timeout: Duration) ->
             }
         }
     };
-    tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| format!("the query ran longer than {} s and was stopped", timeout.as_secs()))?
+    tokio::time::timeout(timeout, run).await.map_err(|_| {
+        format!(
+            "the query ran longer than {} s and was stopped",
+            timeout.as_secs()
+        )
+    })?
 }
 
 async fn embedded(
@@ -201,7 +209,8 @@ fn compact(body: &[u8], max_rows: usize) -> Result<Answer, String> {
         meta: Vec<Meta>,
         data: Vec<Vec<serde_json::Value>>,
     }
-    let c: Compact = serde_json::from_slice(body).map_err(|e| format!("clickhouse's answer: {e}"))?;
+    let c: Compact =
+        serde_json::from_slice(body).map_err(|e| format!("clickhouse's answer: {e}"))?;
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "NULL".into(),
@@ -221,7 +230,12 @@ fn compact(body: &[u8], max_rows: usize) -> Result<Answer, String> {
 }
 
 /// Searches the event index (`threatpilot search` syntax).
-pub async fn search(root: std::path::PathBuf, query: &str, max_rows: usize, timeout: Duration) -> Result<Answer, String> {
+pub async fn search(
+    root: std::path::PathBuf,
+    query: &str,
+    max_rows: usize,
+    timeout: Duration,
+) -> Result<Answer, String> {
     let s = crate::search::Search {
         query: query.to_owned(),
         since: None,
@@ -292,10 +306,14 @@ fn esc_multiline(s: &str) -> String {
     s.split('\n').map(esc).collect::<Vec<_>>().join("\n")
 }
 
-pub(super) async fn form_get(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Response {
+pub(super) async fn form_get(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     match super::who(&s, &headers, &uri) {
         Ok(w) => page::page("Query", &w, "/console/query", &form(&w, "sql", EXAMPLE)),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -307,10 +325,18 @@ pub(super) async fn run(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(e) = super::session::check_post(Some(&who), f.csrf.as_deref(), &headers) {
-        return super::refuse(&s, Some(&who), StatusCode::FORBIDDEN, "csrf", "console query", &e.to_string()).await;
+        return super::refuse(
+            &s,
+            Some(&who),
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "console query",
+            &e.to_string(),
+        )
+        .await;
     }
     let Ok(c) = super::console(&s) else {
         return page::problem(StatusCode::NOT_FOUND, None, "the console is turned off");
@@ -321,7 +347,9 @@ pub(super) async fn run(
     let answer = if f.mode == "search" {
         match c.ctx.search_root() {
             Some(root) => search(root, &f.text, max, timeout).await,
-            None => Err("event search needs the embedded store (a parquet sink with search)".into()),
+            None => {
+                Err("event search needs the embedded store (a parquet sink with search)".into())
+            }
         }
     } else {
         match &c.ctx.store {
@@ -356,7 +384,10 @@ pub(super) async fn run(
             StatusCode::OK
         }
         Err(e) => {
-            body.push_str(&format!(r#"<p class="error" id="query-error">{}</p>"#, esc(&e)));
+            body.push_str(&format!(
+                r#"<p class="error" id="query-error">{}</p>"#,
+                esc(&e)
+            ));
             StatusCode::BAD_REQUEST
         }
     };

@@ -53,7 +53,7 @@ pub(super) async fn list(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(day) = q.day.as_deref().filter(|d| !d.is_empty()) {
         return match NaiveDate::parse_from_str(day, "%Y-%m-%d") {
@@ -115,7 +115,7 @@ pub(super) async fn view(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(d) = day_of(&date) else {
         return page::problem(StatusCode::NOT_FOUND, Some(&who), "Not a day (YYYY-MM-DD).");
@@ -123,7 +123,12 @@ pub(super) async fn view(
     let body = format!(
         r#"<p><a href="/console/reports">All reports</a> · <a href="/console/reports/{d}/raw">Open alone</a></p><iframe class="report" id="report-frame" sandbox src="/console/reports/{d}/raw" title="Daily report {d}"></iframe>"#
     );
-    page::page(&format!("Daily report {d}"), &who, "/console/reports", &body)
+    page::page(
+        &format!("Daily report {d}"),
+        &who,
+        "/console/reports",
+        &body,
+    )
 }
 
 pub(super) async fn raw(
@@ -134,7 +139,7 @@ pub(super) async fn raw(
 ) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(d) = day_of(&date) else {
         return page::problem(StatusCode::NOT_FOUND, Some(&who), "Not a day (YYYY-MM-DD).");
@@ -171,7 +176,9 @@ pub(super) async fn raw(
                 .ctx
                 .reports
                 .as_ref()
-                .map_or((chrono_tz::UTC, Vec::new()), |r| (r.timezone, r.geoip.clone()));
+                .map_or((chrono_tz::UTC, Vec::new()), |r| {
+                    (r.timezone, r.geoip.clone())
+                });
             let made = tokio::time::timeout(
                 Duration::from_secs(60),
                 crate::report::schedule::render(store, tz, &geoip, &c.ctx.detectors, d),
@@ -202,6 +209,9 @@ pub(super) async fn raw(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(REPORT_CSP),
     );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
     r
 }

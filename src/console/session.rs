@@ -243,10 +243,7 @@ mod tests {
         let session = s.find(&with_cookie(&format!("tp_session={id}"))).unwrap();
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:9464".parse().unwrap());
-        assert_eq!(
-            check_post(Some(&session), Some(&session.csrf), &h),
-            Ok(())
-        );
+        assert_eq!(check_post(Some(&session), Some(&session.csrf), &h), Ok(()));
         assert_eq!(
             check_post(Some(&session), Some("forged"), &h),
             Err(Forged::Token)

@@ -59,11 +59,14 @@ fn console_context(spec: &PipelineSpec, detectors: &[Detector]) -> crate::consol
         }
         _ => None,
     });
-    let reports = spec.report.as_ref().map(|r| crate::console::reports::ReportsAt {
-        dir: std::path::PathBuf::from(&r.dir),
-        timezone: r.timezone.parse().unwrap_or(chrono_tz::UTC),
-        geoip: r.geoip.clone(),
-    });
+    let reports = spec
+        .report
+        .as_ref()
+        .map(|r| crate::console::reports::ReportsAt {
+            dir: std::path::PathBuf::from(&r.dir),
+            timezone: r.timezone.parse().unwrap_or(chrono_tz::UTC),
+            geoip: r.geoip.clone(),
+        });
     crate::console::Context {
         store,
         reports,
