@@ -90,6 +90,12 @@ pub struct Args {
     /// Copies of each --replay file, each a file of its own.
     #[arg(long, default_value_t = 1)]
     copies: usize,
+    /// Time the console's pages instead, with --console-findings findings
+    /// held by a running pipeline (--runs GETs of each page).
+    #[arg(long)]
+    console: bool,
+    #[arg(long, default_value_t = 100_000)]
+    console_findings: usize,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -191,6 +197,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runs: args.runs,
             url,
             batch_rows: args.batch_rows,
+            json: args.json,
+        });
+    }
+    if args.console {
+        return super::bench_console::run(super::bench_console::ConsoleBench {
+            findings: args.console_findings,
+            runs: args.runs,
+            detectors: args.detectors,
             json: args.json,
         });
     }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_clickhouse;
+mod bench_console;
 mod bench_loki;
 mod bench_nats;
 mod bench_outputs;

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -17,51 +17,83 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::page::{self, badge, esc, live, table, when};
 use crate::api::ApiState;
 use crate::api::auth::Need;
-use crate::respond::audit::{AuditRecord, Verified};
+use crate::respond::audit::{AuditRecord, Progress, Verified};
 
-/// The last verification of the chain, and the file state it was made on.
+/// The chain as last verified. A growing file is verified from where the
+/// last check stopped; the whole file again when it shrank, when its
+/// length stayed but it was modified, and at least once a minute, so an
+/// edit of old records is found however busy the chain is.
 #[derive(Default)]
 pub(super) struct ChainState {
     last: Mutex<Option<Checked>>,
 }
 
-/// A verification: the file's length and modification time, what it
-/// found, and whether the chain held.
-type Checked = (u64, Option<SystemTime>, String, bool);
+struct Checked {
+    len: u64,
+    modified: Option<SystemTime>,
+    whole_at: Instant,
+    whole_at_ms: i64,
+    progress: Progress,
+    text: String,
+    intact: bool,
+}
+
+const WHOLE_EVERY: Duration = Duration::from_secs(60);
 
 impl ChainState {
-    /// `(text, intact)` for the chain at `path`, verified again only when
-    /// its length or modification time changed.
+    /// `(text, intact)` for the chain at `path`.
     fn check(&self, path: &FsPath) -> (String, bool) {
-        let meta = std::fs::metadata(path);
-        let Ok(meta) = meta else {
+        let Ok(meta) = std::fs::metadata(path) else {
             return ("No audit log yet.".into(), true);
         };
-        let key = (meta.len(), meta.modified().ok());
-        if let Ok(g) = self.last.lock()
-            && let Some((len, modified, text, ok)) = g.as_ref()
-            && (*len, *modified) == key
-        {
-            return (text.clone(), *ok);
-        }
-        let (text, ok) = match crate::respond::audit::verify(path) {
-            Ok(Verified::Intact { records, last_hash }) => (
+        let (len, modified) = (meta.len(), meta.modified().ok());
+        let mut g = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let resume = match g.as_ref() {
+            Some(c) if (c.len, c.modified) == (len, modified) => {
+                return (c.text.clone(), c.intact);
+            }
+            Some(c) if c.intact && len > c.len && c.whole_at.elapsed() < WHOLE_EVERY => {
+                Some((c.progress.clone(), c.whole_at, c.whole_at_ms))
+            }
+            _ => None,
+        };
+        let (whole_at, whole_at_ms) = resume
+            .as_ref()
+            .map_or((Instant::now(), crate::time::now_ms()), |r| (r.1, r.2));
+        let (text, intact, progress) = match crate::respond::audit::verify_from(
+            path,
+            resume.map(|r| r.0),
+        ) {
+            Ok((Verified::Intact { records, last_hash }, p)) => (
                 format!(
-                    "Chain intact: {records} records verified from the first; last hash {}…",
+                    "Chain intact: {records} records verified from the first (whole file last read {}); last hash {}…",
+                    page::stamp(whole_at_ms),
                     &last_hash[..last_hash.len().min(16)]
                 ),
                 true,
+                p,
             ),
-            Ok(Verified::Broken { seq, line, reason }) => (
+            Ok((Verified::Broken { seq, line, reason }, p)) => (
                 format!("Chain BROKEN at record {seq} (line {line}): {reason}"),
                 false,
+                p,
             ),
-            Err(e) => (format!("Cannot read the audit log: {e}"), false),
+            Err(e) => (
+                format!("Cannot read the audit log: {e}"),
+                false,
+                Progress::default(),
+            ),
         };
-        if let Ok(mut g) = self.last.lock() {
-            *g = Some((key.0, key.1, text.clone(), ok));
-        }
-        (text, ok)
+        *g = Some(Checked {
+            len,
+            modified,
+            whole_at,
+            whole_at_ms,
+            progress,
+            text: text.clone(),
+            intact,
+        });
+        (text, intact)
     }
 }
 
@@ -141,16 +173,21 @@ pub(super) async fn page(
         form.push_str(&format!("<option{sel}>{st}</option>"));
     }
     form.push_str(r#"</select></label><button type="submit">Show</button></form>"#);
-    let actions: Vec<_> = v
-        .actions()
-        .into_iter()
-        .filter(|a| q.status.is_empty() || a.status.as_str() == q.status)
-        .take(500)
-        .collect();
+    let (actions, total) = v.actions_where(
+        |a| q.status.is_empty() || a.status.as_str() == q.status,
+        500,
+    );
     let list = super::incidents::actions_table(&who, &actions, now, "/console/actions");
     let list = list.replacen(
         "<h2>Actions</h2>",
-        "<h2>Actions <span class=\"sub\">newest first</span></h2>",
+        &format!(
+            r#"<h2>Actions <span class="count">{total}</span> <span class="sub">newest first{}</span></h2>"#,
+            if total > actions.len() {
+                format!(", the first {}", actions.len())
+            } else {
+                String::new()
+            }
+        ),
         1,
     );
     let (chain, intact) = s

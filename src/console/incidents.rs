@@ -29,6 +29,9 @@ fn not_responding(who: &Session) -> Response {
     )
 }
 
+/// Incidents a list shows at most.
+const LISTED: usize = 500;
+
 #[derive(serde::Deserialize, Default)]
 pub(super) struct ListQuery {
     status: Option<String>,
@@ -47,13 +50,12 @@ pub(super) async fn list(
     let Some(v) = &s.respond else {
         return not_responding(&who);
     };
-    let all = v.incidents();
     let status = q.status.filter(|x| !x.is_empty());
-    let shown: Vec<&Incident> = all
-        .iter()
-        .filter(|i| status.as_deref().is_none_or(|st| i.status.as_str() == st))
-        .take(500)
-        .collect();
+    let (page_of, total) = v.incidents_where(
+        |i| status.as_deref().is_none_or(|st| i.status.as_str() == st),
+        LISTED,
+    );
+    let shown: Vec<&Incident> = page_of.iter().collect();
     let mut filter = String::from(
         r#"<form class="filters" method="get" action="/console/incidents"><label>Status <select name="status"><option value="">any</option>"#,
     );
@@ -67,7 +69,12 @@ pub(super) async fn list(
     }
     filter.push_str(r#"</select></label><button type="submit">Show</button></form>"#);
     let body = format!(
-        "{filter}{}",
+        r#"{filter}<p class="sub">{total} incidents{}, highest priority first.</p>{}"#,
+        if total > LISTED {
+            format!(", the first {LISTED} shown")
+        } else {
+            String::new()
+        },
         live(
             "incident-list",
             &table(

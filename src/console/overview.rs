@@ -19,6 +19,9 @@ use crate::respond::incident::{Incident, IncidentStatus};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// Rows a list on the overview shows (the count says how many there are).
+const SHOWN: usize = 50;
+
 pub(super) async fn page(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Response {
     let who = match super::who(&s, &headers, &uri) {
         Ok(w) => w,
@@ -28,12 +31,20 @@ pub(super) async fn page(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri
     let mut body = String::new();
     match &s.respond {
         Some(v) => {
-            let actions = v.actions();
-            let incidents = v.incidents();
-            body.push_str(&live("pending", &pending(&who, &actions, now)));
-            body.push_str(&live("open-incidents", &open_incidents(&incidents)));
+            let (waiting, waiting_total) =
+                v.actions_where(|a| a.status == ActionStatus::PendingApproval, SHOWN);
+            let (open, open_total) =
+                v.incidents_where(|i| i.status != IncidentStatus::Resolved, SHOWN);
+            body.push_str(&live(
+                "pending",
+                &pending(&who, &waiting, waiting_total, now),
+            ));
+            body.push_str(&live("open-incidents", &open_incidents(&open, open_total)));
             body.push_str(&live("findings-per-hour", &per_hour(&s, now)));
-            body.push_str(&live("actions-24h", &by_decision(&actions, now)));
+            body.push_str(&live(
+                "actions-24h",
+                &by_decision(&v.action_counts_since(now - 24 * HOUR_MS)),
+            ));
             body.push_str(&live("breakers", &breakers(&v.breakers())));
         }
         None => {
@@ -44,10 +55,9 @@ pub(super) async fn page(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri
     page::page("Overview", &who, "/console", &body)
 }
 
-fn pending(who: &Session, actions: &[Action], now: i64) -> String {
+fn pending(who: &Session, actions: &[Action], total: usize, now: i64) -> String {
     let rows: Vec<Vec<String>> = actions
         .iter()
-        .filter(|a| a.status == ActionStatus::PendingApproval)
         .map(|a| {
             vec![
                 format!(
@@ -65,7 +75,12 @@ fn pending(who: &Session, actions: &[Action], now: i64) -> String {
         })
         .collect();
     format!(
-        "<h2>Pending approvals</h2>{}",
+        r#"<h2>Pending approvals <span class="count">{total}</span></h2>{}{}"#,
+        more(
+            actions.len(),
+            total,
+            "/console/actions?status=pending_approval"
+        ),
         table(
             "pending-table",
             &["Incident", "Action", "Target", "Risk", "Expires", ""],
@@ -100,26 +115,26 @@ pub(super) const INCIDENT_HEADS: &[&str] = &[
     "Priority", "Incident", "Severity", "Domain", "Offender", "Status", "Findings", "Opened",
 ];
 
-fn open_incidents(all: &[Incident]) -> String {
-    // the view lists them by priority, highest first
-    let open: Vec<&Incident> = all
-        .iter()
-        .filter(|i| i.status != IncidentStatus::Resolved)
-        .take(50)
-        .collect();
-    let total = all
-        .iter()
-        .filter(|i| i.status != IncidentStatus::Resolved)
-        .count();
+fn open_incidents(open: &[Incident], total: usize) -> String {
+    let shown: Vec<&Incident> = open.iter().collect();
     format!(
-        r#"<h2>Open incidents <span class="count">{total}</span></h2>{}"#,
+        r#"<h2>Open incidents <span class="count">{total}</span></h2>{}{}"#,
+        more(open.len(), total, "/console/incidents"),
         table(
             "incidents-table",
             INCIDENT_HEADS,
-            &incident_rows(&open),
+            &incident_rows(&shown),
             "No open incidents."
         )
     )
+}
+
+/// "The first 50 of 1,234: all of them" when a list is cut.
+fn more(shown: usize, total: usize, all: &str) -> String {
+    if shown >= total {
+        return String::new();
+    }
+    format!(r#"<p class="sub">The first {shown} of {total}: <a href="{all}">all of them</a>.</p>"#)
 }
 
 /// Findings per hour by domain over the 24 hours up to the newest finding
@@ -152,14 +167,7 @@ fn per_hour(s: &ApiState, now: i64) -> String {
     )
 }
 
-fn by_decision(actions: &[Action], now: i64) -> String {
-    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for a in actions
-        .iter()
-        .filter(|a| a.created_ms >= now - 24 * HOUR_MS)
-    {
-        *counts.entry(a.status.as_str()).or_default() += 1;
-    }
+fn by_decision(counts: &BTreeMap<&'static str, u64>) -> String {
     let items: Vec<(String, f64, String)> = counts
         .iter()
         .map(|(k, n)| ((*k).to_owned(), *n as f64, n.to_string()))

@@ -206,49 +206,101 @@ pub enum Verified {
 /// Checks a chain file from its first record.
 pub fn verify(path: &Path) -> std::io::Result<Verified> {
     let f = std::fs::File::open(path)?;
-    let mut prev = GENESIS.to_owned();
-    let mut expect_seq = 1u64;
-    let mut n = 0u64;
-    for (i, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
-        let line = line?;
-        let lineno = i as u64 + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let mut at = Progress::default();
+    for line in std::io::BufReader::new(f).split(b'\n') {
+        if let Some(broken) = at.check(&line?) {
+            return Ok(broken);
         }
-        let r: AuditRecord = match serde_json::from_slice(&line) {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Verified::Broken {
-                    seq: expect_seq,
-                    line: lineno,
-                    reason: format!("not a record ({e})"),
-                });
-            }
-        };
-        let reason = if r.seq != expect_seq {
-            Some(format!("sequence {} where {expect_seq} was due", r.seq))
-        } else if r.prev_hash != prev {
-            Some("prev_hash is not the previous record's hash".to_owned())
-        } else if chain_hash(&r) != r.hash {
-            Some("its hash does not match its content".to_owned())
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Ok(Verified::Broken {
-                seq: expect_seq,
-                line: lineno,
-                reason,
-            });
-        }
-        prev = r.hash;
-        expect_seq += 1;
-        n += 1;
     }
-    Ok(Verified::Intact {
-        records: n,
-        last_hash: prev,
-    })
+    Ok(at.verified())
+}
+
+/// How far a chain file has been verified: the byte after the last
+/// complete record checked, and what the next record must continue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub offset: u64,
+    pub line: u64,
+    pub records: u64,
+    pub prev_hash: String,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress {
+            offset: 0,
+            line: 0,
+            records: 0,
+            prev_hash: GENESIS.to_owned(),
+        }
+    }
+}
+
+impl Progress {
+    /// Checks the next line (without its newline); `Some` when it breaks
+    /// the chain.
+    fn check(&mut self, line: &[u8]) -> Option<Verified> {
+        self.line += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        let expect_seq = self.records + 1;
+        let broken = |reason: String| {
+            Some(Verified::Broken {
+                seq: expect_seq,
+                line: self.line,
+                reason,
+            })
+        };
+        let r: AuditRecord = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return broken(format!("not a record ({e})")),
+        };
+        if r.seq != expect_seq {
+            return broken(format!("sequence {} where {expect_seq} was due", r.seq));
+        }
+        if r.prev_hash != self.prev_hash {
+            return broken("prev_hash is not the previous record's hash".to_owned());
+        }
+        if chain_hash(&r) != r.hash {
+            return broken("its hash does not match its content".to_owned());
+        }
+        self.prev_hash = r.hash;
+        self.records += 1;
+        None
+    }
+
+    fn verified(&self) -> Verified {
+        Verified::Intact {
+            records: self.records,
+            last_hash: self.prev_hash.clone(),
+        }
+    }
+}
+
+/// Goes on verifying a chain file from `from` (from its first record when
+/// `None`), over complete lines only: a record being written is left for
+/// the next call. For a reader that watches a live chain grow without
+/// hashing it all again each time.
+pub fn verify_from(path: &Path, from: Option<Progress>) -> std::io::Result<(Verified, Progress)> {
+    use std::io::{BufRead, Seek};
+    let mut at = from.unwrap_or_default();
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(at.offset))?;
+    let mut r = std::io::BufReader::new(f);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        if let Some(broken) = at.check(&line[..n - 1]) {
+            return Ok((broken, at));
+        }
+        at.offset += n as u64;
+    }
+    Ok((at.verified(), at))
 }
 
 #[cfg(test)]
@@ -319,6 +371,44 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("a-1", "a-2", 1)).unwrap();
         assert!(AuditLog::open(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_growing_chain_is_verified_from_where_the_last_check_stopped() {
+        let dir = std::env::temp_dir().join(format!("tp-audit-grow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        let mut log = AuditLog::open(&path).unwrap();
+        for i in 0..3 {
+            log.append(i, "policy", "executed", &format!("a-{i}"), "ok")
+                .unwrap();
+        }
+        log.sync().unwrap();
+        let (v, at) = verify_from(&path, None).unwrap();
+        assert!(matches!(v, Verified::Intact { records: 3, .. }));
+        assert_eq!(at.offset, std::fs::metadata(&path).unwrap().len());
+        for i in 3..5 {
+            log.append(i, "policy", "executed", &format!("a-{i}"), "ok")
+                .unwrap();
+        }
+        log.sync().unwrap();
+        // a record still being written waits for its newline
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"seq\":6,").unwrap();
+        let (v, at) = verify_from(&path, Some(at)).unwrap();
+        assert_eq!(
+            v,
+            Verified::Intact {
+                records: 5,
+                last_hash: log.last_hash.clone()
+            }
+        );
+        assert_eq!(verify_from(&path, None).unwrap().1, at);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,6 +28,24 @@ use crate::finding::Finding;
 use crate::flow::Peers;
 use crate::hub::Subscriber;
 
+/// The first `limit` of `v` in `order`, copied; only they are sorted.
+fn top<T: Clone>(
+    v: &mut [&T],
+    limit: usize,
+    order: impl Fn(&&T, &&T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let limit = limit.min(v.len());
+    if limit == 0 {
+        return Vec::new();
+    }
+    if v.len() > limit {
+        v.select_nth_unstable_by(limit - 1, &order);
+    }
+    let head = &mut v[..limit];
+    head.sort_by(&order);
+    head.iter().map(|x| (*x).clone()).collect()
+}
+
 /// A job-tail line of an incident, as streamed.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TailEvent {
@@ -171,6 +189,57 @@ impl View {
                 .then(b.opened_ms.cmp(&a.opened_ms))
         });
         v
+    }
+
+    /// The first `limit` incidents that `keep` admits, in the order of
+    /// [`incidents`](Self::incidents), and how many it admits in all; only
+    /// those shown are copied, so a page stays cheap with many held.
+    pub fn incidents_where(
+        &self,
+        keep: impl Fn(&Incident) -> bool,
+        limit: usize,
+    ) -> (Vec<Incident>, usize) {
+        let Ok(m) = self.incidents.read() else {
+            return (Vec::new(), 0);
+        };
+        let mut v: Vec<&Incident> = m.values().filter(|i| keep(i)).collect();
+        let order = |a: &&Incident, b: &&Incident| {
+            b.priority
+                .total_cmp(&a.priority)
+                .then(b.opened_ms.cmp(&a.opened_ms))
+                .then(a.incident_id.cmp(&b.incident_id))
+        };
+        (top(&mut v, limit, order), v.len())
+    }
+
+    /// The newest `limit` actions that `keep` admits, and how many it
+    /// admits in all (see [`incidents_where`](Self::incidents_where)).
+    pub fn actions_where(
+        &self,
+        keep: impl Fn(&Action) -> bool,
+        limit: usize,
+    ) -> (Vec<Action>, usize) {
+        let Ok(m) = self.actions.read() else {
+            return (Vec::new(), 0);
+        };
+        let mut v: Vec<&Action> = m.values().filter(|a| keep(a)).collect();
+        let order = |a: &&Action, b: &&Action| {
+            b.created_ms
+                .cmp(&a.created_ms)
+                .then(a.action_id.cmp(&b.action_id))
+        };
+        (top(&mut v, limit, order), v.len())
+    }
+
+    /// Actions proposed since `since_ms`, counted by status.
+    pub fn action_counts_since(&self, since_ms: i64) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        if let Ok(m) = self.actions.read() {
+            for a in m.values().filter(|a| a.created_ms >= since_ms) {
+                *out.entry(a.status.as_str()).or_default() += 1;
+            }
+        }
+        out
     }
 
     pub fn incident(&self, id: &str) -> Option<Incident> {
