@@ -8,7 +8,7 @@
 //! page on another site cannot make the logged-in browser approve
 //! anything; a viewer sees no approve button and a POST forged from the
 //! viewer's own page is refused. Screenshots of every page are kept under
-//! the target folder (`console-screenshots/`).
+//! `out/test-artifacts/console/`.
 
 #[path = "support/png.rs"]
 mod png;
@@ -39,12 +39,18 @@ fn have_browser() -> bool {
     ok
 }
 
-struct Driver(Child);
+/// chromedriver, and the browser it started (which outlives it when a
+/// test fails before closing its session).
+struct Driver(Child, PathBuf);
 
 impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(format!("--user-data-dir={}", self.1.display()))
+            .status();
     }
 }
 
@@ -56,7 +62,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_driver() -> (Driver, u16) {
+fn start_driver(profile: &Path) -> (Driver, u16) {
     let port = free_port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
@@ -69,7 +75,7 @@ fn start_driver() -> (Driver, u16) {
         assert!(Instant::now() < deadline, "chromedriver did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Driver(child), port)
+    (Driver(child, profile.to_owned()), port)
 }
 
 async fn browser(port: u16, profile: &Path) -> Client {
@@ -106,7 +112,7 @@ fn hash(token: &str) -> String {
 }
 
 fn screenshots() -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("out/test-artifacts/console");
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -245,8 +251,8 @@ playbooks:
     let svc = Service::start("console", &pipeline, Stdio::null());
     let base = format!("http://{}", svc.api);
     let syslog = svc.syslog_udp.unwrap();
-    let (_driver, port) = start_driver();
     let profile = temp_dir("console-chromium");
+    let (_driver, port) = start_driver(&profile);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
