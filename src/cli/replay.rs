@@ -73,6 +73,9 @@ fn reference(arg: Option<&str>) -> anyhow::Result<i64> {
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut spec = PipelineSpec::defaults("replay");
     spec.detect.paths = vec![args.detectors.clone()];
+    // files are bounded: a jump back in time (rotated logs in any order)
+    // starts a new segment rather than losing what follows as late
+    spec.detect.out_of_order = crate::pipeline::config::OutOfOrder::Segment;
     spec.sinks = if args.respond {
         Vec::new()
     } else {
@@ -232,6 +235,7 @@ fn execute(
         crate::pipeline::serve::shutdown_signal(),
     ))?;
     print_summary(&summary, n_detectors);
+    warn_late(&summary, spec);
     // a batch run whose rows did not all reach the store has not done its job
     let left: u64 = summary
         .stages
@@ -255,6 +259,27 @@ fn execute(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says so on stderr, and why, when more than 1% of the lines that reached
+/// detection were dropped as late.
+fn warn_late(s: &RunSummary, spec: &PipelineSpec) {
+    let Some(detect) = s.stages.iter().find(|st| st.stage == "detect") else {
+        return;
+    };
+    let late = detect.dropped.get("late").copied().unwrap_or(0);
+    if detect.received == 0 || late * 100 <= detect.received {
+        return;
+    }
+    let why = format!(
+        "their time was more than {} s behind the newest line of their stream (detect.out_of_order: drop; replay starts a new segment instead)",
+        spec.detect.allowed_lateness_secs
+    );
+    eprintln!(
+        "threatpilot: warning: {late} of {} lines ({:.1}%) were dropped as late and not evaluated: {why}; give each file on its own, in time order, or raise detect.allowed_lateness_secs",
+        detect.received,
+        late as f64 * 100.0 / detect.received as f64
+    );
+}
+
 fn print_summary(s: &RunSummary, detectors: usize) {
     eprintln!(
         "threatpilot: {} detectors, {} findings ({} versions), {} templates ({} ids stored: a template that generalises gets a new one), {} unparsed lines, {:.2}s",
@@ -273,8 +298,14 @@ fn print_summary(s: &RunSummary, detectors: usize) {
             .filter(|(_, n)| **n > 0)
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
+        let adjusted: Vec<String> = st
+            .adjusted
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
         eprintln!(
-            "  {:<8} received={} emitted={}{}{}",
+            "  {:<8} received={} emitted={}{}{}{}",
             st.stage,
             st.received,
             st.emitted,
@@ -287,6 +318,11 @@ fn print_summary(s: &RunSummary, detectors: usize) {
                 String::new()
             } else {
                 format!(" dropped: {}", dropped.join(" "))
+            },
+            if adjusted.is_empty() {
+                String::new()
+            } else {
+                format!(" adjusted: {}", adjusted.join(" "))
             }
         );
         if st.replayed > 0 {

@@ -29,6 +29,12 @@ pub struct EngineConfig {
     /// How far behind the newest event time an event may arrive and still count.
     pub allowed_lateness_ms: i64,
     pub execution_id: String,
+    /// A jump back in time beyond the allowed lateness starts a new segment
+    /// of its stream (its windows end, its open findings resolve) instead
+    /// of being dropped as late: in a bounded replay such a jump is where
+    /// one file of a concatenation ends and another (older) begins. Off on
+    /// the live path, where late is late.
+    pub segments: bool,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +43,7 @@ impl Default for EngineConfig {
             max_keys: 1_000_000,
             allowed_lateness_ms: 60_000,
             execution_id: format!("exec-{}", crate::time::now_ms()),
+            segments: false,
         }
     }
 }
@@ -57,6 +64,9 @@ pub struct EngineStats {
     /// process only: left out of checkpoints, whose layout it would change.
     #[serde(skip)]
     pub expired_keys: u64,
+    /// New segments started by a jump back in time (with `segments`).
+    #[serde(skip)]
+    pub segments: u64,
 }
 
 type Key = (u32, u32, u64);
@@ -441,9 +451,13 @@ impl Engine {
             && ev.timestamp < *newest - self.cfg.allowed_lateness_ms
             && ev.kind != Kind::Alert
         {
-            self.stats.late += 1;
-            return;
+            if !self.cfg.segments {
+                self.stats.late += 1;
+                return;
+            }
+            self.new_segment(ev.time_domain, ev.timestamp, out);
         }
+        let newest = self.newest.entry(ev.time_domain).or_insert(i64::MIN);
         *newest = (*newest).max(ev.timestamp);
         let newest = *newest;
         self.stats.evaluated += 1;
@@ -555,6 +569,27 @@ impl Engine {
         let held: PrehashedSet<u32> = self.keys.keys().map(|k| k.1).collect();
         self.newest.retain(|d, _| held.contains(d));
         self.last_sweep.retain(|d, _| held.contains(d));
+    }
+
+    /// Ends a stream's segment where its time jumped back to `at`: its open
+    /// findings resolve (their activity ended with the segment), its
+    /// windows are forgotten (none may mix events of two periods), and its
+    /// clock restarts at `at`.
+    fn new_segment(&mut self, domain: u32, at: i64, out: &mut Vec<Finding>) {
+        let mut open: Vec<Key> = self
+            .active
+            .iter()
+            .filter(|k| k.1 == domain)
+            .copied()
+            .collect();
+        open.sort();
+        for k in open {
+            self.resolve(k, out);
+        }
+        self.keys.retain(|k, _| k.1 != domain);
+        self.newest.insert(domain, at);
+        self.last_sweep.remove(&domain);
+        self.stats.segments += 1;
     }
 
     /// Resolves findings quiet since before `watermark` minus their resolve delay.

@@ -164,6 +164,21 @@ pub struct DetectConfig {
     /// it is set to the receive time (and labelled `event.time_clamped_from`).
     #[serde(default = "default_future_skew")]
     pub max_future_skew_secs: u64,
+    /// What an event further than `allowed_lateness_secs` behind the
+    /// newest of its stream does: `drop` it (counted as late: the live
+    /// default), or `segment`: the jump back starts a new segment of the
+    /// stream (windows restart, open findings resolve), so rotated logs
+    /// concatenated in any order are all evaluated (what `replay` uses).
+    #[serde(default)]
+    pub out_of_order: OutOfOrder,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfOrder {
+    #[default]
+    Drop,
+    Segment,
 }
 
 fn default_detector_paths() -> Vec<String> {
@@ -186,6 +201,7 @@ impl Default for DetectConfig {
             max_keys: default_max_keys(),
             allowed_lateness_secs: default_lateness(),
             max_future_skew_secs: default_future_skew(),
+            out_of_order: OutOfOrder::Drop,
         }
     }
 }

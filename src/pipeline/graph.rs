@@ -386,6 +386,7 @@ pub fn start(
         max_keys: spec.detect.max_keys,
         allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
         execution_id: format!("exec-{}", crate::time::now_ms()),
+        segments: spec.detect.out_of_order == super::config::OutOfOrder::Segment,
     };
     let mut events_sink = events_sink;
     let mut picker = sinks.store().map(|t| {
@@ -400,6 +401,7 @@ pub fn start(
         let mut live = Live::on("detect", board_detect);
         let mut engine = Engine::new(detectors, engine_cfg);
         let mut late = 0;
+        let mut segments = 0;
         while let Some(batch) = clustered_rx.recv().await {
             live.queue(clustered_rx.len());
             let mut findings = Vec::new();
@@ -422,8 +424,10 @@ pub fn start(
             let s = engine.stats();
             live.count(batch.len() as u64, 0, batch.len() as u64 - (s.late - late));
             live.drop("late", s.late - late);
+            live.adjust("new_segment", s.segments - segments);
             live.post();
             late = s.late;
+            segments = s.segments;
             metrics::gauge!(crate::metrics::DETECT_TRACKED_KEYS).set(engine.tracked_keys() as f64);
             if !findings.is_empty() && findings_tx.send(findings).await.is_err() {
                 break;

@@ -31,6 +31,7 @@ impl Stages {
                     max_keys: spec.detect.max_keys,
                     allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
                     execution_id,
+                    segments: spec.detect.out_of_order == super::config::OutOfOrder::Segment,
                 },
             ),
         }
