@@ -994,6 +994,53 @@ output:
 "#;
 
     #[test]
+    fn a_jump_back_is_late_live_and_a_new_segment_in_a_replay() {
+        let det = crate::detect::load_str(BF, "bf.yaml").unwrap();
+        let line = |hour: u32, ip: &str, i: u32| {
+            format!(
+                "Mar  3 {hour:02}:00:{i:02} h sshd[1]: Failed password for root from {ip} port 22 ssh2"
+            )
+        };
+        for segments in [false, true] {
+            let mut engine = Engine::new(
+                vec![det.clone()],
+                EngineConfig {
+                    segments,
+                    ..EngineConfig::default()
+                },
+            );
+            let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+            let mut out = Vec::new();
+            // the detector wants 20 failures
+            for (hour, ip) in [(14, "203.0.113.1"), (10, "203.0.113.2")] {
+                for i in 0..25 {
+                    engine.process(&parse_line(&line(hour, ip, i), &mut st, 0), &mut out);
+                }
+            }
+            engine.flush(&mut out);
+            let found: std::collections::BTreeSet<&str> =
+                out.iter().map(|f| f.offender.value.as_str()).collect();
+            if segments {
+                assert_eq!(engine.stats().late, 0);
+                assert_eq!(engine.stats().segments, 1);
+                assert_eq!(found.len(), 2, "{found:?}");
+                // the first segment's finding resolved when it ended
+                let first: Vec<_> = out
+                    .iter()
+                    .filter(|f| f.offender.value == "203.0.113.1")
+                    .collect();
+                assert_eq!(
+                    first.last().unwrap().status,
+                    crate::finding::Status::Resolved
+                );
+            } else {
+                assert_eq!(engine.stats().late, 25);
+                assert_eq!(found.len(), 1, "{found:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_flood_of_new_keys_is_evicted_and_an_attack_in_it_still_found() {
         let det = crate::detect::load_str(BF, "bf.yaml").unwrap();
         let mut engine = Engine::new(
@@ -1002,6 +1049,7 @@ output:
                 max_keys: 1000,
                 allowed_lateness_ms: 60_000,
                 execution_id: "t".into(),
+                segments: false,
             },
         );
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
