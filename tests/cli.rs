@@ -285,3 +285,59 @@ fn rotated_logs_concatenated_newest_first_are_all_evaluated() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn eval_detection_scores_labelled_logs_in_the_crowdsec_layout() {
+    let root = std::env::temp_dir().join(format!("tp-eval-det-{}", std::process::id()));
+    let (a, b) = (root.join("ssh-bf"), root.join("quiet-day"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("auth.log"), rotated(9, 7)).unwrap();
+    std::fs::write(
+        a.join("config.yaml"),
+        "log_file: auth.log\nlog_type: syslog\n",
+    )
+    .unwrap();
+    std::fs::write(
+        a.join("scenario.assert"),
+        "len(results) == 2\n\"198.51.100.7\" in results[0].Overflow.GetSources()\nresults[1].Overflow.Sources[\"192.0.2.99\"].IP == \"192.0.2.99\"\n",
+    )
+    .unwrap();
+    std::fs::write(b.join("day.log"), rotated(11, 20)).unwrap();
+    std::fs::write(b.join("scenario.assert"), "len(results) == 0\n").unwrap();
+    let out = tp()
+        .args(["eval", "detection", "--json"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &v["totals"];
+    // expected: .7 and .99; flagged: .7-.11 in the first, .20-.24 in the second
+    assert_eq!(t["tests"], 2);
+    assert_eq!(t["expected"], 2);
+    assert_eq!(t["flagged"], 10);
+    assert_eq!(t["true_positives"], 1);
+    assert_eq!(t["recall"], 0.5);
+    assert_eq!(t["precision"], 0.1);
+    let first = &v["tests"][1];
+    assert_eq!(first["name"], "ssh-bf");
+    assert_eq!(first["missed"], serde_json::json!(["192.0.2.99"]));
+    let table = tp()
+        .args(["eval", "detection"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(
+            "2 tests: 2 addresses expected, 10 flagged, 1 found: recall 0.50, precision 0.10"
+        ),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -1,6 +1,10 @@
 //! `threatpilot eval clustering DIR`: GA, FGA, PA and FTA on the Loghub 2k
 //! sets under DIR (`DIR/<Dataset>/<Dataset>_2k.log` and its
 //! `_structured_corrected.csv`), with the one shared clustering configuration.
+//!
+//! `threatpilot eval detection DIR`: the detectors against labelled logs in
+//! the CrowdSec hub test layout (see [`crate::detect::eval`]): expected and
+//! flagged source addresses per test, recall and precision.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,10 +30,29 @@ enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Detection recall and precision per source address on labelled logs
+    /// (folders with a log and CrowdSec's `scenario.assert`).
+    Detection {
+        /// A test folder, or a folder of them.
+        dir: String,
+        /// The detectors to evaluate.
+        #[arg(long, default_value = "detectors")]
+        detectors: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let What::Clustering { dir, json } = args.what;
+    let (dir, json) = match args.what {
+        What::Clustering { dir, json } => (dir, json),
+        What::Detection {
+            dir,
+            detectors,
+            json,
+        } => return detection(&dir, &detectors, json),
+    };
     let mut results: Vec<(String, Scores, f64)> = Vec::new();
     for (name, format) in LOGHUB_FORMATS {
         let base = Path::new(&dir).join(name);
@@ -88,6 +111,63 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             avg(|s| s.fta)
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn detection(dir: &str, detectors: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use crate::detect::eval;
+    let loaded = crate::detect::load_dir(Path::new(detectors)).map_err(|errs| {
+        anyhow::anyhow!(
+            "{}",
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let dirs = eval::test_dirs(Path::new(dir)).with_context(|| format!("cannot read {dir}"))?;
+    if dirs.is_empty() {
+        anyhow::bail!("no test under {dir} (a folder with a log and scenario.assert)");
+    }
+    let mut scores = Vec::new();
+    for d in &dirs {
+        scores.push(eval::score_test(d, loaded.clone()).map_err(anyhow::Error::msg)?);
+    }
+    let t = eval::totals(&scores);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"tests": scores, "totals": t}))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |s: &std::collections::BTreeSet<String>| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.iter().cloned().collect::<Vec<_>>().join(",")
+        }
+    };
+    println!(
+        "{:<40} {:>6} {:>8} {:>7} {:>6}  missed / extra",
+        "test", "lines", "expected", "flagged", "found"
+    );
+    for s in &scores {
+        println!(
+            "{:<40} {:>6} {:>8} {:>7} {:>6}  {} / {}",
+            crate::escape::terminal(&s.name),
+            s.lines,
+            s.expected.len(),
+            s.flagged.len(),
+            s.expected.intersection(&s.flagged).count(),
+            crate::escape::terminal(&list(&s.missed)),
+            crate::escape::terminal(&list(&s.extra)),
+        );
+    }
+    println!(
+        "{} tests: {} addresses expected, {} flagged, {} found: recall {:.2}, precision {:.2}",
+        t.tests, t.expected, t.flagged, t.true_positives, t.recall, t.precision
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod fixtures;
 pub mod matcher;
 pub mod window;
