@@ -104,18 +104,8 @@ pub async fn sql(
     let run = async {
         match src {
             Source::Embedded(ctx) => embedded(ctx, sql, max_rows).await,
-            Source::Clickhouse {
-                client,
-                url,
-                database,
-                login,
-            } => {
-                let mut req = client.post(url);
-                if let Some((user, password)) = login {
-                    req = req
-                        .header("X-ClickHouse-User", user)
-                        .header("X-ClickHouse-Key", password);
-                }
+            Source::Clickhouse { url, database, .. } => {
+                let req = src.clickhouse_post().expect("a clickhouse source");
                 let secs = timeout.as_secs().max(1).to_string();
                 let rows = (max_rows + 1).to_string();
                 let resp = req

@@ -96,19 +96,10 @@ impl Source {
                 }
                 parse_lines(&buf)
             }
-            Source::Clickhouse {
-                client,
-                url,
-                database,
-                login,
-            } => {
-                let mut req = client.post(url);
-                if let Some((user, password)) = login {
-                    req = req
-                        .header("X-ClickHouse-User", user)
-                        .header("X-ClickHouse-Key", password);
-                }
-                let resp = req
+            Source::Clickhouse { url, database, .. } => {
+                let resp = self
+                    .clickhouse_post()
+                    .expect("a clickhouse source")
                     .query(&[
                         ("database", database.as_str()),
                         ("output_format_json_quote_64bit_integers", "0"),
@@ -128,6 +119,25 @@ impl Source {
                 parse_lines(&body)
             }
         }
+    }
+}
+
+impl Source {
+    /// A POST to the ClickHouse server with its login, when it is one.
+    pub fn clickhouse_post(&self) -> Option<reqwest::RequestBuilder> {
+        let Source::Clickhouse {
+            client, url, login, ..
+        } = self
+        else {
+            return None;
+        };
+        let mut req = client.post(url);
+        if let Some((user, password)) = login {
+            req = req
+                .header("X-ClickHouse-User", user)
+                .header("X-ClickHouse-Key", password);
+        }
+        Some(req)
     }
 }
 
