@@ -119,6 +119,17 @@ pub(super) async fn tail(
     if let Err(e) = s.auth.check(&headers, Need::Read) {
         return e.into_response();
     }
+    tail_stream(&s, id, tail_event)
+}
+
+/// An incident's job tail as server-sent events, each made by `event`
+/// from the entry's JSON (the API names them by phase; the console reads
+/// them all under one name).
+pub(crate) fn tail_stream(
+    s: &ApiState,
+    id: String,
+    event: fn(&serde_json::Value) -> Event,
+) -> Response {
     let Some(v) = s.respond.clone() else {
         return not_responding();
     };
@@ -129,28 +140,29 @@ pub(super) async fn tail(
     let past: Vec<Event> = inc
         .timeline
         .iter()
-        .map(|e| tail_event(&serde_json::json!({"incident_id": id, "at_ms": e.at_ms, "phase": e.phase, "text": e.text, "action_id": e.action_id})))
+        .map(|e| event(&serde_json::json!({"incident_id": id, "at_ms": e.at_ms, "phase": e.phase, "text": e.text, "action_id": e.action_id})))
         .collect();
     let stop = s.stop.clone();
-    let live = futures_util::stream::unfold((rx, id, stop), |(mut rx, id, mut stop)| async move {
-        loop {
-            let got = tokio::select! {
-                r = rx.recv() => r,
-                _ = stop.wait_for(|s| *s) => return None,
-            };
-            let ev = match got {
-                Ok(t) if t.incident_id == id => {
-                    tail_event(&serde_json::to_value(&t).unwrap_or_default())
-                }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Event::default().event("lagged").data(n.to_string())
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            return Some((ev, (rx, id, stop)));
-        }
-    });
+    let live =
+        futures_util::stream::unfold((rx, id, stop), move |(mut rx, id, mut stop)| async move {
+            loop {
+                let got = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = stop.wait_for(|s| *s) => return None,
+                };
+                let ev = match got {
+                    Ok(t) if t.incident_id == id => {
+                        event(&serde_json::to_value(&t).unwrap_or_default())
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Event::default().event("lagged").data(n.to_string())
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((ev, (rx, id, stop)));
+            }
+        });
     let events = futures_util::StreamExt::map(
         futures_util::StreamExt::chain(futures_util::stream::iter(past), live),
         Ok::<_, Infallible>,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::page::{self, badge, esc, live, table, when};
@@ -149,14 +149,9 @@ const STATUSES: &[&str] = &[
 
 pub(super) async fn page(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Query(q): Query<ActionFilter>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let Some(v) = &s.respond else {
         return page::problem(
             StatusCode::NOT_FOUND,

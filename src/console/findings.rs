@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::page::{self, badge, esc, live, table, when};
@@ -77,14 +77,9 @@ fn text(name: &str, have: &str, hint: &str) -> String {
 
 pub(super) async fn list(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Query(f): Query<Filters>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let form = format!(
         r#"<form class="filters" method="get" action="/console/findings">{}{}{}{}{}{}{}<button type="submit">Filter</button></form>"#,
         select(
@@ -161,14 +156,9 @@ fn row(f: &Finding) -> Vec<String> {
 
 pub(super) async fn detail(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Path(id): Path<String>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let Some(versions) = s.hub.get(&id).filter(|v| !v.is_empty()) else {
         return page::problem(
             StatusCode::NOT_FOUND,

@@ -4,15 +4,12 @@
 //! approve or reject those that wait, and the analysis text when there is
 //! one.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use tokio::sync::broadcast;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::response::sse::Event;
 
 use super::overview::{INCIDENT_HEADS, incident_rows};
 use super::page::{self, badge, countdown, esc, live, table, when};
@@ -39,14 +36,9 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let Some(v) = &s.respond else {
         return not_responding(&who);
     };
@@ -90,14 +82,9 @@ pub(super) async fn list(
 
 pub(super) async fn detail(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Path(id): Path<String>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let Some(v) = &s.respond else {
         return not_responding(&who);
     };
@@ -322,58 +309,14 @@ pub(super) fn evidence(lines: &[String]) -> String {
     s
 }
 
-/// The job tail: the timeline so far, then each new entry, as `tail`
-/// events of JSON (the script de-duplicates against what the page shows).
+/// The job tail as the API streams it, every entry as a `tail` event (the
+/// script de-duplicates against what the page shows).
 pub(super) async fn tail(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    _: super::Who,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = super::who(&s, &headers, &uri) {
-        return *r;
-    }
-    let Some(v) = s.respond.clone() else {
-        return (StatusCode::NOT_FOUND, "no incidents here\n").into_response();
-    };
-    let rx = v.tail.subscribe();
-    let Some(inc) = v.incident(&id) else {
-        return (StatusCode::NOT_FOUND, "no such incident\n").into_response();
-    };
-    let past: Vec<Result<Event, Infallible>> = inc
-        .timeline
-        .iter()
-        .map(|e| {
-            Ok(tail_event(&serde_json::json!({
-                "at_ms": e.at_ms, "phase": e.phase, "text": e.text
-            })))
-        })
-        .collect();
-    let stop = s.stop.clone();
-    let live = futures_util::stream::unfold((rx, id, stop), |(mut rx, id, mut stop)| async move {
-        loop {
-            let got = tokio::select! {
-                r = rx.recv() => r,
-                _ = stop.wait_for(|s| *s) => return None,
-            };
-            match got {
-                Ok(t) if t.incident_id == id => {
-                    let ev = tail_event(&serde_json::json!({
-                        "at_ms": t.at_ms, "phase": t.phase, "text": t.text
-                    }));
-                    return Some((Ok(ev), (rx, id, stop)));
-                }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    Sse::new(futures_util::StreamExt::chain(
-        futures_util::stream::iter(past),
-        live,
-    ))
-    .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-    .into_response()
+    crate::api::respond::tail_stream(&s, id, tail_event)
 }
 
 fn tail_event(v: &serde_json::Value) -> Event {

@@ -176,6 +176,21 @@ pub(crate) fn who(s: &ApiState, headers: &HeaderMap, uri: &Uri) -> Result<Sessio
     }
 }
 
+/// The logged-in person, as a handler argument: without a session a page
+/// redirects to the login form and a stream is answered 401.
+pub(crate) struct Who(pub Session);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Who {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Arc<ApiState>,
+    ) -> Result<Who, Response> {
+        who(s, &parts.headers, &parts.uri).map(Who).map_err(|r| *r)
+    }
+}
+
 /// Refuses a request someone forged or may not make: counted, audited when
 /// the pipeline responds, and answered with a page that says why.
 async fn refuse(
@@ -349,10 +364,7 @@ async fn logout(
 
 /// One `changed` event shortly after findings, incidents or actions
 /// change (at most a few a second), so open pages refresh their live parts.
-async fn events(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = who(&s, &headers, &uri) {
-        return *r;
-    }
+async fn events(State(s): State<Arc<ApiState>>, _: Who) -> Response {
     let findings = s.hub.subscribe();
     let changed = s.respond.as_ref().map(|v| v.changed.subscribe());
     let stop = s.stop.clone();

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 
 use super::page::{self, badge, countdown, esc, live, table, when};
@@ -22,11 +21,7 @@ const HOUR_MS: i64 = 3_600_000;
 /// Rows a list on the overview shows (the count says how many there are).
 const SHOWN: usize = 50;
 
-pub(super) async fn page(State(s): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(super) async fn page(State(s): State<Arc<ApiState>>, super::Who(who): super::Who) -> Response {
     let now = crate::time::now_ms();
     let mut body = String::new();
     match &s.respond {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use datafusion::sql::sqlparser;
 use sqlparser::ast::{Query, SetExpr, Statement, Visit, Visitor};
@@ -296,27 +296,16 @@ fn esc_multiline(s: &str) -> String {
     s.split('\n').map(esc).collect::<Vec<_>>().join("\n")
 }
 
-pub(super) async fn form_get(
-    State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    match super::who(&s, &headers, &uri) {
-        Ok(w) => page::page("Query", &w, "/console/query", &form(&w, "sql", EXAMPLE)),
-        Err(r) => *r,
-    }
+pub(super) async fn form_get(super::Who(who): super::Who) -> Response {
+    page::page("Query", &who, "/console/query", &form(&who, "sql", EXAMPLE))
 }
 
 pub(super) async fn run(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     axum::Form(f): axum::Form<QueryForm>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     if let Err(e) = super::session::check_post(Some(&who), f.csrf.as_deref(), &headers) {
         return super::refuse(
             &s,

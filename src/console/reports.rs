@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 
@@ -47,14 +47,9 @@ pub(super) struct DayQuery {
 
 pub(super) async fn list(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Query(q): Query<DayQuery>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     if let Some(day) = q.day.as_deref().filter(|d| !d.is_empty()) {
         return match NaiveDate::parse_from_str(day, "%Y-%m-%d") {
             Ok(d) => Redirect::to(&format!("/console/reports/{d}")).into_response(),
@@ -107,16 +102,7 @@ fn day_of(date: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()
 }
 
-pub(super) async fn view(
-    State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(date): Path<String>,
-) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(super) async fn view(super::Who(who): super::Who, Path(date): Path<String>) -> Response {
     let Some(d) = day_of(&date) else {
         return page::problem(StatusCode::NOT_FOUND, Some(&who), "Not a day (YYYY-MM-DD).");
     };
@@ -133,14 +119,9 @@ pub(super) async fn view(
 
 pub(super) async fn raw(
     State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    uri: Uri,
+    super::Who(who): super::Who,
     Path(date): Path<String>,
 ) -> Response {
-    let who = match super::who(&s, &headers, &uri) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let Some(d) = day_of(&date) else {
         return page::problem(StatusCode::NOT_FOUND, Some(&who), "Not a day (YYYY-MM-DD).");
     };

@@ -48,9 +48,10 @@ pub fn long_lived(spec: &PipelineSpec) -> bool {
     })
 }
 
-/// Where the console finds the store, the reports and the search index.
-fn console_context(spec: &PipelineSpec, detectors: &[Detector]) -> crate::console::Context {
-    let store = spec.sinks.iter().find_map(|s| match s {
+/// The store reports and the console read: the pipeline's first
+/// Parquet or ClickHouse sink.
+fn report_store(spec: &PipelineSpec) -> Option<crate::report::schedule::Store> {
+    spec.sinks.iter().find_map(|s| match s {
         super::config::SinkConfig::Parquet(p) => Some(crate::report::schedule::Store::Parquet(
             std::path::PathBuf::from(&p.dir),
         )),
@@ -58,7 +59,12 @@ fn console_context(spec: &PipelineSpec, detectors: &[Detector]) -> crate::consol
             Some(crate::report::schedule::Store::Clickhouse(c.clone()))
         }
         _ => None,
-    });
+    })
+}
+
+/// Where the console finds the store, the reports and the search index.
+fn console_context(spec: &PipelineSpec, detectors: &[Detector]) -> crate::console::Context {
+    let store = report_store(spec);
     let reports = spec
         .report
         .as_ref()
@@ -162,15 +168,7 @@ pub async fn serve(
         let compiled = r
             .compile(notify_compiled.as_ref())
             .map_err(|e| anyhow::anyhow!("report: {e}"))?;
-        let store = spec.sinks.iter().find_map(|s| match s {
-            super::config::SinkConfig::Parquet(p) => Some(crate::report::schedule::Store::Parquet(
-                std::path::PathBuf::from(&p.dir),
-            )),
-            super::config::SinkConfig::Clickhouse(c) => {
-                Some(crate::report::schedule::Store::Clickhouse(c.clone()))
-            }
-            _ => None,
-        });
+        let store = report_store(spec);
         if let Some(store) = store {
             let channels = notify_compiled
                 .as_ref()
