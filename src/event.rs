@@ -207,6 +207,25 @@ impl Event {
         }
         match field {
             Field::Timestamp => num!(Some(self.timestamp)),
+            Field::SourcePort => num!(self.source_port),
+            Field::ProcessPid => num!(self.process_pid),
+            Field::HttpStatus => num!(self.http_status),
+            Field::HttpBodyBytes => num!(self.http_body_bytes),
+            Field::Duration => num!(self.duration_ns),
+            Field::TemplateId => {
+                let t = self.template.as_ref()?;
+                buf.clear();
+                let _ = write!(buf, "t-{:016x}", t.id);
+                Some(buf.as_str())
+            }
+            text => self.get_text(text),
+        }
+    }
+
+    /// Value of a text field, borrowed from the event; None for the
+    /// numeric fields and `template.id`, which [`Event::get`] renders.
+    pub fn get_text(&self, field: &Field) -> Option<&str> {
+        match field {
             Field::Kind => Some(match self.kind {
                 Kind::Event => "event",
                 Kind::Alert => "alert",
@@ -218,30 +237,26 @@ impl Event {
             Field::Original => Some(&self.original),
             Field::Message => Some(self.message()),
             Field::SourceIp => self.source_ip.as_deref(),
-            Field::SourcePort => num!(self.source_port),
             Field::UserName => self.user_name.as_deref(),
             Field::HostName => self.host_name.as_deref(),
             Field::ServiceName => self.service_name.as_deref(),
             Field::ProcessName => self.process_name.as_deref(),
-            Field::ProcessPid => num!(self.process_pid),
             Field::HttpMethod => self.http_method.as_deref(),
             Field::UrlOriginal => self.url_original.as_deref(),
             Field::UrlPath => self.url_path(),
             Field::UrlQuery => self.url_query(),
-            Field::HttpStatus => num!(self.http_status),
-            Field::HttpBodyBytes => num!(self.http_body_bytes),
             Field::UserAgent => self.user_agent.as_deref(),
-            Field::Duration => num!(self.duration_ns),
             Field::LogLevel => self.log_level.as_deref(),
-            Field::TemplateId => {
-                let t = self.template.as_ref()?;
-                buf.clear();
-                let _ = write!(buf, "t-{:016x}", t.id);
-                Some(buf.as_str())
-            }
             Field::TemplateText => self.template.as_ref().map(|t| &*t.text),
             Field::Label(name) => self.label(name),
             Field::Extra(name) => self.extra(name),
+            Field::Timestamp
+            | Field::SourcePort
+            | Field::ProcessPid
+            | Field::HttpStatus
+            | Field::HttpBodyBytes
+            | Field::Duration
+            | Field::TemplateId => None,
         }
     }
 

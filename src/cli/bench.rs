@@ -28,6 +28,9 @@ pub struct Args {
     replicate: Vec<String>,
     #[arg(long, default_value = "detectors")]
     detectors: String,
+    /// Folder of Sigma rules to run with the detectors (repeatable).
+    #[arg(long)]
+    sigma: Vec<String>,
     #[arg(long, default_value_t = 3)]
     runs: usize,
     #[arg(long)]
@@ -282,6 +285,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .join("\n")
         )
     })?;
+    let mut loaded = loaded;
+    if !args.sigma.is_empty() {
+        let load = crate::detect::sigma::load_dirs(&args.sigma)?;
+        eprintln!(
+            "sigma: {} loaded, {} unsupported",
+            load.loaded,
+            load.refused.len()
+        );
+        loaded.extend(load.detectors);
+    }
     let detectors = || loaded.clone();
     let n_detectors = loaded.len();
     let mut spec = crate::pipeline::PipelineSpec::defaults("bench");

@@ -15,6 +15,10 @@ pub struct ValidateArgs {
     /// Folder of playbook files.
     #[arg(long, default_value = "playbooks")]
     playbooks: String,
+    /// Folder of Sigma rules to check (repeatable): ends with
+    /// `sigma: N loaded, M unsupported` and why each was refused.
+    #[arg(long)]
+    sigma: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -102,10 +106,28 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     }
     if errors > 0 {
         println!("{errors} invalid");
-        return Ok(ExitCode::from(1));
+    } else {
+        println!("{files} files valid");
     }
-    println!("{files} files valid");
-    Ok(ExitCode::SUCCESS)
+    if !args.sigma.is_empty() {
+        let load = crate::detect::sigma::load_dirs(&args.sigma)?;
+        for r in &load.refused {
+            match r.title.as_str() {
+                "" => println!("{}: unsupported: {}", r.path, r.reason),
+                t => println!("{}: unsupported: {t:?}: {}", r.path, r.reason),
+            }
+        }
+        println!(
+            "sigma: {} loaded, {} unsupported",
+            load.loaded,
+            load.refused.len()
+        );
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {

@@ -38,6 +38,9 @@ enum What {
         /// The detectors to evaluate.
         #[arg(long, default_value = "detectors")]
         detectors: String,
+        /// Folder of Sigma rules to evaluate with them (repeatable).
+        #[arg(long)]
+        sigma: Vec<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -50,8 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Detection {
             dir,
             detectors,
+            sigma,
             json,
-        } => return detection(&dir, &detectors, json),
+        } => return detection(&dir, &detectors, &sigma, json),
     };
     let mut results: Vec<(String, Scores, f64)> = Vec::new();
     for (name, format) in LOGHUB_FORMATS {
@@ -114,9 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn detection(dir: &str, detectors: &str, json: bool) -> anyhow::Result<ExitCode> {
+fn detection(dir: &str, detectors: &str, sigma: &[String], json: bool) -> anyhow::Result<ExitCode> {
     use crate::detect::eval;
-    let loaded = crate::detect::load_dir(Path::new(detectors)).map_err(|errs| {
+    let mut loaded = crate::detect::load_dir(Path::new(detectors)).map_err(|errs| {
         anyhow::anyhow!(
             "{}",
             errs.iter()
@@ -125,6 +129,15 @@ fn detection(dir: &str, detectors: &str, json: bool) -> anyhow::Result<ExitCode>
                 .join("\n")
         )
     })?;
+    if !sigma.is_empty() {
+        let load = crate::detect::sigma::load_dirs(sigma)?;
+        eprintln!(
+            "sigma: {} loaded, {} unsupported",
+            load.loaded,
+            load.refused.len()
+        );
+        loaded.extend(load.detectors);
+    }
     let dirs = eval::test_dirs(Path::new(dir)).with_context(|| format!("cannot read {dir}"))?;
     if dirs.is_empty() {
         anyhow::bail!("no test under {dir} (a folder with a log and scenario.assert)");

@@ -24,6 +24,9 @@ pub struct ReplayArgs {
     /// Folder of detector files.
     #[arg(long, default_value = "detectors")]
     detectors: String,
+    /// Folder of Sigma rules to run as well (repeatable).
+    #[arg(long)]
+    sigma: Vec<String>,
     /// Instant that year-less timestamps are placed before (RFC 3339; default now).
     #[arg(long)]
     reference_time: Option<String>,
@@ -73,6 +76,7 @@ fn reference(arg: Option<&str>) -> anyhow::Result<i64> {
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut spec = PipelineSpec::defaults("replay");
     spec.detect.paths = vec![args.detectors.clone()];
+    spec.detect.sigma = args.sigma.clone();
     // files are bounded: a jump back in time (rotated logs in any order)
     // starts a new segment rather than losing what follows as late
     spec.detect.out_of_order = crate::pipeline::config::OutOfOrder::Segment;
@@ -154,6 +158,16 @@ fn load_detectors(spec: &PipelineSpec) -> anyhow::Result<Vec<crate::detect::Dete
                 anyhow::bail!("detectors under {dir} are invalid (run `threatpilot validate`)");
             }
         }
+    }
+    if !spec.detect.sigma.is_empty() {
+        let load = crate::detect::sigma::load_dirs(&spec.detect.sigma)
+            .map_err(|e| anyhow::anyhow!("cannot read Sigma rules: {e}"))?;
+        eprintln!(
+            "sigma: {} loaded, {} unsupported (`threatpilot validate --sigma DIR` says why)",
+            load.loaded,
+            load.refused.len()
+        );
+        detectors.extend(load.detectors);
     }
     Ok(detectors)
 }

@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::config::AggregateKind;
 use super::matcher::{EvalCtx, KeywordGroups, KeywordHits, Matcher};
+use super::sigma::SigmaSet;
 use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
 use crate::event::{Event, Field, Kind, Outcome};
@@ -225,6 +226,11 @@ impl Index {
             ..Index::default()
         };
         for (i, d) in detectors.iter().enumerate() {
+            if d.sigma.is_some() {
+                // matched by the Sigma engine; never a candidate here
+                ix.residual.push(Matcher::default());
+                continue;
+            }
             let Some((field, values, rest)) = d.matcher.index_key() else {
                 ix.generic.push(i as u32);
                 ix.residual.push(d.matcher.clone());
@@ -338,6 +344,11 @@ pub struct Engine {
     index: Index,
     keywords: KeywordGroups,
     candidates: CandidateCache,
+    sigma: SigmaSet,
+    /// The detectors the current event's Sigma matches feed, and the
+    /// rules that matched (reused).
+    sigma_hits: Vec<u32>,
+    sigma_rules: Vec<u16>,
     keys: PrehashedMap<Key, KeyState>,
     active: OpenKeys,
     /// Which shared keyword patterns the current event holds (reused).
@@ -366,6 +377,9 @@ impl Engine {
         let keywords = KeywordGroups::build(matchers).unwrap_or_default();
         Engine {
             index: Index::build(&detectors),
+            sigma: SigmaSet::build(&detectors),
+            sigma_hits: Vec::new(),
+            sigma_rules: Vec::new(),
             keywords,
             detectors,
             candidates: CandidateCache::default(),
@@ -471,6 +485,9 @@ impl Engine {
             hits,
             cfg,
             stats,
+            sigma,
+            sigma_hits,
+            sigma_rules,
             ..
         } = self;
         let mut ctx = EvalCtx::new(keywords, hits);
@@ -496,6 +513,14 @@ impl Engine {
             let det = &detectors[di as usize];
             if index.residual[di as usize].matches_in(ev, &mut ctx) {
                 stats.matched += 1;
+                observe(det, di, ev, keys, active, cfg, stats, &mut ctx, out);
+            }
+        }
+        if !sigma.is_empty() {
+            sigma.matches(ev, sigma_rules, sigma_hits);
+            for &di in sigma_hits.iter() {
+                stats.matched += 1;
+                let det = &detectors[di as usize];
                 observe(det, di, ev, keys, active, cfg, stats, &mut ctx, out);
             }
         }
@@ -888,7 +913,8 @@ fn observe(
         (Some(v), _) | (None, Some(v)) => v.to_owned(),
         (None, None) => return,
     };
-    let mut context = std::collections::BTreeMap::new();
+    let mut context: std::collections::BTreeMap<String, String> =
+        det.labels.iter().cloned().collect();
     for (k, f) in &det.context {
         if let Some(v) = ev.get(f, &mut buf) {
             context.insert(k.clone(), v.to_owned());

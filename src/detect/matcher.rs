@@ -492,19 +492,68 @@ impl CompiledCondition {
     }
 }
 
-/// Percent-decodes twice (catching `%252e`), `+` as space; invalid escapes stay.
+/// Normalises a request target before matching, so that an encoding
+/// does not hide an attack:
+/// - percent-decoding until stable (at most eight rounds: `%252e` is `.`
+///   too), `+` as space in the first; invalid escapes stay;
+/// - backslashes read as slashes (`..\`, IIS-style paths) and null bytes
+///   dropped (`shell.php%00.jpg`);
+/// - in the path (before `?`), runs of `/` folded and `/./` segments
+///   dropped (`/.//./etc/passwd` is `/etc/passwd`).
+///
+/// Case is left alone: keyword matching already ignores ASCII case.
 pub fn url_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', '+']) {
+    let b = s.as_bytes();
+    let plain = memchr::memchr3(b'%', b'+', b'\\', b).is_none()
+        && memchr::memchr(0, b).is_none()
+        && memchr::memmem::find(b, b"//").is_none()
+        && memchr::memmem::find(b, b"/./").is_none();
+    if plain {
         return Cow::Borrowed(s);
     }
-    let once = decode_once(s.as_bytes());
-    if !once.contains(&b'%') {
-        return Cow::Owned(String::from_utf8_lossy(&once).into_owned());
+    let mut cur = decode_once(b, true);
+    for _ in 0..7 {
+        if memchr::memchr(b'%', &cur).is_none() {
+            break;
+        }
+        let next = decode_once(&cur, false);
+        if next == cur {
+            break;
+        }
+        cur = next;
     }
-    Cow::Owned(String::from_utf8_lossy(&decode_once(&once)).into_owned())
+    let mut out = Vec::with_capacity(cur.len());
+    let query = memchr::memchr(b'?', &cur).unwrap_or(cur.len());
+    let mut i = 0;
+    while i < cur.len() {
+        let c = match cur[i] {
+            0 => {
+                i += 1;
+                continue;
+            }
+            b'\\' => b'/',
+            c => c,
+        };
+        if c == b'/' && i < query && out.last() == Some(&b'/') {
+            i += 1;
+            continue;
+        }
+        if c == b'.'
+            && i < query
+            && out.last() == Some(&b'/')
+            && matches!(cur.get(i + 1), Some(b'/' | b'\\'))
+        {
+            // `/./`: keep the slash already written, skip the dot and its slash
+            i += 2;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn decode_once(b: &[u8]) -> Vec<u8> {
+fn decode_once(b: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -522,7 +571,7 @@ fn decode_once(b: &[u8]) -> Vec<u8> {
                     }
                 }
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -646,5 +695,28 @@ mod tests {
         assert_eq!(url_decode("%252e%252e%252f"), "../");
         assert_eq!(url_decode("%zz"), "%zz");
         assert_eq!(url_decode("50%"), "50%");
+        // decoded until stable, however deep the encoding
+        assert_eq!(url_decode("/cgi-bin/.%252525252e/x"), "/cgi-bin/../x");
+        assert_eq!(
+            url_decode("/icons/.%2e/%2e%2e/etc/passwd"),
+            "/icons/../../etc/passwd"
+        );
+        // an encoded plus stays a plus
+        assert_eq!(url_decode("/a?q=1%2B1"), "/a?q=1+1");
+        assert_eq!(url_decode("/a?q=1+1"), "/a?q=1 1");
+        // backslashes, nulls, doubled slashes and `/./`
+        assert_eq!(
+            url_decode("/..\\..\\windows\\win.ini"),
+            "/../../windows/win.ini"
+        );
+        assert_eq!(url_decode("/up/shell.php%00.jpg"), "/up/shell.php.jpg");
+        assert_eq!(url_decode("/.//./etc//passwd"), "/etc/passwd");
+        assert_eq!(url_decode("//./a/./b/"), "/a/b/");
+        // the query keeps its slashes: `http://` is evidence there
+        assert_eq!(
+            url_decode("/r//x?u=http://e.test/./a"),
+            "/r/x?u=http://e.test/./a"
+        );
+        assert_eq!(url_decode("/plain/path?x=1"), "/plain/path?x=1");
     }
 }

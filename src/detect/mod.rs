@@ -17,6 +17,7 @@ pub mod engine;
 pub mod eval;
 pub mod fixtures;
 pub mod matcher;
+pub mod sigma;
 pub mod window;
 
 use std::path::{Path, PathBuf};
@@ -57,12 +58,17 @@ pub struct Detector {
     pub offender_field: Field,
     pub offender_default: Option<String>,
     pub context: Vec<(String, Field)>,
+    /// Fixed context every finding carries (a Sigma rule's id, level, author).
+    pub labels: Vec<(String, String)>,
     pub targets_field: Option<Field>,
     pub recommended_actions: Vec<String>,
     pub evidence_max: usize,
     pub cooldown_ms: i64,
     pub resolve_after_ms: i64,
     pub path: String,
+    /// The Sigma rule this detector runs (matched by the rule's engine,
+    /// not by `matcher`).
+    pub sigma: Option<std::sync::Arc<sigma::SigmaRef>>,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +274,7 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
             .iter()
             .map(|(k, v)| Ok((k.clone(), field(1, v)?)))
             .collect::<Result<_, CompileError>>()?,
+        labels: Vec::new(),
         targets_field: out
             .targets_field
             .as_deref()
@@ -278,6 +285,7 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
         cooldown_ms: cooldown as i64 * 1000,
         resolve_after_ms: resolve.max(1) as i64 * 1000,
         path: path.to_owned(),
+        sigma: None,
     })
 }
 

@@ -155,6 +155,11 @@ pub struct DetectConfig {
     /// Folders of detector files, relative to the working directory.
     #[serde(default = "default_detector_paths")]
     pub paths: Vec<String>,
+    /// Folders of Sigma rules (SigmaHQ format) to run beside the detectors:
+    /// web server, proxy and Linux log sources. Rules that cannot run are
+    /// reported by `threatpilot validate --sigma DIR`, with the reason.
+    #[serde(default)]
+    pub sigma: Vec<String>,
     /// Most window keys held; older ones are evicted (and counted) past it.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
@@ -198,6 +203,7 @@ impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
             paths: default_detector_paths(),
+            sigma: Vec::new(),
             max_keys: default_max_keys(),
             allowed_lateness_secs: default_lateness(),
             max_future_skew_secs: default_future_skew(),

@@ -1,0 +1,1172 @@
+//! Sigma rules (SigmaHQ's format) as detectors, for the `webserver`,
+//! `proxy`, `apache` and `nginx` log sources and Linux (`sshd`, `auth`,
+//! `sudo`, `syslog`, …).
+//!
+//! Parsing and matching are rsigma's (`rsigma-parser`, `rsigma-eval`): a
+//! maintained implementation of the specification (modifiers, conditions,
+//! `1 of` / `all of`, keyword rules), not ours. What is ours is the fit:
+//!
+//! - **Fields.** Sigma's web taxonomy names (`cs-uri-query`, `c-useragent`,
+//!   `sc-status`, …) are read from the ECS fields the parsers fill
+//!   ([`sigma_field`]); ECS names work as they are. Keyword rules are
+//!   matched against the raw line (`event.original`). A rule that needs a
+//!   field no event of ours carries (`cs-cookie`, a request body) is
+//!   refused with that reason rather than loaded to never fire.
+//! - **Routing.** Rules are grouped by family (web, Linux) into one rsigma
+//!   engine each, with its inverted index: an event is evaluated once per
+//!   family, not once per rule. A match is then checked against the rule's
+//!   log source (`service: sshd` wants sshd's lines).
+//! - **Findings.** Each rule is a [`Detector`] that fires on the first
+//!   matching event, grouped by source address (web) or host (Linux), so a
+//!   finding carries its rule's id, title, level (as severity), author and
+//!   ATT&CK tags, and goes through the same cooldown, update and resolve
+//!   cycle as every other finding. Correlation rules of type `event_count`
+//!   and `value_count` become windows over the rules they name; a rule a
+//!   correlation names only fires on its own with `generate: true`, as the
+//!   specification says. Temporal correlations are refused (not yet
+//!   supported), with that reason.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rsigma_eval::event::EventValue;
+use rsigma_parser::{
+    ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType, Level,
+    SigmaCollection, SigmaRule,
+};
+
+use super::config::{AggregateKind, WindowKind};
+use super::matcher::Matcher;
+use super::{Detector, Logic, WindowLogic};
+use crate::event::{Event, Field};
+use crate::finding::{Domain, OffenderType, Severity};
+
+/// Which events a rule family is evaluated on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Web server access and error logs, and proxies (`event.category: web`).
+    Web,
+    /// Linux system logs: sshd, PAM and auth, sudo, syslog, kernel.
+    Linux,
+}
+
+/// Datasets of the Linux family.
+const LINUX_DATASETS: &[&str] = &["sshd", "auth", "sudo", "syslog", "kernel"];
+
+impl Family {
+    /// The family `ev` belongs to, if any.
+    pub fn of(ev: &Event) -> Option<Family> {
+        if ev.category == Some("web") {
+            Some(Family::Web)
+        } else if LINUX_DATASETS.contains(&ev.dataset.as_ref()) {
+            Some(Family::Linux)
+        } else {
+            None
+        }
+    }
+}
+
+/// Which events of its family a rule's log source admits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Gate {
+    Any,
+    /// `event.dataset` is one of these.
+    Datasets(Vec<&'static str>),
+    /// `event.dataset` starts with this (`apache` for `apache.access`, `apache.error`).
+    DatasetPrefix(&'static str),
+    /// A forward proxy's log: `event.dataset` names a proxy (`squid.access`,
+    /// `proxy`, set by the source's `dataset:`).
+    Proxy,
+    /// `process.name` is this (services with no parser of their own: cron, vsftpd, …).
+    Process(String),
+}
+
+impl Gate {
+    pub fn admits(&self, ev: &Event) -> bool {
+        match self {
+            Gate::Any => true,
+            Gate::Datasets(d) => d.contains(&ev.dataset.as_ref()),
+            Gate::DatasetPrefix(p) => ev.dataset.starts_with(p),
+            Gate::Proxy => ev.dataset.starts_with("squid") || ev.dataset.contains("proxy"),
+            Gate::Process(p) => ev.process_name.as_deref() == Some(p.as_str()),
+        }
+    }
+}
+
+/// What a Sigma detector is: a rule evaluated by the family's engine, or a
+/// correlation fed by the rules it names.
+pub enum SigmaKind {
+    Rule {
+        /// The parsed rule, its `id` set to [`SigmaRef::key`].
+        rule: Box<SigmaRule>,
+        /// Whether the rule makes findings of its own (false when only a
+        /// correlation uses it).
+        generate: bool,
+    },
+    Correlation {
+        /// Keys of the rules it counts.
+        rules: Vec<String>,
+    },
+}
+
+/// A detector's tie to its Sigma rule.
+pub struct SigmaRef {
+    pub family: Family,
+    pub gate: Gate,
+    /// The rule's id (or, without one, its title): how matches are named.
+    pub key: String,
+    pub kind: SigmaKind,
+}
+
+impl std::fmt::Debug for SigmaRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigmaRef")
+            .field("family", &self.family)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rule that was not loaded, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    pub path: String,
+    pub title: String,
+    pub reason: String,
+}
+
+/// What loading Sigma folders gave.
+#[derive(Debug, Default)]
+pub struct SigmaLoad {
+    pub detectors: Vec<Detector>,
+    /// Rules and correlations loaded.
+    pub loaded: usize,
+    pub refused: Vec<Refused>,
+}
+
+/// Where Sigma's field names are found in an event. `None`: a field no
+/// event of ours carries.
+pub fn sigma_field(name: &str) -> Option<Field> {
+    let ecs = |n: &str| Field::Extra(n.to_owned());
+    Some(match name {
+        "cs-method" => Field::HttpMethod,
+        // SigmaHQ's web rules write the whole request target under
+        // cs-uri-query (`/cgi-bin/.%2e/…`, `/wp-admin/…?x=`): reading only
+        // the part after `?` would blind most of them
+        "cs-uri-query" | "cs-uri" | "c-uri" | "request" => Field::UrlOriginal,
+        "cs-uri-stem" | "c-uri-stem" => Field::UrlPath,
+        "c-uri-query" => Field::UrlQuery,
+        "sc-status" => Field::HttpStatus,
+        "cs-user-agent" | "c-useragent" => Field::UserAgent,
+        "cs-host" | "r-dns" => ecs("url.domain"),
+        "cs-referer" | "cs-referrer" => ecs("http.request.referrer"),
+        "cs-username" | "USER" | "User" => Field::UserName,
+        "c-ip" | "src_ip" | "ClientIP" => Field::SourceIp,
+        "dst_ip" => ecs("destination.ip"),
+        "sc-bytes" => Field::HttpBodyBytes,
+        "c-uri-extension" => ecs("url.extension"),
+        n if n.contains('.') || n == "message" => Field::resolve(n).ok()?,
+        _ => return None,
+    })
+}
+
+/// An event as rsigma sees it: fields by Sigma or ECS name, keywords
+/// against the raw line.
+pub struct SigmaEvent<'a>(pub &'a Event);
+
+impl SigmaEvent<'_> {
+    fn extension(&self) -> Option<&str> {
+        let path = self.0.url_path()?;
+        let last = path.rsplit('/').next()?;
+        last.rsplit_once('.').map(|(_, ext)| ext)
+    }
+}
+
+impl rsigma_eval::Event for SigmaEvent<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        let ev = self.0;
+        let field = match path {
+            "c-uri-extension" | "url.extension" => {
+                return self.extension().map(|v| EventValue::Str(Cow::Borrowed(v)));
+            }
+            "cs-method" | "http.request.method" => Field::HttpMethod,
+            "cs-uri-query" | "cs-uri" | "c-uri" | "url.original" => Field::UrlOriginal,
+            "cs-user-agent" | "c-useragent" | "user_agent.original" => Field::UserAgent,
+            "sc-status" | "http.response.status_code" => Field::HttpStatus,
+            other => sigma_field(other)?,
+        };
+        if let Some(v) = ev.get_text(&field) {
+            return Some(EventValue::Str(Cow::Borrowed(v)));
+        }
+        match field {
+            Field::TemplateId => {
+                let mut buf = String::new();
+                ev.get(&field, &mut buf)
+                    .map(|v| EventValue::Str(Cow::Owned(v.to_owned())))
+            }
+            f => ev.get_number(&f).map(|n| EventValue::Int(n as i64)),
+        }
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        pred(&self.0.original)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        vec![Cow::Borrowed(self.0.original.as_str())]
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        visit(&self.0.original)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "event.original": self.0.original })
+    }
+}
+
+/// Loads every Sigma file under `dirs`. Rules that cannot be used are
+/// listed in [`SigmaLoad::refused`] with the reason; the rest load.
+pub fn load_dirs(dirs: &[String]) -> std::io::Result<SigmaLoad> {
+    let mut docs: Vec<(String, SigmaCollection)> = Vec::new();
+    let mut out = SigmaLoad::default();
+    for dir in dirs {
+        for p in super::detector_files(Path::new(dir))? {
+            let path = p.display().to_string();
+            let text = std::fs::read_to_string(&p)?;
+            match rsigma_parser::parse_sigma_yaml(&text) {
+                Ok(c) => {
+                    for e in &c.errors {
+                        out.refused.push(Refused {
+                            path: path.clone(),
+                            title: String::new(),
+                            reason: format!("cannot parse: {e}"),
+                        });
+                    }
+                    docs.push((path, c));
+                }
+                Err(e) => out.refused.push(Refused {
+                    path,
+                    title: String::new(),
+                    reason: format!("cannot parse: {e}"),
+                }),
+            }
+        }
+    }
+    build(docs, &mut out);
+    Ok(out)
+}
+
+/// Parses Sigma rules from one text (tests, single files).
+pub fn load_str(text: &str, path: &str) -> SigmaLoad {
+    let mut out = SigmaLoad::default();
+    match rsigma_parser::parse_sigma_yaml(text) {
+        Ok(c) => {
+            for e in &c.errors {
+                out.refused.push(Refused {
+                    path: path.to_owned(),
+                    title: String::new(),
+                    reason: format!("cannot parse: {e}"),
+                });
+            }
+            build(vec![(path.to_owned(), c)], &mut out);
+        }
+        Err(e) => out.refused.push(Refused {
+            path: path.to_owned(),
+            title: String::new(),
+            reason: format!("cannot parse: {e}"),
+        }),
+    }
+    out
+}
+
+/// A rule accepted so far, before correlations decide whether it generates.
+struct Accepted {
+    path: String,
+    rule: SigmaRule,
+    family: Family,
+    gate: Gate,
+    key: String,
+}
+
+fn build(docs: Vec<(String, SigmaCollection)>, out: &mut SigmaLoad) {
+    let mut rules: Vec<Accepted> = Vec::new();
+    let mut correlations: Vec<(String, CorrelationRule)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (path, c) in docs {
+        for f in &c.filters {
+            out.refused.push(Refused {
+                path: path.clone(),
+                title: f.title.clone(),
+                reason: "filter rules are not supported".into(),
+            });
+        }
+        for rule in c.rules {
+            let refuse = |reason: String| Refused {
+                path: path.clone(),
+                title: rule.title.clone(),
+                reason,
+            };
+            let Some((family, gate)) = route(&rule) else {
+                out.refused.push(refuse(format!(
+                    "log source {} is not read (webserver, proxy, apache, nginx, linux)",
+                    describe(&rule.logsource)
+                )));
+                continue;
+            };
+            if let Some(f) = unknown_field(&rule) {
+                out.refused.push(refuse(format!(
+                    "field `{f}` is not in ThreatPilot's events"
+                )));
+                continue;
+            }
+            if let Err(e) = rsigma_eval::compile_rule(&rule) {
+                out.refused.push(refuse(format!("cannot compile: {e}")));
+                continue;
+            }
+            let key = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+            if !seen.insert(key.clone()) {
+                out.refused
+                    .push(refuse(format!("duplicate rule id `{key}`")));
+                continue;
+            }
+            rules.push(Accepted {
+                path: path.clone(),
+                rule,
+                family,
+                gate,
+                key,
+            });
+        }
+        correlations.extend(c.correlations.into_iter().map(|r| (path.clone(), r)));
+    }
+    // a correlation names rules by id or by name
+    let by_ref: HashMap<&str, usize> = rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            [Some(a.key.as_str()), a.rule.name.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(move |n| (n, i))
+        })
+        .collect();
+    let mut quiet = vec![false; rules.len()];
+    let mut corr_dets = Vec::new();
+    for (path, c) in &correlations {
+        match correlation(c, path, &rules, &by_ref) {
+            Ok((det, named)) => {
+                for i in named {
+                    quiet[i] |= !c.generate;
+                }
+                corr_dets.push(det);
+                out.loaded += 1;
+            }
+            Err(reason) => out.refused.push(Refused {
+                path: path.clone(),
+                title: c.title.clone(),
+                reason,
+            }),
+        }
+    }
+    for (a, quiet) in rules.into_iter().zip(quiet) {
+        out.detectors.push(rule_detector(a, !quiet));
+        out.loaded += 1;
+    }
+    out.detectors.extend(corr_dets);
+}
+
+/// The family and gate of a rule's log source; None where no event of
+/// ours could match it.
+fn route(rule: &SigmaRule) -> Option<(Family, Gate)> {
+    let ls = &rule.logsource;
+    let (cat, product, service) = (
+        ls.category.as_deref(),
+        ls.product.as_deref(),
+        ls.service.as_deref(),
+    );
+    match (cat, product, service) {
+        (Some("webserver"), _, _) => Some((Family::Web, Gate::Any)),
+        // a proxy's log tells of clients inside going out: its rules (a
+        // crawler's user agent, a download from a rare TLD) mean nothing
+        // on a web server's own access log
+        (Some("proxy"), _, _) => Some((Family::Web, Gate::Proxy)),
+        (None, _, Some("apache")) => Some((Family::Web, Gate::DatasetPrefix("apache"))),
+        (None, _, Some("nginx")) => Some((Family::Web, Gate::DatasetPrefix("nginx"))),
+        (None, Some("linux"), None) => Some((Family::Linux, Gate::Any)),
+        (None, Some("linux"), Some("sshd")) => Some((Family::Linux, Gate::Datasets(vec!["sshd"]))),
+        (None, Some("linux"), Some("sudo")) => Some((Family::Linux, Gate::Datasets(vec!["sudo"]))),
+        (None, Some("linux"), Some("auth")) => {
+            Some((Family::Linux, Gate::Datasets(vec!["sshd", "auth", "sudo"])))
+        }
+        (None, Some("linux"), Some("syslog")) => Some((Family::Linux, Gate::Any)),
+        (None, Some("linux"), Some(other)) => {
+            Some((Family::Linux, Gate::Process(other.to_owned())))
+        }
+        _ => None,
+    }
+}
+
+fn describe(ls: &rsigma_parser::LogSource) -> String {
+    let parts: Vec<String> = [
+        ("category", &ls.category),
+        ("product", &ls.product),
+        ("service", &ls.service),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+    .collect();
+    if parts.is_empty() {
+        "(none)".into()
+    } else {
+        format!("{{{}}}", parts.join(", "))
+    }
+}
+
+/// The first field the rule's detection names that no event of ours has.
+fn unknown_field(rule: &SigmaRule) -> Option<String> {
+    let single = SigmaCollection {
+        rules: vec![rule.clone()],
+        ..SigmaCollection::new()
+    };
+    let fields = rsigma_eval::RuleFieldSet::collect(&single, &[], false);
+    fields
+        .iter()
+        .filter(|(_, o)| o.sources.contains(&rsigma_eval::FieldSource::Detection))
+        .map(|(name, _)| name)
+        .find(|name| sigma_field(name).is_none())
+        .map(str::to_owned)
+}
+
+fn severity(level: Option<Level>) -> (Severity, f64) {
+    match level {
+        Some(Level::Critical) => (Severity::Critical, 0.9),
+        Some(Level::High) => (Severity::High, 0.8),
+        Some(Level::Medium) | None => (Severity::Medium, 0.6),
+        Some(Level::Low) => (Severity::Low, 0.4),
+        Some(Level::Informational) => (Severity::Low, 0.2),
+    }
+}
+
+fn level_name(level: Option<Level>) -> &'static str {
+    match level {
+        Some(Level::Critical) => "critical",
+        Some(Level::High) => "high",
+        Some(Level::Medium) => "medium",
+        Some(Level::Low) => "low",
+        Some(Level::Informational) => "informational",
+        None => "unset",
+    }
+}
+
+/// ATT&CK technique ids from Sigma tags (`attack.t1190` → `T1190`).
+fn techniques(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .filter_map(|t| t.strip_prefix("attack.t"))
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|t| format!("T{}", t.to_ascii_uppercase()))
+        .collect()
+}
+
+fn domain_of(family: Family, gate: &Gate) -> Domain {
+    match (family, gate) {
+        (Family::Web, _) => Domain::Http,
+        (Family::Linux, Gate::Datasets(_)) => Domain::Identity,
+        (Family::Linux, _) => Domain::Infrastructure,
+    }
+}
+
+/// A detector shell: one event of the group is enough.
+#[allow(clippy::too_many_arguments)]
+fn shell(
+    id: String,
+    title: String,
+    family: Family,
+    domain: Domain,
+    level: Option<Level>,
+    attack: Vec<String>,
+    labels: Vec<(String, String)>,
+    logic: WindowLogic,
+    path: String,
+    sigma: SigmaRef,
+) -> Detector {
+    let (severity, confidence) = severity(level);
+    let (group, offender_kind, offender_default, context, targets) = match family {
+        Family::Web => (
+            Field::SourceIp,
+            OffenderType::Ip,
+            None,
+            vec![
+                ("host".to_owned(), Field::HostName),
+                ("url.domain".to_owned(), Field::Extra("url.domain".into())),
+            ],
+            Some(Field::UrlOriginal),
+        ),
+        Family::Linux => (
+            Field::HostName,
+            OffenderType::Host,
+            Some("unknown-host".to_owned()),
+            vec![
+                ("source.ip".to_owned(), Field::SourceIp),
+                ("user".to_owned(), Field::UserName),
+            ],
+            Some(Field::UserName),
+        ),
+    };
+    let recommended = match (family, severity) {
+        (Family::Web, Severity::High | Severity::Critical) => vec!["block_ip:{offender}".into()],
+        _ => Vec::new(),
+    };
+    Detector {
+        id,
+        revision: 1,
+        title,
+        domain,
+        classification: "sigma".into(),
+        severity,
+        confidence,
+        attack,
+        matcher: Matcher::default(),
+        resolve_when: None,
+        logic: Logic::Window(logic),
+        group_by: vec![group.clone()],
+        offender_kind,
+        offender_field: group,
+        offender_default,
+        context,
+        labels,
+        targets_field: targets,
+        recommended_actions: recommended,
+        evidence_max: 10,
+        cooldown_ms: 60_000,
+        resolve_after_ms: 600_000,
+        path,
+        sigma: Some(Arc::new(sigma)),
+    }
+}
+
+fn labels(key: &str, level: Option<Level>, author: Option<&str>) -> Vec<(String, String)> {
+    let mut l = vec![
+        ("sigma.id".to_owned(), key.to_owned()),
+        ("sigma.level".to_owned(), level_name(level).to_owned()),
+    ];
+    if let Some(a) = author {
+        l.push(("sigma.author".to_owned(), a.to_owned()));
+    }
+    l
+}
+
+fn rule_detector(a: Accepted, generate: bool) -> Detector {
+    let Accepted {
+        path,
+        mut rule,
+        family,
+        gate,
+        key,
+    } = a;
+    rule.id = Some(key.clone());
+    let domain = domain_of(family, &gate);
+    let logic = WindowLogic {
+        kind: WindowKind::Sliding,
+        size_ms: 60_000,
+        leak_ms: 0.0,
+        aggregate: AggregateKind::Count,
+        field: None,
+        numerator: None,
+        min_events: 1,
+        threshold: 1.0,
+    };
+    shell(
+        format!("{}.sigma.{key}", domain.as_str()),
+        rule.title.clone(),
+        family,
+        domain,
+        rule.level,
+        techniques(&rule.tags),
+        labels(&key, rule.level, rule.author.as_deref()),
+        logic,
+        path,
+        SigmaRef {
+            family,
+            gate: gate.clone(),
+            key,
+            kind: SigmaKind::Rule {
+                rule: Box::new(rule),
+                generate,
+            },
+        },
+    )
+}
+
+/// A correlation as a window over the rules it names, with the rules it
+/// names (indices into `rules`).
+fn correlation(
+    c: &CorrelationRule,
+    path: &str,
+    rules: &[Accepted],
+    by_ref: &HashMap<&str, usize>,
+) -> Result<(Detector, Vec<usize>), String> {
+    let aggregate = match c.correlation_type {
+        CorrelationType::EventCount => AggregateKind::Count,
+        CorrelationType::ValueCount => AggregateKind::DistinctCount,
+        other => {
+            return Err(format!(
+                "correlation type {} is not supported (event_count, value_count)",
+                other.as_str()
+            ));
+        }
+    };
+    let named: Vec<usize> = c
+        .rules
+        .iter()
+        .map(|r| {
+            by_ref
+                .get(r.as_str())
+                .copied()
+                .ok_or_else(|| format!("names rule `{r}`, which is not loaded"))
+        })
+        .collect::<Result<_, _>>()?;
+    let family = rules[named[0]].family;
+    if named.iter().any(|&i| rules[i].family != family) {
+        return Err("names rules of different log sources".into());
+    }
+    let CorrelationCondition::Threshold {
+        predicates, field, ..
+    } = &c.condition
+    else {
+        return Err("a count correlation needs a threshold condition".into());
+    };
+    let threshold = match predicates.as_slice() {
+        [(ConditionOperator::Gte, n)] => *n as f64,
+        [(ConditionOperator::Gt, n)] => *n as f64 + 1.0,
+        _ => return Err("only a `gte` or `gt` threshold is supported".into()),
+    };
+    let agg_field = match (aggregate, field.as_deref()) {
+        (AggregateKind::DistinctCount, Some([f])) => Some(
+            sigma_field(f).ok_or_else(|| format!("field `{f}` is not in ThreatPilot's events"))?,
+        ),
+        (AggregateKind::DistinctCount, _) => {
+            return Err("value_count needs exactly one field".into());
+        }
+        _ => None,
+    };
+    let group_by = c
+        .group_by
+        .iter()
+        .map(|g| {
+            sigma_field(g)
+                .ok_or_else(|| format!("group-by field `{g}` is not in ThreatPilot's events"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if c.timespan.seconds == 0 {
+        return Err("timespan must be longer than 0".into());
+    }
+    let key =
+        c.id.clone()
+            .or(c.name.clone())
+            .unwrap_or_else(|| c.title.clone());
+    let gate = rules[named[0]].gate.clone();
+    let domain = domain_of(family, &gate);
+    let logic = WindowLogic {
+        kind: WindowKind::Sliding,
+        size_ms: c.timespan.seconds as i64 * 1000,
+        leak_ms: 0.0,
+        aggregate,
+        field: agg_field,
+        numerator: None,
+        min_events: 1,
+        threshold,
+    };
+    let mut det = shell(
+        format!("{}.sigma.{key}", domain.as_str()),
+        c.title.clone(),
+        family,
+        domain,
+        c.level,
+        techniques(&c.tags),
+        labels(&key, c.level, c.author.as_deref()),
+        logic,
+        path.to_owned(),
+        SigmaRef {
+            family,
+            gate,
+            key: key.clone(),
+            kind: SigmaKind::Correlation {
+                rules: named.iter().map(|&i| rules[i].key.clone()).collect(),
+            },
+        },
+    );
+    if !group_by.is_empty() {
+        det.group_by = group_by;
+    }
+    Ok((det, named))
+}
+
+/// The families' rsigma engines, and which detectors each rule feeds.
+///
+/// Each family's rules are split in two. Rules that read only fields
+/// (method, URL, status, user agent, …) give a verdict that is a function
+/// of those values, and real traffic repeats them heavily (a few thousand
+/// URLs and a few hundred user agents in ten thousand requests): their
+/// matches are memoised by the values, so a repeated request costs a hash
+/// and a compare. Rules that read the raw line (keywords) are evaluated on
+/// every event, which rsigma's keyword index makes one scan of the line.
+#[derive(Default)]
+pub struct SigmaSet {
+    families: Vec<(Family, FamilySet)>,
+}
+
+#[derive(Default)]
+struct FamilySet {
+    fields: Option<Part>,
+    raw: Option<Part>,
+}
+
+/// One rsigma engine and, per rule it holds, its gate and the detectors
+/// a match feeds (its own when it generates, and every correlation naming it).
+struct Part {
+    engine: rsigma_eval::Engine,
+    feeds: Vec<(Gate, Vec<u32>)>,
+    /// Rule key (the id rsigma reports) → position in `feeds`.
+    position: HashMap<String, u16>,
+    /// The fields the part's rules read: the memo's key (fields part only).
+    reads: Vec<Field>,
+    memo: Vec<Option<MemoSlot>>,
+    /// Scratch: the current event's key.
+    key: Vec<u8>,
+}
+
+struct MemoSlot {
+    hash: u64,
+    key: Vec<u8>,
+    hits: Vec<u16>,
+}
+
+const MEMO_SLOTS: usize = 4096;
+/// Longer keys (URLs with payloads) are evaluated, not remembered.
+const MEMO_MAX_KEY: usize = 1024;
+
+/// Whether a rule reads the raw line: a keyword detection, or a field
+/// that is the line or its message.
+fn reads_raw(rule: &SigmaRule) -> bool {
+    fn walk(d: &rsigma_parser::Detection) -> bool {
+        use rsigma_parser::Detection as D;
+        match d {
+            D::Keywords(_) => true,
+            D::AllOf(items) => items.iter().any(|i| match i.field.name.as_deref() {
+                None => true,
+                Some(n) => matches!(sigma_field(n), Some(Field::Original | Field::Message)),
+            }),
+            D::AnyOf(subs) => subs.iter().any(walk),
+            D::ArrayMatch { body, .. } => walk(body),
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }
+    }
+    rule.detection.named.values().any(walk)
+}
+
+/// The fields a rule's detection reads, as ours (`c-uri-extension` is read
+/// from the path).
+fn fields_read(rule: &SigmaRule, into: &mut Vec<Field>) {
+    let single = SigmaCollection {
+        rules: vec![rule.clone()],
+        ..SigmaCollection::new()
+    };
+    for (name, origin) in rsigma_eval::RuleFieldSet::collect(&single, &[], false).iter() {
+        if !origin
+            .sources
+            .contains(&rsigma_eval::FieldSource::Detection)
+        {
+            continue;
+        }
+        let f = match name {
+            "c-uri-extension" | "url.extension" => Some(Field::UrlPath),
+            n => sigma_field(n),
+        };
+        if let Some(f) = f
+            && !into.contains(&f)
+        {
+            into.push(f);
+        }
+    }
+}
+
+impl Part {
+    fn new(rules: &[(&SigmaRule, Gate, Vec<u32>)], memo: bool) -> Part {
+        let mut engine = rsigma_eval::Engine::new();
+        // every rule compiled once already at load
+        let _ = engine.add_rules(rules.iter().map(|r| r.0));
+        let mut reads = Vec::new();
+        if memo {
+            rules.iter().for_each(|r| fields_read(r.0, &mut reads));
+        }
+        Part {
+            engine,
+            position: rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((r.0.id.clone()?, i as u16)))
+                .collect(),
+            feeds: rules.iter().map(|r| (r.1.clone(), r.2.clone())).collect(),
+            reads,
+            memo: if memo {
+                (0..MEMO_SLOTS).map(|_| None).collect()
+            } else {
+                Vec::new()
+            },
+            key: Vec::new(),
+        }
+    }
+
+    /// Positions of the rules that match `ev`, into `hits`.
+    fn evaluate(&mut self, ev: &Event, hits: &mut Vec<u16>) {
+        hits.clear();
+        let memo = !self.memo.is_empty() && self.fill_key(ev);
+        let hash = xxhash_rust::xxh3::xxh3_64(&self.key);
+        let slot = hash as usize % MEMO_SLOTS;
+        if memo
+            && let Some(m) = &self.memo[slot]
+            && m.hash == hash
+            && m.key == self.key
+        {
+            hits.extend_from_slice(&m.hits);
+            return;
+        }
+        for r in self.engine.evaluate(&SigmaEvent(ev)) {
+            let key = r.header.rule_id.as_deref().unwrap_or(&r.header.rule_title);
+            if let Some(&p) = self.position.get(key) {
+                hits.push(p);
+            }
+        }
+        if memo {
+            let m = self.memo[slot].get_or_insert_with(|| MemoSlot {
+                hash,
+                key: Vec::new(),
+                hits: Vec::new(),
+            });
+            m.hash = hash;
+            m.key.clear();
+            m.key.extend_from_slice(&self.key);
+            m.hits.clear();
+            m.hits.extend_from_slice(hits);
+        }
+    }
+
+    /// The values the rules read, joined; false when too long to remember.
+    fn fill_key(&mut self, ev: &Event) -> bool {
+        let mut buf = String::new();
+        self.key.clear();
+        for f in &self.reads {
+            match ev.get(f, &mut buf) {
+                Some(v) => {
+                    self.key.extend_from_slice(v.as_bytes());
+                    self.key.push(0x1f);
+                }
+                None => self.key.push(0x1e),
+            }
+            if self.key.len() > MEMO_MAX_KEY {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl SigmaSet {
+    /// Builds the engines from the Sigma detectors among `detectors`.
+    pub fn build(detectors: &[Detector]) -> SigmaSet {
+        // per family and part (fields, raw): rule, gate, detectors fed
+        type Rules<'a> = Vec<(&'a SigmaRule, Gate, Vec<u32>)>;
+        let mut parts: HashMap<(Family, bool), Rules> = HashMap::new();
+        let mut correlations: Vec<(Family, &str, u32)> = Vec::new();
+        for (i, d) in detectors.iter().enumerate() {
+            let Some(s) = &d.sigma else { continue };
+            match &s.kind {
+                SigmaKind::Rule { rule, generate } => {
+                    let feeds = if *generate {
+                        vec![i as u32]
+                    } else {
+                        Vec::new()
+                    };
+                    parts.entry((s.family, reads_raw(rule))).or_default().push((
+                        rule,
+                        s.gate.clone(),
+                        feeds,
+                    ));
+                }
+                SigmaKind::Correlation { rules } => {
+                    correlations.extend(rules.iter().map(|r| (s.family, r.as_str(), i as u32)));
+                }
+            }
+        }
+        for (family, key, det) in correlations {
+            for raw in [false, true] {
+                if let Some(rules) = parts.get_mut(&(family, raw)) {
+                    rules
+                        .iter_mut()
+                        .filter(|r| r.0.id.as_deref() == Some(key))
+                        .for_each(|r| r.2.push(det));
+                }
+            }
+        }
+        let mut set = SigmaSet::default();
+        for family in [Family::Web, Family::Linux] {
+            let fs = FamilySet {
+                fields: parts.get(&(family, false)).map(|r| Part::new(r, true)),
+                raw: parts.get(&(family, true)).map(|r| Part::new(r, false)),
+            };
+            if fs.fields.is_some() || fs.raw.is_some() {
+                set.families.push((family, fs));
+            }
+        }
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.families.is_empty()
+    }
+
+    /// The detectors `ev`'s matching rules feed, into `out`; `hits` is scratch.
+    pub fn matches(&mut self, ev: &Event, hits: &mut Vec<u16>, out: &mut Vec<u32>) {
+        out.clear();
+        let Some(family) = Family::of(ev) else {
+            return;
+        };
+        let Some((_, fs)) = self.families.iter_mut().find(|(f, _)| *f == family) else {
+            return;
+        };
+        for part in [&mut fs.fields, &mut fs.raw].into_iter().flatten() {
+            part.evaluate(ev, hits);
+            for &p in hits.iter() {
+                let (gate, dets) = &part.feeds[p as usize];
+                if gate.admits(ev) {
+                    out.extend_from_slice(dets);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Engine, EngineConfig};
+    use crate::finding::Status;
+    use crate::parse::{Format, SourceState, parse_line};
+
+    const RULES: &str = r#"
+title: Apache path traversal CVE
+id: 11111111-0000-4000-8000-000000000001
+status: test
+author: Example Author
+logsource:
+    category: webserver
+detection:
+    selection:
+        cs-method: GET
+        cs-uri-query|contains: '/cgi-bin/.%2e/'
+    filter:
+        sc-status: 404
+    condition: selection and not filter
+level: high
+tags:
+    - attack.initial-access
+    - attack.t1190
+---
+title: Scanner user agent
+id: 11111111-0000-4000-8000-000000000002
+logsource:
+    category: webserver
+detection:
+    ua:
+        cs-user-agent|startswith:
+            - 'sqlmap/'
+            - 'Nikto'
+    condition: 1 of ua*
+level: medium
+---
+title: Crawler in proxy logs only
+id: 11111111-0000-4000-8000-000000000003
+logsource:
+    category: proxy
+detection:
+    selection:
+        c-useragent|contains: 'Googlebot'
+    condition: selection
+level: low
+---
+title: Suspicious sshd messages
+id: 11111111-0000-4000-8000-000000000004
+logsource:
+    product: linux
+    service: sshd
+detection:
+    keywords:
+        - 'Bad protocol version identification'
+        - 'error in libcrypto'
+    condition: keywords
+level: medium
+---
+title: Windows process
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    selection:
+        Image|endswith: '\cmd.exe'
+    condition: selection
+---
+title: Cookie rule
+logsource:
+    category: webserver
+detection:
+    selection:
+        cs-cookie|contains: 'x'
+    condition: selection
+---
+title: Many scanner requests
+id: 11111111-0000-4000-8000-000000000005
+correlation:
+    type: event_count
+    rules:
+        - 11111111-0000-4000-8000-000000000002
+    group-by:
+        - c-ip
+    timespan: 5m
+    condition:
+        gte: 3
+    generate: true
+level: high
+---
+title: Distinct users
+correlation:
+    type: temporal
+    rules:
+        - 11111111-0000-4000-8000-000000000002
+        - 11111111-0000-4000-8000-000000000001
+    timespan: 5m
+level: high
+"#;
+
+    fn run(lines: &[&str], load: SigmaLoad) -> Vec<crate::finding::Finding> {
+        let mut engine = Engine::new(load.detectors, EngineConfig::default());
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut out = Vec::new();
+        for l in lines {
+            let ev = parse_line(l, &mut st, 0);
+            engine.process(&ev, &mut out);
+        }
+        engine.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn rules_load_and_the_unusable_are_refused_with_a_reason() {
+        let load = load_str(RULES, "r.yml");
+        assert_eq!(load.loaded, 5, "{:?}", load.refused);
+        let why: Vec<(&str, &str)> = load
+            .refused
+            .iter()
+            .map(|r| (r.title.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(why[0].0 == "Windows process" && why[0].1.contains("log source"));
+        assert!(why[1].0 == "Cookie rule" && why[1].1.contains("`cs-cookie`"));
+        assert!(why[2].0 == "Distinct users" && why[2].1.contains("temporal"));
+    }
+
+    #[test]
+    fn a_web_rule_fires_on_the_first_request_with_its_metadata() {
+        let hit = r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET /cgi-bin/.%2e/.%2e/bin/sh HTTP/1.1" 400 0 "-" "curl/8""#;
+        let miss = r#"203.0.113.6 - - [03/Mar/2026:10:00:01 +0000] "GET /cgi-bin/.%2e/.%2e/bin/sh HTTP/1.1" 404 0 "-" "curl/8""#;
+        let out = run(&[hit, miss], load_str(RULES, "r.yml"));
+        let opened: Vec<_> = out.iter().filter(|f| f.status == Status::Open).collect();
+        assert_eq!(opened.len(), 1, "{opened:#?}");
+        let f = opened[0];
+        assert_eq!(f.offender.value, "203.0.113.5");
+        assert_eq!(f.title, "Apache path traversal CVE");
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.attack, vec!["T1190".to_owned()]);
+        assert_eq!(
+            f.context.get("sigma.id").map(String::as_str),
+            Some("11111111-0000-4000-8000-000000000001")
+        );
+        assert_eq!(
+            f.context.get("sigma.level").map(String::as_str),
+            Some("high")
+        );
+        assert_eq!(
+            f.context.get("sigma.author").map(String::as_str),
+            Some("Example Author")
+        );
+        assert_eq!(f.metrics.event_count, 1);
+    }
+
+    #[test]
+    fn proxy_rules_stay_off_access_logs_and_keywords_read_the_line() {
+        let crawler = r#"66.249.66.1 - - [03/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 10 "-" "Mozilla/5.0 (compatible; Googlebot/2.1)""#;
+        let ssh = "Mar  3 10:00:02 web1 sshd[7]: Bad protocol version identification 'GET / HTTP/1.1' from 198.51.100.4 port 5000";
+        let out = run(&[crawler, ssh], load_str(RULES, "r.yml"));
+        let titles: Vec<&str> = out
+            .iter()
+            .filter(|f| f.status == Status::Open)
+            .map(|f| f.title.as_str())
+            .collect();
+        assert_eq!(titles, vec!["Suspicious sshd messages"]);
+        let f = out.iter().find(|f| f.status == Status::Open).unwrap();
+        assert_eq!(f.offender.value, "web1");
+        assert_eq!(f.domain, Domain::Identity);
+    }
+
+    #[test]
+    fn an_event_count_correlation_is_a_window_over_its_rule() {
+        let line = |i: u32, ua: &str| {
+            format!(
+                r#"192.0.2.9 - - [03/Mar/2026:10:00:0{i} +0000] "GET /p{i} HTTP/1.1" 200 1 "-" "{ua}""#
+            )
+        };
+        let lines: Vec<String> = (0..4).map(|i| line(i, "sqlmap/1.7")).collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let out = run(&refs, load_str(RULES, "r.yml"));
+        let opened = |t: &str| {
+            out.iter()
+                .filter(|f| f.status == Status::Open && f.title == t)
+                .count()
+        };
+        assert_eq!(opened("Scanner user agent"), 1);
+        assert_eq!(opened("Many scanner requests"), 1);
+        let corr = out
+            .iter()
+            .find(|f| f.title == "Many scanner requests" && f.status == Status::Open)
+            .unwrap();
+        assert_eq!(corr.metrics.value, 3.0);
+        assert_eq!(corr.offender.value, "192.0.2.9");
+    }
+
+    #[test]
+    fn a_rule_only_a_correlation_names_does_not_fire_alone() {
+        let rules = RULES.replace("generate: true", "generate: false");
+        let line =
+            r#"192.0.2.9 - - [03/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "Nikto/2.5""#;
+        let out = run(&[line], load_str(&rules, "r.yml"));
+        assert!(out.is_empty(), "{out:#?}");
+    }
+
+    #[test]
+    fn memoised_verdicts_equal_fresh_ones() {
+        let a = r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET /cgi-bin/.%2e/.%2e/bin/sh HTTP/1.1" 400 0 "-" "curl/8""#;
+        let b = r#"203.0.113.7 - - [03/Mar/2026:10:00:00 +0000] "GET /cgi-bin/.%2e/.%2e/bin/sh HTTP/1.1" 404 0 "-" "curl/8""#;
+        let load = load_str(RULES, "r.yml");
+        let mut set = SigmaSet::build(&load.detectors);
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let (ea, eb) = (parse_line(a, &mut st, 0), parse_line(b, &mut st, 0));
+        let (mut hits, mut out) = (Vec::new(), Vec::new());
+        for (ev, want) in [(&ea, 1), (&eb, 0), (&ea, 1), (&eb, 0)] {
+            set.matches(ev, &mut hits, &mut out);
+            assert_eq!(out.len(), want);
+        }
+    }
+}
