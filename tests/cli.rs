@@ -341,3 +341,54 @@ fn eval_detection_scores_labelled_logs_in_the_crowdsec_layout() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn validate_sigma_ends_with_loaded_and_unsupported_and_replay_runs_the_rules() {
+    let dir = std::env::temp_dir().join(format!("tp-sigma-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::write(
+        dir.join("web/traversal.yml"),
+        "title: Encoded traversal in cgi-bin\nid: 0b7c0a43-0000-4000-8000-00000000000a\nauthor: Tester\nlogsource:\n  category: webserver\ndetection:\n  selection:\n    cs-uri-query|contains: '/cgi-bin/.%2e/'\n  condition: selection\nlevel: critical\ntags: [attack.t1190]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("web/cookie.yml"),
+        "title: Needs a cookie\nlogsource:\n  category: webserver\ndetection:\n  selection:\n    cs-cookie|contains: 'x'\n  condition: selection\n",
+    )
+    .unwrap();
+    let out = tp()
+        .args(["validate", "--sigma"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().last(), Some("sigma: 1 loaded, 1 unsupported"));
+    assert!(text.contains("cookie.yml: unsupported: \"Needs a cookie\": field `cs-cookie`"));
+    let log = dir.join("access.log");
+    std::fs::write(
+        &log,
+        "198.51.100.23 - - [03/Mar/2026:10:00:00 +0000] \"GET /cgi-bin/.%2e/.%2e/.%2e/bin/sh HTTP/1.1\" 400 0 \"-\" \"x\"\n",
+    )
+    .unwrap();
+    let out = tp()
+        .args(["replay", "--sigma"])
+        .arg(&dir)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let findings = json_lines(&out.stdout);
+    let f = findings
+        .iter()
+        .find(|f| f["title"] == "Encoded traversal in cgi-bin")
+        .expect("the Sigma rule fired");
+    assert_eq!(f["offender"]["value"], "198.51.100.23");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["context"]["sigma.author"], "Tester");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sigma: 1 loaded, 1 unsupported"));
+}
