@@ -555,5 +555,7 @@ pub const EXTRA_FIELDS: &[&str] = &[
     "nginx.limit_zone",
     "url.domain",
     "http.request.referrer",
+    "http.version",
+    "destination.domain",
     "tls.client.subject",
 ];

@@ -122,6 +122,12 @@ pub struct Condition {
     /// The value contains one of these (Aho-Corasick, case-insensitive).
     #[serde(default)]
     pub keywords: Option<Vec<String>>,
+    /// Like `keywords`, read from list files (one pattern a line, `#`
+    /// comments), relative to the detector file's folder: signature lists
+    /// that cite their sources and that users extend without touching
+    /// the detector.
+    #[serde(default)]
+    pub keywords_from: Option<Vec<String>>,
     /// The value matches this regular expression (Rust syntax).
     #[serde(default)]
     pub regex: Option<String>,
@@ -133,7 +139,9 @@ pub struct Condition {
     /// The field is present (true) or absent (false).
     #[serde(default)]
     pub exists: Option<bool>,
-    /// Percent-decode the value (twice, for double encoding) before testing.
+    /// Normalise the value as a request target before testing:
+    /// percent-decoded until stable, `\\` as `/`, null bytes dropped, `//`
+    /// and `/./` folded in the path.
     #[serde(default)]
     pub url_decode: bool,
 }

@@ -158,7 +158,11 @@ fn compile_condition(
     if let Some(v) = &cond.prefix {
         tests.push(Test::Prefix(v.clone()));
     }
-    if let Some(k) = &cond.keywords {
+    let listed = match &cond.keywords_from {
+        Some(files) => Some(read_lists(files, path).map_err(err)?),
+        None => None,
+    };
+    if let Some(k) = cond.keywords.as_ref().or(listed.as_ref()) {
         if k.is_empty() || k.iter().any(String::is_empty) {
             return Err(err("`keywords` needs at least one non-empty keyword".into()));
         }
@@ -171,6 +175,9 @@ fn compile_condition(
             own: ac,
             slot: None,
         }));
+    }
+    if cond.keywords.is_some() && listed.is_some() {
+        return Err(err("give `keywords` or `keywords_from`, not both".into()));
     }
     if let Some(r) = &cond.regex {
         let re = Regex::new(r).map_err(|e| {
@@ -209,6 +216,30 @@ fn compile_condition(
     })
 }
 
+/// The patterns of keyword list files, relative to the detector file at
+/// `path`: one a line, blank lines and `#` comments skipped.
+fn read_lists(files: &[String], path: &str) -> Result<Vec<String>, String> {
+    let base = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let mut out = Vec::new();
+    for f in files {
+        let p = base.join(f);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| format!("cannot read keyword list {}: {e}", p.display()))?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if out.is_empty() {
+        return Err(format!("keyword lists {files:?} hold no pattern"));
+    }
+    Ok(out)
+}
+
 /// One merged automaton per (field, url_decode).
 #[derive(Debug, Default)]
 pub struct KeywordGroups {
@@ -221,13 +252,19 @@ struct KeywordGroup {
     url_decode: bool,
     /// Every pattern, ASCII case-insensitive: which ones occur.
     automaton: AhoCorasick,
-    /// The same patterns lowercased, for a SIMD searcher (Teddy) run over
+    /// The same patterns lowercased, for SIMD searchers (Teddy) run over
     /// the lowercased value: whether any occurs at all, the usual answer
     /// being no. Lowercasing both sides is exactly ASCII case folding, so
-    /// this is the automaton's answer, found several times faster. None
-    /// where the CPU or the pattern count rules the searcher out.
-    any: Option<aho_corasick::packed::Searcher>,
+    /// this is the automaton's answer, found several times faster. Teddy
+    /// takes a few dozen patterns, so a large set (signature lists) is cut
+    /// into chunks, one searcher each. None where the CPU or a chunk rules
+    /// the searcher out.
+    any: Option<Vec<aho_corasick::packed::Searcher>>,
 }
+
+/// Patterns per Teddy searcher: within what it accepts, and few enough
+/// buckets per pattern to stay fast.
+const TEDDY_CHUNK: usize = 48;
 
 impl KeywordGroup {
     fn new(
@@ -240,26 +277,32 @@ impl KeywordGroup {
             .ascii_case_insensitive(true)
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(patterns)?;
-        let mut any = aho_corasick::packed::Config::new().builder();
-        patterns.iter().for_each(|p| {
-            any.add(p.to_ascii_lowercase());
-        });
+        let any = patterns
+            .chunks(TEDDY_CHUNK)
+            .map(|chunk| {
+                let mut b = aho_corasick::packed::Config::new().builder();
+                chunk.iter().for_each(|p| {
+                    b.add(p.to_ascii_lowercase());
+                });
+                b.build()
+            })
+            .collect::<Option<Vec<_>>>();
         Ok(KeywordGroup {
             field,
             url_decode,
             automaton,
-            any: any.build(),
+            any,
         })
     }
 
     /// Whether any pattern occurs in `value` (`lower` is scratch space).
     fn occurs(&self, value: &str, lower: &mut Vec<u8>) -> bool {
         match &self.any {
-            Some(searcher) => {
+            Some(searchers) => {
                 lower.clear();
                 lower.extend_from_slice(value.as_bytes());
                 lower.make_ascii_lowercase();
-                searcher.find(lower.as_slice()).is_some()
+                searchers.iter().any(|s| s.find(lower.as_slice()).is_some())
             }
             None => self.automaton.is_match(value),
         }

@@ -129,7 +129,17 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
             if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() =>
         {
             ev.http_method = Some(crate::event::http_method(method));
-            ev.url_original = Some(split_space(target).0.to_owned());
+            let (url, _) = split_space(target);
+            ev.url_original = Some(url.to_owned());
+            // `http.version` only where the last word claims a version no
+            // client speaks (`HTTP/1.7`): the usual ones would cost every
+            // request an allocation to say nothing
+            if let Some((_, protocol)) = target.rsplit_once(' ')
+                && let Some(version) = protocol.strip_prefix("HTTP/")
+                && !matches!(version, "1.1" | "1.0" | "2.0" | "2" | "3.0" | "3" | "0.9")
+            {
+                ev.push_extra("http.version", version);
+            }
         }
         _ => {
             // malformed request line ("-", binary junk): keep it as the URL for probes
@@ -161,6 +171,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
         Outcome::Success
     };
     ev.action = Some(Cow::Borrowed("http_request"));
+    super::mark_proxy_target(ev);
     true
 }
 

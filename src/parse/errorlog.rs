@@ -81,6 +81,7 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
             ev.push_extra("url.domain", h.trim_end_matches('"'));
         }
     }
+    super::mark_proxy_target(ev);
     true
 }
 
@@ -138,10 +139,39 @@ fn apache_fields(ev: &mut Event, line: &str) -> bool {
     }
     let start = super::offset_in(line, rest);
     ev.set_message_range(start, line.len());
+    if let Some(target) = apache_target(rest) {
+        ev.url_original = Some(target.to_owned());
+    }
     ev.process_name = Some("apache".into());
     ev.dataset = Cow::Borrowed("apache.error");
     ev.category = Some("web");
     ev.outcome = Outcome::Failure;
     ev.action = Some(Cow::Borrowed("http_error"));
     true
+}
+
+/// The request target or file an Apache error names, so error logs carry
+/// the same URL fields as access logs (`AH10244: invalid URI path (…)`,
+/// `File does not exist: …`, `script '…' not found`, `client denied by
+/// server configuration: …`, `Invalid URI in request GET … HTTP/1.1`).
+fn apache_target(msg: &str) -> Option<&str> {
+    let msg = msg.trim_end();
+    if let Some((_, r)) = msg.split_once("invalid URI path (") {
+        return r.rsplit_once(')').map(|(t, _)| t);
+    }
+    if let Some((_, r)) = msg.split_once("Invalid URI in request ") {
+        let mut it = r.split(' ');
+        return it.next().and(it.next());
+    }
+    if let Some((_, r)) = msg.split_once("script '") {
+        return r.split_once('\'').map(|(t, _)| t);
+    }
+    [
+        "File does not exist: ",
+        "client denied by server configuration: ",
+    ]
+    .iter()
+    .find_map(|p| msg.split_once(p))
+    .map(|(_, t)| t.split([',', ' ']).next().unwrap_or(t))
+    .filter(|t| !t.is_empty())
 }

@@ -283,6 +283,44 @@ pub(crate) fn offset_in(whole: &str, part: &str) -> usize {
 /// Whether `s` is an IP address, exactly as `std::net::IpAddr` parses one.
 /// Dotted quads, most of what logs hold, are checked in one byte pass;
 /// anything with a colon goes to the standard parser.
+/// `destination.domain` for a request that asks the server to go
+/// elsewhere: a CONNECT's `host:port`, or an absolute URI (`GET
+/// http://host/…`) naming another host than the server's own
+/// (`url.domain`, where the log gives it). An origin server has no reason
+/// to get either: it is a client testing for an open proxy.
+pub(crate) fn mark_proxy_target(ev: &mut Event) {
+    let Some(u) = ev.url_original.as_deref() else {
+        return;
+    };
+    let authority = if ev.http_method.as_deref() == Some("CONNECT") {
+        u
+    } else {
+        let b = u.as_bytes();
+        let skip = if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"http://") {
+            7
+        } else if b.len() > 8 && b[..8].eq_ignore_ascii_case(b"https://") {
+            8
+        } else {
+            return;
+        };
+        u[skip..].split(['/', '?', '#']).next().unwrap_or("")
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    if host.is_empty()
+        || ev
+            .extra("url.domain")
+            .is_some_and(|d| d.eq_ignore_ascii_case(host))
+    {
+        return;
+    }
+    let host = host.to_owned();
+    ev.push_extra("destination.domain", host);
+}
+
 pub(crate) fn is_ip(s: &str) -> bool {
     if memchr::memchr(b':', s.as_bytes()).is_some() {
         return s.parse::<std::net::Ipv6Addr>().is_ok();
