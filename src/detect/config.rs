@@ -189,6 +189,11 @@ pub struct WindowSpec {
     /// For `ratio`: fewest events before the ratio is judged.
     #[serde(default)]
     pub min_events: Option<u64>,
+    /// An event counts only when it comes at least this long after its
+    /// group's previous event, so a burst counts once: attempts spaced
+    /// minutes apart (a slow attacker) fill the window, a fast burst adds one.
+    #[serde(default)]
+    pub min_gap_secs: Option<u64>,
     /// The aggregate at or above this fires the finding.
     pub threshold: f64,
     /// At most one update per this many seconds while active.

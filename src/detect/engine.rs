@@ -795,6 +795,12 @@ fn observe(
     if st.active.is_none() && ts > st.last_seen + st.span_ms(det) {
         *st = KeyState::new(det, ts);
     }
+    // the gap to the key's previous event, for `min_gap_secs`
+    let gap = if st.event_count == 0 {
+        i64::MAX
+    } else {
+        ts - st.last_seen
+    };
     st.first_seen = st.first_seen.min(ts);
     st.last_seen = st.last_seen.max(ts);
     st.event_count += ev.count as u64;
@@ -831,6 +837,7 @@ fn observe(
         return;
     }
     let (crossed, value, threshold) = match &det.logic {
+        Logic::Window(w) if gap < w.min_gap_ms => return,
         Logic::Window(w) => {
             let num = match w.aggregate {
                 AggregateKind::Sum => {
@@ -1018,6 +1025,41 @@ window:
 output:
   offender: {type: ip, field: source.ip}
 "#;
+
+    #[test]
+    fn with_a_minimum_gap_a_burst_counts_once_and_spaced_events_add_up() {
+        let spaced = BF
+            .replace("threshold: 20", "min_gap_secs: 300\n  threshold: 3")
+            .replace("size_secs: 600", "size_secs: 7200");
+        let det = crate::detect::load_str(&spaced, "bf.yaml").unwrap();
+        let run = |times: &[(u32, u32)]| {
+            let mut engine = Engine::new(vec![det.clone()], EngineConfig::default());
+            let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+            let mut out = Vec::new();
+            for (m, s) in times {
+                let line = format!(
+                    "Mar  3 10:{m:02}:{s:02} h sshd[1]: Failed password for root from 203.0.113.8 port 22 ssh2"
+                );
+                engine.process(&parse_line(&line, &mut st, 0), &mut out);
+            }
+            out.iter()
+                .filter(|f| f.status == crate::finding::Status::Open)
+                .count()
+        };
+        // forty failures in forty seconds: one burst, one count
+        let burst: Vec<(u32, u32)> = (0..40).map(|s| (0, s)).collect();
+        assert_eq!(run(&burst), 0);
+        // three failures six minutes apart
+        assert_eq!(run(&[(0, 0), (6, 0), (12, 0)]), 1);
+        // three bursts six minutes apart count three as well
+        let bursts: Vec<(u32, u32)> = [0, 6, 12]
+            .iter()
+            .flat_map(|m| (0..5).map(move |s| (*m, s)))
+            .collect();
+        assert_eq!(run(&bursts), 1);
+        // four minutes apart is one long burst
+        assert_eq!(run(&[(0, 0), (4, 0), (8, 0), (12, 0)]), 0);
+    }
 
     #[test]
     fn a_jump_back_is_late_live_and_a_new_segment_in_a_replay() {

@@ -86,6 +86,9 @@ pub struct WindowLogic {
     pub field: Option<Field>,
     pub numerator: Option<Matcher>,
     pub min_events: u64,
+    /// An event counts only this long or longer after its key's previous
+    /// event (0: every event counts), so a burst counts once.
+    pub min_gap_ms: i64,
     pub threshold: f64,
 }
 
@@ -200,6 +203,7 @@ pub fn compile(spec: &DetectorSpec, path: &str) -> Result<Detector, CompileError
                 field: agg_field,
                 numerator,
                 min_events: w.min_events.unwrap_or(1),
+                min_gap_ms: w.min_gap_secs.unwrap_or(0) as i64 * 1000,
                 threshold: w.threshold,
             };
             (

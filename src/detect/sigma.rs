@@ -576,6 +576,7 @@ fn rule_detector(a: Accepted, generate: bool) -> Detector {
         field: None,
         numerator: None,
         min_events: 1,
+        min_gap_ms: 0,
         threshold: 1.0,
     };
     shell(
@@ -677,6 +678,7 @@ fn correlation(
         field: agg_field,
         numerator: None,
         min_events: 1,
+        min_gap_ms: 0,
         threshold,
     };
     let mut det = shell(

@@ -192,6 +192,7 @@ mod tests {
             field: None,
             numerator: None,
             min_events: 1,
+            min_gap_ms: 0,
             threshold: 5.0,
         }
     }
