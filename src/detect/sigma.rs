@@ -230,29 +230,12 @@ impl rsigma_eval::Event for SigmaEvent<'_> {
 /// Loads every Sigma file under `dirs`. Rules that cannot be used are
 /// listed in [`SigmaLoad::refused`] with the reason; the rest load.
 pub fn load_dirs(dirs: &[String]) -> std::io::Result<SigmaLoad> {
-    let mut docs: Vec<(String, SigmaCollection)> = Vec::new();
+    let mut docs = Vec::new();
     let mut out = SigmaLoad::default();
     for dir in dirs {
         for p in super::detector_files(Path::new(dir))? {
-            let path = p.display().to_string();
             let text = std::fs::read_to_string(&p)?;
-            match rsigma_parser::parse_sigma_yaml(&text) {
-                Ok(c) => {
-                    for e in &c.errors {
-                        out.refused.push(Refused {
-                            path: path.clone(),
-                            title: String::new(),
-                            reason: format!("cannot parse: {e}"),
-                        });
-                    }
-                    docs.push((path, c));
-                }
-                Err(e) => out.refused.push(Refused {
-                    path,
-                    title: String::new(),
-                    reason: format!("cannot parse: {e}"),
-                }),
-            }
+            parse(&text, &p.display().to_string(), &mut docs, &mut out.refused);
         }
     }
     build(docs, &mut out);
@@ -261,25 +244,31 @@ pub fn load_dirs(dirs: &[String]) -> std::io::Result<SigmaLoad> {
 
 /// Parses Sigma rules from one text (tests, single files).
 pub fn load_str(text: &str, path: &str) -> SigmaLoad {
-    let mut out = SigmaLoad::default();
+    let (mut docs, mut out) = (Vec::new(), SigmaLoad::default());
+    parse(text, path, &mut docs, &mut out.refused);
+    build(docs, &mut out);
+    out
+}
+
+/// One file's rules into `docs`; what cannot be parsed into `refused`.
+fn parse(
+    text: &str,
+    path: &str,
+    docs: &mut Vec<(String, SigmaCollection)>,
+    refused: &mut Vec<Refused>,
+) {
+    let cannot = |e: &dyn std::fmt::Display| Refused {
+        path: path.to_owned(),
+        title: String::new(),
+        reason: format!("cannot parse: {e}"),
+    };
     match rsigma_parser::parse_sigma_yaml(text) {
         Ok(c) => {
-            for e in &c.errors {
-                out.refused.push(Refused {
-                    path: path.to_owned(),
-                    title: String::new(),
-                    reason: format!("cannot parse: {e}"),
-                });
-            }
-            build(vec![(path.to_owned(), c)], &mut out);
+            refused.extend(c.errors.iter().map(|e| cannot(e)));
+            docs.push((path.to_owned(), c));
         }
-        Err(e) => out.refused.push(Refused {
-            path: path.to_owned(),
-            title: String::new(),
-            reason: format!("cannot parse: {e}"),
-        }),
+        Err(e) => refused.push(cannot(&e)),
     }
-    out
 }
 
 /// A rule accepted so far, before correlations decide whether it generates.
@@ -478,20 +467,45 @@ fn domain_of(family: Family, gate: &Gate) -> Domain {
     }
 }
 
-/// A detector shell: one event of the group is enough.
-#[allow(clippy::too_many_arguments)]
-fn shell(
-    id: String,
-    title: String,
-    family: Family,
-    domain: Domain,
+/// The window a Sigma detector counts in.
+struct Shape {
+    size_ms: i64,
+    aggregate: AggregateKind,
+    field: Option<Field>,
+    threshold: f64,
+}
+
+/// What a Sigma rule or correlation says of itself.
+struct Meta<'a> {
+    key: String,
+    title: &'a str,
     level: Option<Level>,
-    attack: Vec<String>,
-    labels: Vec<(String, String)>,
-    logic: WindowLogic,
+    tags: &'a [String],
+    author: Option<&'a str>,
+}
+
+/// A Sigma detector: its rule's metadata over a sliding window.
+fn shell(
+    meta: Meta<'_>,
+    family: Family,
+    gate: Gate,
+    shape: Shape,
     path: String,
-    sigma: SigmaRef,
+    kind: SigmaKind,
 ) -> Detector {
+    let domain = domain_of(family, &gate);
+    let level = meta.level;
+    let logic = WindowLogic {
+        kind: WindowKind::Sliding,
+        size_ms: shape.size_ms,
+        leak_ms: 0.0,
+        aggregate: shape.aggregate,
+        field: shape.field,
+        numerator: None,
+        min_events: 1,
+        min_gap_ms: 0,
+        threshold: shape.threshold,
+    };
     let (severity, confidence) = severity(level);
     let (group, offender_kind, offender_default, context, targets) = match family {
         Family::Web => (
@@ -520,14 +534,14 @@ fn shell(
         _ => Vec::new(),
     };
     Detector {
-        id,
+        id: format!("{}.sigma.{}", domain.as_str(), meta.key),
         revision: 1,
-        title,
+        title: meta.title.to_owned(),
         domain,
         classification: "sigma".into(),
         severity,
         confidence,
-        attack,
+        attack: techniques(meta.tags),
         matcher: Matcher::default(),
         resolve_when: None,
         logic: Logic::Window(logic),
@@ -536,14 +550,19 @@ fn shell(
         offender_field: group,
         offender_default,
         context,
-        labels,
+        labels: labels(&meta.key, level, meta.author),
         targets_field: targets,
         recommended_actions: recommended,
         evidence_max: 10,
         cooldown_ms: 60_000,
         resolve_after_ms: 600_000,
         path,
-        sigma: Some(Arc::new(sigma)),
+        sigma: Some(Arc::new(SigmaRef {
+            family,
+            gate,
+            key: meta.key,
+            kind,
+        })),
     }
 }
 
@@ -567,36 +586,30 @@ fn rule_detector(a: Accepted, generate: bool) -> Detector {
         key,
     } = a;
     rule.id = Some(key.clone());
-    let domain = domain_of(family, &gate);
-    let logic = WindowLogic {
-        kind: WindowKind::Sliding,
-        size_ms: 60_000,
-        leak_ms: 0.0,
-        aggregate: AggregateKind::Count,
-        field: None,
-        numerator: None,
-        min_events: 1,
-        min_gap_ms: 0,
-        threshold: 1.0,
-    };
+    let title = rule.title.clone();
+    let tags = rule.tags.clone();
+    let author = rule.author.clone();
+    let level = rule.level;
     shell(
-        format!("{}.sigma.{key}", domain.as_str()),
-        rule.title.clone(),
-        family,
-        domain,
-        rule.level,
-        techniques(&rule.tags),
-        labels(&key, rule.level, rule.author.as_deref()),
-        logic,
-        path,
-        SigmaRef {
-            family,
-            gate: gate.clone(),
+        Meta {
             key,
-            kind: SigmaKind::Rule {
-                rule: Box::new(rule),
-                generate,
-            },
+            title: &title,
+            level,
+            tags: &tags,
+            author: author.as_deref(),
+        },
+        family,
+        gate,
+        Shape {
+            size_ms: 60_000,
+            aggregate: AggregateKind::Count,
+            field: None,
+            threshold: 1.0,
+        },
+        path,
+        SigmaKind::Rule {
+            rule: Box::new(rule),
+            generate,
         },
     )
 }
@@ -668,36 +681,25 @@ fn correlation(
         c.id.clone()
             .or(c.name.clone())
             .unwrap_or_else(|| c.title.clone());
-    let gate = rules[named[0]].gate.clone();
-    let domain = domain_of(family, &gate);
-    let logic = WindowLogic {
-        kind: WindowKind::Sliding,
-        size_ms: c.timespan.seconds as i64 * 1000,
-        leak_ms: 0.0,
-        aggregate,
-        field: agg_field,
-        numerator: None,
-        min_events: 1,
-        min_gap_ms: 0,
-        threshold,
-    };
     let mut det = shell(
-        format!("{}.sigma.{key}", domain.as_str()),
-        c.title.clone(),
+        Meta {
+            key,
+            title: &c.title,
+            level: c.level,
+            tags: &c.tags,
+            author: c.author.as_deref(),
+        },
         family,
-        domain,
-        c.level,
-        techniques(&c.tags),
-        labels(&key, c.level, c.author.as_deref()),
-        logic,
+        rules[named[0]].gate.clone(),
+        Shape {
+            size_ms: c.timespan.seconds as i64 * 1000,
+            aggregate,
+            field: agg_field,
+            threshold,
+        },
         path.to_owned(),
-        SigmaRef {
-            family,
-            gate,
-            key: key.clone(),
-            kind: SigmaKind::Correlation {
-                rules: named.iter().map(|&i| rules[i].key.clone()).collect(),
-            },
+        SigmaKind::Correlation {
+            rules: named.iter().map(|&i| rules[i].key.clone()).collect(),
         },
     );
     if !group_by.is_empty() {
