@@ -11,6 +11,9 @@
 //! flood of new keys costs bounded memory, never an OOM, and does not wash
 //! out a slow attacker's build-up. Keys with an open finding are never evicted.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use crate::prehashed::{PrehashedMap, PrehashedSet};
 
 use xxhash_rust::xxh3::Xxh3;
@@ -89,6 +92,8 @@ struct KeyState {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Active {
+    /// The finding as last emitted, less its evidence and targets (see
+    /// [`KeyState::version`]).
     finding: Finding,
     last_emit: i64,
 }
@@ -143,6 +148,16 @@ impl KeyState {
         f.targets = self.target_values.iter().map(|e| e.to_string()).collect();
     }
 
+    /// A version of the open finding `held` to emit, with this key's
+    /// episode filled in. The held finding itself never gets the evidence
+    /// and targets (this state has them), so an open finding's lines are
+    /// not kept twice.
+    fn version(&self, held: &Finding) -> Finding {
+        let mut f = held.clone();
+        self.fill(&mut f);
+        f
+    }
+
     /// How long after `last_seen` the key's window is certainly empty.
     fn span_ms(&self, det: &Detector) -> i64 {
         match &det.logic {
@@ -152,27 +167,40 @@ impl KeyState {
     }
 }
 
-/// The keys with an open finding, with how many each detector has, so a
-/// detector with none skips its `resolve_when` test.
+/// The keys with an open finding: how many each detector has (so a
+/// detector with none skips its `resolve_when` test), and per time domain
+/// a queue of resolve deadlines, so a sweep visits only the findings that
+/// may be due rather than every open one (thousands of files hold a few
+/// each; one flooded stream may hold hundreds of thousands).
+///
+/// A deadline is `last_seen + resolve_after` as of when it was queued;
+/// activity since moves it later, which the sweep finds when it pops the
+/// entry and queues it again. An entry is live while its key maps to its
+/// deadline; entries left by a removed or requeued key are skipped.
 #[derive(Default)]
 struct OpenKeys {
-    keys: PrehashedSet<Key>,
+    keys: PrehashedMap<Key, i64>,
     per_detector: Vec<u32>,
+    due: PrehashedMap<u32, BinaryHeap<Reverse<(i64, Key)>>>,
 }
 
 impl OpenKeys {
-    fn insert(&mut self, k: Key) {
-        if self.keys.insert(k) {
+    fn insert(&mut self, k: Key, deadline: i64) {
+        if self.keys.insert(k, deadline).is_none() {
             let d = k.0 as usize;
             if self.per_detector.len() <= d {
                 self.per_detector.resize(d + 1, 0);
             }
             self.per_detector[d] += 1;
         }
+        self.due
+            .entry(k.1)
+            .or_default()
+            .push(Reverse((deadline, k)));
     }
 
     fn remove(&mut self, k: &Key) {
-        if self.keys.remove(k)
+        if self.keys.remove(k).is_some()
             && let Some(n) = self.per_detector.get_mut(k.0 as usize)
         {
             *n -= 1;
@@ -180,7 +208,7 @@ impl OpenKeys {
     }
 
     fn contains(&self, k: &Key) -> bool {
-        self.keys.contains(k)
+        self.keys.contains_key(k)
     }
 
     fn any_for(&self, detector: u32) -> bool {
@@ -192,10 +220,63 @@ impl OpenKeys {
     fn clear(&mut self) {
         self.keys.clear();
         self.per_detector.clear();
+        self.due.clear();
     }
 
     fn iter(&self) -> impl Iterator<Item = &Key> {
-        self.keys.iter()
+        self.keys.keys()
+    }
+
+    /// The open keys of `domain` due at `watermark`, by `deadline` (their
+    /// current deadline), in deadline order; the others popped are queued
+    /// again at their current deadline.
+    fn take_due(
+        &mut self,
+        domain: u32,
+        watermark: i64,
+        deadline: impl Fn(&Key) -> i64,
+    ) -> Vec<Key> {
+        let mut out = Vec::new();
+        let Some(queue) = self.due.get_mut(&domain) else {
+            return out;
+        };
+        let mut requeue = Vec::new();
+        while let Some(&Reverse((at, k))) = queue.peek() {
+            if at > watermark {
+                break;
+            }
+            queue.pop();
+            if self.keys.get(&k) != Some(&at) {
+                continue;
+            }
+            match deadline(&k) {
+                now if now <= watermark => out.push(k),
+                now => requeue.push((now, k)),
+            }
+        }
+        for (now, k) in requeue {
+            self.keys.insert(k, now);
+            queue.push(Reverse((now, k)));
+        }
+        if queue.is_empty() {
+            self.due.remove(&domain);
+        }
+        out
+    }
+
+    /// Every open key of `domain`, sorted; its queue is dropped.
+    fn take_domain(&mut self, domain: u32) -> Vec<Key> {
+        let mut out: Vec<Key> = self
+            .due
+            .remove(&domain)
+            .into_iter()
+            .flatten()
+            .filter(|Reverse((at, k))| self.keys.get(k) == Some(at))
+            .map(|Reverse((_, k))| k)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -442,7 +523,8 @@ impl Engine {
                 Some(di) => {
                     let key = (di, domain, hash);
                     if st.active.is_some() {
-                        self.active.insert(key);
+                        let deadline = resolve_deadline(&st, &self.detectors[di as usize]);
+                        self.active.insert(key, deadline);
                     }
                     self.keys.insert(key, st);
                 }
@@ -601,14 +683,7 @@ impl Engine {
     /// windows are forgotten (none may mix events of two periods), and its
     /// clock restarts at `at`.
     fn new_segment(&mut self, domain: u32, at: i64, out: &mut Vec<Finding>) {
-        let mut open: Vec<Key> = self
-            .active
-            .iter()
-            .filter(|k| k.1 == domain)
-            .copied()
-            .collect();
-        open.sort();
-        for k in open {
+        for k in self.active.take_domain(domain) {
             self.resolve(k, out);
         }
         self.keys.retain(|k, _| k.1 != domain);
@@ -619,16 +694,12 @@ impl Engine {
 
     /// Resolves findings quiet since before `watermark` minus their resolve delay.
     fn sweep(&mut self, domain: u32, watermark: i64, out: &mut Vec<Finding>) {
-        let due: Vec<Key> = self
-            .active
-            .iter()
-            .filter(|k| k.1 == domain)
-            .filter(|k| {
-                let st = &self.keys[k];
-                st.last_seen + self.detectors[k.0 as usize].resolve_after_ms <= watermark
+        let (keys, detectors) = (&self.keys, &self.detectors);
+        let due = self.active.take_due(domain, watermark, |k| {
+            keys.get(k).map_or(i64::MIN, |st| {
+                resolve_deadline(st, &detectors[k.0 as usize])
             })
-            .copied()
-            .collect();
+        });
         for k in due {
             self.resolve(k, out);
         }
@@ -706,6 +777,11 @@ pub struct EngineState {
     newest: Vec<(u32, i64)>,
     last_sweep: Vec<(u32, i64)>,
     stats: EngineStats,
+}
+
+/// When an open finding of `st` resolves if nothing more happens.
+fn resolve_deadline(st: &KeyState, det: &Detector) -> i64 {
+    st.last_seen.saturating_add(det.resolve_after_ms)
 }
 
 /// Emits the final version of an open finding and forgets its key.
@@ -827,11 +903,10 @@ fn observe(
             let f = &mut a.finding;
             f.status = Status::Updated;
             f.update_count += 1;
-            st.fill(f);
             f.emitted_at = crate::time::now_ms();
             f.trigger_read_ns = ev.read_ns;
             stats.updated += 1;
-            out.push(f.clone());
+            out.push(st.version(f));
         }
         st.active = Some(a);
         return;
@@ -934,7 +1009,7 @@ fn observe(
     // the source: the same attacker against two hosts is two findings
     idh.update(&key.1.to_le_bytes());
     idh.update(&st.first_seen.to_le_bytes());
-    let mut f = Finding {
+    let f = Finding {
         finding_id: format!("f-{:016x}", idh.digest()),
         execution_id: format!("{}-v{}", cfg.execution_id, det.revision),
         detector: DetectorRef {
@@ -976,14 +1051,13 @@ fn observe(
         crossed_at: ts,
         trigger_read_ns: ev.read_ns,
     };
-    st.fill(&mut f);
     stats.opened += 1;
-    out.push(f.clone());
+    out.push(st.version(&f));
     st.active = Some(Box::new(Active {
         finding: f,
         last_emit: ts,
     }));
-    active.insert(key);
+    active.insert(key, resolve_deadline(st, det));
 }
 
 fn push_evidence(evidence: &mut Vec<Box<str>>, det: &Detector, ev: &Event) {
@@ -1253,5 +1327,31 @@ output:
             "resolved before the input ends"
         );
         assert_eq!(out[1].last_seen - out[1].first_seen, 300_000);
+    }
+
+    #[test]
+    fn a_sweep_takes_only_what_is_due_and_requeues_what_moved_on() {
+        let mut open = OpenKeys::default();
+        let (a, b, other) = ((0, 1, 10), (1, 1, 11), (0, 2, 12));
+        open.insert(a, 100);
+        open.insert(b, 200);
+        open.insert(other, 50);
+        // b was active since it was queued: its deadline is now 400
+        let now = |k: &Key| if *k == b { 400 } else { 100 };
+        assert_eq!(open.take_due(1, 250, now), vec![a]);
+        assert!(open.any_for(1) && open.contains(&b));
+        // the other domain's key is not visited
+        assert!(open.contains(&other));
+        open.remove(&a);
+        assert_eq!(open.take_due(1, 399, now), Vec::<Key>::new());
+        assert_eq!(open.take_due(1, 400, now), vec![b]);
+        open.remove(&b);
+        assert!(!open.any_for(1));
+        // a removed key's stale entry is skipped, a reopened key kept once
+        open.insert(a, 500);
+        open.remove(&a);
+        open.insert(a, 600);
+        assert_eq!(open.take_domain(1), vec![a]);
+        assert_eq!(open.take_due(2, 1000, |_| 50), vec![other]);
     }
 }

@@ -447,7 +447,8 @@ pub fn start(
     });
 
     let sink = tokio::spawn(async move {
-        let mut sinks = sinks;
+        // the detect stage resolves whatever is open when its input ends
+        let mut sinks = sinks.resolved_at_end();
         let mut latencies = Vec::new();
         while let Some(batch) = findings_rx.recv().await {
             metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "sink")

@@ -1,5 +1,9 @@
 //! Finding sinks for local runs: stdout (final states, or every version),
 //! a JSON-lines file (every version), and a Markdown report at the end.
+//!
+//! Final states go out as findings resolve, so a replay of many files
+//! holds the open findings, not every finding it ever made; a version is
+//! rendered as JSON only where a sink writes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -7,7 +11,7 @@ use std::sync::Arc;
 
 use super::config::SinkConfig;
 use super::graph::StageReport;
-use crate::finding::Finding;
+use crate::finding::{Finding, Status};
 use crate::hub::Subscriber;
 
 /// Where a store takes rows, and which events it wants.
@@ -21,8 +25,24 @@ pub struct StoreTap {
 pub struct Sinks {
     configs: Vec<SinkConfig>,
     files: Vec<Option<std::io::BufWriter<std::fs::File>>>,
-    /// Final state per finding id, in order of first emission.
-    latest: Vec<Finding>,
+    /// Standard output, buffered (flushed with each batch).
+    stdout: std::io::BufWriter<std::io::Stdout>,
+    /// Whether a sink writes every version as it comes (a file,
+    /// `--updates`): only then is each version rendered as JSON.
+    per_version: bool,
+    /// Whether standard output takes final states: a finding is written
+    /// once it is resolved (its state is then final), and those still
+    /// open at the end after the rest.
+    finals: bool,
+    /// Whether a report is written at the end (from every finding's
+    /// latest version, so those are kept).
+    report_all: bool,
+    /// Whether every finding still open at the end of input is resolved
+    /// then (the stage graph's detect stage does so): an open version
+    /// need not be kept for the final states, its resolved one will come.
+    resolved_at_end: bool,
+    /// What is kept of each finding, in order of first emission.
+    latest: Vec<Kept>,
     index: HashMap<String, usize>,
     versions: usize,
     report: StageReport,
@@ -30,6 +50,14 @@ pub struct Sinks {
     subscribers: Vec<Box<dyn Subscriber>>,
     /// A store's entrance (ClickHouse or the embedded Parquet store).
     store: Option<StoreTap>,
+}
+
+/// What is kept of a finding until the end.
+enum Kept {
+    /// Counted only: no sink wants its latest version later, or it is
+    /// written, or its final version is to come.
+    Nothing,
+    Finding(Box<Finding>),
 }
 
 impl Sinks {
@@ -41,9 +69,20 @@ impl Sinks {
                 _ => None,
             });
         }
+        let has = |want: fn(&SinkConfig) -> bool| configs.iter().any(want);
         Ok(Sinks {
+            per_version: has(|c| {
+                matches!(
+                    c,
+                    SinkConfig::Stdout { updates: true } | SinkConfig::File { .. }
+                )
+            }),
+            finals: has(|c| matches!(c, SinkConfig::Stdout { updates: false })),
+            report_all: has(|c| matches!(c, SinkConfig::Report { .. })),
+            resolved_at_end: false,
             configs,
             files,
+            stdout: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
             latest: Vec::new(),
             index: HashMap::new(),
             versions: 0,
@@ -59,6 +98,13 @@ impl Sinks {
     /// Also hands every version to a subscriber (the API's hub, response).
     pub fn with_subscriber(mut self, s: impl Subscriber + 'static) -> Sinks {
         self.subscribers.push(Box::new(s));
+        self
+    }
+
+    /// Declares that every finding open at the end of input will be
+    /// resolved then (see `resolved_at_end`).
+    pub fn resolved_at_end(mut self) -> Sinks {
+        self.resolved_at_end = true;
         self
     }
 
@@ -81,28 +127,44 @@ impl Sinks {
             }
         }
         self.versions += 1;
-        let line = serde_json::to_string(&f)?;
-        for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {
-            match (c, file) {
-                (SinkConfig::Stdout { updates: true }, _) => println!("{line}"),
-                (SinkConfig::File { .. }, Some(w)) => writeln!(w, "{line}")?,
-                _ => {}
+        if self.per_version {
+            let line = serde_json::to_string(&f)?;
+            for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {
+                match (c, file) {
+                    (SinkConfig::Stdout { updates: true }, _) => writeln!(self.stdout, "{line}")?,
+                    (SinkConfig::File { .. }, Some(w)) => writeln!(w, "{line}")?,
+                    _ => {}
+                }
             }
         }
-        match self.index.get(&f.finding_id) {
-            Some(&i) => self.latest[i] = f,
+        let resolved = f.status == Status::Resolved;
+        if self.finals && resolved {
+            serde_json::to_writer(&mut self.stdout, &f)?;
+            self.stdout.write_all(b"\n")?;
+        }
+        let slot = self.index.get(&f.finding_id).copied();
+        let first = slot.is_none().then(|| f.finding_id.clone());
+        let kept = if self.report_all || (self.finals && !resolved && !self.resolved_at_end) {
+            Kept::Finding(Box::new(f))
+        } else {
+            Kept::Nothing
+        };
+        match slot {
+            Some(i) => self.latest[i] = kept,
             None => {
-                self.index.insert(f.finding_id.clone(), self.latest.len());
-                self.latest.push(f);
+                self.index
+                    .insert(first.unwrap_or_default(), self.latest.len());
+                self.latest.push(kept);
             }
         }
         self.report.emitted += 1;
         Ok(())
     }
 
-    /// Pushes buffered file output to the operating system (before a
+    /// Pushes buffered output to the operating system (before a
     /// checkpoint acknowledges the input that produced it).
     pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.stdout.flush()?;
         for w in self.files.iter_mut().flatten() {
             w.flush()?;
         }
@@ -111,15 +173,22 @@ impl Sinks {
 
     /// Writes final states and reports; returns (stage report, findings, versions).
     pub fn finish(mut self) -> anyhow::Result<(StageReport, usize, usize)> {
+        let held = || {
+            self.latest.iter().filter_map(|k| match k {
+                Kept::Finding(f) => Some(&**f),
+                Kept::Nothing => None,
+            })
+        };
+        if self.finals {
+            // the findings still open (resolved ones are written)
+            for f in held().filter(|f| f.status != Status::Resolved) {
+                serde_json::to_writer(&mut self.stdout, f)?;
+                self.stdout.write_all(b"\n")?;
+            }
+        }
+        self.stdout.flush()?;
         for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {
             match (c, file) {
-                (SinkConfig::Stdout { updates: false }, _) => {
-                    let stdout = std::io::stdout();
-                    let mut out = stdout.lock();
-                    for f in &self.latest {
-                        writeln!(out, "{}", serde_json::to_string(f)?)?;
-                    }
-                }
                 (SinkConfig::File { .. }, Some(w)) => w.flush()?,
                 (SinkConfig::Report { path }, _) => {
                     if let Some(dir) = std::path::Path::new(path)
@@ -128,7 +197,8 @@ impl Sinks {
                     {
                         std::fs::create_dir_all(dir)?;
                     }
-                    std::fs::write(path, report_markdown(&self.latest))
+                    let findings: Vec<&Finding> = held().collect();
+                    std::fs::write(path, report_markdown(&findings))
                         .map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
                 }
                 _ => {}
@@ -205,7 +275,7 @@ impl EventsSink {
 /// severity, top offenders, and each finding. Offenders come from logs, so
 /// every value is escaped (no extra rows, headings, HTML or terminal
 /// escapes from a crafted user name).
-pub fn report_markdown(findings: &[Finding]) -> String {
+pub fn report_markdown(findings: &[&Finding]) -> String {
     use crate::escape::markdown as md;
     let mut s = String::from("# ThreatPilot findings report\n\n");
     s.push_str(&format!("{} findings.\n\n", findings.len()));
