@@ -56,3 +56,17 @@ pub fn for_each_record(
     }
     for_each_line(r, f)
 }
+
+/// This process's peak resident memory in MiB (`VmHWM`: its own address
+/// space's high-water mark since it started, unlike `getrusage`, whose
+/// figure can carry a spawning parent's); 0 where the kernel does not say.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

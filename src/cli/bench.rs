@@ -172,17 +172,6 @@ fn replicate(files: &[String], n: usize) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.nats {
         return super::bench_nats::run(super::bench_nats::NatsBench {
@@ -404,7 +393,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         r.latency_p50_ms = summary.latency_p50_ms;
         r.latency_p99_ms = summary.latency_p99_ms;
         let _ = std::fs::remove_dir_all(&dir);
-        r.peak_rss_mib = peak_rss_mib();
+        r.peak_rss_mib = crate::cli_support::peak_rss_mib();
         runs.push(r);
     }
     let pick = |f: fn(&Report) -> f64| median(runs.iter().map(f).collect());

@@ -296,14 +296,15 @@ fn warn_late(s: &RunSummary, spec: &PipelineSpec) {
 
 fn print_summary(s: &RunSummary, detectors: usize) {
     eprintln!(
-        "threatpilot: {} detectors, {} findings ({} versions), {} templates ({} ids stored: a template that generalises gets a new one), {} unparsed lines, {:.2}s",
+        "threatpilot: {} detectors, {} findings ({} versions), {} templates ({} ids stored: a template that generalises gets a new one), {} unparsed lines, {:.2}s, peak memory {:.0} MiB",
         detectors,
         s.findings,
         s.finding_versions,
         s.templates,
         s.template_versions,
         s.parse_failures,
-        s.elapsed_secs
+        s.elapsed_secs,
+        crate::cli_support::peak_rss_mib()
     );
     for st in &s.stages {
         let dropped: Vec<String> = st
