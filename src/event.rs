@@ -125,7 +125,7 @@ pub fn http_method(m: &str) -> Cow<'static, str> {
 /// bytes, shorter than a vector search needs to pay for its setup, and
 /// the path is asked for several times per request.
 fn query_mark(url: &str) -> Option<usize> {
-    url.bytes().position(|b| b == b'?')
+    memchr::memchr(b'?', url.as_bytes())
 }
 
 /// Formats a template id as it appears in JSON (`t-` and 16 hex digits).
