@@ -676,6 +676,8 @@ impl Engine {
         let held: PrehashedSet<u32> = self.keys.keys().map(|k| k.1).collect();
         self.newest.retain(|d, _| held.contains(d));
         self.last_sweep.retain(|d, _| held.contains(d));
+        // an open key is a held key: what a dropped queue held was stale
+        self.active.due.retain(|d, _| held.contains(d));
     }
 
     /// Ends a stream's segment where its time jumped back to `at`: its open
