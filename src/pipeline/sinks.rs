@@ -41,8 +41,9 @@ pub struct Sinks {
     /// then (the stage graph's detect stage does so): an open version
     /// need not be kept for the final states, its resolved one will come.
     resolved_at_end: bool,
-    /// What is kept of each finding, in order of first emission.
-    latest: Vec<Kept>,
+    /// Each finding's latest version where one is kept for the end (a
+    /// report, or final states not yet written), in order of first emission.
+    latest: Vec<Option<Box<Finding>>>,
     index: HashMap<String, usize>,
     versions: usize,
     report: StageReport,
@@ -50,14 +51,6 @@ pub struct Sinks {
     subscribers: Vec<Box<dyn Subscriber>>,
     /// A store's entrance (ClickHouse or the embedded Parquet store).
     store: Option<StoreTap>,
-}
-
-/// What is kept of a finding until the end.
-enum Kept {
-    /// Counted only: no sink wants its latest version later, or it is
-    /// written, or its final version is to come.
-    Nothing,
-    Finding(Box<Finding>),
 }
 
 impl Sinks {
@@ -142,21 +135,16 @@ impl Sinks {
             serde_json::to_writer(&mut self.stdout, &f)?;
             self.stdout.write_all(b"\n")?;
         }
-        let slot = self.index.get(&f.finding_id).copied();
-        let first = slot.is_none().then(|| f.finding_id.clone());
-        let kept = if self.report_all || (self.finals && !resolved && !self.resolved_at_end) {
-            Kept::Finding(Box::new(f))
-        } else {
-            Kept::Nothing
-        };
-        match slot {
-            Some(i) => self.latest[i] = kept,
+        let i = match self.index.get(&f.finding_id) {
+            Some(&i) => i,
             None => {
-                self.index
-                    .insert(first.unwrap_or_default(), self.latest.len());
-                self.latest.push(kept);
+                self.index.insert(f.finding_id.clone(), self.latest.len());
+                self.latest.push(None);
+                self.latest.len() - 1
             }
-        }
+        };
+        let keep = self.report_all || (self.finals && !resolved && !self.resolved_at_end);
+        self.latest[i] = keep.then(|| Box::new(f));
         self.report.emitted += 1;
         Ok(())
     }
@@ -173,12 +161,7 @@ impl Sinks {
 
     /// Writes final states and reports; returns (stage report, findings, versions).
     pub fn finish(mut self) -> anyhow::Result<(StageReport, usize, usize)> {
-        let held = || {
-            self.latest.iter().filter_map(|k| match k {
-                Kept::Finding(f) => Some(&**f),
-                Kept::Nothing => None,
-            })
-        };
+        let held = || self.latest.iter().flatten().map(|f| &**f);
         if self.finals {
             // the findings still open (resolved ones are written)
             for f in held().filter(|f| f.status != Status::Resolved) {
