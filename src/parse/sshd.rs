@@ -5,7 +5,9 @@
 //! `ssh_login` (failure or success, with `labels.auth_method`),
 //! `ssh_invalid_user`, `ssh_disconnect_preauth`, `ssh_too_many_auth_failures`,
 //! `ssh_banner_error`, `ssh_no_identification`, `ssh_reverse_mapping_failed`,
-//! `ssh_negotiation_failed`, `ssh_connection`.
+//! `ssh_negotiation_failed`, `ssh_connection`, `ssh_connection_refused` (TCP
+//! wrappers: `refused connect from HOST (IP)`, an address that
+//! `hosts.deny` or `hosts.allow` keeps out).
 
 use std::borrow::Cow;
 
@@ -125,6 +127,16 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         if let (Some(a), Some(b)) = (msg.find('['), msg.find(']')) {
             ev.source_ip = msg.get(a + 1..b).filter(|ip| is_ip(ip)).map(str::to_owned);
         }
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("refused connect from ") {
+        // "refused connect from HOST (IP)"; HOST is the name or the address
+        set(ev, "ssh_connection_refused", Outcome::Failure);
+        let inner = rest
+            .rsplit_once('(')
+            .and_then(|(_, ip)| ip.strip_suffix(')'))
+            .unwrap_or(rest.trim());
+        ev.source_ip = Some(inner.to_owned()).filter(|ip| is_ip(ip));
         return true;
     }
     if let Some(rest) = msg.strip_prefix("Connection from ") {

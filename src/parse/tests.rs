@@ -56,6 +56,24 @@ fn sshd_disconnect_preauth_with_user() {
 }
 
 #[test]
+fn sshd_tcp_wrappers_refusal() {
+    let ev = one(
+        "Mar  3 04:12:09 gw sshd[2211]: refused connect from 157.121.175.149 (157.121.175.149)",
+    );
+    assert_eq!(ev.action.as_deref(), Some("ssh_connection_refused"));
+    assert_eq!(ev.outcome, Outcome::Failure);
+    assert_eq!(ev.source_ip.as_deref(), Some("157.121.175.149"));
+    // the name as resolved, the address in brackets
+    let ev =
+        one("Mar  3 04:12:09 gw sshd[2211]: refused connect from scan.example.net (2001:db8::9)");
+    assert_eq!(ev.source_ip.as_deref(), Some("2001:db8::9"));
+    // a name alone (no brackets) leaves no address
+    let ev = one("Mar  3 04:12:09 gw sshd[2211]: refused connect from unknown");
+    assert_eq!(ev.action.as_deref(), Some("ssh_connection_refused"));
+    assert_eq!(ev.source_ip, None);
+}
+
+#[test]
 fn rsyslog_repeat_sets_count() {
     let ev = one(
         "Dec 10 07:08:28 LabSZ sshd[24208]: message repeated 5 times: [ Failed password for root from 112.95.230.3 port 45378 ssh2]",
