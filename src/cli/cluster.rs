@@ -27,8 +27,9 @@ pub struct Args {
 pub fn cluster_lines<'a>(
     lines: impl Iterator<Item = &'a str>,
     format: Option<&LogFormat>,
+    config: DrainConfig,
 ) -> (Drain, Vec<usize>) {
-    let mut drain = Drain::new(DrainConfig::default());
+    let mut drain = Drain::new(config);
     let assigned = lines
         .map(|line| {
             let content = format.and_then(|f| f.content(line)).unwrap_or(line);
@@ -51,7 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             lines.push(l.to_owned())
         })?;
     }
-    let (drain, assigned) = cluster_lines(lines.iter().map(String::as_str), format.as_ref());
+    let (drain, assigned) = cluster_lines(
+        lines.iter().map(String::as_str),
+        format.as_ref(),
+        DrainConfig::default(),
+    );
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (i, idx) in assigned.iter().enumerate() {

@@ -1,6 +1,9 @@
 //! `threatpilot eval clustering DIR`: GA, FGA, PA and FTA on the Loghub 2k
 //! sets under DIR (`DIR/<Dataset>/<Dataset>_2k.log` and its
 //! `_structured_corrected.csv`), with the one shared clustering configuration.
+//! `--datasets` scores a subset, and `--similarity` / `--depth` try other
+//! settings, so settings can be chosen on one half of the sets and checked
+//! on the other (README, Clustering).
 //!
 //! `threatpilot eval detection DIR`: the detectors against labelled logs in
 //! the CrowdSec hub test layout (see [`crate::detect::eval`]): expected and
@@ -11,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::cluster::drain::DrainConfig;
 use crate::cluster::eval::{LOGHUB_FORMATS, Scores, score};
 use crate::cluster::logformat::LogFormat;
 
@@ -26,6 +30,15 @@ enum What {
     Clustering {
         /// Folder holding one sub-folder per dataset.
         dir: String,
+        /// Score only these datasets (comma-separated names, e.g. `BGL,HPC`).
+        #[arg(long, value_delimiter = ',')]
+        datasets: Vec<String>,
+        /// Similarity threshold to try instead of the shipped one.
+        #[arg(long)]
+        similarity: Option<f64>,
+        /// Tree depth to try instead of the shipped one.
+        #[arg(long)]
+        depth: Option<usize>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -48,8 +61,24 @@ enum What {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (dir, json) = match args.what {
-        What::Clustering { dir, json } => (dir, json),
+    let (dir, datasets, config, json) = match args.what {
+        What::Clustering {
+            dir,
+            datasets,
+            similarity,
+            depth,
+            json,
+        } => {
+            let mut config = DrainConfig::default();
+            if let Some(s) = similarity {
+                anyhow::ensure!((0.0..=1.0).contains(&s), "--similarity must be within 0..1");
+                config.similarity = s;
+            }
+            if let Some(d) = depth {
+                config.depth = d;
+            }
+            (dir, datasets, config, json)
+        }
         What::Detection {
             dir,
             detectors,
@@ -58,7 +87,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => return detection(&dir, &detectors, &sigma, json),
     };
     let mut results: Vec<(String, Scores, f64)> = Vec::new();
+    if let Some(unknown) = datasets
+        .iter()
+        .find(|d| !LOGHUB_FORMATS.iter().any(|(n, _)| n == d))
+    {
+        anyhow::bail!("no Loghub format is known for dataset `{unknown}`");
+    }
     for (name, format) in LOGHUB_FORMATS {
+        if !datasets.is_empty() && !datasets.iter().any(|d| d == name) {
+            continue;
+        }
         let base = Path::new(&dir).join(name);
         let log = base.join(format!("{name}_2k.log"));
         let csv = base.join(format!("{name}_2k.log_structured_corrected.csv"));
@@ -71,7 +109,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let lines: Vec<&str> = text.lines().collect();
         let fmt = LogFormat::compile(format).map_err(anyhow::Error::msg)?;
         let started = std::time::Instant::now();
-        let (drain, assigned) = super::cluster::cluster_lines(lines.iter().copied(), Some(&fmt));
+        let (drain, assigned) =
+            super::cluster::cluster_lines(lines.iter().copied(), Some(&fmt), config.clone());
         let secs = started.elapsed().as_secs_f64();
         let predicted: Vec<(String, String)> = assigned
             .iter()

@@ -121,6 +121,14 @@ pub const LOGHUB_FORMATS: &[(&str, &str)] = &[
     ),
     ("Proxifier", r"\[<Time>\] <Program> - <Content>"),
     (
+        "Android",
+        r"<Date> <Time>  <Pid>  <Tid> <Level> <Component>: <Content>",
+    ),
+    (
+        "Windows",
+        r"<Date> <Time>, <Level>                  <Component>    <Content>",
+    ),
+    (
         "OpenStack",
         r"<Logrecord> <Date> <Time> <Pid> <Level> <Component> \[<ADDR>\] <Content>",
     ),

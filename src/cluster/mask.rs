@@ -49,9 +49,16 @@ pub fn mask_token(tok: &str) -> Option<String> {
 fn mask_into(tok: &str, out: &mut String) -> bool {
     let b = tok.as_bytes();
     if !b.iter().any(|c| c.is_ascii_digit()) {
-        // paths and urls without digits are still variable
-        if is_path(tok) {
+        // paths and urls without digits are still variable, in brackets too
+        let start = b.iter().position(|c| !is_wrap(*c)).unwrap_or(b.len());
+        let end = b
+            .iter()
+            .rposition(|c| !is_wrap(*c))
+            .map_or(start, |e| e + 1);
+        if start < end && is_path(&tok[start..end]) {
+            out.push_str(&tok[..start]);
             out.push_str(WILDCARD);
+            out.push_str(&tok[end..]);
             return true;
         }
         return false;
@@ -137,11 +144,15 @@ fn is_wrap(c: u8) -> bool {
     )
 }
 
+/// Unix paths (`/a/b`), URLs (`x://`) and Windows paths (`C:\a`,
+/// `\\server\share`).
 fn is_path(s: &str) -> bool {
     // byte scans: a substring searcher's set-up costs more than these short tokens
     let b = s.as_bytes();
     (b.first() == Some(&b'/') && b.len() > 1 && b[1..].contains(&b'/'))
         || b.windows(3).any(|w| w == b"://")
+        || (b.len() > 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
+        || (b.len() > 2 && b[0] == b'\\' && b[1] == b'\\')
 }
 
 /// A core token (no surrounding punctuation) that is a variable.
@@ -231,6 +242,8 @@ mod tests {
         assert_eq!(mask_token("10.251.42.84:50010").as_deref(), Some("<*>"));
         assert_eq!(mask_token("uid=0").as_deref(), Some("uid=<*>"));
         assert_eq!(mask_token("/var/log/x"), Some("<*>".to_owned()));
+        assert_eq!(mask_token(r"C:\Windows\Temp").as_deref(), Some("<*>"));
+        assert_eq!(mask_token(r"(\\fs\share\logs)").as_deref(), Some("(<*>)"));
         assert_eq!(mask_token("ssh2"), None);
         assert_eq!(mask_token("password"), None);
         assert_eq!(mask_token("123ms").as_deref(), Some("<*>"));
