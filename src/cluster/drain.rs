@@ -131,8 +131,20 @@ pub struct Drain {
 /// `… SOCKS5`), however similar the rest; other constants may still
 /// generalise to `<*>`.
 fn is_keyword(tok: &str) -> bool {
-    let core = tok.trim_matches(|c: char| c.is_ascii_punctuation());
-    let b = core.as_bytes();
+    let b = tok.as_bytes();
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_punctuation())
+        .unwrap_or(b.len());
+    // most tokens are decided here, on their first letter
+    if !b.get(start).is_some_and(u8::is_ascii_uppercase) {
+        return false;
+    }
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_punctuation())
+        .map_or(start, |e| e + 1);
+    let b = &b[start..end];
     (2..=24).contains(&b.len())
         && b[0].is_ascii_uppercase()
         && b[1].is_ascii_uppercase()
