@@ -303,6 +303,9 @@ playbooks:
         assert!(text_of(&c, "#incident-findings").await.contains("Failed password"));
         assert!(text_of(&c, "#tail").await.contains("proposal") || text_of(&c, "#tail").await.contains("gate"));
         shoot(&c, "incident-pending").await;
+        // the form posts and comes back to the same address: a mark on the
+        // old page tells the new one from it
+        eval(&c, "window.__before_approval = 1; return 1").await;
         c.find(Locator::Css("#incident-actions button.approve"))
             .await
             .unwrap()
@@ -310,7 +313,11 @@ playbooks:
             .await
             .unwrap();
         until("back on the incident", 10, || async {
-            c.current_url().await.is_ok_and(|u| u == incident_url)
+            let fresh = c
+                .execute("return window.__before_approval === undefined && document.readyState === 'complete'", vec![])
+                .await
+                .is_ok_and(|v| v == json!(true));
+            fresh && c.current_url().await.is_ok_and(|u| u == incident_url)
         })
         .await;
         eval(&c, "window.__still = 'after approval'; return 1").await;
