@@ -145,8 +145,8 @@ fn is_keyword(tok: &str) -> bool {
         .rposition(|c| !c.is_ascii_punctuation())
         .map_or(start, |e| e + 1);
     let b = &b[start..end];
+    // b[0] is upper-case (checked above)
     (2..=24).contains(&b.len())
-        && b[0].is_ascii_uppercase()
         && b[1].is_ascii_uppercase()
         && b.iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
