@@ -43,6 +43,8 @@ use super::{Detector, Logic, WindowLogic};
 use crate::event::{Event, Field};
 use crate::finding::{Domain, OffenderType, Severity};
 
+mod prefilter;
+
 /// Which events a rule family is evaluated on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -710,22 +712,29 @@ fn correlation(
 
 /// The families' rsigma engines, and which detectors each rule feeds.
 ///
-/// Each family's rules are split in two. Rules that read only fields
+/// Each family's rules are split in three. Rules that read only fields
 /// (method, URL, status, user agent, …) give a verdict that is a function
 /// of those values, and real traffic repeats them heavily (a few thousand
 /// URLs and a few hundred user agents in ten thousand requests): their
 /// matches are memoised by the values, so a repeated request costs a hash
-/// and a compare. Rules that read the raw line (keywords) are evaluated on
-/// every event, which rsigma's keyword index makes one scan of the line.
+/// and a compare. Rules that read the raw line (keywords) cannot be
+/// memoised; those that need a literal in it (nearly all) sit behind one
+/// automaton of those literals ([`prefilter`]), so a line without any
+/// costs one scan. The few left are evaluated on every event.
 #[derive(Default)]
 pub struct SigmaSet {
-    families: Vec<(Family, FamilySet)>,
+    families: Vec<(Family, Vec<Part>)>,
 }
 
-#[derive(Default)]
-struct FamilySet {
-    fields: Option<Part>,
-    raw: Option<Part>,
+/// How a part's rules are kept from running on every event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Shortcut {
+    /// Rules reading only fields: verdicts memoised by their values.
+    Memo,
+    /// Rules reading the line that need one of a few literals in it.
+    Prefilter,
+    /// Rules reading the line with no literal to require: run on every event.
+    None,
 }
 
 /// One rsigma engine and, per rule it holds, its gate and the detectors
@@ -738,6 +747,8 @@ struct Part {
     /// The fields the part's rules read: the memo's key (fields part only).
     reads: Vec<Field>,
     memo: Vec<Option<MemoSlot>>,
+    /// Literals one of which a line must hold for any rule here to match.
+    prefilter: Option<prefilter::Prefilter>,
     /// Scratch: the current event's key.
     key: Vec<u8>,
 }
@@ -752,6 +763,25 @@ const MEMO_SLOTS: usize = 4096;
 /// Longer keys (URLs with payloads) are evaluated, not remembered.
 const MEMO_MAX_KEY: usize = 1024;
 
+const SHORTCUTS: [Shortcut; 3] = [Shortcut::Memo, Shortcut::Prefilter, Shortcut::None];
+
+/// How `rule` is spared: memoised when it reads only fields, prefiltered
+/// when it reads the line but needs a literal there.
+fn shortcut(rule: &SigmaRule) -> Shortcut {
+    if !reads_raw(rule) {
+        return Shortcut::Memo;
+    }
+    match rsigma_eval::compile_rule(rule) {
+        Ok(c) if prefilter::needles(&c, &is_raw_field).is_some() => Shortcut::Prefilter,
+        _ => Shortcut::None,
+    }
+}
+
+/// Whether a Sigma field name is the line itself (or its message).
+fn is_raw_field(name: &str) -> bool {
+    matches!(sigma_field(name), Some(Field::Original | Field::Message))
+}
+
 /// Whether a rule reads the raw line: a keyword detection, or a field
 /// that is the line or its message.
 fn reads_raw(rule: &SigmaRule) -> bool {
@@ -761,7 +791,7 @@ fn reads_raw(rule: &SigmaRule) -> bool {
             D::Keywords(_) => true,
             D::AllOf(items) => items.iter().any(|i| match i.field.name.as_deref() {
                 None => true,
-                Some(n) => matches!(sigma_field(n), Some(Field::Original | Field::Message)),
+                Some(n) => is_raw_field(n),
             }),
             D::AnyOf(subs) => subs.iter().any(walk),
             D::ArrayMatch { body, .. } => walk(body),
@@ -799,14 +829,28 @@ fn fields_read(rule: &SigmaRule, into: &mut Vec<Field>) {
 }
 
 impl Part {
-    fn new(rules: &[(&SigmaRule, Gate, Vec<u32>)], memo: bool) -> Part {
+    fn new(rules: &[(&SigmaRule, Gate, Vec<u32>)], shortcut: Shortcut) -> Part {
         let mut engine = rsigma_eval::Engine::new();
         // every rule compiled once already at load
         let _ = engine.add_rules(rules.iter().map(|r| r.0));
+        let memo = shortcut == Shortcut::Memo;
         let mut reads = Vec::new();
         if memo {
             rules.iter().for_each(|r| fields_read(r.0, &mut reads));
         }
+        let prefilter = (shortcut == Shortcut::Prefilter)
+            .then(|| {
+                let needles: Option<Vec<String>> = engine
+                    .rules()
+                    .iter()
+                    .map(|r| prefilter::needles(r, &is_raw_field))
+                    .try_fold(Vec::new(), |mut all, n| {
+                        all.extend(n?);
+                        Some(all)
+                    });
+                prefilter::Prefilter::new(&needles?)
+            })
+            .flatten();
         Part {
             engine,
             position: rules
@@ -816,6 +860,7 @@ impl Part {
                 .collect(),
             feeds: rules.iter().map(|r| (r.1.clone(), r.2.clone())).collect(),
             reads,
+            prefilter,
             memo: if memo {
                 (0..MEMO_SLOTS).map(|_| None).collect()
             } else {
@@ -828,6 +873,9 @@ impl Part {
     /// Positions of the rules that match `ev`, into `hits`.
     fn evaluate(&mut self, ev: &Event, hits: &mut Vec<u16>) {
         hits.clear();
+        if self.prefilter.as_ref().is_some_and(|p| !p.admits(ev)) {
+            return;
+        }
         let memo = !self.memo.is_empty() && self.fill_key(ev);
         let hash = xxhash_rust::xxh3::xxh3_64(&self.key);
         let slot = hash as usize % MEMO_SLOTS;
@@ -884,7 +932,7 @@ impl SigmaSet {
     pub fn build(detectors: &[Detector]) -> SigmaSet {
         // per family and part (fields, raw): rule, gate, detectors fed
         type Rules<'a> = Vec<(&'a SigmaRule, Gate, Vec<u32>)>;
-        let mut parts: HashMap<(Family, bool), Rules> = HashMap::new();
+        let mut parts: HashMap<(Family, Shortcut), Rules> = HashMap::new();
         let mut correlations: Vec<(Family, &str, u32)> = Vec::new();
         for (i, d) in detectors.iter().enumerate() {
             let Some(s) = &d.sigma else { continue };
@@ -895,7 +943,7 @@ impl SigmaSet {
                     } else {
                         Vec::new()
                     };
-                    parts.entry((s.family, reads_raw(rule))).or_default().push((
+                    parts.entry((s.family, shortcut(rule))).or_default().push((
                         rule,
                         s.gate.clone(),
                         feeds,
@@ -907,8 +955,8 @@ impl SigmaSet {
             }
         }
         for (family, key, det) in correlations {
-            for raw in [false, true] {
-                if let Some(rules) = parts.get_mut(&(family, raw)) {
+            for shortcut in SHORTCUTS {
+                if let Some(rules) = parts.get_mut(&(family, shortcut)) {
                     rules
                         .iter_mut()
                         .filter(|r| r.0.id.as_deref() == Some(key))
@@ -918,11 +966,11 @@ impl SigmaSet {
         }
         let mut set = SigmaSet::default();
         for family in [Family::Web, Family::Linux] {
-            let fs = FamilySet {
-                fields: parts.get(&(family, false)).map(|r| Part::new(r, true)),
-                raw: parts.get(&(family, true)).map(|r| Part::new(r, false)),
-            };
-            if fs.fields.is_some() || fs.raw.is_some() {
+            let fs: Vec<Part> = SHORTCUTS
+                .into_iter()
+                .filter_map(|sc| Some(Part::new(parts.get(&(family, sc))?, sc)))
+                .collect();
+            if !fs.is_empty() {
                 set.families.push((family, fs));
             }
         }
@@ -942,7 +990,7 @@ impl SigmaSet {
         let Some((_, fs)) = self.families.iter_mut().find(|(f, _)| *f == family) else {
             return;
         };
-        for part in [&mut fs.fields, &mut fs.raw].into_iter().flatten() {
+        for part in fs.iter_mut() {
             part.evaluate(ev, hits);
             for &p in hits.iter() {
                 let (gate, dets) = &part.feeds[p as usize];
@@ -1171,6 +1219,134 @@ level: high
         for (ev, want) in [(&ea, 1), (&eb, 0), (&ea, 1), (&eb, 0)] {
             set.matches(ev, &mut hits, &mut out);
             assert_eq!(out.len(), want);
+        }
+    }
+
+    /// Rules that read the line, each needing a literal there: keywords,
+    /// wildcards, a regex, `and not`, `all of`, `contains|all`.
+    const LINE_RULES: &str = r#"
+title: Shell download or malware found
+id: 22222222-0000-4000-8000-000000000001
+logsource:
+    product: linux
+detection:
+    keywords:
+        - 'wget * - http* | sh'
+        - 'Trojan*FOUND'
+        - 'cmd.exe'
+    condition: keywords
+level: high
+---
+title: Whoami unless benign
+id: 22222222-0000-4000-8000-000000000002
+logsource:
+    product: linux
+detection:
+    kw:
+        - 'whoami'
+    filter:
+        - 'benign'
+    condition: kw and not filter
+level: high
+---
+title: Union select on the line
+id: 22222222-0000-4000-8000-000000000003
+logsource:
+    product: linux
+detection:
+    sel:
+        event.original|re: '(?i)union\s+all\s+select'
+    condition: sel
+level: high
+---
+title: Passwd under etc
+id: 22222222-0000-4000-8000-000000000004
+logsource:
+    product: linux
+detection:
+    sel:
+        event.original|contains|all:
+            - 'passwd'
+            - '/etc/'
+    condition: sel
+level: high
+---
+title: Sudo to root
+id: 22222222-0000-4000-8000-000000000005
+logsource:
+    product: linux
+detection:
+    kw_a:
+        - 'sudo'
+    kw_b:
+        - 'root'
+    condition: all of kw_*
+level: high
+"#;
+
+    fn line_rules() -> SigmaLoad {
+        load_str(LINE_RULES, "line.yml")
+    }
+
+    fn parts_of(load: &SigmaLoad) -> (Part, Part) {
+        let rules: Vec<(&SigmaRule, Gate, Vec<u32>)> = load
+            .detectors
+            .iter()
+            .filter_map(|d| match &d.sigma.as_ref()?.kind {
+                SigmaKind::Rule { rule, .. } => Some((&**rule, Gate::Any, Vec::new())),
+                SigmaKind::Correlation { .. } => None,
+            })
+            .collect();
+        assert!(rules.iter().all(|r| shortcut(r.0) == Shortcut::Prefilter));
+        assert_eq!(rules.len(), 5);
+        (
+            Part::new(&rules, Shortcut::Prefilter),
+            Part::new(&rules, Shortcut::None),
+        )
+    }
+
+    #[test]
+    fn the_prefilter_skips_lines_without_a_needle_and_keeps_the_rest() {
+        let load = line_rules();
+        let (mut filtered, _) = parts_of(&load);
+        assert!(filtered.prefilter.is_some());
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut hits = Vec::new();
+        for (line, want) in [
+            ("sshd[1]: Accepted publickey for alice", 0),
+            ("bash: WGET x - https://e.test/a | SH", 1),
+            ("bash: whoami", 1),
+            ("bash: whoami benign", 0),
+            ("clamd: /tmp/x: Trojan.Agent FOUND", 1),
+            ("sudo: alice : USER=root ; COMMAND=/bin/id", 1),
+            ("app: q=1 UNION  ALL\tSELECT 2", 1),
+            // a regex folds case by Unicode rules: `ſ` is an `s`
+            ("app: q=1 union all \u{17F}elect 2", 1),
+        ] {
+            let ev = parse_line(&format!("Mar  3 10:00:00 h {line}"), &mut st, 0);
+            filtered.evaluate(&ev, &mut hits);
+            assert_eq!(hits.len(), want, "{line}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The prefilter only skips what could not match: with it and
+        /// without, the same rules match, whatever the case, order and
+        /// non-ASCII look-alikes (`K` Kelvin, `ſ` long s) in the line.
+        #[test]
+        fn prefiltered_rules_match_as_unfiltered_ones(
+            line in "(wget|WgEt| - |https?://|\\| ?sh|trojan|FOUND|cmd\\.exe|whoami|benign|union|select|all|union all [s\u{17F}S]elect|\\s|passwd|/etc/|sudo|root|\u{212A}|\u{17F}|é|[a-z0-9])*",
+        ) {
+            let load = line_rules();
+            let (mut filtered, mut unfiltered) = parts_of(&load);
+            let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+            let ev = parse_line(&format!("Mar  3 10:00:00 h app: {line}"), &mut st, 0);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            filtered.evaluate(&ev, &mut a);
+            unfiltered.evaluate(&ev, &mut b);
+            a.sort_unstable();
+            b.sort_unstable();
+            proptest::prop_assert_eq!(a, b, "{}", line);
         }
     }
 }
