@@ -728,13 +728,12 @@ pub struct SigmaSet {
 
 /// How a part's rules are kept from running on every event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Shortcut {
-    /// Rules reading only fields: verdicts memoised by their values.
-    Memo,
-    /// Rules reading the line that need one of a few literals in it.
-    Prefilter,
-    /// Rules reading the line with no literal to require: run on every event.
-    None,
+struct Shortcut {
+    /// The rules read only fields: verdicts are memoised by their values.
+    memo: bool,
+    /// Each rule needs a literal somewhere ([`prefilter`]): an event
+    /// holding none is not evaluated (for a memoised part, on a miss).
+    prefilter: bool,
 }
 
 /// One rsigma engine and, per rule it holds, its gate and the detectors
@@ -763,17 +762,33 @@ const MEMO_SLOTS: usize = 4096;
 /// Longer keys (URLs with payloads) are evaluated, not remembered.
 const MEMO_MAX_KEY: usize = 1024;
 
-const SHORTCUTS: [Shortcut; 3] = [Shortcut::Memo, Shortcut::Prefilter, Shortcut::None];
+const SHORTCUTS: [Shortcut; 4] = [
+    Shortcut {
+        memo: true,
+        prefilter: true,
+    },
+    Shortcut {
+        memo: true,
+        prefilter: false,
+    },
+    Shortcut {
+        memo: false,
+        prefilter: true,
+    },
+    Shortcut {
+        memo: false,
+        prefilter: false,
+    },
+];
 
 /// How `rule` is spared: memoised when it reads only fields, prefiltered
-/// when it reads the line but needs a literal there.
+/// when it needs a literal somewhere.
 fn shortcut(rule: &SigmaRule) -> Shortcut {
-    if !reads_raw(rule) {
-        return Shortcut::Memo;
-    }
-    match rsigma_eval::compile_rule(rule) {
-        Ok(c) if prefilter::needles(&c, &is_raw_field).is_some() => Shortcut::Prefilter,
-        _ => Shortcut::None,
+    let prefilter = rsigma_eval::compile_rule(rule)
+        .is_ok_and(|c| prefilter::needles(&c, &is_raw_field).is_some());
+    Shortcut {
+        memo: !reads_raw(rule),
+        prefilter,
     }
 }
 
@@ -833,14 +848,15 @@ impl Part {
         let mut engine = rsigma_eval::Engine::new();
         // every rule compiled once already at load
         let _ = engine.add_rules(rules.iter().map(|r| r.0));
-        let memo = shortcut == Shortcut::Memo;
+        let memo = shortcut.memo;
         let mut reads = Vec::new();
         if memo {
             rules.iter().for_each(|r| fields_read(r.0, &mut reads));
         }
-        let prefilter = (shortcut == Shortcut::Prefilter)
+        let prefilter = shortcut
+            .prefilter
             .then(|| {
-                let needles: Option<Vec<String>> = engine
+                let needles: Option<Vec<prefilter::Needle>> = engine
                     .rules()
                     .iter()
                     .map(|r| prefilter::needles(r, &is_raw_field))
@@ -873,9 +889,6 @@ impl Part {
     /// Positions of the rules that match `ev`, into `hits`.
     fn evaluate(&mut self, ev: &Event, hits: &mut Vec<u16>) {
         hits.clear();
-        if self.prefilter.as_ref().is_some_and(|p| !p.admits(ev)) {
-            return;
-        }
         let memo = !self.memo.is_empty() && self.fill_key(ev);
         let hash = xxhash_rust::xxh3::xxh3_64(&self.key);
         let slot = hash as usize % MEMO_SLOTS;
@@ -887,10 +900,12 @@ impl Part {
             hits.extend_from_slice(&m.hits);
             return;
         }
-        for r in self.engine.evaluate(&SigmaEvent(ev)) {
-            let key = r.header.rule_id.as_deref().unwrap_or(&r.header.rule_title);
-            if let Some(&p) = self.position.get(key) {
-                hits.push(p);
+        if self.prefilter.as_ref().is_none_or(|p| p.admits(ev)) {
+            for r in self.engine.evaluate(&SigmaEvent(ev)) {
+                let key = r.header.rule_id.as_deref().unwrap_or(&r.header.rule_title);
+                if let Some(&p) = self.position.get(key) {
+                    hits.push(p);
+                }
             }
         }
         if memo {
@@ -1297,11 +1312,21 @@ level: high
                 SigmaKind::Correlation { .. } => None,
             })
             .collect();
-        assert!(rules.iter().all(|r| shortcut(r.0) == Shortcut::Prefilter));
+        let line = Shortcut {
+            memo: false,
+            prefilter: true,
+        };
+        assert!(rules.iter().all(|r| shortcut(r.0) == line));
         assert_eq!(rules.len(), 5);
         (
-            Part::new(&rules, Shortcut::Prefilter),
-            Part::new(&rules, Shortcut::None),
+            Part::new(&rules, line),
+            Part::new(
+                &rules,
+                Shortcut {
+                    memo: false,
+                    prefilter: false,
+                },
+            ),
         )
     }
 
@@ -1326,6 +1351,71 @@ level: high
             let ev = parse_line(&format!("Mar  3 10:00:00 h {line}"), &mut st, 0);
             filtered.evaluate(&ev, &mut hits);
             assert_eq!(hits.len(), want, "{line}");
+        }
+    }
+
+    /// Rules on parsed fields, each needing a literal in one: a memoised
+    /// part checks them on a miss, comparing whole values where the rule
+    /// does (`c-useragent: 'x'` is not every agent holding an `x`).
+    const FIELD_RULES: &str = r#"
+title: Traversal
+id: 33333333-0000-4000-8000-000000000001
+logsource:
+    category: webserver
+detection:
+    selection:
+        cs-method: GET
+        cs-uri-query|contains: '/cgi-bin/.%2e/'
+    condition: selection
+level: high
+---
+title: Odd agent
+id: 33333333-0000-4000-8000-000000000002
+logsource:
+    category: webserver
+detection:
+    selection:
+        c-useragent:
+            - 'x'
+            - 'Nikto*'
+    condition: selection
+level: high
+"#;
+
+    #[test]
+    fn field_needles_skip_a_missed_memo_only_where_nothing_can_match() {
+        let load = load_str(FIELD_RULES, "fields.yml");
+        let rules: Vec<(&SigmaRule, Gate, Vec<u32>)> = load
+            .detectors
+            .iter()
+            .filter_map(|d| match &d.sigma.as_ref()?.kind {
+                SigmaKind::Rule { rule, .. } => Some((&**rule, Gate::Any, Vec::new())),
+                SigmaKind::Correlation { .. } => None,
+            })
+            .collect();
+        let both = Shortcut {
+            memo: true,
+            prefilter: true,
+        };
+        assert_eq!(rules.len(), 2);
+        assert!(rules.iter().all(|r| shortcut(r.0) == both));
+        let mut part = Part::new(&rules, both);
+        let pf = part.prefilter.take().expect("a prefilter");
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut hits = Vec::new();
+        for (target, agent, admitted, matched) in [
+            ("/index.html", "Mozilla/5.0 (X11; Linux x86_64)", false, 0),
+            ("/index.html", "X", true, 1),
+            ("/cgi-bin/.%2E/.%2e/bin/sh", "curl/8", true, 1),
+            ("/index.html", "nikto/2.5", true, 1),
+        ] {
+            let line = format!(
+                r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 404 0 "-" "{agent}""#
+            );
+            let ev = parse_line(&line, &mut st, 0);
+            assert_eq!(pf.admits(&ev), admitted, "{line}");
+            part.evaluate(&ev, &mut hits);
+            assert_eq!(hits.len(), matched, "{line}");
         }
     }
 

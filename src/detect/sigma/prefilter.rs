@@ -7,13 +7,16 @@
 //! those rules can only fire on a line that contains one of a few literals
 //! (`keywords: ['cmd.exe', 'powershell']`, `'|contains': '/etc/passwd'`).
 //!
-//! From each compiled rule we derive such a *needle set*: strings of which
-//! a matching line must contain at least one (ASCII case folded). The sets
-//! of all prunable rules go into one Aho-Corasick automaton, so a line is
-//! scanned once, and the engine runs only on a line with a hit. A rule
-//! whose firing does not provably need a literal (a regex, a negation, a
-//! field other than the line) gets no set, and its part is evaluated on
-//! every line as before: the prefilter never changes what fires, only
+//! From each compiled rule we derive such a *needle set*: (where, literal)
+//! pairs of which a matching event holds at least one, where being the
+//! line or a named field (ASCII case folded). The sets of all prunable
+//! rules go into one Aho-Corasick automaton per place, so a line is
+//! scanned once, and the engine runs only on an event with a hit. The same
+//! holds for rules on parsed fields when their memo misses (unique attack
+//! URLs): `cs-uri-query|contains: '/etc/passwd'` needs that literal in the
+//! URL. A rule whose firing does not provably need a literal (a number, a
+//! negation, an existence test) gets no set, and its part is evaluated on
+//! every event as before: the prefilter never changes what fires, only
 //! what is skipped.
 //!
 //! The derivation mirrors the condition's logic: `and` needs any one
@@ -22,45 +25,119 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use regex_syntax::hir::{Hir, HirKind};
+use rsigma_eval::Event as _;
+use rsigma_eval::event::EventValue;
 use rsigma_eval::matcher::{CompiledMatcher, GroupMode};
 use rsigma_eval::{CompiledDetection, CompiledRule};
 use rsigma_parser::{ConditionExpr, Quantifier};
 
+use super::SigmaEvent;
 use crate::event::Event;
 
-/// One automaton over the needles of a set of rules.
+/// A literal, where it must occur (`None` for the line, else a field by
+/// the name rsigma reads it, `cs-uri-query`), and whether it must be the
+/// field's whole value (`c-useragent: 'x'`) rather than occur in it.
+pub type Needle = (Option<String>, String, bool);
+
+/// A literal and whether it is a whole value.
+type Lit = (String, bool);
+
+/// One automaton per place over the needles of a set of rules.
 pub struct Prefilter {
-    automaton: AhoCorasick,
+    line: Option<AhoCorasick>,
+    fields: Vec<Place>,
+}
+
+/// A field's needles: those that occur in it, and whole values.
+struct Place {
+    name: String,
+    within: Option<AhoCorasick>,
+    whole: Vec<String>,
 }
 
 impl Prefilter {
     /// The prefilter for `needles` (each rule's set, already unioned).
-    pub fn new(needles: &[String]) -> Option<Prefilter> {
-        AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .build(needles)
-            .ok()
-            .map(|automaton| Prefilter { automaton })
+    pub fn new(needles: &[Needle]) -> Option<Prefilter> {
+        type Literals<'a> = (Vec<&'a str>, Vec<String>);
+        let mut places: Vec<(Option<&str>, Literals)> = Vec::new();
+        for (place, literal, whole) in needles {
+            let place = place.as_deref();
+            let i = match places.iter().position(|p| p.0 == place) {
+                Some(i) => i,
+                None => {
+                    places.push((place, Default::default()));
+                    places.len() - 1
+                }
+            };
+            // the line is searched, never compared whole
+            if *whole && place.is_some() {
+                places[i].1.1.push(literal.to_ascii_lowercase());
+            } else {
+                places[i].1.0.push(literal);
+            }
+        }
+        let automaton = |literals: Vec<&str>| {
+            if literals.is_empty() {
+                return Ok(None);
+            }
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build(literals)
+                .map(Some)
+        };
+        let mut pf = Prefilter {
+            line: None,
+            fields: Vec::new(),
+        };
+        for (place, (within, whole)) in places {
+            let within = automaton(within).ok()?;
+            match place {
+                None => pf.line = within,
+                Some(name) => pf.fields.push(Place {
+                    name: name.to_owned(),
+                    within,
+                    whole,
+                }),
+            }
+        }
+        Some(pf)
     }
 
-    /// Whether `ev`'s line (or its message, where that is not a part of the
-    /// line) holds any needle: false means no rule behind this can match.
+    /// Whether `ev` holds any needle in its place: false means no rule
+    /// behind this can match. The line counts with its message, where that
+    /// is not a part of it.
     pub fn admits(&self, ev: &Event) -> bool {
-        // rsigma folds case by Unicode rules, where `K` (Kelvin) is a `k`
-        // and `ſ` an `s`; the automaton folds ASCII only
-        !ev.original.is_ascii()
-            || self.automaton.is_match(ev.original.as_str())
-            || ev
-                .message_owned
-                .as_deref()
-                .is_some_and(|m| !m.is_ascii() || self.automaton.is_match(m))
+        if let Some(line) = &self.line
+            && (holds(line, &ev.original)
+                || ev.message_owned.as_deref().is_some_and(|m| holds(line, m)))
+        {
+            return true;
+        }
+        let sigma = SigmaEvent(ev);
+        self.fields.iter().any(|p| match sigma.get_field(&p.name) {
+            Some(EventValue::Str(v)) => {
+                p.within.as_ref().is_some_and(|a| holds(a, &v))
+                    || p.whole.iter().any(|w| v.eq_ignore_ascii_case(w))
+                    || !v.is_ascii()
+            }
+            // a number or a list is matched by rsigma's own rules
+            Some(_) => true,
+            None => false,
+        })
     }
 }
 
-/// The literals of which a line matching `rule` contains at least one, or
+/// Whether `value` may hold a needle. rsigma folds case by Unicode rules,
+/// where `K` (Kelvin) is a `k` and `ſ` an `s`; the automaton folds ASCII
+/// only, so a value with other bytes is let through.
+fn holds(automaton: &AhoCorasick, value: &str) -> bool {
+    !value.is_ascii() || automaton.is_match(value)
+}
+
+/// The needles of which an event matching `rule` holds at least one, or
 /// `None` when the rule may match without any (it is then always run).
 /// `raw_field` says which field names are the line itself.
-pub fn needles(rule: &CompiledRule, raw_field: &dyn Fn(&str) -> bool) -> Option<Vec<String>> {
+pub fn needles(rule: &CompiledRule, raw_field: &dyn Fn(&str) -> bool) -> Option<Vec<Needle>> {
     let mut all = Vec::new();
     // a rule fires when any of its conditions holds
     for cond in &rule.conditions {
@@ -73,7 +150,7 @@ fn condition(
     rule: &CompiledRule,
     cond: &ConditionExpr,
     raw_field: &dyn Fn(&str) -> bool,
-) -> Option<Vec<String>> {
+) -> Option<Vec<Needle>> {
     match cond {
         ConditionExpr::Identifier(name) => detection(rule.detections.get(name)?, raw_field),
         ConditionExpr::And(xs) => most_selective(xs.iter().map(|x| condition(rule, x, raw_field))),
@@ -99,13 +176,21 @@ fn condition(
     }
 }
 
-fn detection(d: &CompiledDetection, raw_field: &dyn Fn(&str) -> bool) -> Option<Vec<String>> {
+fn detection(d: &CompiledDetection, raw_field: &dyn Fn(&str) -> bool) -> Option<Vec<Needle>> {
+    let at = |place: Option<&str>, literals: Vec<Lit>| {
+        let place = place.map(str::to_owned);
+        literals
+            .into_iter()
+            .map(|(l, whole)| (place.clone(), l, whole))
+            .collect::<Vec<Needle>>()
+    };
     match d {
-        CompiledDetection::Keywords(m) => matcher(m),
+        CompiledDetection::Keywords(m) => matcher(m).map(|l| at(None, l)),
         CompiledDetection::AllOf(items) => {
             most_selective(items.iter().map(|item| match (&item.field, item.exists) {
-                (None, None) => matcher(&item.matcher),
-                (Some(f), None) if raw_field(f) => matcher(&item.matcher),
+                (None, None) => matcher(&item.matcher).map(|l| at(None, l)),
+                (Some(f), None) if raw_field(f) => matcher(&item.matcher).map(|l| at(None, l)),
+                (Some(f), None) => matcher(&item.matcher).map(|l| at(Some(f), l)),
                 _ => None,
             }))
         }
@@ -117,14 +202,14 @@ fn detection(d: &CompiledDetection, raw_field: &dyn Fn(&str) -> bool) -> Option<
     }
 }
 
-fn matcher(m: &CompiledMatcher) -> Option<Vec<String>> {
+fn matcher(m: &CompiledMatcher) -> Option<Vec<Lit>> {
     match m {
-        CompiledMatcher::Exact { value, .. }
-        | CompiledMatcher::Contains { value, .. }
+        CompiledMatcher::Exact { value, .. } => needle(value).map(|n| vec![(n, true)]),
+        CompiledMatcher::Contains { value, .. }
         | CompiledMatcher::StartsWith { value, .. }
-        | CompiledMatcher::EndsWith { value, .. } => needle(value).map(|n| vec![n]),
+        | CompiledMatcher::EndsWith { value, .. } => needle(value).map(|n| vec![(n, false)]),
         CompiledMatcher::AhoCorasickSet { needles, .. } => {
-            union(needles.iter().map(|n| needle(n).map(|n| vec![n])))
+            union(needles.iter().map(|n| needle(n).map(|n| vec![(n, false)])))
         }
         CompiledMatcher::AnyOf(children)
         | CompiledMatcher::CaseInsensitiveGroup {
@@ -136,9 +221,9 @@ fn matcher(m: &CompiledMatcher) -> Option<Vec<String>> {
             children,
             mode: GroupMode::All,
         } => most_selective(children.iter().map(matcher)),
-        CompiledMatcher::Regex(re) => regex(re.as_str()),
+        CompiledMatcher::Regex(re) => within(regex(re.as_str())),
         CompiledMatcher::RegexSetMatch { set, mode } => {
-            let each = set.patterns().iter().map(|p| regex(p));
+            let each = set.patterns().iter().map(|p| within(regex(p)));
             match mode {
                 GroupMode::Any => union(each),
                 GroupMode::All => most_selective(each),
@@ -146,6 +231,11 @@ fn matcher(m: &CompiledMatcher) -> Option<Vec<String>> {
         }
         _ => None,
     }
+}
+
+/// Literals that occur within a value, not whole.
+fn within(literals: Option<Vec<String>>) -> Option<Vec<Lit>> {
+    literals.map(|l| l.into_iter().map(|l| (l, false)).collect())
 }
 
 /// The literals a match of `pattern` must contain (wildcard values such as
@@ -200,7 +290,7 @@ fn needle(value: &str) -> Option<String> {
 }
 
 /// Every operand's set together; `None` if any operand has none.
-fn union(sets: impl Iterator<Item = Option<Vec<String>>>) -> Option<Vec<String>> {
+fn union<T>(sets: impl Iterator<Item = Option<Vec<T>>>) -> Option<Vec<T>> {
     let mut all = Vec::new();
     for s in sets {
         all.extend(s?);
@@ -210,10 +300,33 @@ fn union(sets: impl Iterator<Item = Option<Vec<String>>>) -> Option<Vec<String>>
 
 /// The operand whose set is hardest to hit: the one whose shortest needle
 /// is longest. `None` when no operand has a set.
-fn most_selective(sets: impl Iterator<Item = Option<Vec<String>>>) -> Option<Vec<String>> {
+fn most_selective<T: Literal>(sets: impl Iterator<Item = Option<Vec<T>>>) -> Option<Vec<T>> {
     sets.flatten()
         .filter(|s| !s.is_empty())
-        .max_by_key(|s| s.iter().map(String::len).min().unwrap_or(0))
+        .max_by_key(|s| s.iter().map(|n| n.literal().len()).min().unwrap_or(0))
+}
+
+/// What [`most_selective`] compares: a literal's length.
+trait Literal {
+    fn literal(&self) -> &str;
+}
+
+impl Literal for String {
+    fn literal(&self) -> &str {
+        self
+    }
+}
+
+impl Literal for Lit {
+    fn literal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Literal for Needle {
+    fn literal(&self) -> &str {
+        &self.1
+    }
 }
 
 #[cfg(test)]
@@ -238,8 +351,17 @@ mod tests {
         ))
     }
 
-    fn sorted(v: Option<Vec<String>>) -> Option<Vec<String>> {
-        v.map(|mut v| {
+    /// Needles as `literal` on the line and `field:literal` elsewhere, sorted.
+    fn lits(v: Option<Vec<Needle>>) -> Option<Vec<String>> {
+        v.map(|v| {
+            let mut v: Vec<String> = v
+                .into_iter()
+                .map(|(place, l, whole)| match (place, whole) {
+                    (None, _) => l,
+                    (Some(f), false) => format!("{f}:{l}"),
+                    (Some(f), true) => format!("{f}=={l}"),
+                })
+                .collect();
             v.sort();
             v
         })
@@ -250,7 +372,7 @@ mod tests {
         let r =
             rule("    keywords:\n        - 'Cmd.exe'\n        - 'whoami'\n    condition: keywords");
         assert_eq!(
-            sorted(needles(&r, &raw)),
+            lits(needles(&r, &raw)),
             Some(vec!["cmd.exe".to_string(), "whoami".to_string()])
         );
     }
@@ -261,7 +383,7 @@ mod tests {
             "    keywords:\n        - 'wget * - http* | perl'\n        - 'Trojan*FOUND'\n    condition: keywords",
         );
         assert_eq!(
-            sorted(needles(&r, &raw)),
+            lits(needles(&r, &raw)),
             Some(vec![" | perl".to_string(), "trojan".to_string()])
         );
     }
@@ -282,27 +404,37 @@ mod tests {
     fn and_keeps_one_side_or_keeps_both_not_keeps_nothing() {
         let and =
             rule("    k1:\n        - 'ab'\n    k2:\n        - 'longer'\n    condition: k1 and k2");
-        assert_eq!(needles(&and, &raw), Some(vec!["longer".to_string()]));
+        assert_eq!(lits(needles(&and, &raw)), Some(vec!["longer".to_string()]));
         let or = rule("    k1:\n        - 'ab'\n    k2:\n        - 'cd'\n    condition: k1 or k2");
         assert_eq!(
-            sorted(needles(&or, &raw)),
+            lits(needles(&or, &raw)),
             Some(vec!["ab".to_string(), "cd".to_string()])
         );
         let not = rule("    k1:\n        - 'ab'\n    condition: not k1");
-        assert_eq!(needles(&not, &raw), None);
+        assert_eq!(lits(needles(&not, &raw)), None);
         let filtered =
             rule("    k1:\n        - 'ab'\n    k2:\n        - 'cd'\n    condition: k1 and not k2");
-        assert_eq!(needles(&filtered, &raw), Some(vec!["ab".to_string()]));
+        assert_eq!(lits(needles(&filtered, &raw)), Some(vec!["ab".to_string()]));
     }
 
     #[test]
-    fn a_parsed_field_promises_nothing_about_the_line() {
+    fn a_parsed_field_needs_its_literal_there_a_number_promises_nothing() {
         let r = rule(
             "    sel:\n        user.name: 'root'\n    kw:\n        - 'boom'\n    condition: sel or kw",
         );
-        assert_eq!(needles(&r, &raw), None);
+        assert_eq!(
+            lits(needles(&r, &raw)),
+            Some(vec!["boom".to_string(), "user.name==root".to_string()])
+        );
+        let numeric = rule(
+            "    sel:\n        sc-status: 404\n    kw:\n        - 'boom'\n    condition: sel or kw",
+        );
+        assert_eq!(lits(needles(&numeric, &raw)), None);
         let on_line = rule("    sel:\n        event.original|contains: 'boom'\n    condition: sel");
-        assert_eq!(needles(&on_line, &raw), Some(vec!["boom".to_string()]));
+        assert_eq!(
+            lits(needles(&on_line, &raw)),
+            Some(vec!["boom".to_string()])
+        );
     }
 
     #[test]
@@ -310,12 +442,12 @@ mod tests {
         let any =
             rule("    kw_a:\n        - 'aa'\n    kw_b:\n        - 'bbb'\n    condition: 1 of kw_*");
         assert_eq!(
-            sorted(needles(&any, &raw)),
+            lits(needles(&any, &raw)),
             Some(vec!["aa".to_string(), "bbb".to_string()])
         );
         let all = rule(
             "    kw_a:\n        - 'aa'\n    kw_b:\n        - 'bbb'\n    condition: all of kw_*",
         );
-        assert_eq!(needles(&all, &raw), Some(vec!["bbb".to_string()]));
+        assert_eq!(lits(needles(&all, &raw)), Some(vec!["bbb".to_string()]));
     }
 }
