@@ -712,15 +712,16 @@ fn correlation(
 
 /// The families' rsigma engines, and which detectors each rule feeds.
 ///
-/// Each family's rules are split in three. Rules that read only fields
-/// (method, URL, status, user agent, …) give a verdict that is a function
-/// of those values, and real traffic repeats them heavily (a few thousand
-/// URLs and a few hundred user agents in ten thousand requests): their
-/// matches are memoised by the values, so a repeated request costs a hash
-/// and a compare. Rules that read the raw line (keywords) cannot be
-/// memoised; those that need a literal in it (nearly all) sit behind one
-/// automaton of those literals ([`prefilter`]), so a line without any
-/// costs one scan. The few left are evaluated on every event.
+/// Each family's rules are split into parts by how they are spared
+/// ([`Shortcut`]). Rules that read only fields (method, URL, status, user
+/// agent, …) give a verdict that is a function of those values, and real
+/// traffic repeats them heavily (a few thousand URLs and a few hundred
+/// user agents in ten thousand requests): their matches are memoised by
+/// the values, so a repeated request costs a hash and a compare. Rules
+/// that read the raw line (keywords) cannot be memoised. Rules that need a
+/// literal somewhere (nearly all) sit behind one automaton per place of
+/// those literals ([`prefilter`]): a line, or a missed memo's fields,
+/// holding none costs one scan. The few left are evaluated every time.
 #[derive(Default)]
 pub struct SigmaSet {
     families: Vec<(Family, Vec<Part>)>,
@@ -743,10 +744,10 @@ struct Part {
     feeds: Vec<(Gate, Vec<u32>)>,
     /// Rule key (the id rsigma reports) → position in `feeds`.
     position: HashMap<String, u16>,
-    /// The fields the part's rules read: the memo's key (fields part only).
+    /// The fields the part's rules read: the memo's key (memoised parts only).
     reads: Vec<Field>,
     memo: Vec<Option<MemoSlot>>,
-    /// Literals one of which a line must hold for any rule here to match.
+    /// Literals one of which an event must hold for any rule here to match.
     prefilter: Option<prefilter::Prefilter>,
     /// Scratch: the current event's key.
     key: Vec<u8>,
@@ -945,7 +946,7 @@ impl Part {
 impl SigmaSet {
     /// Builds the engines from the Sigma detectors among `detectors`.
     pub fn build(detectors: &[Detector]) -> SigmaSet {
-        // per family and part (fields, raw): rule, gate, detectors fed
+        // per family and shortcut: rule, gate, detectors fed
         type Rules<'a> = Vec<(&'a SigmaRule, Gate, Vec<u32>)>;
         let mut parts: HashMap<(Family, Shortcut), Rules> = HashMap::new();
         let mut correlations: Vec<(Family, &str, u32)> = Vec::new();
