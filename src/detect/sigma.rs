@@ -1304,15 +1304,19 @@ level: high
         load_str(LINE_RULES, "line.yml")
     }
 
-    fn parts_of(load: &SigmaLoad) -> (Part, Part) {
-        let rules: Vec<(&SigmaRule, Gate, Vec<u32>)> = load
-            .detectors
+    /// Every rule `load` holds, ungated, feeding nothing.
+    fn rules_of(load: &SigmaLoad) -> Vec<(&SigmaRule, Gate, Vec<u32>)> {
+        load.detectors
             .iter()
             .filter_map(|d| match &d.sigma.as_ref()?.kind {
                 SigmaKind::Rule { rule, .. } => Some((&**rule, Gate::Any, Vec::new())),
                 SigmaKind::Correlation { .. } => None,
             })
-            .collect();
+            .collect()
+    }
+
+    fn parts_of(load: &SigmaLoad) -> (Part, Part) {
+        let rules = rules_of(load);
         let line = Shortcut {
             memo: false,
             prefilter: true,
@@ -1386,14 +1390,7 @@ level: high
     #[test]
     fn field_needles_skip_a_missed_memo_only_where_nothing_can_match() {
         let load = load_str(FIELD_RULES, "fields.yml");
-        let rules: Vec<(&SigmaRule, Gate, Vec<u32>)> = load
-            .detectors
-            .iter()
-            .filter_map(|d| match &d.sigma.as_ref()?.kind {
-                SigmaKind::Rule { rule, .. } => Some((&**rule, Gate::Any, Vec::new())),
-                SigmaKind::Correlation { .. } => None,
-            })
-            .collect();
+        let rules = rules_of(&load);
         let both = Shortcut {
             memo: true,
             prefilter: true,
