@@ -109,7 +109,7 @@ pub struct Metrics {
     pub threshold: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TimeWindow {
     /// Epoch ms, event time.
     pub start: i64,

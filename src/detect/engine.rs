@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::config::AggregateKind;
 use super::matcher::{EvalCtx, KeywordGroups, KeywordHits, Matcher};
 use super::sigma::SigmaSet;
-use super::window::{Contribution, WindowState};
+use super::window::{Contribution, WindowState, push_sparing};
 use super::{Detector, Logic};
 use crate::event::{Event, Field, Kind, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
@@ -75,6 +75,29 @@ pub struct EngineStats {
 
 type Key = (u32, u32, u64);
 
+/// A tracked key's state behind a pointer, with when it expires beside
+/// it: the table itself stays small (a flood of one-off keys fills it and
+/// leaves it half empty between passes), and an expiry pass reads the
+/// table alone.
+struct Slot {
+    /// [`KeyState::expires`] as of the key's last event.
+    expires: i64,
+    state: Box<KeyState>,
+}
+
+impl std::ops::Deref for Slot {
+    type Target = KeyState;
+    fn deref(&self) -> &KeyState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Slot {
+    fn deref_mut(&mut self) -> &mut KeyState {
+        &mut self.state
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeyState {
     first_seen: i64,
@@ -83,19 +106,90 @@ struct KeyState {
     event_count: u64,
     success: u64,
     failure: u64,
-    targets: Vec<u64>,
-    /// The first few distinct target values, for the finding.
-    target_values: Vec<Box<str>>,
-    evidence: Vec<Box<str>>,
+    /// Distinct targets by hash (up to `MAX_TARGETS`), the first
+    /// `TARGET_SAMPLES` with their value, for the finding.
+    targets: Vec<(u64, Option<Box<str>>)>,
+    /// Kept as a boxed slice: most keys hold none, and one that does
+    /// holds a handful, pushed once each.
+    evidence: Box<[Box<str>]>,
     active: Option<Box<Active>>,
 }
 
+/// An open finding, held as little as makes its next version: what the
+/// detector gives (title, actions, tags) and what the key's episode gives
+/// (times, counts, evidence, targets) are filled in when a version is
+/// emitted, so an open finding costs a few dozen bytes, not a whole
+/// finding's worth of strings (a flood of one-request exploit attempts
+/// holds each open for the resolve delay).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Active {
-    /// The finding as last emitted, less its evidence and targets (see
-    /// [`KeyState::version`]).
-    finding: Finding,
+    /// The finding id's hash (detector, offender, key, episode start).
+    id: u64,
+    offender: Box<str>,
+    /// Context read from the crossing event (the detector's labels are
+    /// added when a version is made).
+    context: Vec<(Box<str>, Box<str>)>,
+    /// The aggregate and threshold when it crossed.
+    value: f64,
+    threshold: f64,
+    status: Status,
+    update_count: u32,
+    crossed_at: i64,
+    trigger_read_ns: u64,
     last_emit: i64,
+}
+
+impl Active {
+    /// The version to emit now: this finding with its detector's fields
+    /// and the key's episode filled in.
+    fn version(&self, det: &Detector, execution_id: &str, st: &KeyState) -> Finding {
+        let mut context: std::collections::BTreeMap<String, String> =
+            det.labels.iter().cloned().collect();
+        for (k, v) in &self.context {
+            context.insert(k.to_string(), v.to_string());
+        }
+        let mut f = Finding {
+            finding_id: format!("f-{:016x}", self.id),
+            execution_id: format!("{execution_id}-v{}", det.revision),
+            detector: DetectorRef {
+                id: det.id.clone(),
+                version: det.revision,
+            },
+            domain: det.domain,
+            classification: det.classification.clone(),
+            title: det.title.clone(),
+            severity: det.severity,
+            confidence: det.confidence,
+            status: self.status,
+            context,
+            offender: Offender {
+                kind: det.offender_kind,
+                value: self.offender.to_string(),
+            },
+            metrics: Metrics {
+                value: self.value,
+                threshold: self.threshold,
+                ..Metrics::default()
+            },
+            time_window: TimeWindow::default(),
+            first_seen: 0,
+            last_seen: 0,
+            update_count: self.update_count,
+            evidence: Vec::new(),
+            recommended_actions: det
+                .recommended_actions
+                .iter()
+                .map(|a| a.replace("{offender}", &self.offender))
+                .collect(),
+            attack: det.attack.clone(),
+            targets: Vec::new(),
+            emitted_at: crate::time::now_ms(),
+            crossed_at: self.crossed_at,
+            trigger_read_ns: self.trigger_read_ns,
+        };
+        st.fill(&mut f);
+        f
+    }
 }
 
 const MAX_TARGETS: usize = 64;
@@ -104,6 +198,9 @@ const MAX_TARGETS: usize = 64;
 const TARGET_SAMPLES: usize = 16;
 /// Fewest events between two passes that drop expired keys.
 const EXPIRY_MIN_EVENTS: usize = 8192;
+/// A pass that drops expired keys also runs once the table has grown by
+/// this fraction (the inverse) of the keys kept by the last pass.
+const EXPIRY_GROWTH: usize = 4;
 const EVIDENCE_LINE_MAX: usize = 512;
 /// Time domains kept with no key before those are forgotten.
 const MAX_IDLE_DOMAINS: usize = 1024;
@@ -125,8 +222,7 @@ impl KeyState {
             success: 0,
             failure: 0,
             targets: Vec::new(),
-            target_values: Vec::new(),
-            evidence: Vec::new(),
+            evidence: Box::default(),
             active: None,
         }
     }
@@ -145,17 +241,20 @@ impl KeyState {
         f.metrics.unique_targets = self.targets.len() as u64;
         f.metrics.duration_sec = ((self.last_seen - self.first_seen).max(0) / 1000) as u64;
         f.evidence = self.evidence.iter().map(|e| e.to_string()).collect();
-        f.targets = self.target_values.iter().map(|e| e.to_string()).collect();
+        f.targets = self
+            .targets
+            .iter()
+            .filter_map(|(_, v)| v.as_deref().map(str::to_owned))
+            .collect();
     }
 
-    /// A version of the open finding `held` to emit, with this key's
-    /// episode filled in. The held finding itself never gets the evidence
-    /// and targets (this state has them), so an open finding's lines are
-    /// not kept twice.
-    fn version(&self, held: &Finding) -> Finding {
-        let mut f = held.clone();
-        self.fill(&mut f);
-        f
+    /// When the key may be forgotten: once its window is certainly empty,
+    /// never while its finding is open.
+    fn expires(&self, det: &Detector) -> i64 {
+        match self.active {
+            Some(_) => i64::MAX,
+            None => self.last_seen.saturating_add(self.span_ms(det)),
+        }
     }
 
     /// How long after `last_seen` the key's window is certainly empty.
@@ -430,7 +529,7 @@ pub struct Engine {
     /// rules that matched (reused).
     sigma_hits: Vec<u32>,
     sigma_rules: Vec<u16>,
-    keys: PrehashedMap<Key, KeyState>,
+    keys: PrehashedMap<Key, Slot>,
     active: OpenKeys,
     /// Which shared keyword patterns the current event holds (reused).
     hits: KeywordHits,
@@ -439,6 +538,8 @@ pub struct Engine {
     /// Events since expired keys were last dropped, and the keys kept then.
     since_expiry: usize,
     kept_at_expiry: usize,
+    /// Open keys left to resolve by [`Engine::flush_some`], last first.
+    flushing: Vec<Key>,
     cfg: EngineConfig,
     stats: EngineStats,
 }
@@ -471,6 +572,7 @@ impl Engine {
             last_sweep: PrehashedMap::default(),
             since_expiry: 0,
             kept_at_expiry: 0,
+            flushing: Vec::new(),
             cfg,
             stats: EngineStats::default(),
         }
@@ -494,7 +596,7 @@ impl Engine {
     pub fn snapshot(&self) -> EngineSnapshot<'_> {
         EngineSnapshot {
             detectors: self.detectors.iter().map(|d| d.id.clone()).collect(),
-            keys: self.keys.iter().map(|(k, v)| (*k, v)).collect(),
+            keys: self.keys.iter().map(|(k, v)| (*k, &*v.state)).collect(),
             newest: self.newest.iter().map(|(k, v)| (*k, *v)).collect(),
             last_sweep: self.last_sweep.iter().map(|(k, v)| (*k, *v)).collect(),
             stats: self.stats.clone(),
@@ -526,7 +628,14 @@ impl Engine {
                         let deadline = resolve_deadline(&st, &self.detectors[di as usize]);
                         self.active.insert(key, deadline);
                     }
-                    self.keys.insert(key, st);
+                    let expires = st.expires(&self.detectors[di as usize]);
+                    self.keys.insert(
+                        key,
+                        Slot {
+                            expires,
+                            state: Box::new(st),
+                        },
+                    );
                 }
                 None => dropped += 1,
             }
@@ -588,7 +697,7 @@ impl Engine {
                 if let Some(st) = keys.get_mut(&key) {
                     st.last_seen = st.last_seen.max(ev.timestamp);
                 }
-                resolve_key(keys, active, stats, key, out);
+                resolve_key(detectors, cfg, keys, active, stats, key, out);
             }
         }
         for &di in candidates.get(index, ev) {
@@ -613,7 +722,10 @@ impl Engine {
             self.sweep(ev.time_domain, watermark, out);
         }
         self.since_expiry += 1;
-        if self.since_expiry >= self.kept_at_expiry.max(EXPIRY_MIN_EVENTS) {
+        let kept = self.kept_at_expiry;
+        if self.since_expiry >= kept.max(EXPIRY_MIN_EVENTS)
+            || self.keys.len() >= kept + (kept / EXPIRY_GROWTH).max(EXPIRY_MIN_EVENTS)
+        {
             self.expire();
         }
         if self.keys.len() > self.cfg.max_keys {
@@ -624,9 +736,11 @@ impl Engine {
     /// Drops keys whose window is empty at their domain's watermark (no
     /// event still accepted could fall in it) and that have no open
     /// finding. Run after as many events as keys were kept by the last run,
-    /// so a pass costs about two key visits per event while the table stays
-    /// within twice the live activity: a client seen once costs memory for
-    /// one window, not until `max_keys` is reached.
+    /// or once a quarter as many new keys were added (an event may make one
+    /// per detector), so a pass costs a few reads of the table per new key
+    /// (not of the states: each slot has its expiry beside it) while the
+    /// table stays within 1.25 times the live activity: a client seen once
+    /// costs memory for one window, not until `max_keys` is reached.
     fn expire(&mut self) {
         self.since_expiry = 0;
         let before = self.keys.len();
@@ -641,14 +755,13 @@ impl Engine {
             .collect();
         let many: Option<PrehashedMap<u32, i64>> =
             (watermarks.len() > 16).then(|| watermarks.iter().copied().collect());
-        let detectors = &self.detectors;
-        self.keys.retain(|k, st| {
+        self.keys.retain(|k, slot| {
             let watermark = match &many {
                 Some(m) => m.get(&k.1).copied(),
                 None => watermarks.iter().find(|w| w.0 == k.1).map(|w| w.1),
             }
             .unwrap_or(i64::MIN);
-            st.active.is_some() || st.last_seen + st.span_ms(&detectors[k.0 as usize]) > watermark
+            slot.expires > watermark
         });
         self.forget_idle_domains();
         self.stats.expired_keys += (before - self.keys.len()) as u64;
@@ -708,28 +821,50 @@ impl Engine {
     }
 
     fn resolve(&mut self, k: Key, out: &mut Vec<Finding>) {
-        resolve_key(&mut self.keys, &mut self.active, &mut self.stats, k, out);
+        resolve_key(
+            &self.detectors,
+            &self.cfg,
+            &mut self.keys,
+            &mut self.active,
+            &mut self.stats,
+            k,
+            out,
+        );
     }
 
     /// End of input: every open finding resolves (its activity has stopped).
     pub fn flush(&mut self, out: &mut Vec<Finding>) {
-        let mut keys: Vec<Key> = self.active.iter().copied().collect();
-        keys.sort();
-        for k in keys {
+        while self.flush_some(usize::MAX, out) {}
+    }
+
+    /// [`Engine::flush`] a part at a time: resolves up to `most` of the
+    /// open findings, in the same order; true while some are left. A
+    /// stage ending a flood sends hundreds of thousands of final versions
+    /// in parts rather than holding them all at once.
+    pub fn flush_some(&mut self, most: usize, out: &mut Vec<Finding>) -> bool {
+        if self.flushing.is_empty() {
+            self.flushing = self.active.iter().copied().collect();
+            // popped from the end: lowest key first
+            self.flushing.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        for _ in 0..most {
+            let Some(k) = self.flushing.pop() else { break };
             self.resolve(k, out);
         }
-        self.keys.clear();
+        if self.flushing.is_empty() {
+            self.flushing = Vec::new();
+            self.keys.clear();
+            return false;
+        }
+        true
     }
 
     fn evict(&mut self) {
         let target = self.cfg.max_keys - self.cfg.max_keys / 10;
         let before = self.keys.len();
-        let (detectors, newest) = (&self.detectors, &self.newest);
-        self.keys.retain(|k, st| {
-            st.active.is_some()
-                || st.last_seen + st.span_ms(&detectors[k.0 as usize])
-                    > newest.get(&k.1).copied().unwrap_or(i64::MIN)
-        });
+        let newest = &self.newest;
+        self.keys
+            .retain(|k, slot| slot.expires > newest.get(&k.1).copied().unwrap_or(i64::MIN));
         if self.keys.len() > target {
             // least evidence first (fewest events, then least recently seen):
             // a flood of one-off keys goes before a slow attacker building up
@@ -787,8 +922,11 @@ fn resolve_deadline(st: &KeyState, det: &Detector) -> i64 {
 }
 
 /// Emits the final version of an open finding and forgets its key.
+#[allow(clippy::too_many_arguments)]
 fn resolve_key(
-    keys: &mut PrehashedMap<Key, KeyState>,
+    detectors: &[Detector],
+    cfg: &EngineConfig,
+    keys: &mut PrehashedMap<Key, Slot>,
     active: &mut OpenKeys,
     stats: &mut EngineStats,
     k: Key,
@@ -796,15 +934,13 @@ fn resolve_key(
 ) {
     active.remove(&k);
     if let Some(mut st) = keys.remove(&k)
-        && let Some(a) = st.active.take()
+        && let Some(mut a) = st.active.take()
+        && let Some(det) = detectors.get(k.0 as usize)
     {
-        let mut f = a.finding;
-        f.status = Status::Resolved;
-        f.update_count += 1;
-        st.fill(&mut f);
-        f.emitted_at = crate::time::now_ms();
+        a.status = Status::Resolved;
+        a.update_count += 1;
         stats.resolved += 1;
-        out.push(f);
+        out.push(a.version(det, &cfg.execution_id, &st));
     }
 }
 
@@ -857,7 +993,32 @@ fn observe(
     det: &Detector,
     di: u32,
     ev: &Event,
-    keys: &mut PrehashedMap<Key, KeyState>,
+    keys: &mut PrehashedMap<Key, Slot>,
+    active: &mut OpenKeys,
+    cfg: &EngineConfig,
+    stats: &mut EngineStats,
+    ctx: &mut EvalCtx<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(key) = group_key(det, di, ev) else {
+        return;
+    };
+    let ts = ev.timestamp;
+    let slot = keys.entry(key).or_insert_with(|| Slot {
+        expires: i64::MIN,
+        state: Box::new(KeyState::new(det, ts)),
+    });
+    observe_key(det, key, ev, &mut slot.state, active, cfg, stats, ctx, out);
+    slot.expires = slot.state.expires(det);
+}
+
+/// [`observe`] on the key's state.
+#[allow(clippy::too_many_arguments)]
+fn observe_key(
+    det: &Detector,
+    key: Key,
+    ev: &Event,
+    st: &mut KeyState,
     active: &mut OpenKeys,
     cfg: &EngineConfig,
     stats: &mut EngineStats,
@@ -865,11 +1026,7 @@ fn observe(
     out: &mut Vec<Finding>,
 ) {
     let mut buf = String::new();
-    let Some(key) = group_key(det, di, ev) else {
-        return;
-    };
     let ts = ev.timestamp;
-    let st = keys.entry(key).or_insert_with(|| KeyState::new(det, ts));
     if st.active.is_none() && ts > st.last_seen + st.span_ms(det) {
         *st = KeyState::new(det, ts);
     }
@@ -891,24 +1048,20 @@ fn observe(
         && let Some(v) = ev.get(tf, &mut buf)
     {
         let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
-        if st.targets.len() < MAX_TARGETS && !st.targets.contains(&th) {
-            st.targets.push(th);
-            if st.target_values.len() < TARGET_SAMPLES {
-                st.target_values.push(v.into());
-            }
+        if st.targets.len() < MAX_TARGETS && !st.targets.iter().any(|t| t.0 == th) {
+            let sample = (st.targets.len() < TARGET_SAMPLES).then(|| v.into());
+            push_sparing(&mut st.targets, (th, sample));
         }
     }
     if let Some(mut a) = st.active.take() {
         push_evidence(&mut st.evidence, det, ev);
         if ts >= a.last_emit + det.cooldown_ms {
             a.last_emit = ts;
-            let f = &mut a.finding;
-            f.status = Status::Updated;
-            f.update_count += 1;
-            f.emitted_at = crate::time::now_ms();
-            f.trigger_read_ns = ev.read_ns;
+            a.status = Status::Updated;
+            a.update_count += 1;
+            a.trigger_read_ns = ev.read_ns;
             stats.updated += 1;
-            out.push(st.version(f));
+            out.push(a.version(det, &cfg.execution_id, st));
         }
         st.active = Some(a);
         return;
@@ -989,21 +1142,19 @@ fn observe(
     if !crossed {
         return;
     }
-    let offender = match (
+    let offender: Box<str> = match (
         ev.get(&det.offender_field, &mut buf)
             .filter(|v| !v.is_empty()),
         det.offender_default.as_deref(),
     ) {
-        (Some(v), _) | (None, Some(v)) => v.to_owned(),
+        (Some(v), _) | (None, Some(v)) => v.into(),
         (None, None) => return,
     };
-    let mut context: std::collections::BTreeMap<String, String> =
-        det.labels.iter().cloned().collect();
-    for (k, f) in &det.context {
-        if let Some(v) = ev.get(f, &mut buf) {
-            context.insert(k.clone(), v.to_owned());
-        }
-    }
+    let context = det
+        .context
+        .iter()
+        .filter_map(|(k, f)| Some((k.as_str().into(), ev.get(f, &mut buf)?.into())))
+        .collect();
     let mut idh = Xxh3::new();
     hash_str(&mut idh, &det.id);
     hash_str(&mut idh, &offender);
@@ -1011,65 +1162,34 @@ fn observe(
     // the source: the same attacker against two hosts is two findings
     idh.update(&key.1.to_le_bytes());
     idh.update(&st.first_seen.to_le_bytes());
-    let f = Finding {
-        finding_id: format!("f-{:016x}", idh.digest()),
-        execution_id: format!("{}-v{}", cfg.execution_id, det.revision),
-        detector: DetectorRef {
-            id: det.id.clone(),
-            version: det.revision,
-        },
-        domain: det.domain,
-        classification: det.classification.clone(),
-        title: det.title.clone(),
-        severity: det.severity,
-        confidence: det.confidence,
-        status: Status::Open,
+    let a = Active {
+        id: idh.digest(),
+        offender,
         context,
-        offender: Offender {
-            kind: det.offender_kind,
-            value: offender.clone(),
-        },
-        metrics: Metrics {
-            value,
-            threshold,
-            ..Metrics::default()
-        },
-        time_window: TimeWindow {
-            start: st.first_seen,
-            end: st.last_seen,
-        },
-        first_seen: st.first_seen,
-        last_seen: st.last_seen,
+        value,
+        threshold,
+        status: Status::Open,
         update_count: 0,
-        evidence: Vec::new(),
-        recommended_actions: det
-            .recommended_actions
-            .iter()
-            .map(|a| a.replace("{offender}", &offender))
-            .collect(),
-        attack: det.attack.clone(),
-        targets: Vec::new(),
-        emitted_at: crate::time::now_ms(),
         crossed_at: ts,
         trigger_read_ns: ev.read_ns,
+        last_emit: ts,
     };
     stats.opened += 1;
-    out.push(st.version(&f));
-    st.active = Some(Box::new(Active {
-        finding: f,
-        last_emit: ts,
-    }));
+    out.push(a.version(det, &cfg.execution_id, st));
+    st.active = Some(Box::new(a));
     active.insert(key, resolve_deadline(st, det));
 }
 
-fn push_evidence(evidence: &mut Vec<Box<str>>, det: &Detector, ev: &Event) {
+fn push_evidence(evidence: &mut Box<[Box<str>]>, det: &Detector, ev: &Event) {
     if evidence.len() < det.evidence_max {
         let line = &ev.original;
         let cut = (0..=line.len().min(EVIDENCE_LINE_MAX))
             .rev()
             .find(|&i| line.is_char_boundary(i))
             .unwrap_or(0);
-        evidence.push(line[..cut].into());
+        let mut lines = std::mem::take(evidence).into_vec();
+        lines.push(line[..cut].into());
+        *evidence = lines.into_boxed_slice();
     }
 }
 
@@ -1234,9 +1354,10 @@ output:
                 .len(),
             1
         );
-        // the state of one tracked key is small
+        // the state of one tracked key is small, and its table slot smaller
+        assert!(std::mem::size_of::<Slot>() <= 16);
         assert!(
-            std::mem::size_of::<KeyState>() <= 192,
+            std::mem::size_of::<KeyState>() <= 128,
             "KeyState is {} bytes",
             std::mem::size_of::<KeyState>()
         );

@@ -19,6 +19,16 @@ use super::config::{AggregateKind, WindowKind};
 
 const SLIDING_BUCKETS: i64 = 10;
 
+/// Pushes onto a per-key list, making room for just one at first: most
+/// keys see one event (a flood of one-off clients), and a growing vector's
+/// first allocation would hold four.
+pub(super) fn push_sparing<T>(v: &mut Vec<T>, item: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WindowState {
     Tumbling { index: i64, num: f64, den: f64 },
@@ -107,6 +117,9 @@ impl WindowState {
                                 .iter()
                                 .position(|b| b.0 > i)
                                 .unwrap_or(buckets.len());
+                            if buckets.capacity() == 0 {
+                                buckets.reserve_exact(1);
+                            }
                             buckets.insert(at, (i, add_num, c.weight));
                         }
                     }
@@ -160,7 +173,7 @@ impl WindowState {
                         {
                             values.swap_remove(oldest);
                         }
-                        values.push((c.distinct, c.ts));
+                        push_sparing(values, (c.distinct, c.ts));
                     }
                 }
                 (values.len() as f64, values.len() as f64)

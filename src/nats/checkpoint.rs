@@ -23,7 +23,7 @@ use crate::parse::YearInference;
 use crate::pipeline::stages::{StagesSnapshot, StagesState};
 
 /// Layout version of the encoding below.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Per-worker outcome counts since the stream began (exactly once across
 /// restarts: they are restored with the state they describe).

@@ -35,6 +35,9 @@ use crate::finding::Finding;
 pub use crate::flow::{Board, Ingress, Origin, RawBatch, Refused, StageReport, Stream, mono_ns};
 use crate::parse::{SourceState, bound_to_receipt, parse_into};
 
+/// Final versions the detect stage sends at a time when its input ends.
+const FLUSH_PART: usize = 4096;
+
 /// A stage's counters, kept in its report and recorded as metrics as they
 /// happen, so a long-running pipeline's `/metrics` is live.
 struct Live {
@@ -433,16 +436,20 @@ pub fn start(
                 break;
             }
         }
-        let mut findings = Vec::new();
-        engine.flush(&mut findings);
-        if let Some((p, store)) = &mut picker {
-            let (rows, _) = p.pick(&[], &findings);
-            store.send(crate::store::spool::Batch::Events(rows)).await;
+        // what is still open resolves, sent in parts (a flood leaves
+        // hundreds of thousands open)
+        loop {
+            let mut findings = Vec::new();
+            let more = engine.flush_some(FLUSH_PART, &mut findings);
+            if let Some((p, store)) = &mut picker {
+                let (rows, _) = p.pick(&[], &findings);
+                store.send(crate::store::spool::Batch::Events(rows)).await;
+            }
+            if !findings.is_empty() && findings_tx.send(findings).await.is_err() || !more {
+                break;
+            }
         }
         drop(picker);
-        if !findings.is_empty() {
-            let _ = findings_tx.send(findings).await;
-        }
         (live.rep, engine.stats().clone())
     });
 
