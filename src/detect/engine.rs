@@ -196,7 +196,8 @@ const MAX_TARGETS: usize = 64;
 /// Distinct target values a finding names (a sample; the count is exact up
 /// to `MAX_TARGETS`).
 const TARGET_SAMPLES: usize = 16;
-/// Fewest events between two passes that drop expired keys.
+/// Fewest events, and fewest new keys, between two passes that drop
+/// expired keys.
 const EXPIRY_MIN_EVENTS: usize = 8192;
 /// A pass that drops expired keys also runs once the table has grown by
 /// this fraction (the inverse) of the keys kept by the last pass.

@@ -445,7 +445,8 @@ pub fn start(
                 let (rows, _) = p.pick(&[], &findings);
                 store.send(crate::store::spool::Batch::Events(rows)).await;
             }
-            if !findings.is_empty() && findings_tx.send(findings).await.is_err() || !more {
+            let gone = !findings.is_empty() && findings_tx.send(findings).await.is_err();
+            if gone || !more {
                 break;
             }
         }
