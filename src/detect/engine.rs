@@ -39,6 +39,12 @@ pub struct EngineConfig {
     /// one file of a concatenation ends and another (older) begins. Off on
     /// the live path, where late is late.
     pub segments: bool,
+    /// Build only the versions that resolve a finding: where nothing reads
+    /// the open and updated ones (a replay printing final states), making
+    /// them, with their evidence and targets copied, is most of what a
+    /// finding costs. Their count is kept (`EngineStats::unbuilt`); the
+    /// finding's id, counters and final state are the same either way.
+    pub final_states_only: bool,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +54,7 @@ impl Default for EngineConfig {
             allowed_lateness_ms: 60_000,
             execution_id: format!("exec-{}", crate::time::now_ms()),
             segments: false,
+            final_states_only: false,
         }
     }
 }
@@ -71,6 +78,9 @@ pub struct EngineStats {
     /// New segments started by a jump back in time (with `segments`).
     #[serde(skip)]
     pub segments: u64,
+    /// Open and updated versions not built (`final_states_only`).
+    #[serde(skip)]
+    pub unbuilt: u64,
 }
 
 type Key = (u32, u32, u64);
@@ -1062,7 +1072,7 @@ fn observe_key(
             a.update_count += 1;
             a.trigger_read_ns = ev.read_ns;
             stats.updated += 1;
-            out.push(a.version(det, &cfg.execution_id, st));
+            emit(out, &a, det, cfg, stats, st);
         }
         st.active = Some(a);
         return;
@@ -1176,9 +1186,25 @@ fn observe_key(
         last_emit: ts,
     };
     stats.opened += 1;
-    out.push(a.version(det, &cfg.execution_id, st));
+    emit(out, &a, det, cfg, stats, st);
     st.active = Some(Box::new(a));
     active.insert(key, resolve_deadline(st, det));
+}
+
+/// Emits an open or updated version, unless only final states are read.
+fn emit(
+    out: &mut Vec<Finding>,
+    a: &Active,
+    det: &Detector,
+    cfg: &EngineConfig,
+    stats: &mut EngineStats,
+    st: &KeyState,
+) {
+    if cfg.final_states_only {
+        stats.unbuilt += 1;
+    } else {
+        out.push(a.version(det, &cfg.execution_id, st));
+    }
 }
 
 fn push_evidence(evidence: &mut Box<[Box<str>]>, det: &Detector, ev: &Event) {
@@ -1315,6 +1341,7 @@ output:
                 allowed_lateness_ms: 60_000,
                 execution_id: "t".into(),
                 segments: false,
+                final_states_only: false,
             },
         );
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);

@@ -110,7 +110,9 @@ pub struct RunSummary {
     pub template_versions: usize,
     pub parse_failures: u64,
     pub evicted_keys: u64,
-    /// Read-to-emit latency of opened findings (threshold crossings), milliseconds.
+    /// Read-to-emit latency of opened findings (threshold crossings),
+    /// milliseconds; zero where sinks read final states only (no open
+    /// version is made then).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub elapsed_secs: f64,
@@ -390,6 +392,8 @@ pub fn start(
         allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
         execution_id: format!("exec-{}", crate::time::now_ms()),
         segments: spec.detect.out_of_order == super::config::OutOfOrder::Segment,
+        // no finding latency is measured then: it is timed from open versions
+        final_states_only: sinks.reads_final_states_only(),
     };
     let mut events_sink = events_sink;
     let mut picker = sinks.store().map(|t| {
@@ -534,7 +538,7 @@ impl Running {
             stages,
             sources,
             findings,
-            finding_versions: versions,
+            finding_versions: versions + engine_stats.unbuilt as usize,
             templates,
             template_versions,
             parse_failures: failures,

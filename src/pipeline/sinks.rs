@@ -107,6 +107,17 @@ impl Sinks {
         self
     }
 
+    /// Whether every sink reads final states alone (standard output
+    /// without `--updates`, nothing else): then the open and updated
+    /// versions of a finding need not be made at all.
+    pub fn reads_final_states_only(&self) -> bool {
+        self.finals
+            && !self.per_version
+            && !self.report_all
+            && self.subscribers.is_empty()
+            && self.store.is_none()
+    }
+
     pub fn store(&self) -> Option<&StoreTap> {
         self.store.as_ref()
     }

@@ -32,6 +32,7 @@ impl Stages {
                     allowed_lateness_ms: spec.detect.allowed_lateness_secs as i64 * 1000,
                     execution_id,
                     segments: spec.detect.out_of_order == super::config::OutOfOrder::Segment,
+                    final_states_only: false,
                 },
             ),
         }
