@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use crate::prehashed::{PrehashedMap, PrehashedSet};
 
@@ -118,7 +119,7 @@ struct KeyState {
     failure: u64,
     /// Distinct targets by hash (up to `MAX_TARGETS`), the first
     /// `TARGET_SAMPLES` with their value, for the finding.
-    targets: Vec<(u64, Option<Box<str>>)>,
+    targets: Vec<(u64, Option<Arc<str>>)>,
     /// Kept as a boxed slice: most keys hold none, and one that does
     /// holds a handful, pushed once each.
     evidence: Box<[Box<str>]>,
@@ -274,6 +275,31 @@ impl KeyState {
             Logic::Window(w) => self.window.span_ms(w),
             Logic::Sequence(s) => s.within_ms,
         }
+    }
+}
+
+/// Target samples shared by every key that names them: one address's
+/// user agent, one user name, is held once however many keys sample it
+/// (a new key costs a reference, not a copy of a long string). Samples no
+/// key holds any more go at each expiry pass.
+#[derive(Default)]
+struct Samples {
+    by_hash: PrehashedMap<u64, Arc<str>>,
+}
+
+impl Samples {
+    /// The shared sample for `v`, whose xxh3 is `hash`.
+    fn get(&mut self, hash: u64, v: &str) -> Arc<str> {
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(e) if &**e.get() == v => e.get().clone(),
+            // two values with one hash: the later keeps a copy of its own
+            std::collections::hash_map::Entry::Occupied(_) => v.into(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(v.into()).clone(),
+        }
+    }
+
+    fn prune(&mut self) {
+        self.by_hash.retain(|_, s| Arc::strong_count(s) > 1);
     }
 }
 
@@ -541,6 +567,7 @@ pub struct Engine {
     sigma_hits: Vec<u32>,
     sigma_rules: Vec<u16>,
     keys: PrehashedMap<Key, Slot>,
+    samples: Samples,
     active: OpenKeys,
     /// Which shared keyword patterns the current event holds (reused).
     hits: KeywordHits,
@@ -577,6 +604,7 @@ impl Engine {
             detectors,
             candidates: CandidateCache::default(),
             keys: PrehashedMap::default(),
+            samples: Samples::default(),
             active: OpenKeys::default(),
             hits: KeywordHits::default(),
             newest: PrehashedMap::default(),
@@ -683,6 +711,7 @@ impl Engine {
             keywords,
             candidates,
             keys,
+            samples,
             active,
             hits,
             cfg,
@@ -715,7 +744,9 @@ impl Engine {
             let det = &detectors[di as usize];
             if index.residual[di as usize].matches_in(ev, &mut ctx) {
                 stats.matched += 1;
-                observe(det, di, ev, keys, active, cfg, stats, &mut ctx, out);
+                observe(
+                    det, di, ev, keys, samples, active, cfg, stats, &mut ctx, out,
+                );
             }
         }
         if !sigma.is_empty() {
@@ -723,7 +754,9 @@ impl Engine {
             for &di in sigma_hits.iter() {
                 stats.matched += 1;
                 let det = &detectors[di as usize];
-                observe(det, di, ev, keys, active, cfg, stats, &mut ctx, out);
+                observe(
+                    det, di, ev, keys, samples, active, cfg, stats, &mut ctx, out,
+                );
             }
         }
         let watermark = newest - self.cfg.allowed_lateness_ms;
@@ -774,6 +807,7 @@ impl Engine {
             .unwrap_or(i64::MIN);
             slot.expires > watermark
         });
+        self.samples.prune();
         self.forget_idle_domains();
         self.stats.expired_keys += (before - self.keys.len()) as u64;
         metrics::counter!(crate::metrics::DETECT_EXPIRED_KEYS)
@@ -1005,6 +1039,7 @@ fn observe(
     di: u32,
     ev: &Event,
     keys: &mut PrehashedMap<Key, Slot>,
+    samples: &mut Samples,
     active: &mut OpenKeys,
     cfg: &EngineConfig,
     stats: &mut EngineStats,
@@ -1019,7 +1054,18 @@ fn observe(
         expires: i64::MIN,
         state: Box::new(KeyState::new(det, ts)),
     });
-    observe_key(det, key, ev, &mut slot.state, active, cfg, stats, ctx, out);
+    observe_key(
+        det,
+        key,
+        ev,
+        &mut slot.state,
+        samples,
+        active,
+        cfg,
+        stats,
+        ctx,
+        out,
+    );
     slot.expires = slot.state.expires(det);
 }
 
@@ -1030,6 +1076,7 @@ fn observe_key(
     key: Key,
     ev: &Event,
     st: &mut KeyState,
+    samples: &mut Samples,
     active: &mut OpenKeys,
     cfg: &EngineConfig,
     stats: &mut EngineStats,
@@ -1060,7 +1107,7 @@ fn observe_key(
     {
         let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
         if st.targets.len() < MAX_TARGETS && !st.targets.iter().any(|t| t.0 == th) {
-            let sample = (st.targets.len() < TARGET_SAMPLES).then(|| v.into());
+            let sample = (st.targets.len() < TARGET_SAMPLES).then(|| samples.get(th, v));
             push_sparing(&mut st.targets, (th, sample));
         }
     }
