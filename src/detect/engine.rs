@@ -1102,10 +1102,13 @@ fn observe_key(
         Outcome::Failure => st.failure += ev.count as u64,
         Outcome::Unknown => {}
     }
+    // the target's hash, which a distinct count of the same field reuses
+    let mut target_hash = None;
     if let Some(tf) = &det.targets_field
         && let Some(v) = ev.get(tf, &mut buf)
     {
         let th = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+        target_hash = Some(th);
         if st.targets.len() < MAX_TARGETS && !st.targets.iter().any(|t| t.0 == th) {
             let sample = (st.targets.len() < TARGET_SAMPLES).then(|| samples.get(th, v));
             push_sparing(&mut st.targets, (th, sample));
@@ -1143,10 +1146,15 @@ fn observe_key(
                 _ => 0.0,
             };
             let distinct = match (&w.aggregate, &w.field) {
-                (AggregateKind::DistinctCount, Some(f)) => match ev.get(f, &mut buf) {
-                    Some(v) => xxhash_rust::xxh3::xxh3_64(v.as_bytes()),
-                    None => return,
-                },
+                (AggregateKind::DistinctCount, Some(f)) => {
+                    match target_hash.filter(|_| det.targets_field.as_ref() == Some(f)) {
+                        Some(th) => th,
+                        None => match ev.get(f, &mut buf) {
+                            Some(v) => xxhash_rust::xxh3::xxh3_64(v.as_bytes()),
+                            None => return,
+                        },
+                    }
+                }
                 _ => 0,
             };
             let (value, events) = st.window.observe(

@@ -14,6 +14,8 @@
 
 use std::collections::VecDeque;
 
+use smallvec::SmallVec;
+
 use super::WindowLogic;
 use super::config::{AggregateKind, WindowKind};
 
@@ -31,11 +33,28 @@ pub(super) fn push_sparing<T>(v: &mut Vec<T>, item: T) {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WindowState {
-    Tumbling { index: i64, num: f64, den: f64 },
-    Sliding { buckets: VecDeque<(i64, f64, f64)> },
-    Leaky { level: f64, last: i64 },
-    Distinct { index: i64, values: Vec<(u64, i64)> },
-    Sequence { stage: u16, count: u64, start: i64 },
+    Tumbling {
+        index: i64,
+        num: f64,
+        den: f64,
+    },
+    Sliding {
+        buckets: VecDeque<(i64, f64, f64)>,
+    },
+    Leaky {
+        level: f64,
+        last: i64,
+    },
+    /// The first value is held inline: most keys see one.
+    Distinct {
+        index: i64,
+        values: SmallVec<[(u64, i64); 1]>,
+    },
+    Sequence {
+        stage: u16,
+        count: u64,
+        start: i64,
+    },
 }
 
 /// What one event contributes.
@@ -54,7 +73,7 @@ impl WindowState {
         match (logic.kind, logic.aggregate) {
             (_, AggregateKind::DistinctCount) => WindowState::Distinct {
                 index: i64::MIN,
-                values: Vec::new(),
+                values: SmallVec::new(),
             },
             (WindowKind::Tumbling, _) => WindowState::Tumbling {
                 index: i64::MIN,
@@ -173,7 +192,7 @@ impl WindowState {
                         {
                             values.swap_remove(oldest);
                         }
-                        push_sparing(values, (c.distinct, c.ts));
+                        values.push((c.distinct, c.ts));
                     }
                 }
                 (values.len() as f64, values.len() as f64)
