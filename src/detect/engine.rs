@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::prehashed::{PrehashedMap, PrehashedSet};
@@ -22,7 +23,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::config::AggregateKind;
 use super::matcher::{EvalCtx, KeywordGroups, KeywordHits, Matcher};
 use super::sigma::SigmaSet;
-use super::window::{Contribution, WindowState, push_sparing};
+use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
 use crate::event::{Event, Field, Kind, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
@@ -291,10 +292,10 @@ impl Samples {
     /// The shared sample for `v`, whose xxh3 is `hash`.
     fn get(&mut self, hash: u64, v: &str) -> Arc<str> {
         match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(e) if &**e.get() == v => e.get().clone(),
+            Entry::Occupied(e) if &**e.get() == v => e.get().clone(),
             // two values with one hash: the later keeps a copy of its own
-            std::collections::hash_map::Entry::Occupied(_) => v.into(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(v.into()).clone(),
+            Entry::Occupied(_) => v.into(),
+            Entry::Vacant(e) => e.insert(v.into()).clone(),
         }
     }
 
@@ -1260,6 +1261,16 @@ fn emit(
     } else {
         out.push(a.version(det, &cfg.execution_id, st));
     }
+}
+
+/// Pushes onto a per-key list, making room for just one at first: most
+/// keys see one event (a flood of one-off clients), and a growing vector's
+/// first allocation would hold four.
+fn push_sparing<T>(v: &mut Vec<T>, item: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
 }
 
 fn push_evidence(evidence: &mut Box<[Box<str>]>, det: &Detector, ev: &Event) {

@@ -21,16 +21,6 @@ use super::config::{AggregateKind, WindowKind};
 
 const SLIDING_BUCKETS: i64 = 10;
 
-/// Pushes onto a per-key list, making room for just one at first: most
-/// keys see one event (a flood of one-off clients), and a growing vector's
-/// first allocation would hold four.
-pub(super) fn push_sparing<T>(v: &mut Vec<T>, item: T) {
-    if v.capacity() == 0 {
-        v.reserve_exact(1);
-    }
-    v.push(item);
-}
-
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WindowState {
     Tumbling {
