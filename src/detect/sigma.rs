@@ -901,7 +901,7 @@ impl Part {
             hits.extend_from_slice(&m.hits);
             return;
         }
-        if self.prefilter.as_ref().is_none_or(|p| p.admits(ev)) {
+        if self.prefilter.as_mut().is_none_or(|p| p.admits(ev)) {
             for r in self.engine.evaluate(&SigmaEvent(ev)) {
                 let key = r.header.rule_id.as_deref().unwrap_or(&r.header.rule_title);
                 if let Some(&p) = self.position.get(key) {
@@ -1398,7 +1398,7 @@ level: high
         assert_eq!(rules.len(), 2);
         assert!(rules.iter().all(|r| shortcut(r.0) == both));
         let mut part = Part::new(&rules, both);
-        let pf = part.prefilter.take().expect("a prefilter");
+        let mut pf = part.prefilter.take().expect("a prefilter");
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
         let mut hits = Vec::new();
         for (target, agent, admitted, matched) in [

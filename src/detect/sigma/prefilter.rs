@@ -23,7 +23,9 @@
 //! operand's set (the most selective one is kept), `or` and `1 of` need the
 //! union of all operands' sets (or nothing can be said), `not` says nothing.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use std::collections::HashSet;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 use regex_syntax::hir::{Hir, HirKind};
 use rsigma_eval::Event as _;
 use rsigma_eval::event::EventValue;
@@ -32,7 +34,7 @@ use rsigma_eval::{CompiledDetection, CompiledRule};
 use rsigma_parser::{ConditionExpr, Quantifier};
 
 use super::SigmaEvent;
-use crate::event::Event;
+use crate::event::{Event, Field};
 
 /// A literal, where it must occur (`None` for the line, else a field by
 /// the name rsigma reads it, `cs-uri-query`), and whether it must be the
@@ -46,56 +48,74 @@ type Lit = (String, bool);
 pub struct Prefilter {
     line: Option<AhoCorasick>,
     fields: Vec<Place>,
+    /// Scratch: a value lowercased, to look up whole values.
+    lower: String,
 }
 
-/// A field's needles: those that occur in it, and whole values.
+/// A field's needles: those that occur in it, and whole values. Sigma
+/// names that read the same field of ours (`cs-uri`, `cs-uri-query` and
+/// `c-uri` are all `url.original`) share one place, so a value is
+/// scanned once.
 struct Place {
+    /// A Sigma name that reads the field.
     name: String,
     within: Option<AhoCorasick>,
-    whole: Vec<String>,
+    /// Whole values, lowercased: one lookup, not a compare per value.
+    whole: HashSet<String>,
+    /// The longest of them: a longer value is none of them.
+    longest: usize,
 }
 
 impl Prefilter {
     /// The prefilter for `needles` (each rule's set, already unioned).
     pub fn new(needles: &[Needle]) -> Option<Prefilter> {
-        type Literals<'a> = (Vec<&'a str>, Vec<String>);
-        let mut places: Vec<(Option<&str>, Literals)> = Vec::new();
+        type Literals<'a> = (Vec<&'a str>, HashSet<String>);
+        // by what is read: the line, or the field a name resolves to
+        type Reads = Option<Result<Field, String>>;
+        let mut places: Vec<(Reads, &str, Literals)> = Vec::new();
         for (place, literal, whole) in needles {
-            let place = place.as_deref();
-            let i = match places.iter().position(|p| p.0 == place) {
+            let reads: Reads = place
+                .as_deref()
+                .map(|n| super::sigma_field(n).ok_or_else(|| n.to_owned()));
+            let i = match places.iter().position(|p| p.0 == reads) {
                 Some(i) => i,
                 None => {
-                    places.push((place, Default::default()));
+                    places.push((reads, place.as_deref().unwrap_or(""), Default::default()));
                     places.len() - 1
                 }
             };
             // the line is searched, never compared whole
             if *whole && place.is_some() {
-                places[i].1.1.push(literal.to_ascii_lowercase());
+                places[i].2.1.insert(literal.to_ascii_lowercase());
             } else {
-                places[i].1.0.push(literal);
+                places[i].2.0.push(literal);
             }
         }
         let automaton = |literals: Vec<&str>| {
             if literals.is_empty() {
                 return Ok(None);
             }
+            // hundreds of needles: a DFA scans several times faster than
+            // the NFA chosen for that many by default, in a few hundred KiB
             AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
+                .kind(Some(AhoCorasickKind::DFA))
                 .build(literals)
                 .map(Some)
         };
         let mut pf = Prefilter {
             line: None,
             fields: Vec::new(),
+            lower: String::new(),
         };
-        for (place, (within, whole)) in places {
+        for (reads, name, (within, whole)) in places {
             let within = automaton(within).ok()?;
-            match place {
+            match reads {
                 None => pf.line = within,
-                Some(name) => pf.fields.push(Place {
+                Some(_) => pf.fields.push(Place {
                     name: name.to_owned(),
                     within,
+                    longest: whole.iter().map(String::len).max().unwrap_or(0),
                     whole,
                 }),
             }
@@ -106,7 +126,7 @@ impl Prefilter {
     /// Whether `ev` holds any needle in its place: false means no rule
     /// behind this can match. The line counts with its message, where that
     /// is not a part of it.
-    pub fn admits(&self, ev: &Event) -> bool {
+    pub fn admits(&mut self, ev: &Event) -> bool {
         if let Some(line) = &self.line
             && (holds(line, &ev.original)
                 || ev.message_owned.as_deref().is_some_and(|m| holds(line, m)))
@@ -114,11 +134,17 @@ impl Prefilter {
             return true;
         }
         let sigma = SigmaEvent(ev);
+        let lower = &mut self.lower;
         self.fields.iter().any(|p| match sigma.get_field(&p.name) {
             Some(EventValue::Str(v)) => {
                 p.within.as_ref().is_some_and(|a| holds(a, &v))
-                    || p.whole.iter().any(|w| v.eq_ignore_ascii_case(w))
                     || !v.is_ascii()
+                    || (v.len() <= p.longest && {
+                        lower.clear();
+                        lower.push_str(&v);
+                        lower.make_ascii_lowercase();
+                        p.whole.contains(lower.as_str())
+                    })
             }
             // a number or a list is matched by rsigma's own rules
             Some(_) => true,
@@ -449,5 +475,37 @@ mod tests {
             "    kw_a:\n        - 'aa'\n    kw_b:\n        - 'bbb'\n    condition: all of kw_*",
         );
         assert_eq!(lits(needles(&all, &raw)), Some(vec!["bbb".to_string()]));
+    }
+
+    #[test]
+    fn names_of_one_field_share_a_place_and_whole_values_ignore_case() {
+        let needle = |place: &str, l: &str, whole| (Some(place.to_owned()), l.to_owned(), whole);
+        let mut pf = Prefilter::new(&[
+            needle("cs-uri", "/cgi-bin/", false),
+            needle("cs-uri-query", "/etc/passwd", false),
+            needle("c-uri", "/wp-login.php", true),
+            needle("c-useragent", "Nikto", false),
+            needle("cs-user-agent", "Exact Agent/1.0", true),
+        ])
+        .expect("a prefilter");
+        // url.original and user_agent.original: one scan each
+        assert_eq!(pf.fields.len(), 2);
+        let mut st = crate::parse::SourceState::new(crate::parse::Format::Auto, 1_780_000_000_000);
+        for (target, agent, admitted) in [
+            ("/index.html", "Mozilla/5.0", false),
+            ("/x?f=/ETC/passwd", "Mozilla/5.0", true),
+            ("/cgi-bin/test", "Mozilla/5.0", true),
+            ("/WP-LOGIN.php", "Mozilla/5.0", true),
+            ("/wp-login.php?x", "Mozilla/5.0", false),
+            ("/index.html", "exact agent/1.0", true),
+            ("/index.html", "Exact Agent/1.0 (extra)", false),
+            ("/index.html", "a nikto scan", true),
+        ] {
+            let line = format!(
+                r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 404 0 "-" "{agent}""#
+            );
+            let ev = crate::parse::parse_line(&line, &mut st, 0);
+            assert_eq!(pf.admits(&ev), admitted, "{line}");
+        }
     }
 }
