@@ -84,6 +84,18 @@ pub enum OffenderType {
     Token,
 }
 
+impl OffenderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffenderType::Ip => "ip",
+            OffenderType::User => "user",
+            OffenderType::Service => "service",
+            OffenderType::Host => "host",
+            OffenderType::Token => "token",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DetectorRef {
     pub id: String,
@@ -149,4 +161,203 @@ pub struct Finding {
     pub crossed_at: i64,
     #[serde(skip)]
     pub trigger_read_ns: u64,
+}
+
+impl Finding {
+    /// Appends this finding as one line of JSON (no newline): the same
+    /// bytes as `serde_json::to_vec`, field order included, with strings
+    /// escaped sixteen bytes at a time ([`crate::escape::json_string`]).
+    /// Sinks write every version through this; a finding of attack traffic
+    /// is mostly its evidence lines.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use crate::escape::json_string as string;
+        fn number(out: &mut Vec<u8>, n: impl Serialize) {
+            // numbers serialize infallibly (a non-finite float as null)
+            // and a Vec takes every write
+            let _ = serde_json::to_writer(&mut *out, &n);
+        }
+        fn strings(out: &mut Vec<u8>, v: &[String]) {
+            out.push(b'[');
+            for (i, s) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, s);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"{\"finding_id\":");
+        string(out, &self.finding_id);
+        out.extend_from_slice(b",\"execution_id\":");
+        string(out, &self.execution_id);
+        out.extend_from_slice(b",\"detector\":{\"id\":");
+        string(out, &self.detector.id);
+        out.extend_from_slice(b",\"version\":");
+        number(out, self.detector.version);
+        out.extend_from_slice(b"},\"domain\":");
+        string(out, self.domain.as_str());
+        out.extend_from_slice(b",\"classification\":");
+        string(out, &self.classification);
+        out.extend_from_slice(b",\"title\":");
+        string(out, &self.title);
+        out.extend_from_slice(b",\"severity\":");
+        string(out, self.severity.as_str());
+        out.extend_from_slice(b",\"confidence\":");
+        number(out, self.confidence);
+        out.extend_from_slice(b",\"status\":");
+        string(out, self.status.as_str());
+        out.extend_from_slice(b",\"context\":{");
+        for (i, (k, v)) in self.context.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, k);
+            out.push(b':');
+            string(out, v);
+        }
+        out.extend_from_slice(b"},\"offender\":{\"type\":");
+        string(out, self.offender.kind.as_str());
+        out.extend_from_slice(b",\"value\":");
+        string(out, &self.offender.value);
+        let m = &self.metrics;
+        out.extend_from_slice(b"},\"metrics\":{\"event_count\":");
+        number(out, m.event_count);
+        out.extend_from_slice(b",\"unique_targets\":");
+        number(out, m.unique_targets);
+        out.extend_from_slice(b",\"success_count\":");
+        number(out, m.success_count);
+        out.extend_from_slice(b",\"failure_count\":");
+        number(out, m.failure_count);
+        out.extend_from_slice(b",\"duration_sec\":");
+        number(out, m.duration_sec);
+        out.extend_from_slice(b",\"value\":");
+        number(out, m.value);
+        out.extend_from_slice(b",\"threshold\":");
+        number(out, m.threshold);
+        out.extend_from_slice(b"},\"time_window\":{\"start\":");
+        number(out, self.time_window.start);
+        out.extend_from_slice(b",\"end\":");
+        number(out, self.time_window.end);
+        out.extend_from_slice(b"},\"first_seen\":");
+        number(out, self.first_seen);
+        out.extend_from_slice(b",\"last_seen\":");
+        number(out, self.last_seen);
+        out.extend_from_slice(b",\"update_count\":");
+        number(out, self.update_count);
+        out.extend_from_slice(b",\"evidence\":");
+        strings(out, &self.evidence);
+        out.extend_from_slice(b",\"recommended_actions\":");
+        strings(out, &self.recommended_actions);
+        out.extend_from_slice(b",\"attack\":");
+        strings(out, &self.attack);
+        out.extend_from_slice(b",\"targets\":");
+        strings(out, &self.targets);
+        out.extend_from_slice(b",\"emitted_at\":");
+        number(out, self.emitted_at);
+        out.extend_from_slice(b",\"crossed_at\":");
+        number(out, self.crossed_at);
+        out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(status: Status, severity: Severity, domain: Domain, kind: OffenderType) -> Finding {
+        Finding {
+            finding_id: "f-00ff".into(),
+            execution_id: "run-1-v2".into(),
+            detector: DetectorRef {
+                id: "http.sqli_probing".into(),
+                version: 3,
+            },
+            domain,
+            classification: "injection".into(),
+            title: "SQL injection \"probing\"".into(),
+            severity,
+            confidence: 0.8,
+            status,
+            context: [("host", "web-1"), ("sigma.id", "a\\b"), ("z", "\u{1}")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            offender: Offender {
+                kind,
+                value: "203.0.113.5".into(),
+            },
+            metrics: Metrics {
+                event_count: 12,
+                unique_targets: 4,
+                success_count: 0,
+                failure_count: u64::MAX,
+                duration_sec: 61,
+                value: 0.1 + 0.2,
+                threshold: f64::NAN,
+            },
+            time_window: TimeWindow {
+                start: -5,
+                end: i64::MAX,
+            },
+            first_seen: 1_780_000_000_000,
+            last_seen: 1_780_000_061_000,
+            update_count: 2,
+            evidence: vec![
+                "203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] \"GET /?id=1'%20OR%201=1-- HTTP/1.1\" 200 5 \"-\" \"sqlmap/1.7\"".into(),
+                "tab\there, newline\n, bell \u{7}, DEL \u{7f}, é, \u{202e}".into(),
+            ],
+            recommended_actions: vec!["block_ip:203.0.113.5".into()],
+            attack: vec![],
+            targets: vec!["/?id=1".into(), String::new()],
+            emitted_at: 1_780_000_100_000,
+            crossed_at: 1_780_000_030_000,
+            trigger_read_ns: 99,
+        }
+    }
+
+    #[test]
+    fn write_json_writes_what_serde_json_writes() {
+        for (status, severity, domain, kind) in [
+            (Status::Open, Severity::Low, Domain::Http, OffenderType::Ip),
+            (
+                Status::Updated,
+                Severity::Medium,
+                Domain::Identity,
+                OffenderType::User,
+            ),
+            (
+                Status::Resolved,
+                Severity::High,
+                Domain::Infrastructure,
+                OffenderType::Service,
+            ),
+            (
+                Status::Suppressed,
+                Severity::Critical,
+                Domain::Http,
+                OffenderType::Host,
+            ),
+            (
+                Status::Open,
+                Severity::Low,
+                Domain::Http,
+                OffenderType::Token,
+            ),
+        ] {
+            let f = finding(status, severity, domain, kind);
+            let mut out = Vec::new();
+            f.write_json(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&f).unwrap()
+            );
+        }
+        let mut empty = finding(Status::Open, Severity::Low, Domain::Http, OffenderType::Ip);
+        empty.context.clear();
+        empty.evidence.clear();
+        empty.confidence = 1.0;
+        let mut out = Vec::new();
+        empty.write_json(&mut out);
+        assert_eq!(out, serde_json::to_vec(&empty).unwrap());
+    }
 }

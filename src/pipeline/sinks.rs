@@ -27,6 +27,8 @@ pub struct Sinks {
     files: Vec<Option<std::io::BufWriter<std::fs::File>>>,
     /// Standard output, buffered (flushed with each batch).
     stdout: std::io::BufWriter<std::io::Stdout>,
+    /// Scratch: the version being written, as a JSON line.
+    line: Vec<u8>,
     /// Whether a sink writes every version as it comes (a file,
     /// `--updates`): only then is each version rendered as JSON.
     per_version: bool,
@@ -76,6 +78,7 @@ impl Sinks {
             configs,
             files,
             stdout: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            line: Vec::new(),
             latest: Vec::new(),
             index: HashMap::new(),
             versions: 0,
@@ -131,20 +134,25 @@ impl Sinks {
             }
         }
         self.versions += 1;
+        let resolved = f.status == Status::Resolved;
+        if self.per_version || (self.finals && resolved) {
+            self.line.clear();
+            f.write_json(&mut self.line);
+            self.line.push(b'\n');
+        }
         if self.per_version {
-            let line = serde_json::to_string(&f)?;
             for (c, file) in self.configs.iter().zip(self.files.iter_mut()) {
                 match (c, file) {
-                    (SinkConfig::Stdout { updates: true }, _) => writeln!(self.stdout, "{line}")?,
-                    (SinkConfig::File { .. }, Some(w)) => writeln!(w, "{line}")?,
+                    (SinkConfig::Stdout { updates: true }, _) => {
+                        self.stdout.write_all(&self.line)?
+                    }
+                    (SinkConfig::File { .. }, Some(w)) => w.write_all(&self.line)?,
                     _ => {}
                 }
             }
         }
-        let resolved = f.status == Status::Resolved;
         if self.finals && resolved {
-            serde_json::to_writer(&mut self.stdout, &f)?;
-            self.stdout.write_all(b"\n")?;
+            self.stdout.write_all(&self.line)?;
         }
         let i = match self.index.get(&f.finding_id) {
             Some(&i) => i,
@@ -175,9 +183,12 @@ impl Sinks {
         let held = || self.latest.iter().flatten().map(|f| &**f);
         if self.finals {
             // the findings still open (resolved ones are written)
+            let mut line = Vec::new();
             for f in held().filter(|f| f.status != Status::Resolved) {
-                serde_json::to_writer(&mut self.stdout, f)?;
-                self.stdout.write_all(b"\n")?;
+                line.clear();
+                f.write_json(&mut line);
+                line.push(b'\n');
+                self.stdout.write_all(&line)?;
             }
         }
         self.stdout.flush()?;

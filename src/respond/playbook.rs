@@ -624,13 +624,7 @@ impl Values for FindingValues<'_> {
 }
 
 pub fn offender_type(t: OffenderType) -> &'static str {
-    match t {
-        OffenderType::Ip => "ip",
-        OffenderType::User => "user",
-        OffenderType::Service => "service",
-        OffenderType::Host => "host",
-        OffenderType::Token => "token",
-    }
+    t.as_str()
 }
 
 pub fn severity_str(s: Severity) -> &'static str {
