@@ -36,8 +36,49 @@ struct Keywords {
     patterns: Vec<String>,
     /// For matching outside the engine (no shared groups).
     own: AhoCorasick,
-    /// (group, first pattern id, end) in the shared automaton, once registered.
-    slot: Option<(usize, usize, usize)>,
+    /// Where its patterns sit in the shared automaton, once registered.
+    slot: Option<Slot>,
+}
+
+/// A keyword condition's patterns in its group's bits: words `first` to
+/// `last` (relative to the group's first word), the bits of the first and
+/// last word that are its own. Worked out once at load, so a test is a
+/// mask or two.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    group: usize,
+    first: usize,
+    last: usize,
+    first_mask: u64,
+    last_mask: u64,
+}
+
+impl Slot {
+    /// The slot of patterns `start..end` (not empty) of `group`.
+    fn new(group: usize, start: usize, end: usize) -> Slot {
+        let (first, last) = (start / 64, (end - 1) / 64);
+        Slot {
+            group,
+            first,
+            last,
+            first_mask: u64::MAX << (start % 64),
+            last_mask: u64::MAX >> (63 - (end - 1) % 64),
+        }
+    }
+
+    /// Whether any of its patterns is set in the group's `bits` (a slot
+    /// past their end, from other groups, sees nothing).
+    fn any(&self, bits: &[u64]) -> bool {
+        let word = |w: usize, mask: u64| bits.get(w).is_some_and(|b| b & mask != 0);
+        if self.first == self.last {
+            return word(self.first, self.first_mask & self.last_mask);
+        }
+        word(self.first, self.first_mask)
+            || bits
+                .get(self.first + 1..self.last)
+                .is_some_and(|ws| ws.iter().any(|&w| w != 0))
+            || word(self.last, self.last_mask)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -328,7 +369,7 @@ impl KeywordGroups {
                     };
                     let start = keys[gi].2.len();
                     keys[gi].2.extend(k.patterns.iter().cloned());
-                    k.slot = Some((gi, start, keys[gi].2.len()));
+                    k.slot = Some(Slot::new(gi, start, keys[gi].2.len()));
                 }
             }
         }
@@ -347,10 +388,13 @@ impl KeywordGroups {
 pub struct KeywordHits {
     /// Pattern bits of every group, end to end.
     bits: Vec<u64>,
-    /// First word of each group's bits.
-    offsets: Vec<usize>,
+    /// First word of each group's bits, and one past its last.
+    offsets: Vec<(usize, usize)>,
     /// Whether each group was scanned for the current event.
     scanned: Vec<bool>,
+    /// Whether the scan found any pattern at all (most values hold none:
+    /// then every condition on the group is false without reading bits).
+    found: Vec<bool>,
     /// Per group, the bits of recently scanned values.
     memo: Vec<ScanMemo>,
     /// Scratch for a lowercased value.
@@ -365,11 +409,13 @@ impl KeywordHits {
         self.offsets.clear();
         let mut words = 0;
         for g in &groups.groups {
-            self.offsets.push(words);
-            words += g.automaton.patterns_len().div_ceil(64);
+            let end = words + g.automaton.patterns_len().div_ceil(64);
+            self.offsets.push((words, end));
+            words = end;
         }
         self.bits = vec![0; words];
         self.scanned = vec![false; groups.groups.len()];
+        self.found = vec![false; groups.groups.len()];
         self.memo = (0..groups.groups.len())
             .map(|_| ScanMemo::default())
             .collect();
@@ -441,12 +487,13 @@ impl<'a> EvalCtx<'a> {
         }
     }
 
-    fn any_hit(&mut self, ev: &Event, group: usize, start: usize, end: usize) -> Option<bool> {
+    fn any_hit(&mut self, ev: &Event, slot: &Slot) -> Option<bool> {
         let groups = self.groups?;
         let hits = self.hits.as_deref_mut()?;
+        let group = slot.group;
         let g = groups.groups.get(group)?;
-        let offset = *hits.offsets.get(group)?;
-        let bits = &mut hits.bits[offset..offset + g.automaton.patterns_len().div_ceil(64)];
+        let (offset, end) = *hits.offsets.get(group)?;
+        let bits = &mut hits.bits[offset..end];
         if !hits.scanned[group] {
             hits.scanned[group] = true;
             bits.iter_mut().for_each(|w| *w = 0);
@@ -475,32 +522,18 @@ impl<'a> EvalCtx<'a> {
                     }
                 }
             }
+            hits.found[group] = bits.iter().any(|&w| w != 0);
         }
-        Some(any_bit(bits, start, end))
+        Some(hits.found[group] && slot.any(bits))
     }
-}
-
-/// Whether any bit in `start..end` is set, a word at a time.
-fn any_bit(bits: &[u64], start: usize, end: usize) -> bool {
-    if start >= end {
-        return false;
-    }
-    let (first, last) = (start / 64, (end - 1) / 64);
-    (first..=last).any(|w| {
-        let lo = if w == first { start % 64 } else { 0 };
-        let hi = if w == last { (end - 1) % 64 } else { 63 };
-        let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
-        bits.get(w).is_some_and(|b| b & mask != 0)
-    })
 }
 
 impl CompiledCondition {
     fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
         if let Test::Keywords(Keywords {
-            slot: Some((g, s, e)),
-            ..
+            slot: Some(slot), ..
         }) = &self.test
-            && let Some(hit) = ctx.any_hit(ev, *g, *s, *e)
+            && let Some(hit) = ctx.any_hit(ev, slot)
         {
             return hit;
         }
@@ -716,18 +749,48 @@ mod tests {
     }
 
     #[test]
-    fn any_bit_sees_exactly_its_range() {
-        let bits = [1u64 << 63, 1];
-        assert!(any_bit(&bits, 63, 64));
-        assert!(any_bit(&bits, 60, 66));
-        assert!(!any_bit(&bits, 0, 63));
-        assert!(any_bit(&bits, 64, 65));
-        assert!(!any_bit(&bits, 65, 128));
-        assert!(!any_bit(&bits, 5, 5));
+    fn conditions_past_the_first_word_of_a_group_see_their_own_patterns() {
+        let many: Vec<String> = (0..70).map(|i| format!("kw{i:02}x")).collect();
+        let (m, groups) = shared(&format!(
+            "any:\n  - field: url.original\n    keywords: [{}]\n  - field: url.original\n    keywords: [needle]\n",
+            many.join(", ")
+        ));
+        let mut hits = KeywordHits::default();
+        for (url, want) in [
+            ("/a?q=KW65X", [true, false]),
+            ("/a?q=kw00x", [true, false]),
+            ("/needle", [false, true]),
+            ("/kw69x/needle", [true, true]),
+            ("/nothing", [false, false]),
+        ] {
+            let ev = Event {
+                url_original: Some(url.to_owned()),
+                ..Event::default()
+            };
+            let mut ctx = EvalCtx::new(&groups, &mut hits);
+            let got: Vec<bool> = m
+                .any
+                .iter()
+                .map(|c| c.test(&ev, &mut String::new(), &mut ctx))
+                .collect();
+            assert_eq!(got, want, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_slot_sees_exactly_its_patterns() {
+        let bits = [1u64 << 63, 1, 0, 1 << 5];
+        let any = |s: usize, e: usize| Slot::new(0, s, e).any(&bits);
+        assert!(any(63, 64));
+        assert!(any(60, 66));
+        assert!(!any(0, 63));
+        assert!(any(64, 65));
+        assert!(!any(65, 128));
+        assert!(any(130, 250));
         let naive = |s: usize, e: usize| (s..e).any(|p| bits[p / 64] & (1 << (p % 64)) != 0);
-        for s in 0..128 {
-            for e in s..=128 {
-                assert_eq!(any_bit(&bits, s, e), naive(s, e), "{s}..{e}");
+        for s in 0..256 {
+            for e in s + 1..=256 {
+                assert_eq!(any(s, e), naive(s, e), "{s}..{e}");
             }
         }
     }
