@@ -121,6 +121,8 @@ pub struct Drain {
     scratch_hashes: Vec<u64>,
     #[serde(skip)]
     scratch_masked: String,
+    #[serde(skip)]
+    memo: TokenMemo,
 }
 
 /// Whether a kept token is a keyword: an upper-case word such as a
@@ -159,22 +161,75 @@ fn tokenize<'a>(
     tokens: impl Iterator<Item = &'a str>,
     hashes: &mut Vec<u64>,
     masked: &mut String,
+    memo: &mut TokenMemo,
 ) -> u64 {
     hashes.clear();
     let mut keywords = 0u64;
     for (i, tok) in tokens.enumerate() {
-        hashes.push(match classify(tok, masked) {
-            Masked::Keep => {
-                if i < 64 && is_keyword(tok) {
-                    keywords |= 1 << i;
-                }
-                xxh3_64(tok.as_bytes()) | 1
+        let raw = xxh3_64(tok.as_bytes());
+        let (hash, keyword) = match memo.get(raw, tok) {
+            Some(known) => known,
+            None => {
+                let seen = match classify(tok, masked) {
+                    Masked::Keep => (raw | 1, is_keyword(tok)),
+                    Masked::Wild => (WILD, false),
+                    Masked::Partial => (xxh3_64(masked.as_bytes()) | 1, false),
+                };
+                memo.put(raw, tok, seen);
+                seen
             }
-            Masked::Wild => WILD,
-            Masked::Partial => xxh3_64(masked.as_bytes()) | 1,
-        });
+        };
+        if i < 64 && keyword {
+            keywords |= 1 << i;
+        }
+        hashes.push(hash);
     }
     keywords
+}
+
+/// What tokenizing made of recently seen tokens (masked hash, keyword or
+/// not), by the token's own hash. Logs repeat their words, path segments
+/// and even most of their numbers line after line, and a hash and a
+/// compare cost a fraction of masking. Direct-mapped and bounded: a fixed
+/// number of slots, tokens up to a fixed length; a new token overwrites
+/// its slot.
+#[derive(Default)]
+struct TokenMemo {
+    slots: Vec<Option<MemoToken>>,
+}
+
+struct MemoToken {
+    raw: u64,
+    text: String,
+    seen: (u64, bool),
+}
+
+const TOKEN_SLOTS: usize = 4096;
+const TOKEN_MAX_LEN: usize = 64;
+
+impl TokenMemo {
+    fn get(&self, raw: u64, tok: &str) -> Option<(u64, bool)> {
+        let slot = self.slots.get(raw as usize % TOKEN_SLOTS)?.as_ref()?;
+        (slot.raw == raw && slot.text == tok).then_some(slot.seen)
+    }
+
+    fn put(&mut self, raw: u64, tok: &str, seen: (u64, bool)) {
+        if tok.len() > TOKEN_MAX_LEN {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(TOKEN_SLOTS, || None);
+        }
+        let slot = self.slots[raw as usize % TOKEN_SLOTS].get_or_insert_with(|| MemoToken {
+            raw,
+            text: String::with_capacity(TOKEN_MAX_LEN),
+            seen,
+        });
+        slot.raw = raw;
+        slot.text.clear();
+        slot.text.push_str(tok);
+        slot.seen = seen;
+    }
 }
 
 /// The masked token texts (for a new cluster's template).
@@ -234,6 +289,7 @@ impl Drain {
             generalized: 0,
             scratch_hashes: Vec::new(),
             scratch_masked: String::new(),
+            memo: TokenMemo::default(),
         }
     }
 
@@ -261,7 +317,12 @@ impl Drain {
     /// Assigns a line already split into tokens; returns the cluster index.
     pub fn add_tokens<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> usize {
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
-        let keywords = tokenize(tokens.clone(), &mut hashes, &mut self.scratch_masked);
+        let keywords = tokenize(
+            tokens.clone(),
+            &mut hashes,
+            &mut self.scratch_masked,
+            &mut self.memo,
+        );
         let leaf = self.leaf_for(&hashes);
         let idx = match self.best_match(leaf, &hashes, keywords) {
             Some((ci, sim)) if sim >= self.cfg.similarity => {

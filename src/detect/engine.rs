@@ -22,10 +22,11 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::config::AggregateKind;
 use super::matcher::{EvalCtx, KeywordGroups, KeywordHits, Matcher};
+use super::plan::{Index, PlanCache, Verdicts};
 use super::sigma::SigmaSet;
 use super::window::{Contribution, WindowState};
 use super::{Detector, Logic};
-use crate::event::{Event, Field, Kind, Outcome};
+use crate::event::{Event, Kind, Outcome};
 use crate::finding::{DetectorRef, Finding, Metrics, Offender, Status, TimeWindow};
 
 #[derive(Clone, Debug)]
@@ -417,151 +418,13 @@ impl OpenKeys {
     }
 }
 
-/// Detectors by the value of the one field each requires.
-#[derive(Default)]
-struct Index {
-    by_action: PrehashedMap<String, Vec<u32>>,
-    by_dataset: PrehashedMap<String, Vec<u32>>,
-    by_level: PrehashedMap<String, Vec<u32>>,
-    by_category: PrehashedMap<String, Vec<u32>>,
-    generic: Vec<u32>,
-    /// Per detector, what is left of its `match` once the index has chosen
-    /// it (the indexed `equals` holds by construction, so it is not retested).
-    residual: Vec<Matcher>,
-    /// Detectors with `resolve_when`, tested on every event.
-    resolvers: Vec<u32>,
-}
-
-impl Index {
-    fn build(detectors: &[Detector]) -> Index {
-        let mut ix = Index {
-            resolvers: detectors
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| d.resolve_when.is_some())
-                .map(|(i, _)| i as u32)
-                .collect(),
-            ..Index::default()
-        };
-        for (i, d) in detectors.iter().enumerate() {
-            if d.sigma.is_some() {
-                // matched by the Sigma engine; never a candidate here
-                ix.residual.push(Matcher::default());
-                continue;
-            }
-            let Some((field, values, rest)) = d.matcher.index_key() else {
-                ix.generic.push(i as u32);
-                ix.residual.push(d.matcher.clone());
-                continue;
-            };
-            let map = match field {
-                Field::Action => &mut ix.by_action,
-                Field::Dataset => &mut ix.by_dataset,
-                Field::LogLevel => &mut ix.by_level,
-                // the only other field `index_key` gives
-                _ => &mut ix.by_category,
-            };
-            values
-                .into_iter()
-                .for_each(|v| map.entry(v).or_default().push(i as u32));
-            ix.residual.push(rest);
-        }
-        ix
-    }
-
-    /// Each detector that can match `ev` appears once (a detector is in one map).
-    fn candidates_into(&self, ev: &Event, out: &mut Vec<u32>) {
-        fn get<'a>(m: &'a PrehashedMap<String, Vec<u32>>, k: Option<&str>) -> &'a [u32] {
-            k.and_then(|k| m.get(k)).map_or(&[], Vec::as_slice)
-        }
-        out.clear();
-        out.extend_from_slice(get(&self.by_action, ev.action.as_deref()));
-        out.extend_from_slice(get(&self.by_dataset, Some(ev.dataset.as_ref())));
-        out.extend_from_slice(get(&self.by_level, ev.log_level.as_deref()));
-        out.extend_from_slice(get(&self.by_category, ev.category));
-        out.extend_from_slice(&self.generic);
-    }
-}
-
-/// The candidate lists of recently seen kinds of event (action, dataset,
-/// log level, category). A stream holds a few dozen kinds, so the four map
-/// lookups run once per kind instead of once per event. Direct-mapped and
-/// bounded; a slot is only used when all four values are equal.
-#[derive(Default)]
-struct CandidateCache {
-    slots: Vec<Option<CachedKind>>,
-}
-
-struct CachedKind {
-    action: Option<Box<str>>,
-    dataset: Box<str>,
-    level: Option<Box<str>>,
-    category: Option<&'static str>,
-    candidates: Vec<u32>,
-}
-
-const CANDIDATE_SLOTS: usize = 64;
-
-impl CachedKind {
-    fn is_for(&self, ev: &Event) -> bool {
-        self.category == ev.category
-            && *self.dataset == *ev.dataset
-            && self.action.as_deref() == ev.action.as_deref()
-            && self.level.as_deref() == ev.log_level.as_deref()
-    }
-}
-
-impl CandidateCache {
-    fn get(&mut self, index: &Index, ev: &Event) -> &[u32] {
-        if self.slots.is_empty() {
-            self.slots.resize_with(CANDIDATE_SLOTS, || None);
-        }
-        let h = [
-            ev.action.as_deref(),
-            Some(ev.dataset.as_ref()),
-            ev.log_level.as_deref(),
-            ev.category,
-        ]
-        .iter()
-        .fold(0u64, |h, s| {
-            (h.rotate_left(7) ^ s.map_or(0, quick_hash)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
-        let slot = &mut self.slots[(h >> 58) as usize % CANDIDATE_SLOTS];
-        if !slot.as_ref().is_some_and(|k| k.is_for(ev)) {
-            let mut candidates = slot.take().map(|k| k.candidates).unwrap_or_default();
-            index.candidates_into(ev, &mut candidates);
-            *slot = Some(CachedKind {
-                action: ev.action.as_deref().map(Box::from),
-                dataset: Box::from(ev.dataset.as_ref()),
-                level: ev.log_level.as_deref().map(Box::from),
-                category: ev.category,
-                candidates,
-            });
-        }
-        slot.as_ref().map_or(&[], |k| &k.candidates)
-    }
-}
-
-/// A cheap hash of a short string (its length and first and last eight
-/// bytes): enough to spread a few dozen kinds over the cache's slots.
-fn quick_hash(s: &str) -> u64 {
-    let b = s.as_bytes();
-    let word = |part: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..part.len()].copy_from_slice(part);
-        u64::from_le_bytes(w)
-    };
-    let n = b.len();
-    let head = word(&b[..n.min(8)]);
-    let tail = word(&b[n.saturating_sub(8)..]);
-    (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x517C_C1B7_2722_0A95)
-}
-
 pub struct Engine {
     detectors: Vec<Detector>,
     index: Index,
     keywords: KeywordGroups,
-    candidates: CandidateCache,
+    plans: PlanCache,
+    /// Verdicts of the current event's conditions (reused).
+    verdicts: Verdicts,
     sigma: SigmaSet,
     /// The detectors the current event's Sigma matches feed, and the
     /// rules that matched (reused).
@@ -603,7 +466,8 @@ impl Engine {
             sigma_rules: Vec::new(),
             keywords,
             detectors,
-            candidates: CandidateCache::default(),
+            plans: PlanCache::default(),
+            verdicts: Verdicts::default(),
             keys: PrehashedMap::default(),
             samples: Samples::default(),
             active: OpenKeys::default(),
@@ -710,7 +574,8 @@ impl Engine {
             detectors,
             index,
             keywords,
-            candidates,
+            plans,
+            verdicts,
             keys,
             samples,
             active,
@@ -741,9 +606,12 @@ impl Engine {
                 resolve_key(detectors, cfg, keys, active, stats, key, out);
             }
         }
-        for &di in candidates.get(index, ev) {
+        verdicts.next_event(index.atoms());
+        let plan = plans.get(index, ev);
+        for step in plan.steps() {
+            let di = step.detector;
             let det = &detectors[di as usize];
-            if index.residual[di as usize].matches_in(ev, &mut ctx) {
+            if plan.holds(step, index, verdicts, ev, &mut ctx) {
                 stats.matched += 1;
                 observe(
                     det, di, ev, keys, samples, active, cfg, stats, &mut ctx, out,
@@ -1289,6 +1157,7 @@ fn push_evidence(evidence: &mut Box<[Box<str>]>, det: &Detector, ev: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Field;
     use crate::parse::{Format, SourceState, parse_line};
 
     const BF: &str = r#"

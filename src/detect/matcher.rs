@@ -44,7 +44,7 @@ struct Keywords {
 /// `last` (relative to the group's first word), the bits of the first and
 /// last word that are its own. Worked out once at load, so a test is a
 /// mask or two.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Slot {
     group: usize,
     first: usize,
@@ -121,6 +121,18 @@ impl Matcher {
         self.all.iter().all(|c| c.test(ev, &mut buf, ctx))
             && !self.none.iter().any(|c| c.test(ev, &mut buf, ctx))
             && (self.any.is_empty() || self.any.iter().any(|c| c.test(ev, &mut buf, ctx)))
+    }
+
+    /// Its conditions: those that must all hold, those of which one must
+    /// (when there are any), those of which none may.
+    pub(super) fn parts(
+        &self,
+    ) -> (
+        &[CompiledCondition],
+        &[CompiledCondition],
+        &[CompiledCondition],
+    ) {
+        (&self.all, &self.any, &self.none)
     }
 
     fn conditions_mut(&mut self) -> impl Iterator<Item = &mut CompiledCondition> {
@@ -438,7 +450,7 @@ struct MemoSlot {
     bits: Vec<u64>,
 }
 
-const MEMO_SLOTS: usize = 1024;
+const MEMO_SLOTS: usize = 4096;
 const MEMO_MAX_VALUE: usize = 512;
 
 impl ScanMemo {
@@ -529,7 +541,33 @@ impl<'a> EvalCtx<'a> {
 }
 
 impl CompiledCondition {
-    fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
+    /// Whether `other` tests the same thing: same field, same decoding,
+    /// same test (keyword conditions: the same patterns in the same slot).
+    pub(super) fn same_as(&self, other: &CompiledCondition) -> bool {
+        self.field == other.field
+            && self.url_decode == other.url_decode
+            && match (&self.test, &other.test) {
+                (Test::Equals(a), Test::Equals(b)) | (Test::Prefix(a), Test::Prefix(b)) => a == b,
+                (Test::EqualsNumber(a), Test::EqualsNumber(b)) => a == b,
+                (Test::Keywords(a), Test::Keywords(b)) => {
+                    a.slot == b.slot && a.patterns == b.patterns
+                }
+                (Test::Regex(a), Test::Regex(b)) => a.as_str() == b.as_str(),
+                (Test::Range { gte: a, lte: b }, Test::Range { gte: c, lte: d }) => {
+                    a == c && b == d
+                }
+                (Test::Exists(a), Test::Exists(b)) => a == b,
+                _ => false,
+            }
+    }
+
+    /// Whether its verdict follows from the field's value alone, without
+    /// the engine's shared keyword scans (every test but keywords).
+    pub(super) fn is_plain(&self) -> bool {
+        !matches!(self.test, Test::Keywords(_))
+    }
+
+    pub(super) fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
         if let Test::Keywords(Keywords {
             slot: Some(slot), ..
         }) = &self.test

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod eval;
 pub mod fixtures;
 pub mod matcher;
+mod plan;
 pub mod sigma;
 pub mod window;
 

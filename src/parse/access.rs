@@ -124,7 +124,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     if user != "-" {
         ev.user_name = Some(user.to_owned());
     }
-    match request.split_once(' ') {
+    match memchr::memchr(b' ', request.as_bytes()).map(|i| (&request[..i], &request[i + 1..])) {
         Some((method, target))
             if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() =>
         {
@@ -134,7 +134,8 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
             // `http.version` only where the last word claims a version no
             // client speaks (`HTTP/1.7`): the usual ones would cost every
             // request an allocation to say nothing
-            if let Some((_, protocol)) = target.rsplit_once(' ')
+            if let Some(protocol) =
+                memchr::memrchr(b' ', target.as_bytes()).map(|i| &target[i + 1..])
                 && let Some(version) = protocol.strip_prefix("HTTP/")
                 && !matches!(version, "1.1" | "1.0" | "2.0" | "2" | "3.0" | "3" | "0.9")
             {

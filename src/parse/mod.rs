@@ -322,10 +322,9 @@ pub(crate) fn mark_proxy_target(ev: &mut Event) {
 }
 
 pub(crate) fn is_ip(s: &str) -> bool {
-    if memchr::memchr(b':', s.as_bytes()).is_some() {
-        return s.parse::<std::net::Ipv6Addr>().is_ok();
-    }
+    // dotted quads first: they are most addresses, and hold no `:`
     is_ipv4(s.as_bytes())
+        || (s.as_bytes().contains(&b':') && s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// Four decimal octets of at most 255, without leading zeros (as std).
