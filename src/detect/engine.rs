@@ -609,6 +609,11 @@ impl Engine {
         verdicts.next_event(index.atoms());
         let plan = plans.get(index, ev);
         for step in plan.steps() {
+            if let Some(group) = step.gate
+                && ctx.found(ev, group) == Some(false)
+            {
+                continue;
+            }
             let di = step.detector;
             let det = &detectors[di as usize];
             if plan.holds(step, index, verdicts, ev, &mut ctx) {

@@ -499,44 +499,68 @@ impl<'a> EvalCtx<'a> {
         }
     }
 
+    /// Whether the event's value for keyword `group` holds any of its
+    /// patterns at all; None outside the engine.
+    #[inline]
+    pub fn found(&mut self, ev: &Event, group: usize) -> Option<bool> {
+        if !*self.hits.as_deref()?.scanned.get(group)? {
+            self.scan(ev, group)?;
+        }
+        self.hits.as_deref()?.found.get(group).copied()
+    }
+
+    /// Whether the event holds any of `slot`'s patterns; None outside
+    /// the engine (no shared groups). The group is scanned on first need.
+    #[inline]
     fn any_hit(&mut self, ev: &Event, slot: &Slot) -> Option<bool> {
-        let groups = self.groups?;
-        let hits = self.hits.as_deref_mut()?;
         let group = slot.group;
-        let g = groups.groups.get(group)?;
+        if !*self.hits.as_deref()?.scanned.get(group)? {
+            self.scan(ev, group)?;
+        }
+        let hits = self.hits.as_deref()?;
+        let (offset, end) = *hits.offsets.get(group)?;
+        Some(hits.found[group] && slot.any(&hits.bits[offset..end]))
+    }
+
+    /// Records which of `group`'s patterns the event's value holds (from
+    /// the memo when the value was seen lately). Apart from the tests
+    /// that read its bits: a scan is once per group and event, a test
+    /// many times.
+    #[inline(never)]
+    fn scan(&mut self, ev: &Event, group: usize) -> Option<()> {
+        let g = self.groups?.groups.get(group)?;
+        let hits = self.hits.as_deref_mut()?;
         let (offset, end) = *hits.offsets.get(group)?;
         let bits = &mut hits.bits[offset..end];
-        if !hits.scanned[group] {
-            hits.scanned[group] = true;
-            bits.iter_mut().for_each(|w| *w = 0);
-            let mut buf = String::new();
-            if let Some(v) = ev.get(&g.field, &mut buf) {
-                let memo = &mut hits.memo[group];
-                let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
-                match memo.get(hash, v) {
-                    Some(known) => bits.copy_from_slice(known),
-                    None => {
-                        let decoded: Cow<str> = if g.url_decode {
-                            url_decode(v)
-                        } else {
-                            Cow::Borrowed(v)
-                        };
-                        // most values hold no pattern at all: the plain
-                        // search says so far faster than walking every
-                        // overlapping match
-                        if g.occurs(decoded.as_ref(), &mut hits.lower) {
-                            for m in g.automaton.find_overlapping_iter(decoded.as_ref()) {
-                                let p = m.pattern().as_usize();
-                                bits[p / 64] |= 1 << (p % 64);
-                            }
+        hits.scanned[group] = true;
+        bits.iter_mut().for_each(|w| *w = 0);
+        let mut buf = String::new();
+        if let Some(v) = ev.get(&g.field, &mut buf) {
+            let memo = &mut hits.memo[group];
+            let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+            match memo.get(hash, v) {
+                Some(known) => bits.copy_from_slice(known),
+                None => {
+                    let decoded: Cow<str> = if g.url_decode {
+                        url_decode(v)
+                    } else {
+                        Cow::Borrowed(v)
+                    };
+                    // most values hold no pattern at all: the plain
+                    // search says so far faster than walking every
+                    // overlapping match
+                    if g.occurs(decoded.as_ref(), &mut hits.lower) {
+                        for m in g.automaton.find_overlapping_iter(decoded.as_ref()) {
+                            let p = m.pattern().as_usize();
+                            bits[p / 64] |= 1 << (p % 64);
                         }
-                        memo.put(hash, v, bits);
                     }
+                    memo.put(hash, v, bits);
                 }
             }
-            hits.found[group] = bits.iter().any(|&w| w != 0);
         }
-        Some(hits.found[group] && slot.any(bits))
+        hits.found[group] = bits.iter().any(|&w| w != 0);
+        Some(())
     }
 }
 
@@ -561,6 +585,16 @@ impl CompiledCondition {
             }
     }
 
+    /// The shared keyword group it tests, if a keyword condition.
+    pub(super) fn keyword_group(&self) -> Option<usize> {
+        match &self.test {
+            Test::Keywords(Keywords {
+                slot: Some(slot), ..
+            }) => Some(slot.group),
+            _ => None,
+        }
+    }
+
     /// Whether its verdict follows from the field's value alone, without
     /// the engine's shared keyword scans (every test but keywords).
     pub(super) fn is_plain(&self) -> bool {
@@ -568,27 +602,33 @@ impl CompiledCondition {
     }
 
     pub(super) fn test(&self, ev: &Event, buf: &mut String, ctx: &mut EvalCtx<'_>) -> bool {
-        if let Test::Keywords(Keywords {
-            slot: Some(slot), ..
-        }) = &self.test
-            && let Some(hit) = ctx.any_hit(ev, slot)
-        {
-            return hit;
+        match &self.test {
+            Test::Keywords(Keywords {
+                slot: Some(slot), ..
+            }) => {
+                if let Some(hit) = ctx.any_hit(ev, slot) {
+                    return hit;
+                }
+            }
+            Test::EqualsNumber(v) => {
+                return ev.get_number(&self.field).is_some_and(|n| v.contains(&n));
+            }
+            Test::Exists(want) => return ev.has(&self.field) == *want,
+            Test::Range { gte, lte } => {
+                return match ev.get_number(&self.field) {
+                    Some(v) => gte.is_none_or(|g| v >= g) && lte.is_none_or(|l| v <= l),
+                    None => false,
+                };
+            }
+            Test::Equals(_) | Test::Prefix(_) | Test::Keywords(_) | Test::Regex(_) => {}
         }
-        if let Test::EqualsNumber(v) = &self.test {
-            return ev.get_number(&self.field).is_some_and(|n| v.contains(&n));
-        }
-        if let Test::Exists(want) = &self.test {
-            return ev.has(&self.field) == *want;
-        }
-        if let Test::Range { gte, lte } = &self.test {
-            return match ev.get_number(&self.field) {
-                Some(v) => gte.is_none_or(|g| v >= g) && lte.is_none_or(|l| v <= l),
-                None => false,
-            };
-        }
+        self.test_text(ev, buf)
+    }
+
+    /// The tests on a field's text.
+    fn test_text(&self, ev: &Event, buf: &mut String) -> bool {
         let Some(value) = ev.get(&self.field, buf) else {
-            return matches!(self.test, Test::Exists(false));
+            return false;
         };
         let value: Cow<str> = if self.url_decode {
             url_decode(value)

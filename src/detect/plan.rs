@@ -11,7 +11,9 @@
 //! by the eighteen that require it. The conditions of all detectors are
 //! interned ([`Atoms`]): one that several detectors share (a status range,
 //! a static-asset path pattern) is tested once per event and its verdict
-//! reused ([`Verdicts`]).
+//! reused ([`Verdicts`]). A detector that requires a keyword is passed
+//! over at the cost of one bit when the event's value holds no keyword of
+//! its group at all (the usual case: one scan answers a dozen detectors).
 
 use super::Detector;
 use super::matcher::{CompiledCondition, EvalCtx};
@@ -148,6 +150,10 @@ fn of_kind(field: &Field) -> bool {
 /// to `end`.
 pub(super) struct Step {
     pub(super) detector: u32,
+    /// The keyword group one of whose patterns the event must hold (its
+    /// first keyword condition in `all`): most values hold none, and then
+    /// the step is decided by the group's one scan.
+    pub(super) gate: Option<usize>,
     start: u32,
     none_from: u32,
     any_from: u32,
@@ -217,8 +223,12 @@ impl Plan {
                 self.refs.truncate(start);
                 continue;
             }
+            let gate = self.refs[start..none_from]
+                .iter()
+                .find_map(|&a| index.atoms.conditions[a as usize].keyword_group());
             self.steps.push(Step {
                 detector: di,
+                gate,
                 start: start as u32,
                 none_from: none_from as u32,
                 any_from: any_from as u32,
@@ -295,6 +305,9 @@ impl Verdicts {
 #[derive(Default)]
 pub(super) struct PlanCache {
     slots: Vec<Option<CachedKind>>,
+    /// The slot of the previous event's kind: lines of one source mostly
+    /// follow others of their kind, and comparing spares the hashing.
+    last: usize,
     candidates: Vec<u32>,
 }
 
@@ -323,35 +336,45 @@ impl PlanCache {
         if self.slots.is_empty() {
             self.slots.resize_with(PLAN_SLOTS, || None);
         }
-        let h = [
-            ev.action.as_deref(),
-            Some(ev.dataset.as_ref()),
-            ev.log_level.as_deref(),
-            ev.category,
-        ]
-        .iter()
-        .fold(0u64, |h, s| {
-            (h.rotate_left(7) ^ s.map_or(0, quick_hash)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
-        let slot = &mut self.slots[(h >> 58) as usize % PLAN_SLOTS];
-        if !slot.as_ref().is_some_and(|k| k.is_for(ev)) {
-            let mut plan = slot.take().map(|k| k.plan).unwrap_or_default();
-            index.candidates_into(ev, &mut self.candidates);
-            plan.build(index, &self.candidates, ev);
-            *slot = Some(CachedKind {
-                action: ev.action.as_deref().map(Box::from),
-                dataset: Box::from(ev.dataset.as_ref()),
-                level: ev.log_level.as_deref().map(Box::from),
-                category: ev.category,
-                plan,
+        let seen = self
+            .slots
+            .get(self.last)
+            .is_some_and(|s| s.as_ref().is_some_and(|k| k.is_for(ev)));
+        if !seen {
+            let h = [
+                ev.action.as_deref(),
+                Some(ev.dataset.as_ref()),
+                ev.log_level.as_deref(),
+                ev.category,
+            ]
+            .iter()
+            .fold(0u64, |h, s| {
+                (h.rotate_left(7) ^ s.map_or(0, quick_hash)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             });
+            self.last = (h >> 58) as usize % PLAN_SLOTS;
+            let slot = &mut self.slots[self.last];
+            if !slot.as_ref().is_some_and(|k| k.is_for(ev)) {
+                let mut plan = slot.take().map(|k| k.plan).unwrap_or_default();
+                index.candidates_into(ev, &mut self.candidates);
+                plan.build(index, &self.candidates, ev);
+                *slot = Some(CachedKind {
+                    action: ev.action.as_deref().map(Box::from),
+                    dataset: Box::from(ev.dataset.as_ref()),
+                    level: ev.log_level.as_deref().map(Box::from),
+                    category: ev.category,
+                    plan,
+                });
+            }
         }
         // just filled when it was not this kind's
         static EMPTY: Plan = Plan {
             steps: Vec::new(),
             refs: Vec::new(),
         };
-        slot.as_ref().map_or(&EMPTY, |k| &k.plan)
+        self.slots
+            .get(self.last)
+            .and_then(Option::as_ref)
+            .map_or(&EMPTY, |k| &k.plan)
     }
 }
 
@@ -410,7 +433,11 @@ mod tests {
                 let mut planned: Vec<u32> = plan
                     .steps()
                     .iter()
-                    .filter(|s| plan.holds(s, &index, &mut verdicts, &ev, &mut ctx))
+                    .filter(|s| {
+                        // as the engine does: the gate first
+                        s.gate.is_none_or(|g| ctx.found(&ev, g) != Some(false))
+                            && plan.holds(s, &index, &mut verdicts, &ev, &mut ctx)
+                    })
                     .map(|s| s.detector)
                     .collect();
                 planned.sort_unstable();
