@@ -1,8 +1,9 @@
 //! The detection engine: events in, findings out, on event time.
 //!
 //! Detectors are indexed by the one field value their `match` requires
-//! (action, dataset, log level or category), so an event is tested only
-//! against detectors that can match it. State is a map
+//! (action, dataset, log level or category), and each kind of event gets
+//! a plan of the detectors that can match it with what is left to test
+//! ([`super::plan`]), so an event is tested only against those. State is a map
 //! from (detector, time domain, group key) to a small [`KeyState`]. Keys
 //! whose window has emptied at the watermark are dropped as event time
 //! moves on, so the map holds the live activity; when it still outgrows
