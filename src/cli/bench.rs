@@ -206,6 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             copies: args.copies,
             runs: args.runs,
             detectors: args.detectors,
+            sigma: args.sigma,
             json: args.json,
         });
     }

@@ -22,6 +22,8 @@ pub struct ReplayBench {
     pub copies: usize,
     pub runs: usize,
     pub detectors: String,
+    /// Sigma rule folders handed to `replay` (`--sigma`).
+    pub sigma: Vec<String>,
     pub json: bool,
 }
 
@@ -37,6 +39,8 @@ struct Run {
 #[derive(Serialize, Default)]
 struct Report {
     inputs: Vec<String>,
+    /// Sigma rule folders loaded beside the detectors.
+    sigma: Vec<String>,
     copies: usize,
     lines: usize,
     bytes: u64,
@@ -115,6 +119,7 @@ pub fn run(b: ReplayBench) -> anyhow::Result<ExitCode> {
             .arg("replay")
             .args(&paths)
             .args(["--detectors", &b.detectors])
+            .args(b.sigma.iter().flat_map(|d| ["--sigma", d.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -158,6 +163,7 @@ pub fn run(b: ReplayBench) -> anyhow::Result<ExitCode> {
     let med = |f: fn(&Run) -> f64| super::bench::median(runs.iter().map(f).collect());
     let r = Report {
         inputs: b.files.clone(),
+        sigma: b.sigma.clone(),
         copies: b.copies,
         lines,
         bytes,
@@ -173,11 +179,16 @@ pub fn run(b: ReplayBench) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "replay of {} lines ({:.1} MB; {} files × {} copies), median of {} runs:",
+            "replay of {} lines ({:.1} MB; {} files × {} copies){}, median of {} runs:",
             r.lines,
             r.bytes as f64 / 1e6,
             b.files.len(),
             b.copies,
+            if b.sigma.is_empty() {
+                String::new()
+            } else {
+                format!(" with Sigma rules from {}", b.sigma.join(", "))
+            },
             r.runs.len()
         );
         println!(

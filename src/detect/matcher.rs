@@ -14,6 +14,7 @@ use regex::Regex;
 
 use super::CompileError;
 use super::config::{Condition, Located, MatchSpec};
+use super::literals::{self, AnyOf};
 use crate::event::{Event, Field};
 
 #[derive(Debug, Clone)]
@@ -305,19 +306,9 @@ struct KeywordGroup {
     url_decode: bool,
     /// Every pattern, ASCII case-insensitive: which ones occur.
     automaton: AhoCorasick,
-    /// The same patterns lowercased, for SIMD searchers (Teddy) run over
-    /// the lowercased value: whether any occurs at all, the usual answer
-    /// being no. Lowercasing both sides is exactly ASCII case folding, so
-    /// this is the automaton's answer, found several times faster. Teddy
-    /// takes a few dozen patterns, so a large set (signature lists) is cut
-    /// into chunks, one searcher each. None where the CPU or a chunk rules
-    /// the searcher out.
-    any: Option<Vec<aho_corasick::packed::Searcher>>,
+    /// Whether any occurs at all, the usual answer being no.
+    any: AnyOf,
 }
-
-/// Patterns per Teddy searcher: within what it accepts, and few enough
-/// buckets per pattern to stay fast.
-const TEDDY_CHUNK: usize = 48;
 
 impl KeywordGroup {
     fn new(
@@ -325,40 +316,13 @@ impl KeywordGroup {
         url_decode: bool,
         patterns: &[String],
     ) -> Result<KeywordGroup, aho_corasick::BuildError> {
-        // a DFA scans fastest; these sets are small enough for its memory
-        let automaton = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(patterns)?;
-        let any = patterns
-            .chunks(TEDDY_CHUNK)
-            .map(|chunk| {
-                let mut b = aho_corasick::packed::Config::new().builder();
-                chunk.iter().for_each(|p| {
-                    b.add(p.to_ascii_lowercase());
-                });
-                b.build()
-            })
-            .collect::<Option<Vec<_>>>();
+        let automaton = literals::automaton(patterns)?;
         Ok(KeywordGroup {
             field,
             url_decode,
+            any: AnyOf::or(patterns, &automaton),
             automaton,
-            any,
         })
-    }
-
-    /// Whether any pattern occurs in `value` (`lower` is scratch space).
-    fn occurs(&self, value: &str, lower: &mut Vec<u8>) -> bool {
-        match &self.any {
-            Some(searchers) => {
-                lower.clear();
-                lower.extend_from_slice(value.as_bytes());
-                lower.make_ascii_lowercase();
-                searchers.iter().any(|s| s.find(lower.as_slice()).is_some())
-            }
-            None => self.automaton.is_match(value),
-        }
     }
 }
 
@@ -549,7 +513,7 @@ impl<'a> EvalCtx<'a> {
                     // most values hold no pattern at all: the plain
                     // search says so far faster than walking every
                     // overlapping match
-                    if g.occurs(decoded.as_ref(), &mut hits.lower) {
+                    if g.any.occurs(decoded.as_ref(), &mut hits.lower) {
                         for m in g.automaton.find_overlapping_iter(decoded.as_ref()) {
                             let p = m.pattern().as_usize();
                             bits[p / 64] |= 1 << (p % 64);
@@ -805,24 +769,6 @@ mod tests {
                 let shared = c.test(&ev, &mut String::new(), &mut EvalCtx::new(&groups, &mut hits));
                 proptest::prop_assert_eq!(shared, k.own.is_match(decoded.as_ref()), "{}", url);
             }
-        }
-
-        /// The SIMD searcher on lowercased values answers exactly what the
-        /// case-insensitive automaton answers, short values, mixed case and
-        /// non-ASCII bytes included.
-        #[test]
-        fn lowercased_search_agrees_with_the_automaton(
-            value in "([a-zA-Z0-9 :./-]|No space|ENOSPC|read-ONLY|x509: Cert|é|ß){0,16}",
-        ) {
-            let patterns: Vec<String> = ["No space left on device", "Read-only", "ENOSPC", "x509: certificate", "ss", "É"]
-                .map(String::from)
-                .to_vec();
-            let g = KeywordGroup::new(Field::Message, false, &patterns).unwrap();
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("ssse3") {
-                proptest::prop_assert!(g.any.is_some(), "the searcher is what this test checks");
-            }
-            proptest::prop_assert_eq!(g.occurs(&value, &mut Vec::new()), g.automaton.is_match(&value), "{}", value);
         }
     }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod eval;
 pub mod fixtures;
+mod literals;
 pub mod matcher;
 mod plan;
 pub mod sigma;

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use rsigma_eval::CompiledRule;
 use rsigma_eval::event::EventValue;
 use rsigma_parser::{
     ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType, Level,
@@ -103,6 +104,9 @@ pub enum SigmaKind {
     Rule {
         /// The parsed rule, its `id` set to [`SigmaRef::key`].
         rule: Box<SigmaRule>,
+        /// The rule compiled, once at load: every engine built from the
+        /// detectors shares it rather than compiling the rule again.
+        compiled: Arc<CompiledRule>,
         /// Whether the rule makes findings of its own (false when only a
         /// correlation uses it).
         generate: bool,
@@ -276,7 +280,9 @@ fn parse(
 /// A rule accepted so far, before correlations decide whether it generates.
 struct Accepted {
     path: String,
+    /// Its `id` set to `key`.
     rule: SigmaRule,
+    compiled: CompiledRule,
     family: Family,
     gate: Gate,
     key: String,
@@ -294,10 +300,11 @@ fn build(docs: Vec<(String, SigmaCollection)>, out: &mut SigmaLoad) {
                 reason: "filter rules are not supported".into(),
             });
         }
-        for rule in c.rules {
+        for mut rule in c.rules {
+            let title = rule.title.clone();
             let refuse = |reason: String| Refused {
                 path: path.clone(),
-                title: rule.title.clone(),
+                title: title.clone(),
                 reason,
             };
             let Some((family, gate)) = route(&rule) else {
@@ -313,11 +320,16 @@ fn build(docs: Vec<(String, SigmaCollection)>, out: &mut SigmaLoad) {
                 )));
                 continue;
             }
-            if let Err(e) = rsigma_eval::compile_rule(&rule) {
-                out.refused.push(refuse(format!("cannot compile: {e}")));
-                continue;
-            }
             let key = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+            // matches are reported by id: a rule without one goes by its title
+            rule.id = Some(key.clone());
+            let compiled = match rsigma_eval::compile_rule(&rule) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.refused.push(refuse(format!("cannot compile: {e}")));
+                    continue;
+                }
+            };
             if !seen.insert(key.clone()) {
                 out.refused
                     .push(refuse(format!("duplicate rule id `{key}`")));
@@ -326,6 +338,7 @@ fn build(docs: Vec<(String, SigmaCollection)>, out: &mut SigmaLoad) {
             rules.push(Accepted {
                 path: path.clone(),
                 rule,
+                compiled,
                 family,
                 gate,
                 key,
@@ -582,12 +595,12 @@ fn labels(key: &str, level: Option<Level>, author: Option<&str>) -> Vec<(String,
 fn rule_detector(a: Accepted, generate: bool) -> Detector {
     let Accepted {
         path,
-        mut rule,
+        rule,
+        compiled,
         family,
         gate,
         key,
     } = a;
-    rule.id = Some(key.clone());
     let title = rule.title.clone();
     let tags = rule.tags.clone();
     let author = rule.author.clone();
@@ -611,6 +624,7 @@ fn rule_detector(a: Accepted, generate: bool) -> Detector {
         path,
         SigmaKind::Rule {
             rule: Box::new(rule),
+            compiled: Arc::new(compiled),
             generate,
         },
     )
@@ -784,14 +798,15 @@ const SHORTCUTS: [Shortcut; 4] = [
 
 /// How `rule` is spared: memoised when it reads only fields, prefiltered
 /// when it needs a literal somewhere.
-fn shortcut(rule: &SigmaRule) -> Shortcut {
-    let prefilter = rsigma_eval::compile_rule(rule)
-        .is_ok_and(|c| prefilter::needles(&c, &is_raw_field).is_some());
+fn shortcut((rule, compiled): Loaded) -> Shortcut {
     Shortcut {
         memo: !reads_raw(rule),
-        prefilter,
+        prefilter: prefilter::needles(compiled, &is_raw_field).is_some(),
     }
 }
+
+/// A loaded rule: as parsed, and compiled.
+type Loaded<'a> = (&'a SigmaRule, &'a CompiledRule);
 
 /// Whether a Sigma field name is the line itself (or its message).
 fn is_raw_field(name: &str) -> bool {
@@ -845,14 +860,14 @@ fn fields_read(rule: &SigmaRule, into: &mut Vec<Field>) {
 }
 
 impl Part {
-    fn new(rules: &[(&SigmaRule, Gate, Vec<u32>)], shortcut: Shortcut) -> Part {
+    fn new(rules: &[(Loaded, Gate, Vec<u32>)], shortcut: Shortcut) -> Part {
         let mut engine = rsigma_eval::Engine::new();
         // every rule compiled once already at load
-        let _ = engine.add_rules(rules.iter().map(|r| r.0));
+        engine.extend_compiled_rules(rules.iter().map(|r| r.0.1.clone()));
         let memo = shortcut.memo;
         let mut reads = Vec::new();
         if memo {
-            rules.iter().for_each(|r| fields_read(r.0, &mut reads));
+            rules.iter().for_each(|r| fields_read(r.0.0, &mut reads));
         }
         let prefilter = shortcut
             .prefilter
@@ -873,7 +888,7 @@ impl Part {
             position: rules
                 .iter()
                 .enumerate()
-                .filter_map(|(i, r)| Some((r.0.id.clone()?, i as u16)))
+                .filter_map(|(i, r)| Some((r.0.0.id.clone()?, i as u16)))
                 .collect(),
             feeds: rules.iter().map(|r| (r.1.clone(), r.2.clone())).collect(),
             reads,
@@ -947,23 +962,27 @@ impl SigmaSet {
     /// Builds the engines from the Sigma detectors among `detectors`.
     pub fn build(detectors: &[Detector]) -> SigmaSet {
         // per family and shortcut: rule, gate, detectors fed
-        type Rules<'a> = Vec<(&'a SigmaRule, Gate, Vec<u32>)>;
+        type Rules<'a> = Vec<(Loaded<'a>, Gate, Vec<u32>)>;
         let mut parts: HashMap<(Family, Shortcut), Rules> = HashMap::new();
         let mut correlations: Vec<(Family, &str, u32)> = Vec::new();
         for (i, d) in detectors.iter().enumerate() {
             let Some(s) = &d.sigma else { continue };
             match &s.kind {
-                SigmaKind::Rule { rule, generate } => {
+                SigmaKind::Rule {
+                    rule,
+                    compiled,
+                    generate,
+                } => {
                     let feeds = if *generate {
                         vec![i as u32]
                     } else {
                         Vec::new()
                     };
-                    parts.entry((s.family, shortcut(rule))).or_default().push((
-                        rule,
-                        s.gate.clone(),
-                        feeds,
-                    ));
+                    let loaded: Loaded = (rule, compiled);
+                    parts
+                        .entry((s.family, shortcut(loaded)))
+                        .or_default()
+                        .push((loaded, s.gate.clone(), feeds));
                 }
                 SigmaKind::Correlation { rules } => {
                     correlations.extend(rules.iter().map(|r| (s.family, r.as_str(), i as u32)));
@@ -975,7 +994,7 @@ impl SigmaSet {
                 if let Some(rules) = parts.get_mut(&(family, shortcut)) {
                     rules
                         .iter_mut()
-                        .filter(|r| r.0.id.as_deref() == Some(key))
+                        .filter(|r| r.0.0.id.as_deref() == Some(key))
                         .for_each(|r| r.2.push(det));
                 }
             }
@@ -1305,11 +1324,13 @@ level: high
     }
 
     /// Every rule `load` holds, ungated, feeding nothing.
-    fn rules_of(load: &SigmaLoad) -> Vec<(&SigmaRule, Gate, Vec<u32>)> {
+    fn rules_of(load: &SigmaLoad) -> Vec<(Loaded<'_>, Gate, Vec<u32>)> {
         load.detectors
             .iter()
             .filter_map(|d| match &d.sigma.as_ref()?.kind {
-                SigmaKind::Rule { rule, .. } => Some((&**rule, Gate::Any, Vec::new())),
+                SigmaKind::Rule { rule, compiled, .. } => {
+                    Some(((&**rule, &**compiled), Gate::Any, Vec::new()))
+                }
                 SigmaKind::Correlation { .. } => None,
             })
             .collect()

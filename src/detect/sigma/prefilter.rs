@@ -10,11 +10,12 @@
 //! From each compiled rule we derive such a *needle set*: (where, literal)
 //! pairs of which a matching event holds at least one, where being the
 //! line or a named field (ASCII case folded). The sets of all prunable
-//! rules go into one Aho-Corasick automaton per place, so a line is
-//! scanned once, and the engine runs only on an event with a hit. The same
-//! holds for rules on parsed fields when their memo misses (unique attack
-//! URLs): `cs-uri-query|contains: '/etc/passwd'` needs that literal in the
-//! URL. A rule whose firing does not provably need a literal (a number, a
+//! rules go into one literal set per place ([`AnyOf`]: SIMD searchers
+//! over the lowercased value), so a line is scanned once, and the engine
+//! runs only on an event with a hit. The same holds for rules on parsed
+//! fields when their memo misses (unique attack URLs):
+//! `cs-uri-query|contains: '/etc/passwd'` needs that literal in the URL.
+//! A rule whose firing does not provably need a literal (a number, a
 //! negation, an existence test) gets no set, and its part is evaluated on
 //! every event as before: the prefilter never changes what fires, only
 //! what is skipped.
@@ -25,7 +26,6 @@
 
 use std::collections::HashSet;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 use regex_syntax::hir::{Hir, HirKind};
 use rsigma_eval::Event as _;
 use rsigma_eval::event::EventValue;
@@ -34,6 +34,7 @@ use rsigma_eval::{CompiledDetection, CompiledRule};
 use rsigma_parser::{ConditionExpr, Quantifier};
 
 use super::SigmaEvent;
+use crate::detect::literals::AnyOf;
 use crate::event::{Event, Field};
 
 /// A literal, where it must occur (`None` for the line, else a field by
@@ -46,10 +47,12 @@ type Lit = (String, bool);
 
 /// One automaton per place over the needles of a set of rules.
 pub struct Prefilter {
-    line: Option<AhoCorasick>,
+    line: Option<AnyOf>,
     fields: Vec<Place>,
     /// Scratch: a value lowercased, to look up whole values.
     lower: String,
+    /// Scratch: a value lowercased, for the SIMD searchers.
+    scan: Vec<u8>,
 }
 
 /// A field's needles: those that occur in it, and whole values. Sigma
@@ -59,7 +62,7 @@ pub struct Prefilter {
 struct Place {
     /// A Sigma name that reads the field.
     name: String,
-    within: Option<AhoCorasick>,
+    within: Option<AnyOf>,
     /// Whole values, lowercased: one lookup, not a compare per value.
     whole: HashSet<String>,
     /// The longest of them: a longer value is none of them.
@@ -69,10 +72,10 @@ struct Place {
 impl Prefilter {
     /// The prefilter for `needles` (each rule's set, already unioned).
     pub fn new(needles: &[Needle]) -> Option<Prefilter> {
-        type Literals<'a> = (Vec<&'a str>, HashSet<String>);
+        type Wanted<'a> = (Vec<&'a str>, HashSet<String>);
         // by what is read: the line, or the field a name resolves to
         type Reads = Option<Result<Field, String>>;
-        let mut places: Vec<(Reads, &str, Literals)> = Vec::new();
+        let mut places: Vec<(Reads, &str, Wanted)> = Vec::new();
         for (place, literal, whole) in needles {
             let reads: Reads = place
                 .as_deref()
@@ -95,18 +98,13 @@ impl Prefilter {
             if literals.is_empty() {
                 return Ok(None);
             }
-            // hundreds of needles: a DFA scans several times faster than
-            // the NFA chosen for that many by default, in a few hundred KiB
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(literals)
-                .map(Some)
+            AnyOf::new(&literals).map(Some)
         };
         let mut pf = Prefilter {
             line: None,
             fields: Vec::new(),
             lower: String::new(),
+            scan: Vec::new(),
         };
         for (reads, name, (within, whole)) in places {
             let within = automaton(within).ok()?;
@@ -127,9 +125,13 @@ impl Prefilter {
     /// behind this can match. The line counts with its message, where that
     /// is not a part of it.
     pub fn admits(&mut self, ev: &Event) -> bool {
+        let scan = &mut self.scan;
         if let Some(line) = &self.line
-            && (holds(line, &ev.original)
-                || ev.message_owned.as_deref().is_some_and(|m| holds(line, m)))
+            && (holds(line, &ev.original, scan)
+                || ev
+                    .message_owned
+                    .as_deref()
+                    .is_some_and(|m| holds(line, m, scan)))
         {
             return true;
         }
@@ -137,7 +139,7 @@ impl Prefilter {
         let lower = &mut self.lower;
         self.fields.iter().any(|p| match sigma.get_field(&p.name) {
             Some(EventValue::Str(v)) => {
-                p.within.as_ref().is_some_and(|a| holds(a, &v))
+                p.within.as_ref().is_some_and(|a| holds(a, &v, scan))
                     || !v.is_ascii()
                     || (v.len() <= p.longest && {
                         lower.clear();
@@ -156,8 +158,8 @@ impl Prefilter {
 /// Whether `value` may hold a needle. rsigma folds case by Unicode rules,
 /// where `K` (Kelvin) is a `k` and `ſ` an `s`; the automaton folds ASCII
 /// only, so a value with other bytes is let through.
-fn holds(automaton: &AhoCorasick, value: &str) -> bool {
-    !value.is_ascii() || automaton.is_match(value)
+fn holds(literals: &AnyOf, value: &str, scratch: &mut Vec<u8>) -> bool {
+    !value.is_ascii() || literals.occurs(value, scratch)
 }
 
 /// The needles of which an event matching `rule` holds at least one, or

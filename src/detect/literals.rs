@@ -1,0 +1,134 @@
+//! Whether any of a set of literals occurs in a value, ASCII case folded:
+//! the question the shared keyword groups and the Sigma prefilter ask of
+//! nearly every event, and whose answer is nearly always no.
+//!
+//! An Aho-Corasick DFA walks a value byte by byte, a dozen instructions or
+//! more per byte over a whole log line. Teddy (aho-corasick's packed SIMD
+//! searcher) tests 16 or 32 bytes at a time, so saying "none here" costs a
+//! fraction of that. It takes a few dozen patterns and does not fold case,
+//! so a set is cut into chunks, one searcher each, run over the value
+//! lowercased: lowercasing both sides is exactly ASCII case folding, the
+//! automaton's own rule. Where the CPU (or a chunk) rules Teddy out, the
+//! automaton answers. Only where a caller needs to know *which* patterns
+//! occur (after a yes) is the automaton built beside the searchers.
+
+use aho_corasick::packed;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, BuildError};
+
+/// Patterns per Teddy searcher: within what it accepts, and few enough
+/// per bucket to keep false candidates rare.
+const TEDDY_CHUNK: usize = 48;
+
+/// An automaton over `patterns`, ASCII case-insensitive, for finding
+/// which of them occur (a DFA scans fastest; these sets are small enough
+/// for its memory).
+pub fn automaton<P: AsRef<str>>(patterns: &[P]) -> Result<AhoCorasick, BuildError> {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(patterns.iter().map(AsRef::as_ref))
+}
+
+/// Whether any of a set of literals occurs, ASCII case folded.
+#[derive(Debug, Clone)]
+pub enum AnyOf {
+    /// The patterns lowercased, in chunks, over the value lowercased.
+    Simd(Vec<packed::Searcher>),
+    /// Where the CPU or a chunk rules the searchers out.
+    Automaton(AhoCorasick),
+}
+
+impl AnyOf {
+    pub fn new<P: AsRef<str>>(patterns: &[P]) -> Result<AnyOf, BuildError> {
+        match searchers(patterns) {
+            Some(s) => Ok(AnyOf::Simd(s)),
+            None => automaton(patterns).map(AnyOf::Automaton),
+        }
+    }
+
+    /// As [`AnyOf::new`], with `automaton` (over the same patterns,
+    /// already built) as the fallback.
+    pub fn or(patterns: &[String], automaton: &AhoCorasick) -> AnyOf {
+        match searchers(patterns) {
+            Some(s) => AnyOf::Simd(s),
+            None => AnyOf::Automaton(automaton.clone()),
+        }
+    }
+
+    /// Whether any pattern occurs in `value` (`lower` is scratch space).
+    pub fn occurs(&self, value: &str, lower: &mut Vec<u8>) -> bool {
+        match self {
+            AnyOf::Simd(searchers) => {
+                lower.clear();
+                lower.extend_from_slice(value.as_bytes());
+                lower.make_ascii_lowercase();
+                searchers.iter().any(|s| s.find(lower.as_slice()).is_some())
+            }
+            AnyOf::Automaton(a) => a.is_match(value),
+        }
+    }
+}
+
+/// Teddy searchers over `patterns`, if the CPU and every chunk allow.
+fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<Vec<packed::Searcher>> {
+    cover(patterns)
+        .chunks(TEDDY_CHUNK)
+        .map(|chunk| {
+            let mut b = packed::Config::new().builder();
+            chunk.iter().for_each(|p| {
+                b.add(p);
+            });
+            b.build()
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|s| !s.is_empty())
+}
+
+/// The patterns lowercased, less those that hold another one: whether
+/// any occurs is the same question over fewer patterns (`select` answers
+/// for `=select(` and `union select`), so fewer searchers.
+fn cover<P: AsRef<str>>(patterns: &[P]) -> Vec<String> {
+    let mut lower: Vec<String> = patterns
+        .iter()
+        .map(|p| p.as_ref().to_ascii_lowercase())
+        .collect();
+    lower.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    lower.dedup();
+    let mut kept: Vec<String> = Vec::with_capacity(lower.len());
+    for p in lower {
+        if !kept.iter().any(|k| p.contains(k.as_str())) {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The SIMD searchers on lowercased values answer exactly what the
+        /// case-insensitive automaton answers: short values, mixed case,
+        /// non-ASCII bytes, and sets larger than one searcher takes.
+        #[test]
+        fn lowercased_search_agrees_with_the_automaton(
+            value in "([a-zA-Z0-9 :./-]|No space|ENOSPC|read-ONLY|x509: Cert|é|ß|KW6[0-9]X){0,16}",
+            many in proptest::bool::ANY,
+        ) {
+            let mut patterns: Vec<String> = ["No space left on device", "Read-only", "ENOSPC", "x509: certificate", "ss", "É"]
+                .map(String::from)
+                .to_vec();
+            if many {
+                patterns.extend((0..70).map(|i| format!("kw{i:02}x")));
+            }
+            let any = AnyOf::new(&patterns).unwrap();
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("ssse3") {
+                proptest::prop_assert!(matches!(any, AnyOf::Simd(_)), "the searchers are what this test checks");
+            }
+            let automaton = automaton(&patterns).unwrap();
+            proptest::prop_assert_eq!(any.occurs(&value, &mut Vec::new()), automaton.is_match(&value), "{}", value);
+        }
+    }
+}
