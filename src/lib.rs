@@ -19,6 +19,7 @@ pub mod flow;
 pub mod hub;
 pub mod ingest;
 pub mod listen;
+pub mod memo;
 pub mod metrics;
 pub mod nats;
 pub mod net;

@@ -167,15 +167,17 @@ fn tokenize<'a>(
     let mut keywords = 0u64;
     for (i, tok) in tokens.enumerate() {
         let raw = xxh3_64(tok.as_bytes());
-        let (hash, keyword) = match memo.get(raw, tok) {
-            Some(known) => known,
+        let (hash, keyword) = match memo.get(raw, tok.as_bytes()) {
+            Some(&known) => known,
             None => {
                 let seen = match classify(tok, masked) {
                     Masked::Keep => (raw | 1, is_keyword(tok)),
                     Masked::Wild => (WILD, false),
                     Masked::Partial => (xxh3_64(masked.as_bytes()) | 1, false),
                 };
-                memo.put(raw, tok, seen);
+                if let Some(known) = memo.put(raw, tok.as_bytes()) {
+                    *known = seen;
+                }
                 seen
             }
         };
@@ -188,49 +190,11 @@ fn tokenize<'a>(
 }
 
 /// What tokenizing made of recently seen tokens (masked hash, keyword or
-/// not), by the token's own hash. Logs repeat their words, path segments
+/// not), by the token's own hash: logs repeat their words, path segments
 /// and even most of their numbers line after line, and a hash and a
-/// compare cost a fraction of masking. Direct-mapped and bounded: a fixed
-/// number of slots, tokens up to a fixed length; a new token overwrites
-/// its slot.
-#[derive(Default)]
-struct TokenMemo {
-    slots: Vec<Option<MemoToken>>,
-}
-
-struct MemoToken {
-    raw: u64,
-    text: String,
-    seen: (u64, bool),
-}
-
-const TOKEN_SLOTS: usize = 4096;
-const TOKEN_MAX_LEN: usize = 64;
-
-impl TokenMemo {
-    fn get(&self, raw: u64, tok: &str) -> Option<(u64, bool)> {
-        let slot = self.slots.get(raw as usize % TOKEN_SLOTS)?.as_ref()?;
-        (slot.raw == raw && slot.text == tok).then_some(slot.seen)
-    }
-
-    fn put(&mut self, raw: u64, tok: &str, seen: (u64, bool)) {
-        if tok.len() > TOKEN_MAX_LEN {
-            return;
-        }
-        if self.slots.is_empty() {
-            self.slots.resize_with(TOKEN_SLOTS, || None);
-        }
-        let slot = self.slots[raw as usize % TOKEN_SLOTS].get_or_insert_with(|| MemoToken {
-            raw,
-            text: String::with_capacity(TOKEN_MAX_LEN),
-            seen,
-        });
-        slot.raw = raw;
-        slot.text.clear();
-        slot.text.push_str(tok);
-        slot.seen = seen;
-    }
-}
+/// compare cost a fraction of masking. Tokens up to 64 bytes are
+/// remembered.
+type TokenMemo = crate::memo::Memo<(u64, bool), 4096, 64>;
 
 /// The masked token texts (for a new cluster's template).
 fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {

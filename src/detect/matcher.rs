@@ -398,52 +398,10 @@ impl KeywordHits {
     }
 }
 
-/// A direct-mapped memo of scan results by field value. Real traffic
-/// repeats its values heavily (a few hundred user agents and a few thousand
-/// paths in ten thousand requests), and hashing a value costs a fraction of
-/// scanning it (and of percent-decoding it first). Bounded: a fixed number
-/// of slots, values up to a fixed length; a new value overwrites its slot.
-#[derive(Default)]
-struct ScanMemo {
-    slots: Vec<Option<MemoSlot>>,
-}
-
-struct MemoSlot {
-    hash: u64,
-    value: String,
-    bits: Vec<u64>,
-}
-
-const MEMO_SLOTS: usize = 4096;
-const MEMO_MAX_VALUE: usize = 512;
-
-impl ScanMemo {
-    fn get(&self, hash: u64, value: &str) -> Option<&[u64]> {
-        let slot = self.slots.get(hash as usize % MEMO_SLOTS)?.as_ref()?;
-        (slot.hash == hash && slot.value == value).then_some(&slot.bits)
-    }
-
-    /// Records a scan, reusing the slot's buffers: values that never
-    /// repeat (ids in query strings) cost a copy, not an allocation.
-    fn put(&mut self, hash: u64, value: &str, bits: &[u64]) {
-        if value.len() > MEMO_MAX_VALUE {
-            return;
-        }
-        if self.slots.is_empty() {
-            self.slots.resize_with(MEMO_SLOTS, || None);
-        }
-        let slot = self.slots[hash as usize % MEMO_SLOTS].get_or_insert_with(|| MemoSlot {
-            hash,
-            value: String::with_capacity(value.len()),
-            bits: Vec::with_capacity(bits.len()),
-        });
-        slot.hash = hash;
-        slot.value.clear();
-        slot.value.push_str(value);
-        slot.bits.clear();
-        slot.bits.extend_from_slice(bits);
-    }
-}
+/// Per keyword group, the pattern bits of recently scanned values
+/// (before any percent-decoding: hashing a value costs a fraction of
+/// decoding and scanning it). Values up to 512 bytes are remembered.
+type ScanMemo = crate::memo::Memo<Vec<u64>, 4096, 512>;
 
 /// Per-event scratch: the shared keyword scans (computed on first need).
 #[derive(Default)]
@@ -502,7 +460,7 @@ impl<'a> EvalCtx<'a> {
         if let Some(v) = ev.get(&g.field, &mut buf) {
             let memo = &mut hits.memo[group];
             let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
-            match memo.get(hash, v) {
+            match memo.get(hash, v.as_bytes()) {
                 Some(known) => bits.copy_from_slice(known),
                 None => {
                     let decoded: Cow<str> = if g.url_decode {
@@ -519,7 +477,10 @@ impl<'a> EvalCtx<'a> {
                             bits[p / 64] |= 1 << (p % 64);
                         }
                     }
-                    memo.put(hash, v, bits);
+                    if let Some(known) = memo.put(hash, v.as_bytes()) {
+                        known.clear();
+                        known.extend_from_slice(bits);
+                    }
                 }
             }
         }
@@ -705,18 +666,6 @@ fn decode_once(b: &[u8], plus_is_space: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_memoized_scan_answers_only_for_its_own_value() {
-        let mut memo = ScanMemo::default();
-        memo.put(7, "/a", &[1]);
-        assert_eq!(memo.get(7, "/a"), Some(&[1u64][..]));
-        // the same hash (or slot) with another value is a miss, never a wrong answer
-        assert_eq!(memo.get(7, "/b"), None);
-        assert_eq!(memo.get(7 + MEMO_SLOTS as u64, "/a"), None);
-        memo.put(7, &"x".repeat(MEMO_MAX_VALUE + 1), &[0]);
-        assert_eq!(memo.get(7, "/a"), Some(&[1u64][..]));
-    }
 
     /// A matcher compiled from `yaml`, with its keyword conditions merged
     /// into shared automata as the engine does.

@@ -301,7 +301,9 @@ impl Verdicts {
 
 /// The plans of recently seen kinds of event (action, dataset, log level,
 /// category). Direct-mapped and bounded; a slot is only used when all four
-/// values are equal.
+/// values are equal. Not a [`crate::memo::Memo`]: the kind is compared as
+/// four fields in place, with no key to join and hash for the usual event,
+/// which is of the previous event's kind.
 #[derive(Default)]
 pub(super) struct PlanCache {
     slots: Vec<Option<CachedKind>>,

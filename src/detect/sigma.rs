@@ -760,21 +760,17 @@ struct Part {
     position: HashMap<String, u16>,
     /// The fields the part's rules read: the memo's key (memoised parts only).
     reads: Vec<Field>,
-    memo: Vec<Option<MemoSlot>>,
+    /// The rules that matched recent keys (memoised parts only).
+    memo: Option<VerdictMemo>,
     /// Literals one of which an event must hold for any rule here to match.
     prefilter: Option<prefilter::Prefilter>,
     /// Scratch: the current event's key.
     key: Vec<u8>,
 }
 
-struct MemoSlot {
-    hash: u64,
-    key: Vec<u8>,
-    hits: Vec<u16>,
-}
-
-const MEMO_SLOTS: usize = 4096;
-/// Longer keys (URLs with payloads) are evaluated, not remembered.
+/// Positions of the rules that matched, by key. Longer keys (URLs with
+/// payloads) are evaluated, not remembered.
+type VerdictMemo = crate::memo::Memo<Vec<u16>, 4096, MEMO_MAX_KEY>;
 const MEMO_MAX_KEY: usize = 1024;
 
 const SHORTCUTS: [Shortcut; 4] = [
@@ -893,11 +889,7 @@ impl Part {
             feeds: rules.iter().map(|r| (r.1.clone(), r.2.clone())).collect(),
             reads,
             prefilter,
-            memo: if memo {
-                (0..MEMO_SLOTS).map(|_| None).collect()
-            } else {
-                Vec::new()
-            },
+            memo: memo.then(VerdictMemo::default),
             key: Vec::new(),
         }
     }
@@ -905,15 +897,10 @@ impl Part {
     /// Positions of the rules that match `ev`, into `hits`.
     fn evaluate(&mut self, ev: &Event, hits: &mut Vec<u16>) {
         hits.clear();
-        let memo = !self.memo.is_empty() && self.fill_key(ev);
+        let memo = self.memo.is_some() && self.fill_key(ev);
         let hash = xxhash_rust::xxh3::xxh3_64(&self.key);
-        let slot = hash as usize % MEMO_SLOTS;
-        if memo
-            && let Some(m) = &self.memo[slot]
-            && m.hash == hash
-            && m.key == self.key
-        {
-            hits.extend_from_slice(&m.hits);
+        if memo && let Some(known) = self.memo.as_ref().and_then(|m| m.get(hash, &self.key)) {
+            hits.extend_from_slice(known);
             return;
         }
         if self.prefilter.as_mut().is_none_or(|p| p.admits(ev)) {
@@ -924,17 +911,9 @@ impl Part {
                 }
             }
         }
-        if memo {
-            let m = self.memo[slot].get_or_insert_with(|| MemoSlot {
-                hash,
-                key: Vec::new(),
-                hits: Vec::new(),
-            });
-            m.hash = hash;
-            m.key.clear();
-            m.key.extend_from_slice(&self.key);
-            m.hits.clear();
-            m.hits.extend_from_slice(hits);
+        if memo && let Some(known) = self.memo.as_mut().and_then(|m| m.put(hash, &self.key)) {
+            known.clear();
+            known.extend_from_slice(hits);
         }
     }
 

@@ -1,0 +1,91 @@
+//! A direct-mapped memo: the answer last worked out for a byte string,
+//! found again by the string's hash.
+//!
+//! Logs repeat themselves: a few hundred user agents and a few thousand
+//! paths in ten thousand requests, the same words and most of the same
+//! numbers line after line. Several hot paths remember a costly answer
+//! this way: the keyword scan of a field value, the masking of a token,
+//! the Sigma rules a set of field values matches. Hashing and comparing a
+//! key costs a fraction of working the answer out again.
+//!
+//! Bounded and without bookkeeping: `SLOTS` slots (a power of two), keys
+//! up to `MAX_KEY` bytes; a new key overwrites its slot. A hit needs the
+//! hash and the bytes to be equal, so a collision is a miss, never a
+//! wrong answer. A slot keeps its buffers when it is overwritten, so keys
+//! that never repeat (ids in query strings) cost a copy, not an
+//! allocation; the slots themselves are allocated on the first `put`.
+
+/// Answers of type `V` by key. The caller hashes the key (it often has
+/// the hash already, or needs it for something else too).
+pub struct Memo<V, const SLOTS: usize, const MAX_KEY: usize> {
+    slots: Vec<Option<Slot<V>>>,
+}
+
+struct Slot<V> {
+    hash: u64,
+    key: Vec<u8>,
+    value: V,
+}
+
+impl<V, const SLOTS: usize, const MAX_KEY: usize> Default for Memo<V, SLOTS, MAX_KEY> {
+    fn default() -> Self {
+        const { assert!(SLOTS.is_power_of_two()) };
+        Memo { slots: Vec::new() }
+    }
+}
+
+impl<V: Default, const SLOTS: usize, const MAX_KEY: usize> Memo<V, SLOTS, MAX_KEY> {
+    /// The answer remembered for `key`, whose hash is `hash`.
+    #[inline]
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
+        let slot = self.slots.get(hash as usize & (SLOTS - 1))?.as_ref()?;
+        (slot.hash == hash && slot.key == key).then_some(&slot.value)
+    }
+
+    /// The place for `key`'s answer, for the caller to overwrite (it holds
+    /// the slot's previous answer, whose buffers can be reused); None when
+    /// the key is too long to remember.
+    pub fn put(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
+        if key.len() > MAX_KEY {
+            return None;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(SLOTS, || None);
+        }
+        let slot = self.slots[hash as usize & (SLOTS - 1)].get_or_insert_with(|| Slot {
+            hash,
+            key: Vec::with_capacity(key.len()),
+            value: V::default(),
+        });
+        slot.hash = hash;
+        slot.key.clear();
+        slot.key.extend_from_slice(key);
+        Some(&mut slot.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_only_for_its_own_key() {
+        let mut memo: Memo<Vec<u64>, 16, 8> = Memo::default();
+        assert_eq!(memo.get(7, b"/a"), None);
+        memo.put(7, b"/a").unwrap().push(1);
+        assert_eq!(memo.get(7, b"/a").map(Vec::as_slice), Some(&[1][..]));
+        // the same hash (or slot) with another key is a miss, never a wrong answer
+        assert_eq!(memo.get(7, b"/b"), None);
+        assert_eq!(memo.get(7 + 16, b"/a"), None);
+        // a key too long is not remembered, and leaves the slot as it was
+        assert!(memo.put(7, b"/0123456789").is_none());
+        assert_eq!(memo.get(7, b"/a").map(Vec::as_slice), Some(&[1][..]));
+        // a new key takes the slot over, with the old answer's buffer to reuse
+        let v = memo.put(23, b"/c").unwrap();
+        assert_eq!(v, &[1]);
+        v.clear();
+        v.push(2);
+        assert_eq!(memo.get(7, b"/a"), None);
+        assert_eq!(memo.get(23, b"/c").map(Vec::as_slice), Some(&[2][..]));
+    }
+}
