@@ -24,7 +24,8 @@ enum Test {
     EqualsNumber(Vec<f64>),
     Prefix(Vec<String>),
     Keywords(Keywords),
-    Regex(Regex),
+    /// The expression, and its verdict memo's index once registered.
+    Regex(Regex, Option<usize>),
     Range {
         gte: Option<f64>,
         lte: Option<f64>,
@@ -245,7 +246,7 @@ fn compile_condition(
                     .trim_start_matches("error: ")
             ))
         })?;
-        tests.push(Test::Regex(re));
+        tests.push(Test::Regex(re, None));
     }
     if cond.gte.is_some() || cond.lte.is_some() {
         tests.push(Test::Range {
@@ -298,6 +299,8 @@ fn read_lists(files: &[String], path: &str) -> Result<Vec<String>, String> {
 #[derive(Debug, Default)]
 pub struct KeywordGroups {
     groups: Vec<KeywordGroup>,
+    /// How many distinct regex tests have a verdict memo.
+    regexes: usize,
 }
 
 #[derive(Debug)]
@@ -332,9 +335,21 @@ impl KeywordGroups {
         matchers: impl Iterator<Item = &'a mut Matcher>,
     ) -> Result<KeywordGroups, aho_corasick::BuildError> {
         let mut keys: Vec<(Field, bool, Vec<String>)> = Vec::new();
+        // one verdict memo per distinct regex test
+        let mut regexes: Vec<(Field, bool, String)> = Vec::new();
         for m in matchers {
             for c in m.conditions_mut() {
                 let (field, decode) = (c.field.clone(), c.url_decode);
+                if let Test::Regex(r, memo) = &mut c.test {
+                    let test = (field.clone(), decode, r.as_str().to_owned());
+                    *memo = Some(match regexes.iter().position(|t| *t == test) {
+                        Some(i) => i,
+                        None => {
+                            regexes.push(test);
+                            regexes.len() - 1
+                        }
+                    });
+                }
                 if let Test::Keywords(k) = &mut c.test {
                     let gi = match keys.iter().position(|g| g.0 == field && g.1 == decode) {
                         Some(i) => i,
@@ -353,7 +368,10 @@ impl KeywordGroups {
             .into_iter()
             .map(|(field, decode, patterns)| KeywordGroup::new(field, decode, &patterns))
             .collect::<Result<_, _>>()?;
-        Ok(KeywordGroups { groups })
+        Ok(KeywordGroups {
+            groups,
+            regexes: regexes.len(),
+        })
     }
 }
 
@@ -375,13 +393,18 @@ pub struct KeywordHits {
     memo: Vec<ScanMemo>,
     /// Scratch for a lowercased value.
     lower: Vec<u8>,
+    /// Per regex test, its verdicts on recent values.
+    verdicts: Vec<VerdictMemo>,
 }
 
 impl KeywordHits {
     fn fit(&mut self, groups: &KeywordGroups) {
-        if self.offsets.len() == groups.groups.len() {
+        if self.offsets.len() == groups.groups.len() && self.verdicts.len() == groups.regexes {
             return;
         }
+        self.verdicts = (0..groups.regexes)
+            .map(|_| VerdictMemo::default())
+            .collect();
         self.offsets.clear();
         let mut words = 0;
         for g in &groups.groups {
@@ -402,6 +425,11 @@ impl KeywordHits {
 /// (before any percent-decoding: hashing a value costs a fraction of
 /// decoding and scanning it). Values up to 512 bytes are remembered.
 type ScanMemo = crate::memo::Memo<Vec<u64>, 4096, 512>;
+
+/// Per regex test, its verdicts on recent values (before any
+/// percent-decoding): the static-asset test on `url.path` meets every
+/// request, and paths repeat. Values up to 256 bytes are remembered.
+type VerdictMemo = crate::memo::Memo<bool, 1024, 256>;
 
 /// Per-event scratch: the shared keyword scans (computed on first need).
 #[derive(Default)]
@@ -442,6 +470,36 @@ impl<'a> EvalCtx<'a> {
         let hits = self.hits.as_deref()?;
         let (offset, end) = *hits.offsets.get(group)?;
         Some(hits.found[group] && slot.any(&hits.bits[offset..end]))
+    }
+
+    /// Whether `cond`'s regex `re` matches the event's value, from the
+    /// verdict memo `memo` when the value was seen lately; None outside
+    /// the engine.
+    fn regex_verdict(
+        &mut self,
+        ev: &Event,
+        cond: &CompiledCondition,
+        re: &Regex,
+        memo: usize,
+    ) -> Option<bool> {
+        let memo = self.hits.as_deref_mut()?.verdicts.get_mut(memo)?;
+        let mut buf = String::new();
+        let Some(v) = ev.get(&cond.field, &mut buf) else {
+            return Some(false);
+        };
+        let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+        if let Some(&known) = memo.get(hash, v.as_bytes()) {
+            return Some(known);
+        }
+        let verdict = if cond.url_decode {
+            re.is_match(&url_decode(v))
+        } else {
+            re.is_match(v)
+        };
+        if let Some(known) = memo.put(hash, v.as_bytes()) {
+            *known = verdict;
+        }
+        Some(verdict)
     }
 
     /// Records which of `group`'s patterns the event's value holds (from
@@ -501,7 +559,7 @@ impl CompiledCondition {
                 (Test::Keywords(a), Test::Keywords(b)) => {
                     a.slot == b.slot && a.patterns == b.patterns
                 }
-                (Test::Regex(a), Test::Regex(b)) => a.as_str() == b.as_str(),
+                (Test::Regex(a, _), Test::Regex(b, _)) => a.as_str() == b.as_str(),
                 (Test::Range { gte: a, lte: b }, Test::Range { gte: c, lte: d }) => {
                     a == c && b == d
                 }
@@ -545,7 +603,12 @@ impl CompiledCondition {
                     None => false,
                 };
             }
-            Test::Equals(_) | Test::Prefix(_) | Test::Keywords(_) | Test::Regex(_) => {}
+            Test::Regex(r, Some(memo)) => {
+                if let Some(verdict) = ctx.regex_verdict(ev, self, r, *memo) {
+                    return verdict;
+                }
+            }
+            Test::Equals(_) | Test::Prefix(_) | Test::Keywords(_) | Test::Regex(..) => {}
         }
         self.test_text(ev, buf)
     }
@@ -564,7 +627,7 @@ impl CompiledCondition {
             Test::Equals(v) => v.iter().any(|x| x == value.as_ref()),
             Test::Prefix(v) => v.iter().any(|x| value.starts_with(x.as_str())),
             Test::Keywords(k) => k.own.is_match(value.as_ref()),
-            Test::Regex(r) => r.is_match(&value),
+            Test::Regex(r, _) => r.is_match(&value),
             Test::Exists(e) => *e,
             Test::Range { .. } | Test::EqualsNumber(_) => false,
         }
@@ -717,6 +780,35 @@ mod tests {
                 let Test::Keywords(k) = &c.test else { unreachable!() };
                 let shared = c.test(&ev, &mut String::new(), &mut EvalCtx::new(&groups, &mut hits));
                 proptest::prop_assert_eq!(shared, k.own.is_match(decoded.as_ref()), "{}", url);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A remembered regex verdict is the one the regex gives afresh,
+        /// for each of two regexes on one field, decoded or not, however
+        /// the values repeat.
+        #[test]
+        fn remembered_regex_verdicts_equal_fresh_ones(
+            urls in proptest::collection::vec("(/|a|A|\\.JS|\\.js|%2e|js|\\?x){0,6}", 1..30),
+        ) {
+            let (m, groups) = shared(
+                "any:\n  - field: url.original\n    regex: '(?i)\\.js$'\n  - field: url.original\n    url_decode: true\n    regex: '\\.js'\n  - field: url.original\n    regex: '(?i)\\.js$'\n",
+            );
+            proptest::prop_assert_eq!(groups.regexes, 2);
+            let mut hits = KeywordHits::default();
+            for url in &urls {
+                let ev = Event {
+                    url_original: Some(url.clone()),
+                    ..Event::default()
+                };
+                let mut ctx = EvalCtx::new(&groups, &mut hits);
+                for c in &m.any {
+                    let Test::Regex(re, Some(_)) = &c.test else { unreachable!() };
+                    let value = if c.url_decode { url_decode(url) } else { Cow::Borrowed(url.as_str()) };
+                    let remembered = c.test(&ev, &mut String::new(), &mut ctx);
+                    proptest::prop_assert_eq!(remembered, re.is_match(&value), "{}", url);
+                }
             }
         }
     }
