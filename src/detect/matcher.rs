@@ -6,6 +6,8 @@
 //! ([`KeywordGroups`]): the engine scans an event's URL once, records which
 //! patterns occur, and each detector's condition checks its own patterns in
 //! that record. Seven HTTP attack detectors then cost one scan, not seven.
+//! Scans and regex verdicts are also remembered by value for the events
+//! that follow ([`crate::memo`]): logs repeat their paths and user agents.
 
 use std::borrow::Cow;
 
@@ -377,7 +379,8 @@ impl KeywordGroups {
 
 /// Which shared patterns the current event holds: one bit per pattern,
 /// kept by the engine and reused from event to event (no allocation per
-/// event once it has grown to the groups' size).
+/// event once it has grown to the groups' size); with the memos of scans
+/// and regex verdicts on recent values.
 #[derive(Default)]
 pub struct KeywordHits {
     /// Pattern bits of every group, end to end.
@@ -431,7 +434,8 @@ type ScanMemo = crate::memo::Memo<Vec<u64>, 4096, 512>;
 /// request, and paths repeat. Values up to 256 bytes are remembered.
 type VerdictMemo = crate::memo::Memo<bool, 1024, 256>;
 
-/// Per-event scratch: the shared keyword scans (computed on first need).
+/// Per-event scratch: the shared keyword scans (computed on first need),
+/// and the engine's memos.
 #[derive(Default)]
 pub struct EvalCtx<'a> {
     groups: Option<&'a KeywordGroups>,
