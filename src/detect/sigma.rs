@@ -898,7 +898,12 @@ impl Part {
     fn evaluate(&mut self, ev: &Event, hits: &mut Vec<u16>) {
         hits.clear();
         let memo = self.memo.is_some() && self.fill_key(ev);
-        let hash = xxhash_rust::xxh3::xxh3_64(&self.key);
+        // a key too long to remember is not hashed either
+        let hash = if memo {
+            xxhash_rust::xxh3::xxh3_64(&self.key)
+        } else {
+            0
+        };
         if memo && let Some(known) = self.memo.as_ref().and_then(|m| m.get(hash, &self.key)) {
             hits.extend_from_slice(known);
             return;

@@ -45,7 +45,7 @@ pub type Needle = (Option<String>, String, bool);
 /// A literal and whether it is a whole value.
 type Lit = (String, bool);
 
-/// One automaton per place over the needles of a set of rules.
+/// One literal set per place over the needles of a set of rules.
 pub struct Prefilter {
     line: Option<AnyOf>,
     fields: Vec<Place>,
@@ -94,7 +94,7 @@ impl Prefilter {
                 places[i].2.0.push(literal);
             }
         }
-        let automaton = |literals: Vec<&str>| {
+        let any_of = |literals: Vec<&str>| {
             if literals.is_empty() {
                 return Ok(None);
             }
@@ -107,7 +107,7 @@ impl Prefilter {
             scan: Vec::new(),
         };
         for (reads, name, (within, whole)) in places {
-            let within = automaton(within).ok()?;
+            let within = any_of(within).ok()?;
             match reads {
                 None => pf.line = within,
                 Some(_) => pf.fields.push(Place {
@@ -156,7 +156,7 @@ impl Prefilter {
 }
 
 /// Whether `value` may hold a needle. rsigma folds case by Unicode rules,
-/// where `K` (Kelvin) is a `k` and `ſ` an `s`; the automaton folds ASCII
+/// where `K` (Kelvin) is a `k` and `ſ` an `s`; the search folds ASCII
 /// only, so a value with other bytes is let through.
 fn holds(literals: &AnyOf, value: &str, scratch: &mut Vec<u8>) -> bool {
     !value.is_ascii() || literals.occurs(value, scratch)
@@ -268,7 +268,7 @@ fn within(literals: Option<Vec<String>>) -> Option<Vec<Lit>> {
 
 /// The literals a match of `pattern` must contain (wildcard values such as
 /// `wget * | sh` become `(?i)wget .* \| sh` regexes). A leading `(?i)` is
-/// read as case folding, which the automaton does.
+/// read as case folding, which the search does.
 fn regex(pattern: &str) -> Option<Vec<String>> {
     let pattern = pattern.strip_prefix("(?i)").unwrap_or(pattern);
     let hir = regex_syntax::ParserBuilder::new()
@@ -311,7 +311,7 @@ fn literal(bytes: &[u8]) -> Option<Vec<String>> {
         .map(|n| vec![n])
 }
 
-/// A literal usable as a needle: ASCII (the automaton folds ASCII case
+/// A literal usable as a needle: ASCII (the search folds ASCII case
 /// only, as rsigma lowers the line) and not empty.
 fn needle(value: &str) -> Option<String> {
     (!value.is_empty() && value.is_ascii()).then(|| value.to_ascii_lowercase())
