@@ -62,6 +62,39 @@ impl<V: Default, const SLOTS: usize, const MAX_KEY: usize> Memo<V, SLOTS, MAX_KE
         slot.key.extend_from_slice(key);
         Some(&mut slot.value)
     }
+
+    /// Whether a key of this length is remembered at all (a caller need
+    /// not hash a key that is not).
+    #[inline]
+    pub fn fits(key: &[u8]) -> bool {
+        key.len() <= MAX_KEY
+    }
+
+    /// The slot of `key`'s answer, and whether it holds it already: an
+    /// answer built up piece by piece (the caller fills in what it works
+    /// out as it goes) is looked up once and then reached by position.
+    /// When it does not, the slot is `key`'s from now on and holds the
+    /// previous key's answer, for the caller to reset. None when the key
+    /// is too long to remember. The position stays valid until the next
+    /// `claim` or `put`.
+    pub fn claim(&mut self, hash: u64, key: &[u8]) -> Option<(usize, bool)> {
+        let at = hash as usize & (SLOTS - 1);
+        if self
+            .slots
+            .get(at)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.hash == hash && s.key == key)
+        {
+            return Some((at, true));
+        }
+        self.put(hash, key).map(|_| (at, false))
+    }
+
+    /// The answer in the slot at `at` (from [`Memo::claim`]).
+    #[inline]
+    pub fn at_mut(&mut self, at: usize) -> Option<&mut V> {
+        self.slots.get_mut(at)?.as_mut().map(|s| &mut s.value)
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +120,21 @@ mod tests {
         v.push(2);
         assert_eq!(memo.get(7, b"/a"), None);
         assert_eq!(memo.get(23, b"/c").map(Vec::as_slice), Some(&[2][..]));
+    }
+
+    #[test]
+    fn a_claimed_slot_is_found_again_by_its_key_only() {
+        let mut memo: Memo<Vec<u64>, 16, 8> = Memo::default();
+        let (at, known) = memo.claim(7, b"/a").unwrap();
+        assert!(!known);
+        memo.at_mut(at).unwrap().push(1);
+        assert_eq!(memo.claim(7, b"/a"), Some((at, true)));
+        assert_eq!(memo.at_mut(at).map(|v| v.as_slice()), Some(&[1][..]));
+        // another key of the same slot takes it over, old answer left to reset
+        assert_eq!(memo.claim(7 + 16, b"/b"), Some((at, false)));
+        assert_eq!(memo.at_mut(at).map(|v| v.as_slice()), Some(&[1][..]));
+        assert_eq!(memo.get(7, b"/a"), None);
+        assert!(memo.claim(7, b"/012345678").is_none());
+        assert!(!Memo::<Vec<u64>, 16, 8>::fits(b"/012345678"));
     }
 }

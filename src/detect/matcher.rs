@@ -8,6 +8,9 @@
 //! that record. Seven HTTP attack detectors then cost one scan, not seven.
 //! Scans and regex verdicts are also remembered by value for the events
 //! that follow ([`crate::memo`]): logs repeat their paths and user agents.
+//! They are remembered by the value they are worked out from (a URL's
+//! path and query by the URL), so a request's URL is looked up once for
+//! all of them.
 
 use std::borrow::Cow;
 
@@ -297,12 +300,15 @@ fn read_lists(files: &[String], path: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// One merged automaton per (field, url_decode).
+/// One merged automaton per (field, url_decode), and the fields whose
+/// values scans and regex verdicts are remembered by.
 #[derive(Debug, Default)]
 pub struct KeywordGroups {
     groups: Vec<KeywordGroup>,
-    /// How many distinct regex tests have a verdict memo.
-    regexes: usize,
+    /// Per distinct regex test (its index in `Test::Regex`): its source
+    /// and its place among that source's tests.
+    regexes: Vec<(usize, usize)>,
+    sources: Vec<Source>,
 }
 
 #[derive(Debug)]
@@ -313,6 +319,33 @@ struct KeywordGroup {
     automaton: AhoCorasick,
     /// Whether any occurs at all, the usual answer being no.
     any: AnyOf,
+    /// Its source, its place among the source's groups, and its first
+    /// word in the source's remembered bits.
+    source: usize,
+    index: usize,
+    word: usize,
+}
+
+/// A field whose value the scans and regex verdicts of one or more
+/// fields are a function of, and so remembered by: `url.path` and
+/// `url.query` are parts of `url.original`. A request's URL is then
+/// looked up once for its three keyword groups and its path and query
+/// tests, not once for each.
+#[derive(Debug)]
+struct Source {
+    field: Field,
+    /// Words of pattern bits of its groups, end to end.
+    words: usize,
+    groups: usize,
+    regexes: usize,
+}
+
+/// The field `field`'s value is worked out from.
+fn source_of(field: &Field) -> Field {
+    match field {
+        Field::UrlPath | Field::UrlQuery => Field::UrlOriginal,
+        other => other.clone(),
+    }
 }
 
 impl KeywordGroup {
@@ -327,7 +360,14 @@ impl KeywordGroup {
             url_decode,
             any: AnyOf::or(patterns, &automaton),
             automaton,
+            source: 0,
+            index: 0,
+            word: 0,
         })
+    }
+
+    fn words(&self) -> usize {
+        self.automaton.patterns_len().div_ceil(64)
     }
 }
 
@@ -366,21 +406,55 @@ impl KeywordGroups {
                 }
             }
         }
-        let groups = keys
+        let mut groups: Vec<KeywordGroup> = keys
             .into_iter()
             .map(|(field, decode, patterns)| KeywordGroup::new(field, decode, &patterns))
             .collect::<Result<_, _>>()?;
+        let mut sources: Vec<Source> = Vec::new();
+        let mut source = |field: &Field| {
+            let field = source_of(field);
+            match sources.iter().position(|s| s.field == field) {
+                Some(i) => i,
+                None => {
+                    sources.push(Source {
+                        field,
+                        words: 0,
+                        groups: 0,
+                        regexes: 0,
+                    });
+                    sources.len() - 1
+                }
+            }
+        };
+        let mut regex_places = Vec::with_capacity(regexes.len());
+        for g in &mut groups {
+            g.source = source(&g.field);
+        }
+        for (field, ..) in &regexes {
+            regex_places.push((source(field), 0));
+        }
+        for g in &mut groups {
+            let s = &mut sources[g.source];
+            (g.index, g.word) = (s.groups, s.words);
+            s.groups += 1;
+            s.words += g.words();
+        }
+        for (s, index) in &mut regex_places {
+            *index = sources[*s].regexes;
+            sources[*s].regexes += 1;
+        }
         Ok(KeywordGroups {
             groups,
-            regexes: regexes.len(),
+            regexes: regex_places,
+            sources,
         })
     }
 }
 
 /// Which shared patterns the current event holds: one bit per pattern,
 /// kept by the engine and reused from event to event (no allocation per
-/// event once it has grown to the groups' size); with the memos of scans
-/// and regex verdicts on recent values.
+/// event once it has grown to the groups' size); with what is remembered
+/// of recent values of each source.
 #[derive(Default)]
 pub struct KeywordHits {
     /// Pattern bits of every group, end to end.
@@ -392,47 +466,123 @@ pub struct KeywordHits {
     /// Whether the scan found any pattern at all (most values hold none:
     /// then every condition on the group is false without reading bits).
     found: Vec<bool>,
-    /// Per group, the bits of recently scanned values.
-    memo: Vec<ScanMemo>,
     /// Scratch for a lowercased value.
     lower: Vec<u8>,
-    /// Per regex test, its verdicts on recent values.
-    verdicts: Vec<VerdictMemo>,
+    sources: Remembered,
+}
+
+/// Per source, its recent values' scans and verdicts, and where the
+/// current event's are.
+#[derive(Default)]
+struct Remembered {
+    memos: Vec<SourceMemo>,
+    /// For the current event: where the answers for its value are.
+    at: Vec<At>,
+    /// Per source, the answers for a value too long to remember.
+    scratch: Vec<Known>,
+}
+
+/// Per source, what was worked out for its recent values (before any
+/// percent-decoding: hashing a value costs a fraction of decoding and
+/// scanning it). Values up to 512 bytes are remembered.
+type SourceMemo = crate::memo::Memo<Known, 4096, 512>;
+
+/// Where the current event's answers for a source are.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// Not looked up yet.
+    Unknown,
+    /// The event lacks the source field (and so every field of it).
+    Absent,
+    Memo(usize),
+    Scratch,
+}
+
+/// What is known of one value of a source, filled in as it is needed:
+/// its groups' pattern bits and its regex tests' verdicts.
+#[derive(Default)]
+struct Known {
+    bits: Vec<u64>,
+    /// Per group of the source: whether `bits` holds its scan.
+    scanned: Vec<bool>,
+    /// Per regex test on the source: not tested yet, or its verdict.
+    verdicts: Vec<Option<bool>>,
+}
+
+impl Known {
+    /// Forgets everything, sized for `source`.
+    fn reset(&mut self, source: &Source) {
+        self.bits.clear();
+        self.bits.resize(source.words, 0);
+        self.scanned.clear();
+        self.scanned.resize(source.groups, false);
+        self.verdicts.clear();
+        self.verdicts.resize(source.regexes, None);
+    }
+}
+
+impl Remembered {
+    /// What is known of the event's value of source `s`, looked up (or
+    /// its slot claimed) on first need for the event; None when the event
+    /// lacks the field.
+    fn known(&mut self, ev: &Event, s: usize, source: &Source) -> Option<&mut Known> {
+        if let At::Unknown = *self.at.get(s)? {
+            let mut buf = String::new();
+            self.at[s] = match ev.get(&source.field, &mut buf) {
+                None => At::Absent,
+                Some(v) => {
+                    let key = v.as_bytes();
+                    let claimed = SourceMemo::fits(key)
+                        .then(|| self.memos[s].claim(xxhash_rust::xxh3::xxh3_64(key), key))
+                        .flatten();
+                    match claimed {
+                        Some((at, known)) => {
+                            if !known {
+                                self.memos[s].at_mut(at)?.reset(source);
+                            }
+                            At::Memo(at)
+                        }
+                        None => {
+                            self.scratch[s].reset(source);
+                            At::Scratch
+                        }
+                    }
+                }
+            };
+        }
+        match self.at[s] {
+            At::Memo(at) => self.memos[s].at_mut(at),
+            At::Scratch => self.scratch.get_mut(s),
+            At::Absent | At::Unknown => None,
+        }
+    }
 }
 
 impl KeywordHits {
     fn fit(&mut self, groups: &KeywordGroups) {
-        if self.offsets.len() == groups.groups.len() && self.verdicts.len() == groups.regexes {
+        if self.offsets.len() == groups.groups.len()
+            && self.sources.memos.len() == groups.sources.len()
+        {
             return;
         }
-        self.verdicts = (0..groups.regexes)
-            .map(|_| VerdictMemo::default())
-            .collect();
         self.offsets.clear();
         let mut words = 0;
         for g in &groups.groups {
-            let end = words + g.automaton.patterns_len().div_ceil(64);
+            let end = words + g.words();
             self.offsets.push((words, end));
             words = end;
         }
         self.bits = vec![0; words];
         self.scanned = vec![false; groups.groups.len()];
         self.found = vec![false; groups.groups.len()];
-        self.memo = (0..groups.groups.len())
-            .map(|_| ScanMemo::default())
-            .collect();
+        let n = groups.sources.len();
+        self.sources = Remembered {
+            memos: (0..n).map(|_| SourceMemo::default()).collect(),
+            at: vec![At::Unknown; n],
+            scratch: (0..n).map(|_| Known::default()).collect(),
+        };
     }
 }
-
-/// Per keyword group, the pattern bits of recently scanned values
-/// (before any percent-decoding: hashing a value costs a fraction of
-/// decoding and scanning it). Values up to 512 bytes are remembered.
-type ScanMemo = crate::memo::Memo<Vec<u64>, 4096, 512>;
-
-/// Per regex test, its verdicts on recent values (before any
-/// percent-decoding): the static-asset test on `url.path` meets every
-/// request, and paths repeat. Values up to 256 bytes are remembered.
-type VerdictMemo = crate::memo::Memo<bool, 1024, 256>;
 
 /// Per-event scratch: the shared keyword scans (computed on first need),
 /// and the engine's memos.
@@ -447,6 +597,7 @@ impl<'a> EvalCtx<'a> {
     pub fn new(groups: &'a KeywordGroups, hits: &'a mut KeywordHits) -> EvalCtx<'a> {
         hits.fit(groups);
         hits.scanned.iter_mut().for_each(|s| *s = false);
+        hits.sources.at.iter_mut().for_each(|a| *a = At::Unknown);
         EvalCtx {
             groups: Some(groups),
             hits: Some(hits),
@@ -476,74 +627,78 @@ impl<'a> EvalCtx<'a> {
         Some(hits.found[group] && slot.any(&hits.bits[offset..end]))
     }
 
-    /// Whether `cond`'s regex `re` matches the event's value, from the
-    /// verdict memo `memo` when the value was seen lately; None outside
-    /// the engine.
+    /// Whether `cond`'s regex `re` (distinct test number `test`) matches
+    /// the event's value, remembered with its source's value; None
+    /// outside the engine.
     fn regex_verdict(
         &mut self,
         ev: &Event,
         cond: &CompiledCondition,
         re: &Regex,
-        memo: usize,
+        test: usize,
     ) -> Option<bool> {
-        let memo = self.hits.as_deref_mut()?.verdicts.get_mut(memo)?;
-        let mut buf = String::new();
-        let Some(v) = ev.get(&cond.field, &mut buf) else {
+        let groups = self.groups?;
+        let &(s, index) = groups.regexes.get(test)?;
+        let source = groups.sources.get(s)?;
+        let Some(known) = self.hits.as_deref_mut()?.sources.known(ev, s, source) else {
             return Some(false);
         };
-        let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
-        if let Some(&known) = memo.get(hash, v.as_bytes()) {
-            return Some(known);
+        let verdict = known.verdicts.get_mut(index)?;
+        if let Some(v) = *verdict {
+            return Some(v);
         }
-        let verdict = if cond.url_decode {
-            re.is_match(&url_decode(v))
-        } else {
-            re.is_match(v)
-        };
-        if let Some(known) = memo.put(hash, v.as_bytes()) {
-            *known = verdict;
-        }
-        Some(verdict)
+        let mut buf = String::new();
+        let v = ev.get(&cond.field, &mut buf).is_some_and(|v| {
+            if cond.url_decode {
+                re.is_match(&url_decode(v))
+            } else {
+                re.is_match(v)
+            }
+        });
+        *verdict = Some(v);
+        Some(v)
     }
 
     /// Records which of `group`'s patterns the event's value holds (from
-    /// the memo when the value was seen lately). Apart from the tests
-    /// that read its bits: a scan is once per group and event, a test
-    /// many times.
+    /// what is remembered of its source's value when that was seen
+    /// lately). Apart from the tests that read its bits: a scan is once
+    /// per group and event, a test many times.
     #[inline(never)]
     fn scan(&mut self, ev: &Event, group: usize) -> Option<()> {
-        let g = self.groups?.groups.get(group)?;
+        let groups = self.groups?;
+        let g = groups.groups.get(group)?;
+        let source = groups.sources.get(g.source)?;
         let hits = self.hits.as_deref_mut()?;
         let (offset, end) = *hits.offsets.get(group)?;
-        let bits = &mut hits.bits[offset..end];
+        let bits = hits.bits.get_mut(offset..end)?;
         hits.scanned[group] = true;
-        bits.iter_mut().for_each(|w| *w = 0);
-        let mut buf = String::new();
-        if let Some(v) = ev.get(&g.field, &mut buf) {
-            let memo = &mut hits.memo[group];
-            let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
-            match memo.get(hash, v.as_bytes()) {
-                Some(known) => bits.copy_from_slice(known),
-                None => {
-                    let decoded: Cow<str> = if g.url_decode {
-                        url_decode(v)
-                    } else {
-                        Cow::Borrowed(v)
-                    };
-                    // most values hold no pattern at all: the plain
-                    // search says so far faster than walking every
-                    // overlapping match
-                    if g.any.occurs(decoded.as_ref(), &mut hits.lower) {
-                        for m in g.automaton.find_overlapping_iter(decoded.as_ref()) {
-                            let p = m.pattern().as_usize();
-                            bits[p / 64] |= 1 << (p % 64);
+        match hits.sources.known(ev, g.source, source) {
+            None => bits.fill(0),
+            Some(known) => {
+                let words = known.bits.get_mut(g.word..g.word + bits.len())?;
+                let scanned = known.scanned.get_mut(g.index)?;
+                if !*scanned {
+                    words.fill(0);
+                    let mut buf = String::new();
+                    if let Some(v) = ev.get(&g.field, &mut buf) {
+                        let decoded: Cow<str> = if g.url_decode {
+                            url_decode(v)
+                        } else {
+                            Cow::Borrowed(v)
+                        };
+                        // most values hold no pattern at all: the plain
+                        // search says so far faster than walking every
+                        // overlapping match
+                        if g.any.occurs(decoded.as_ref(), &mut hits.lower) {
+                            for m in g.automaton.find_overlapping_iter(decoded.as_ref()) {
+                                let p = m.pattern().as_usize();
+                                words[p / 64] |= 1 << (p % 64);
+                            }
                         }
                     }
-                    if let Some(known) = memo.put(hash, v.as_bytes()) {
-                        known.clear();
-                        known.extend_from_slice(bits);
-                    }
+                    *scanned = true;
                 }
+                bits.copy_from_slice(words);
             }
         }
         hits.found[group] = bits.iter().any(|&w| w != 0);
@@ -799,7 +954,7 @@ mod tests {
             let (m, groups) = shared(
                 "any:\n  - field: url.original\n    regex: '(?i)\\.js$'\n  - field: url.original\n    url_decode: true\n    regex: '\\.js'\n  - field: url.original\n    regex: '(?i)\\.js$'\n",
             );
-            proptest::prop_assert_eq!(groups.regexes, 2);
+            proptest::prop_assert_eq!(groups.regexes.len(), 2);
             let mut hits = KeywordHits::default();
             for url in &urls {
                 let ev = Event {
@@ -812,6 +967,43 @@ mod tests {
                     let value = if c.url_decode { url_decode(url) } else { Cow::Borrowed(url.as_str()) };
                     let remembered = c.test(&ev, &mut String::new(), &mut ctx);
                     proptest::prop_assert_eq!(remembered, re.is_match(&value), "{}", url);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Scans and verdicts on a URL's parts, remembered together by the
+        /// URL, are those each condition gives afresh with its own
+        /// automaton or regex, whatever order the tests come in and
+        /// however the URLs repeat (long ones are not remembered at all).
+        #[test]
+        fn what_is_remembered_by_the_url_holds_for_each_of_its_parts(
+            pool in proptest::collection::vec("(/|a|\\.php|\\?|id=|%2e|\\.\\./|x{300}|admin){0,8}", 1..6),
+            picks in proptest::collection::vec(0usize..6, 1..40),
+            order in proptest::collection::vec(0usize..5, 5),
+        ) {
+            let urls = picks.iter().map(|&i| &pool[i % pool.len()]);
+            let (m, groups) = shared(concat!(
+                "any:\n",
+                "  - field: url.original\n    url_decode: true\n    keywords: [../, admin]\n",
+                "  - field: url.path\n    keywords: ['.php']\n",
+                "  - field: url.path\n    url_decode: true\n    keywords: [/a/]\n",
+                "  - field: url.query\n    regex: '^id='\n",
+                "  - field: url.path\n    regex: '(?i)\\.php$'\n",
+            ));
+            proptest::prop_assert_eq!(groups.sources.len(), 1, "one source: the URL");
+            let mut hits = KeywordHits::default();
+            for url in urls {
+                let ev = Event {
+                    url_original: Some(url.clone()),
+                    ..Event::default()
+                };
+                let mut ctx = EvalCtx::new(&groups, &mut hits);
+                for &i in &order {
+                    let c = &m.any[i];
+                    let fresh = c.test_text(&ev, &mut String::new());
+                    proptest::prop_assert_eq!(c.test(&ev, &mut String::new(), &mut ctx), fresh, "{} {:?}", url, c.field);
                 }
             }
         }
