@@ -340,7 +340,9 @@ struct Source {
     regexes: usize,
 }
 
-/// The field `field`'s value is worked out from.
+/// The field `field`'s value is worked out from. This must follow how
+/// [`Event::url_path`] and [`Event::url_query`] derive their values: a
+/// field listed here is a function of its source's value alone.
 fn source_of(field: &Field) -> Field {
     match field {
         Field::UrlPath | Field::UrlQuery => Field::UrlOriginal,
