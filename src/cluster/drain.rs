@@ -77,7 +77,7 @@ pub struct Cluster {
     tokens: Vec<Box<str>>,
     hashes: Vec<u64>,
     /// Positions (the first 64) whose constant is a keyword (see
-    /// [`is_keyword`]): a line with another keyword there is not this template.
+    /// [`is_keyword`]): a line with anything else there is not this template.
     #[serde(default)]
     keywords: u64,
     pub id: u64,
@@ -125,14 +125,27 @@ pub struct Drain {
     memo: TokenMemo,
 }
 
-/// Whether a kept token is a keyword: an upper-case word such as a
-/// protocol, unit, method, state or status name (`HTTPS`, `SOCKS5`, `KB`,
-/// `GET`, `LOOKING`, `TIME_WAIT`), in brackets or not. Such words name what
-/// a line is about, so two lines that differ in one are two templates
+/// Whether a token is a keyword: an upper-case word such as a protocol,
+/// unit, method, state or status name (`HTTPS`, `SOCKS5`, `KB`, `GET`,
+/// `LOOKING`, `TIME_WAIT`), in brackets or not, or glued to the bracket
+/// that follows it (`LOGIN(uid=0)`, `DENIED[<*>]`). Such words name what a
+/// line is about, so two lines that differ in one are two templates
 /// (`(<*> KB)` and `(<*> MB)`, `open through proxy <*> HTTPS` and
-/// `… SOCKS5`), however similar the rest; other constants may still
-/// generalise to `<*>`.
+/// `… SOCKS5`, `by (uid=<*>)` and `by LOGIN(uid=<*>)`), however similar the
+/// rest; other constants may still generalise to `<*>`.
 fn is_keyword(tok: &str) -> bool {
+    if is_upper_word(tok) {
+        return true;
+    }
+    let word = tok
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .unwrap_or(tok.len());
+    tok[word..].starts_with(['(', '[', '{', '<']) && is_upper_word(&tok[..word])
+}
+
+/// An upper-case word of 2 to 24 letters, digits and `_` that starts with
+/// two capitals, surrounding punctuation aside.
+fn is_upper_word(tok: &str) -> bool {
     let b = tok.as_bytes();
     let start = b
         .iter()
@@ -173,7 +186,7 @@ fn tokenize<'a>(
                 let seen = match classify(tok, masked) {
                     Masked::Keep => (raw | 1, is_keyword(tok)),
                     Masked::Wild => (WILD, false),
-                    Masked::Partial => (xxh3_64(masked.as_bytes()) | 1, false),
+                    Masked::Partial => (xxh3_64(masked.as_bytes()) | 1, is_keyword(tok)),
                 };
                 if let Some(known) = memo.put(raw, tok.as_bytes()) {
                     *known = seen;
@@ -215,7 +228,9 @@ fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
 /// already generalized; counting only the template's constants makes the
 /// score independent of how many variables a line carries. Also returns
 /// the template's wildcard count (ties go to the most general template).
-/// A line that puts another keyword where the template has one scores 0.
+/// A line scores 0 where it differs from a constant of the template and
+/// either of the two is a keyword: a keyword stays put whether the template
+/// or the line brought it first.
 fn similarity(template: &Cluster, line: &[u64], line_keywords: u64) -> (f64, usize) {
     let mut constants = 0usize;
     let mut kept = 0usize;
@@ -230,7 +245,7 @@ fn similarity(template: &Cluster, line: &[u64], line_keywords: u64) -> (f64, usi
             }
         }
     }
-    if differ & template.keywords & line_keywords != 0 {
+    if differ & (template.keywords | line_keywords) != 0 {
         return (0.0, 0);
     }
     let template = &template.hashes;
@@ -436,7 +451,18 @@ mod tests {
         assert_eq!(a, b);
         let c = d.add("open through proxy 10.0.0.2:80 SOCKS5 for bob");
         assert_ne!(a, c);
-        assert!(is_keyword("TIME_WAIT") && is_keyword("(KB)"));
+        assert!(is_keyword("TIME_WAIT") && is_keyword("(KB)") && is_keyword("LOGIN(uid=0)"));
+        assert!(!is_keyword("Login(uid=0)") && !is_keyword("USER=root"));
+        // whichever comes first, a keyword and an ordinary constant stay apart
+        let plain = d.add("session opened for user cyrus by (uid=0)");
+        let login = d.add("session opened for user root by LOGIN(uid=0)");
+        let later = d.add("session opened for user news by (uid=509)");
+        assert_ne!(plain, login);
+        assert_eq!(plain, later);
+        let mut d = Drain::new(DrainConfig::default());
+        let login = d.add("session opened for user root by LOGIN(uid=0)");
+        let plain = d.add("session opened for user cyrus by (uid=0)");
+        assert_ne!(plain, login);
         assert!(!is_keyword("Failed") && !is_keyword("K"));
     }
 

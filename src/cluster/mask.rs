@@ -63,11 +63,12 @@ fn mask_into(tok: &str, out: &mut String) -> bool {
         }
         return false;
     }
-    // key=value: keep the key
+    // key=value, in brackets or not (`uid=0`, `(uid=0)`): keep the key
     let eq = b.iter().position(|&c| c == b'=');
     if let Some(eq) = eq
-        && eq > 0
-        && tok[..eq]
+        && let key = tok[..eq].trim_start_matches(|c: char| c.is_ascii() && is_wrap(c as u8))
+        && !key.is_empty()
+        && key
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
     {
@@ -241,6 +242,7 @@ mod tests {
         );
         assert_eq!(mask_token("10.251.42.84:50010").as_deref(), Some("<*>"));
         assert_eq!(mask_token("uid=0").as_deref(), Some("uid=<*>"));
+        assert_eq!(mask_token("(uid=509)").as_deref(), Some("(uid=<*>)"));
         assert_eq!(mask_token("/var/log/x"), Some("<*>".to_owned()));
         assert_eq!(mask_token(r"C:\Windows\Temp").as_deref(), Some("<*>"));
         assert_eq!(mask_token(r"(\\fs\share\logs)").as_deref(), Some("(<*>)"));
