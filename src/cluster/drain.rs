@@ -103,6 +103,10 @@ impl Cluster {
 struct Node {
     children: PrehashedMap<u64, usize>,
     clusters: Vec<usize>,
+    /// Bumped whenever one of `clusters` is added or generalises: a line's
+    /// remembered cluster (see [`LineMemo`]) holds while this has not moved.
+    #[serde(skip)]
+    generation: u64,
 }
 
 /// The template miner. It serializes whole (templates and search tree) for
@@ -123,7 +127,26 @@ pub struct Drain {
     scratch_masked: String,
     #[serde(skip)]
     memo: TokenMemo,
+    #[serde(skip)]
+    lines: LineMemo,
 }
+
+/// Where a line went, by a key that fixes its tokens (see
+/// [`Drain::add_keyed`]): requests repeat their method, path and status
+/// far more often than their templates change. The answer holds while the
+/// leaf's templates stay as they were: the line scored highest against
+/// `cluster` then, and with none of its rivals changed it scores highest
+/// again (a template that took this line in scores it 1 from then on), so
+/// merging it once more would change nothing but the count.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    cluster: usize,
+    leaf: usize,
+    generation: u64,
+}
+
+/// Keys up to 128 bytes: a method, a path and a status, nearly always.
+type LineMemo = crate::memo::Memo<Seen, 4096, 128>;
 
 /// Whether a token is a keyword: an upper-case word such as a protocol,
 /// unit, method, state or status name (`HTTPS`, `SOCKS5`, `KB`, `GET`,
@@ -269,6 +292,7 @@ impl Drain {
             scratch_hashes: Vec::new(),
             scratch_masked: String::new(),
             memo: TokenMemo::default(),
+            lines: LineMemo::default(),
         }
     }
 
@@ -278,6 +302,8 @@ impl Drain {
 
     pub fn set_config(&mut self, cfg: DrainConfig) {
         self.cfg = cfg;
+        // another similarity may have placed remembered lines elsewhere
+        self.lines = LineMemo::default();
     }
 
     pub fn clusters(&self) -> &[Cluster] {
@@ -293,8 +319,47 @@ impl Drain {
         self.add_tokens(content.split_ascii_whitespace())
     }
 
+    /// Like [`Drain::add_tokens`], for a line whose tokens `key` fixes (the
+    /// same key always stands for the same tokens): a line seen before is
+    /// counted in its cluster again without being tokenized, where nothing
+    /// in its leaf has changed since.
+    pub fn add_keyed<'a>(
+        &mut self,
+        key: &[u8],
+        tokens: impl Iterator<Item = &'a str> + Clone,
+    ) -> usize {
+        if !LineMemo::fits(key) {
+            return self.add_tokens(tokens);
+        }
+        let hash = xxh3_64(key);
+        if let Some(&seen) = self.lines.get(hash, key)
+            && self.nodes[seen.leaf].generation == seen.generation
+        {
+            self.clusters[seen.cluster].size += 1;
+            return seen.cluster;
+        }
+        let overflowed = self.overflowed;
+        let (cluster, leaf) = self.place(tokens);
+        // a line placed past `max_clusters` went wherever there was room
+        if self.overflowed == overflowed
+            && let Some(seen) = self.lines.put(hash, key)
+        {
+            *seen = Seen {
+                cluster,
+                leaf,
+                generation: self.nodes[leaf].generation,
+            };
+        }
+        cluster
+    }
+
     /// Assigns a line already split into tokens; returns the cluster index.
     pub fn add_tokens<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> usize {
+        self.place(tokens).0
+    }
+
+    /// Assigns a line to a cluster: (cluster index, leaf).
+    fn place<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> (usize, usize) {
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
         let keywords = tokenize(
             tokens.clone(),
@@ -305,7 +370,7 @@ impl Drain {
         let leaf = self.leaf_for(&hashes);
         let idx = match self.best_match(leaf, &hashes, keywords) {
             Some((ci, sim)) if sim >= self.cfg.similarity => {
-                self.merge(ci, &hashes);
+                self.merge(leaf, ci, &hashes);
                 ci
             }
             best => {
@@ -313,7 +378,7 @@ impl Drain {
                     self.overflowed += 1;
                     match best {
                         Some((ci, _)) => {
-                            self.merge(ci, &hashes);
+                            self.merge(leaf, ci, &hashes);
                             ci
                         }
                         None => self.new_cluster(
@@ -330,7 +395,7 @@ impl Drain {
         };
         self.clusters[idx].size += 1;
         self.scratch_hashes = hashes;
-        idx
+        (idx, leaf)
     }
 
     fn new_cluster(
@@ -343,6 +408,7 @@ impl Drain {
         let idx = self.clusters.len();
         self.clusters.push(Cluster::new(tokens, hashes, keywords));
         self.nodes[leaf].clusters.push(idx);
+        self.nodes[leaf].generation += 1;
         idx
     }
 
@@ -397,7 +463,8 @@ impl Drain {
         best.map(|(c, s, _)| (c, s))
     }
 
-    fn merge(&mut self, ci: usize, hashes: &[u64]) {
+    /// Merges a line into cluster `ci` of `leaf`.
+    fn merge(&mut self, leaf: usize, ci: usize, hashes: &[u64]) {
         let c = &mut self.clusters[ci];
         let mut changed = false;
         for ((t, tok), h) in c.hashes.iter_mut().zip(c.tokens.iter_mut()).zip(hashes) {
@@ -412,6 +479,7 @@ impl Drain {
             c.id = xxh3_64(text.as_bytes());
             c.text = text;
             self.generalized += 1;
+            self.nodes[leaf].generation += 1;
         }
     }
 }
@@ -467,6 +535,30 @@ mod tests {
     }
 
     proptest! {
+        /// A line remembered by its key lands where mining it afresh would,
+        /// with the same template, counts and overflow, whatever came
+        /// between (new templates, generalisations, a full miner).
+        #[test]
+        fn remembered_lines_land_where_fresh_ones_do(
+            // few leaves and few words, so that templates in one leaf
+            // compete for the same lines and generalise under them
+            lines in proptest::collection::vec("[ab] [xy]( [a-d]| [0-9]| A| B){1,4}", 1..120),
+            max_clusters in 1usize..12,
+            similarity in 0.3f64..1.0,
+        ) {
+            let cfg = DrainConfig { max_clusters, similarity, ..DrainConfig::default() };
+            let (mut fresh, mut keyed) = (Drain::new(cfg.clone()), Drain::new(cfg));
+            for line in &lines {
+                let a = fresh.add(line);
+                let b = keyed.add_keyed(line.as_bytes(), line.split_ascii_whitespace());
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(fresh.cluster(a).id, keyed.cluster(b).id);
+            }
+            let sizes = |d: &Drain| d.clusters().iter().map(|c| (c.id, c.size)).collect::<Vec<_>>();
+            prop_assert_eq!(sizes(&fresh), sizes(&keyed));
+            prop_assert_eq!((fresh.overflowed, fresh.generalized), (keyed.overflowed, keyed.generalized));
+        }
+
         /// Template stability: the same input gives the same ids in every run.
         #[test]
         fn ids_are_stable_across_runs(lines in proptest::collection::vec("[a-c]{1,2}( [0-9a-c]{1,3}){0,4}", 1..40)) {

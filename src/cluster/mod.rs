@@ -20,12 +20,15 @@ pub use drain::{Drain, DrainConfig};
 /// The cluster stage: one miner for all sources.
 pub struct Clusterer {
     drain: Drain,
+    /// A request's key for [`Drain::add_keyed`], rebuilt per request.
+    key: Vec<u8>,
 }
 
 impl Clusterer {
     pub fn new(cfg: DrainConfig) -> Clusterer {
         Clusterer {
             drain: Drain::new(cfg),
+            key: Vec::new(),
         }
     }
 
@@ -34,8 +37,10 @@ impl Clusterer {
         for ev in events {
             let idx = match (ev.http_method.as_deref(), ev.url_path(), ev.http_status) {
                 (Some(method), Some(path), Some(status)) => {
+                    request_key(&mut self.key, method, path, status);
                     let status = status_token(status);
-                    self.drain.add_tokens(
+                    self.drain.add_keyed(
+                        &self.key,
                         std::iter::once(method)
                             .chain(Segments(path))
                             .chain(std::iter::once(status)),
@@ -76,6 +81,16 @@ impl Clusterer {
     pub fn drain(&self) -> &Drain {
         &self.drain
     }
+}
+
+/// What fixes a request's tokens, without ambiguity: the method's length,
+/// the method, the status, then the path.
+fn request_key(key: &mut Vec<u8>, method: &str, path: &str, status: u16) {
+    key.clear();
+    key.extend_from_slice(&(method.len() as u32).to_le_bytes());
+    key.extend_from_slice(method.as_bytes());
+    key.extend_from_slice(&status.to_le_bytes());
+    key.extend_from_slice(path.as_bytes());
 }
 
 /// The non-empty segments of a URL path. A byte loop: segments are a few
