@@ -2,9 +2,10 @@
 //!
 //! Events are the unit every stage passes on, so the type is built for the
 //! hot path: enumerated fields (`event.dataset`, `event.action`, …) are
-//! `&'static str` where parsers know them at compile time, `message` is a byte
-//! range into `event.original` when it is a slice of it, and the rarely used
-//! fields live in a small `extra` list. The JSON form is flat and dotted
+//! `&'static str` where parsers know them at compile time, `message` and the
+//! common text fields (`source.ip`, `user.name`, `url.original`, …) are byte
+//! ranges into `event.original` when they are slices of it (see [`Text`]),
+//! and the rarely used fields live in a small `extra` list. The JSON form is flat and dotted
 //! (`{"source.ip": "…"}`), written by [`Event::to_json`]; field access by ECS
 //! name for detectors goes through [`Field`], resolved once at rule load.
 
@@ -62,19 +63,21 @@ pub struct Event {
     pub message_owned: Option<String>,
     /// `message` as a byte range of `original` (when `message_owned` is None).
     pub message_range: (u32, u32),
-    pub source_ip: Option<String>,
+    /// `source.ip`; read with [`Event::source_ip`], like the other text
+    /// fields below.
+    pub source_ip: Option<Text>,
     pub source_port: Option<u16>,
-    pub user_name: Option<String>,
-    pub host_name: Option<String>,
-    pub service_name: Option<String>,
-    pub process_name: Option<String>,
+    pub user_name: Option<Text>,
+    pub host_name: Option<Text>,
+    pub service_name: Option<Text>,
+    pub process_name: Option<Text>,
     pub process_pid: Option<u32>,
     pub http_method: Option<Cow<'static, str>>,
     /// `url.original`; `url.path` and `url.query` are derived from it.
-    pub url_original: Option<String>,
+    pub url_original: Option<Text>,
     pub http_status: Option<u16>,
     pub http_body_bytes: Option<u64>,
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Text>,
     /// `event.duration` in nanoseconds.
     pub duration_ns: Option<i64>,
     /// `log.level`, lowercase.
@@ -101,6 +104,77 @@ pub struct Event {
     pub read_ns: u64,
     /// `log.file.path`, where the event came from a file.
     pub file_path: Option<Arc<str>>,
+    /// Internal: while a parser fills the event, where the line it reads
+    /// (the same text as `original`) lies in memory and how long it is, so that
+    /// setters can tell a slice of it (kept as a [`Text::Span`]) from any
+    /// other string; (0, 0) otherwise. An address only, never read through.
+    pub parsing: (usize, usize),
+}
+
+/// A text field's value: a byte range of the event's `original` (a value a
+/// parser found in the line, kept without a copy), a name the parser knows
+/// at compile time (`ssh`, `nginx`), or a string of its own (unescaped
+/// JSON, a value from configuration). Read it through the event's
+/// accessors, which resolve the range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Text {
+    Span(u32, u32),
+    Static(&'static str),
+    Own(Box<str>),
+}
+
+impl Text {
+    /// The value, given the event's `original`.
+    #[inline]
+    pub fn resolve<'a>(&'a self, original: &'a str) -> &'a str {
+        match self {
+            Text::Span(start, end) => original.get(*start as usize..*end as usize).unwrap_or(""),
+            Text::Static(s) => s,
+            Text::Own(s) => s,
+        }
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Own(s.into_boxed_str())
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text::Own(s.into())
+    }
+}
+
+/// Accessors of the text fields: `ev.source_ip()` reads `source.ip`, and
+/// `ev.set_source_ip(v)` sets it, as a range of the line when `v` is a
+/// slice of the line being parsed.
+macro_rules! text_fields {
+    ($($field:ident $set:ident;)*) => {
+        impl Event {
+            $(
+                #[inline]
+                pub fn $field(&self) -> Option<&str> {
+                    self.$field.as_ref().map(|t| t.resolve(&self.original))
+                }
+
+                pub fn $set(&mut self, value: &str) {
+                    self.$field = Some(self.text(value));
+                }
+            )*
+        }
+    };
+}
+
+text_fields! {
+    source_ip set_source_ip;
+    user_name set_user_name;
+    host_name set_host_name;
+    service_name set_service_name;
+    process_name set_process_name;
+    url_original set_url_original;
+    user_agent set_user_agent;
 }
 
 /// The template an event was assigned to.
@@ -157,6 +231,31 @@ impl Event {
         }
     }
 
+    /// Starts filling the event from `line`, which holds the same text as
+    /// its `original`: values sliced from it are kept as ranges until
+    /// [`Event::parsed`].
+    pub fn parsing(&mut self, line: &str) {
+        debug_assert_eq!(self.original, line);
+        self.parsing = (line.as_ptr() as usize, line.len());
+    }
+
+    /// Ends what [`Event::parsing`] began: values set from now on are copied.
+    pub fn parsed(&mut self) {
+        self.parsing = (0, 0);
+    }
+
+    /// `value` as a field's value: a range where it lies within the line
+    /// being parsed, a copy otherwise.
+    pub fn text(&self, value: &str) -> Text {
+        let (at, len) = self.parsing;
+        let start = (value.as_ptr() as usize).wrapping_sub(at);
+        if at != 0 && start <= len && value.len() <= len - start && len <= u32::MAX as usize {
+            Text::Span(start as u32, (start + value.len()) as u32)
+        } else {
+            Text::Own(value.into())
+        }
+    }
+
     /// Sets `message` to a byte range of `original`.
     pub fn set_message_range(&mut self, start: usize, end: usize) {
         self.message_owned = None;
@@ -165,13 +264,13 @@ impl Event {
 
     /// `url.path`: the part of `url.original` before `?`.
     pub fn url_path(&self) -> Option<&str> {
-        let u = self.url_original.as_deref()?;
+        let u = self.url_original()?;
         Some(query_mark(u).map_or(u, |q| &u[..q]))
     }
 
     /// `url.query`: the part of `url.original` after `?`.
     pub fn url_query(&self) -> Option<&str> {
-        let u = self.url_original.as_deref()?;
+        let u = self.url_original()?;
         query_mark(u).map(|q| &u[q + 1..])
     }
 
@@ -236,16 +335,16 @@ impl Event {
             Field::Dataset => Some(&self.dataset),
             Field::Original => Some(&self.original),
             Field::Message => Some(self.message()),
-            Field::SourceIp => self.source_ip.as_deref(),
-            Field::UserName => self.user_name.as_deref(),
-            Field::HostName => self.host_name.as_deref(),
-            Field::ServiceName => self.service_name.as_deref(),
-            Field::ProcessName => self.process_name.as_deref(),
+            Field::SourceIp => self.source_ip(),
+            Field::UserName => self.user_name(),
+            Field::HostName => self.host_name(),
+            Field::ServiceName => self.service_name(),
+            Field::ProcessName => self.process_name(),
             Field::HttpMethod => self.http_method.as_deref(),
-            Field::UrlOriginal => self.url_original.as_deref(),
+            Field::UrlOriginal => self.url_original(),
             Field::UrlPath => self.url_path(),
             Field::UrlQuery => self.url_query(),
-            Field::UserAgent => self.user_agent.as_deref(),
+            Field::UserAgent => self.user_agent(),
             Field::LogLevel => self.log_level.as_deref(),
             Field::TemplateText => self.template.as_ref().map(|t| &*t.text),
             Field::Label(name) => self.label(name),
@@ -320,26 +419,26 @@ impl Event {
         m.insert("event.dataset".into(), s(&self.dataset));
         m.insert("event.original".into(), s(&self.original));
         m.insert("message".into(), s(self.message()));
-        let opt = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
+        let opt = |m: &mut Map<String, Value>, k: &str, v: Option<&str>| {
             if let Some(v) = v {
-                m.insert(k.into(), Value::String(v.clone()));
+                m.insert(k.into(), Value::String(v.to_owned()));
             }
         };
-        opt(&mut m, "source.ip", &self.source_ip);
+        opt(&mut m, "source.ip", self.source_ip());
         if let Some(p) = self.source_port {
             m.insert("source.port".into(), p.into());
         }
-        opt(&mut m, "user.name", &self.user_name);
-        opt(&mut m, "host.name", &self.host_name);
-        opt(&mut m, "service.name", &self.service_name);
-        opt(&mut m, "process.name", &self.process_name);
+        opt(&mut m, "user.name", self.user_name());
+        opt(&mut m, "host.name", self.host_name());
+        opt(&mut m, "service.name", self.service_name());
+        opt(&mut m, "process.name", self.process_name());
         if let Some(p) = self.process_pid {
             m.insert("process.pid".into(), p.into());
         }
         if let Some(v) = &self.http_method {
             m.insert("http.request.method".into(), s(v));
         }
-        opt(&mut m, "url.original", &self.url_original);
+        opt(&mut m, "url.original", self.url_original());
         if let Some(p) = self.url_path() {
             m.insert("url.path".into(), s(p));
         }
@@ -352,7 +451,7 @@ impl Event {
         if let Some(v) = self.http_body_bytes {
             m.insert("http.response.body.bytes".into(), v.into());
         }
-        opt(&mut m, "user_agent.original", &self.user_agent);
+        opt(&mut m, "user_agent.original", self.user_agent());
         if let Some(v) = self.duration_ns {
             m.insert("event.duration".into(), v.into());
         }

@@ -907,7 +907,7 @@ mod tests {
         );
         let mut hits = KeywordHits::default();
         let ev = |url: &str| Event {
-            url_original: Some(url.to_owned()),
+            url_original: Some(crate::event::Text::from(url)),
             ..Event::default()
         };
         let verdicts: Vec<bool> = [
@@ -933,7 +933,7 @@ mod tests {
             );
             let mut hits = KeywordHits::default();
             let ev = Event {
-                url_original: Some(url.clone()),
+                url_original: Some(crate::event::Text::from(&url[..])),
                 ..Event::default()
             };
             let decoded = url_decode(&url);
@@ -960,7 +960,7 @@ mod tests {
             let mut hits = KeywordHits::default();
             for url in &urls {
                 let ev = Event {
-                    url_original: Some(url.clone()),
+                    url_original: Some(crate::event::Text::from(&url[..])),
                     ..Event::default()
                 };
                 let mut ctx = EvalCtx::new(&groups, &mut hits);
@@ -998,7 +998,7 @@ mod tests {
             let mut hits = KeywordHits::default();
             for url in urls {
                 let ev = Event {
-                    url_original: Some(url.clone()),
+                    url_original: Some(crate::event::Text::from(&url[..])),
                     ..Event::default()
                 };
                 let mut ctx = EvalCtx::new(&groups, &mut hits);
@@ -1027,7 +1027,7 @@ mod tests {
             ("/nothing", [false, false]),
         ] {
             let ev = Event {
-                url_original: Some(url.to_owned()),
+                url_original: Some(crate::event::Text::from(url)),
                 ..Event::default()
             };
             let mut ctx = EvalCtx::new(&groups, &mut hits);

@@ -93,7 +93,7 @@ impl Gate {
             Gate::Datasets(d) => d.contains(&ev.dataset.as_ref()),
             Gate::DatasetPrefix(p) => ev.dataset.starts_with(p),
             Gate::Proxy => ev.dataset.starts_with("squid") || ev.dataset.contains("proxy"),
-            Gate::Process(p) => ev.process_name.as_deref() == Some(p.as_str()),
+            Gate::Process(p) => ev.process_name() == Some(p.as_str()),
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod syslog;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::event::Event;
+use crate::event::{Event, Text};
 use crate::parse::{Format, JsonMapping, SourceState};
 
 pub use stats::SourceStats;
@@ -127,7 +127,7 @@ impl Stream {
             }
         }
         if ev.service_name.is_none() {
-            ev.service_name = self.service.clone();
+            ev.service_name = self.service.as_deref().map(Text::from);
         }
         if let Some(t) = &self.tenant {
             ev.push_extra("organization.id", t.clone());

@@ -24,10 +24,8 @@ pub fn looks_like_access(b: &[u8]) -> bool {
 }
 
 /// Parses an access-log line.
-pub fn parse(ev: &mut Event, state: &SourceState) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = parse_fields(ev, &line);
-    ev.original = line;
+pub fn parse(ev: &mut Event, line: &str, state: &SourceState) -> bool {
+    let ok = parse_fields(ev, line);
     if ok {
         ev.dataset = match state.dataset_hint.as_deref() {
             Some(d) => Cow::Owned(d.to_owned()),
@@ -39,7 +37,13 @@ pub fn parse(ev: &mut Event, state: &SourceState) -> bool {
 
 /// An access log line embedded in a syslog message (nginx `access_log syslog:`).
 pub fn parse_embedded(ev: &mut Event, msg: &str, program: &str) -> bool {
-    let mut tmp = Event::default();
+    // values sliced from `msg` lie in `ev`'s line: `tmp` keeps them as
+    // ranges of it, and reads them from a copy of it meanwhile
+    let mut tmp = Event {
+        original: ev.original.clone(),
+        parsing: ev.parsing,
+        ..Event::default()
+    };
     if !parse_fields(&mut tmp, msg) {
         return false;
     }
@@ -116,13 +120,13 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     let bytes = bytes.parse::<u64>().ok();
     if client != "-" {
         if is_ip(client) {
-            ev.source_ip = Some(client.to_owned());
+            ev.set_source_ip(client);
         } else {
             ev.labels.push(("client_host".into(), client.to_owned()));
         }
     }
     if user != "-" {
-        ev.user_name = Some(user.to_owned());
+        ev.set_user_name(user);
     }
     match memchr::memchr(b' ', request.as_bytes()).map(|i| (&request[..i], &request[i + 1..])) {
         Some((method, target))
@@ -130,7 +134,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
         {
             ev.http_method = Some(crate::event::http_method(method));
             let (url, _) = split_space(target);
-            ev.url_original = Some(url.to_owned());
+            ev.set_url_original(url);
             // `http.version` only where the last word claims a version no
             // client speaks (`HTTP/1.7`): the usual ones would cost every
             // request an allocation to say nothing
@@ -145,7 +149,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
         _ => {
             // malformed request line ("-", binary junk): keep it as the URL for probes
             if request != "-" {
-                ev.url_original = Some(request.to_owned());
+                ev.set_url_original(request);
             }
         }
     }
@@ -162,7 +166,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
             && ua != "-"
             && !ua.is_empty()
         {
-            ev.user_agent = Some(ua.to_owned());
+            ev.set_user_agent(ua);
         }
     }
     ev.category = Some("web");

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::event::{Event, Kind, Outcome};
+use crate::event::{Event, Kind, Outcome, Text};
 use crate::time::parse_rfc3339;
 
 #[derive(Debug, Deserialize)]
@@ -119,10 +119,12 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
         ev.host_name = label("instance")
             .map(|i| strip_port(&i))
             .or_else(|| label("node"))
-            .or_else(|| label("host"));
+            .or_else(|| label("host"))
+            .map(Text::from);
         ev.service_name = label("service")
             .or_else(|| label("job"))
-            .or_else(|| label("app"));
+            .or_else(|| label("app"))
+            .map(Text::from);
         ev.log_level = label("severity").map(Cow::Owned);
         if let Some(name) = label("alertname") {
             ev.push_extra("rule.name", name);

@@ -36,12 +36,12 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
         for kv in body.split([' ', ';']) {
             if let Some(host) = kv.strip_prefix("rhost=").filter(|h| !h.is_empty()) {
                 if is_ip(host) {
-                    ev.source_ip = Some(host.to_owned());
+                    ev.set_source_ip(host);
                 } else {
                     ev.labels.push(("rhost".into(), host.to_owned()));
                 }
             } else if let Some(u) = kv.strip_prefix("user=").filter(|u| !u.is_empty()) {
-                ev.user_name = Some(u.to_owned());
+                ev.set_user_name(u);
             }
         }
         return true;
@@ -49,7 +49,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
     if let Some(rest) = body.strip_prefix("check pass; user ") {
         set(ev, "pam_check_pass", Outcome::Failure);
         if rest != "unknown" {
-            ev.user_name = Some(rest.trim().to_owned());
+            ev.set_user_name(rest.trim());
         }
         return true;
     }
@@ -60,7 +60,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
         if let Some(rest) = body.strip_prefix(prefix) {
             set(ev, action, Outcome::Success);
             let user = rest.split([' ', '(']).next().unwrap_or(rest);
-            ev.user_name = Some(user.to_owned()).filter(|u| !u.is_empty());
+            ev.user_name = Some(user).filter(|u| !u.is_empty()).map(|u| ev.text(u));
             return true;
         }
     }
@@ -79,7 +79,7 @@ pub fn parse_sudo(ev: &mut Event, msg: &str) -> bool {
     if user.is_empty() || user.contains(' ') {
         return false;
     }
-    ev.user_name = Some(user.to_owned());
+    ev.set_user_name(user);
     let mut fields = rest.split(" ; ");
     let first = fields.next().unwrap_or("");
     if first.contains("incorrect password attempt") {

@@ -10,14 +10,11 @@
 use std::borrow::Cow;
 
 use super::is_ip;
-use crate::event::{Event, Outcome};
+use crate::event::{Event, Outcome, Text};
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev};
 
-pub fn parse_nginx(ev: &mut Event) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = nginx_fields(ev, &line);
-    ev.original = line;
-    ok
+pub fn parse_nginx(ev: &mut Event, line: &str) -> bool {
+    nginx_fields(ev, line)
 }
 
 fn nginx_fields(ev: &mut Event, line: &str) -> bool {
@@ -44,7 +41,7 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
     // "pid#tid: *conn message"
     let (pidtid, msg) = rest.split_once(": ").unwrap_or(("", rest));
     ev.process_pid = pidtid.split('#').next().and_then(|p| p.parse().ok());
-    ev.process_name = Some("nginx".into());
+    ev.process_name = Some(Text::Static("nginx"));
     let msg_start = super::offset_in(line, msg);
     let msg = match msg.strip_prefix('*') {
         Some(m) => m.split_once(' ').map_or(m, |(_, m)| m),
@@ -68,14 +65,14 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
     for part in msg.split(", ") {
         if let Some(c) = part.strip_prefix("client: ") {
             if is_ip(c) {
-                ev.source_ip = Some(c.to_owned());
+                ev.set_source_ip(c);
             }
         } else if let Some(r) = part.strip_prefix("request: \"") {
             let r = r.trim_end_matches('"');
             let mut it = r.splitn(3, ' ');
             if let (Some(m), Some(u)) = (it.next(), it.next()) {
                 ev.http_method = Some(crate::event::http_method(m));
-                ev.url_original = Some(u.to_owned());
+                ev.set_url_original(u);
             }
         } else if let Some(h) = part.strip_prefix("host: \"") {
             ev.push_extra("url.domain", h.trim_end_matches('"'));
@@ -85,11 +82,8 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
     true
 }
 
-pub fn parse_apache(ev: &mut Event) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = apache_fields(ev, &line);
-    ev.original = line;
-    ok
+pub fn parse_apache(ev: &mut Event, line: &str) -> bool {
+    apache_fields(ev, line)
 }
 
 fn apache_fields(ev: &mut Event, line: &str) -> bool {
@@ -125,7 +119,7 @@ fn apache_fields(ev: &mut Event, line: &str) -> bool {
                 _ => client,
             };
             if is_ip(ip) {
-                ev.source_ip = Some(ip.to_owned());
+                ev.set_source_ip(ip);
             }
         } else if let Some(pid) = tag.strip_prefix("pid ") {
             ev.process_pid = pid.split(':').next().and_then(|p| p.parse().ok());
@@ -140,9 +134,9 @@ fn apache_fields(ev: &mut Event, line: &str) -> bool {
     let start = super::offset_in(line, rest);
     ev.set_message_range(start, line.len());
     if let Some(target) = apache_target(rest) {
-        ev.url_original = Some(target.to_owned());
+        ev.set_url_original(target);
     }
-    ev.process_name = Some("apache".into());
+    ev.process_name = Some(Text::Static("apache"));
     ev.dataset = Cow::Borrowed("apache.error");
     ev.category = Some("web");
     ev.outcome = Outcome::Failure;

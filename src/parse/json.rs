@@ -34,11 +34,8 @@ struct Leaf<'a> {
     number: Option<f64>,
 }
 
-pub fn parse(ev: &mut Event, state: &SourceState) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = parse_fields(ev, &line, state);
-    ev.original = line;
-    ok
+pub fn parse(ev: &mut Event, line: &str, state: &SourceState) -> bool {
+    parse_fields(ev, line, state)
 }
 
 fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
@@ -79,10 +76,10 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             "event.dataset" => ev.dataset = Cow::Owned(text.into_owned()),
             "event.category" => ev.category = category(&text),
             "source.port" => ev.source_port = text.parse().ok(),
-            "process.name" => ev.process_name = Some(text.into_owned()),
+            "process.name" => ev.process_name = Some(ev.text(&text)),
             "process.pid" => ev.process_pid = text.parse().ok(),
             "user_agent.original" | "user_agent" | "http_user_agent" => {
-                ev.user_agent = Some(text.into_owned())
+                ev.user_agent = Some(ev.text(&text))
             }
             "http.response.body.bytes" | "bytes" | "body_bytes_sent" => {
                 ev.http_body_bytes = text.parse().ok()
@@ -287,7 +284,7 @@ fn kube_event(ev: &mut Event, flat: &[Leaf<'_>]) -> bool {
         ev.push_extra("kubernetes.namespace", ns);
     }
     if let Some(host) = get("source.host") {
-        ev.host_name = Some(host.to_owned());
+        ev.set_host_name(host);
     }
     true
 }

@@ -12,20 +12,17 @@ use std::borrow::Cow;
 use crate::event::{Event, Outcome};
 
 /// `[  123.456789] message`
-pub fn parse_dmesg(ev: &mut Event) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = match line.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+pub fn parse_dmesg(ev: &mut Event, line: &str) -> bool {
+    match line.strip_prefix('[').and_then(|r| r.split_once("] ")) {
         Some((uptime, msg)) if uptime.trim().parse::<f64>().is_ok() => {
-            let at = super::offset_in(&line, msg);
+            let at = super::offset_in(line, msg);
             ev.set_message_range(at, line.len());
             ev.dataset = Cow::Borrowed("kernel");
             parse_message(ev, msg);
             true
         }
         _ => false,
-    };
-    ev.original = line;
-    ok
+    }
 }
 
 /// Classifies a kernel message; false when it is none of the known problems.

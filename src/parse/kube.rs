@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use super::SourceState;
-use crate::event::{Event, Outcome};
+use crate::event::{Event, Outcome, Text};
 use crate::time::{digits, epoch_ms, fraction_ms};
 
 pub fn looks_like_klog(b: &[u8]) -> bool {
@@ -29,10 +29,9 @@ pub fn looks_like_events_line(b: &[u8]) -> bool {
 }
 
 /// A bare klog line (no syslog header).
-pub fn parse_klog_line(ev: &mut Event, state: &mut SourceState) -> bool {
-    let line = std::mem::take(&mut ev.original);
+pub fn parse_klog_line(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
     let b = line.as_bytes();
-    let ok = if let (Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
+    if let (Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
         digits(b, 1, 2),
         digits(b, 3, 2),
         digits(b, 6, 2),
@@ -43,14 +42,12 @@ pub fn parse_klog_line(ev: &mut Event, state: &mut SourceState) -> bool {
         let year = state.year.year_for(mo);
         ev.timestamp = epoch_ms(year, mo, d, h, mi, s, ms);
         ev.dataset = Cow::Borrowed("kubernetes.kubelet");
-        ev.process_name = Some("kubelet".into());
-        parse_klog_message(ev, &line, 0);
+        ev.process_name = Some(Text::Static("kubelet"));
+        parse_klog_message(ev, line, 0);
         true
     } else {
         false
-    };
-    ev.original = line;
-    ok
+    }
 }
 
 /// The part after a klog header's `] `, classified; `msg_at` is its offset in `original`.
@@ -78,8 +75,9 @@ pub fn parse_klog_message(ev: &mut Event, msg: &str, msg_at: usize) {
     {
         ev.push_extra("kubernetes.namespace", ns);
         ev.push_extra("kubernetes.pod.name", name);
-        ev.service_name
-            .get_or_insert_with(|| workload_of(name).to_owned());
+        if ev.service_name.is_none() {
+            ev.set_service_name(workload_of(name));
+        }
     }
     if let Some(c) = body
         .split_once("container=")
@@ -121,11 +119,8 @@ fn quoted_value<'a>(s: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// `kubectl get events` or describe's Events table line.
-pub fn parse_events_line(ev: &mut Event) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = events_fields(ev, &line);
-    ev.original = line;
-    ok
+pub fn parse_events_line(ev: &mut Event, line: &str) -> bool {
+    events_fields(ev, line)
 }
 
 fn events_fields(ev: &mut Event, line: &str) -> bool {
@@ -177,7 +172,7 @@ fn events_fields(ev: &mut Event, line: &str) -> bool {
             if !ns.is_empty() {
                 ev.push_extra("kubernetes.namespace", ns);
             }
-            ev.service_name = Some(workload_of(name).to_owned());
+            ev.set_service_name(workload_of(name));
         }
         if let Some(c) = msg
             .split_once("failed container ")

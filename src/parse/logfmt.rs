@@ -21,15 +21,12 @@ pub fn looks_like_logfmt(b: &[u8]) -> bool {
     }
 }
 
-pub fn parse(ev: &mut Event) -> bool {
-    let line = std::mem::take(&mut ev.original);
-    let ok = if looks_like_logfmt(line.as_bytes()) {
-        pairs(ev, &line)
+pub fn parse(ev: &mut Event, line: &str) -> bool {
+    if looks_like_logfmt(line.as_bytes()) {
+        pairs(ev, line)
     } else {
-        app_line(ev, &line)
-    };
-    ev.original = line;
-    ok
+        app_line(ev, line)
+    }
 }
 
 fn pairs(ev: &mut Event, line: &str) -> bool {
@@ -99,14 +96,12 @@ fn pairs(ev: &mut Event, line: &str) -> bool {
 /// Sets an ECS field from a common app-log key; unknown keys become labels.
 pub(super) fn set_known(ev: &mut Event, key: &str, value: &str) {
     match key {
-        "service" | "app" | "service.name" => ev.service_name = Some(value.to_owned()),
-        "host" | "hostname" | "host.name" => ev.host_name = Some(value.to_owned()),
-        "user" | "username" | "user.name" => ev.user_name = Some(value.to_owned()),
-        "ip" | "client_ip" | "remote_addr" | "src_ip" | "source.ip" => {
-            ev.source_ip = Some(value.to_owned())
-        }
+        "service" | "app" | "service.name" => ev.set_service_name(value),
+        "host" | "hostname" | "host.name" => ev.set_host_name(value),
+        "user" | "username" | "user.name" => ev.set_user_name(value),
+        "ip" | "client_ip" | "remote_addr" | "src_ip" | "source.ip" => ev.set_source_ip(value),
         "method" | "http.request.method" => ev.http_method = Some(crate::event::http_method(value)),
-        "path" | "url" | "uri" | "url.original" => ev.url_original = Some(value.to_owned()),
+        "path" | "url" | "uri" | "url.original" => ev.set_url_original(value),
         "status" | "status_code" | "http.response.status_code" => {
             ev.http_status = value.parse().ok();
             if let Some(s) = ev.http_status {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::event::{Event, Text};
 
 pub use alertmanager::parse_webhook;
 pub use json::JsonMapping;
@@ -150,23 +150,28 @@ pub fn parse_line(line: &str, state: &mut SourceState, ingested_ms: i64) -> Even
 }
 
 /// Parses `line` into `ev`, a raw event holding that same line.
+///
+/// Parsers fill the event from slices of `line`, which the event keeps as
+/// ranges of its `original` (see [`Text`]); its fields read as set
+/// meanwhile, since `original` holds the same text.
 fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState, ingested_ms: i64) {
     ev.ingested = ingested_ms;
     ev.time_domain = state.time_domain;
     ev.file_path = state.file_path.clone();
+    ev.parsing(line);
     let ok = match format {
         // bare kernel lines (node-problem-detector, journal exports) have no header
         Format::Auto => kernel::parse_message(ev, line),
         Format::Raw => false,
-        Format::Syslog => syslog::parse(ev, state),
-        Format::Access => access::parse(ev, state),
-        Format::NginxError => errorlog::parse_nginx(ev),
-        Format::ApacheError => errorlog::parse_apache(ev),
-        Format::Json | Format::Alertmanager => json::parse(ev, state),
-        Format::Logfmt => logfmt::parse(ev),
-        Format::Kernel => kernel::parse_dmesg(ev) || kernel::parse_message(ev, line),
-        Format::Klog => kube::parse_klog_line(ev, state),
-        Format::KubeEvents => kube::parse_events_line(ev),
+        Format::Syslog => syslog::parse(ev, line, state),
+        Format::Access => access::parse(ev, line, state),
+        Format::NginxError => errorlog::parse_nginx(ev, line),
+        Format::ApacheError => errorlog::parse_apache(ev, line),
+        Format::Json | Format::Alertmanager => json::parse(ev, line, state),
+        Format::Logfmt => logfmt::parse(ev, line),
+        Format::Kernel => kernel::parse_dmesg(ev, line) || kernel::parse_message(ev, line),
+        Format::Klog => kube::parse_klog_line(ev, line, state),
+        Format::KubeEvents => kube::parse_events_line(ev, line),
     };
     let ok = ok
         || (format == Format::Auto
@@ -174,6 +179,7 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
                 .program_hint
                 .as_deref()
                 .is_some_and(|p| syslog::parse_bare(ev, line, p)));
+    ev.parsed();
     if !ok && format != Format::Raw {
         ev.parse_error = Some(Cow::Borrowed(if format == Format::Auto {
             "no parser recognised the line"
@@ -187,7 +193,7 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
         ev.dataset = Cow::Owned(d.to_string());
     }
     if ev.host_name.is_none() {
-        ev.host_name = state.host_hint.as_deref().map(str::to_owned);
+        ev.host_name = state.host_hint.as_deref().map(Text::from);
     }
     if ev.timestamp == 0 {
         ev.timestamp = ingested_ms;
@@ -204,7 +210,7 @@ pub fn fingerprint(ev: &Event) -> u64 {
     use xxhash_rust::xxh3::xxh3_64;
     let parts = [
         ev.dataset.as_bytes(),
-        ev.host_name.as_deref().unwrap_or("").as_bytes(),
+        ev.host_name().unwrap_or("").as_bytes(),
         ev.message().as_bytes(),
     ];
     let mut key = [0u8; 24];
@@ -289,7 +295,7 @@ pub(crate) fn offset_in(whole: &str, part: &str) -> usize {
 /// (`url.domain`, where the log gives it). An origin server has no reason
 /// to get either: it is a client testing for an open proxy.
 pub(crate) fn mark_proxy_target(ev: &mut Event) {
-    let Some(u) = ev.url_original.as_deref() else {
+    let Some(u) = ev.url_original() else {
         return;
     };
     let authority = if ev.http_method.as_deref() == Some("CONNECT") {

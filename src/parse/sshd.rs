@@ -29,13 +29,15 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         // "Invalid user NAME from IP [port N]"; NAME may be empty
         let (user, tail) = split_user_from(rest);
         set(ev, "ssh_invalid_user", Outcome::Failure);
-        ev.user_name = user.map(str::to_owned);
+        ev.user_name = user.map(|v| ev.text(v));
         ip_port(ev, tail);
         return true;
     }
     if let Some(rest) = msg.strip_prefix("input_userauth_request: invalid user ") {
         set(ev, "ssh_invalid_user", Outcome::Failure);
-        ev.user_name = Some(rest.trim().to_owned()).filter(|u| !u.is_empty());
+        ev.user_name = Some(rest.trim())
+            .filter(|u| !u.is_empty())
+            .map(|u| ev.text(u));
         return true;
     }
     for prefix in [
@@ -63,7 +65,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     if let Some(rest) = msg.strip_prefix("Received disconnect from ") {
         set(ev, "ssh_disconnect_preauth", Outcome::Unknown);
         let (ip, tail) = ip_token(rest);
-        ev.source_ip = ip;
+        ev.source_ip = ip.map(|ip| ev.text(ip));
         if let Some(p) = tail.strip_prefix("port ") {
             ev.source_port = p
                 .split(|c: char| !c.is_ascii_digit())
@@ -86,7 +88,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     if let Some(rest) = msg.strip_prefix("Disconnecting: Too many authentication failures") {
         set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
         if let Some(u) = rest.trim().strip_prefix("for ") {
-            ev.user_name = Some(token(u).0.to_owned());
+            ev.set_user_name(token(u).0);
         }
         return true;
     }
@@ -94,7 +96,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
         let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
         let (user, tail) = split_user_from(rest);
-        ev.user_name = user.map(str::to_owned);
+        ev.user_name = user.map(|v| ev.text(v));
         ip_port(ev, tail);
         return true;
     }
@@ -125,7 +127,10 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     if msg.starts_with("reverse mapping checking getaddrinfo for ") {
         set(ev, "ssh_reverse_mapping_failed", Outcome::Unknown);
         if let (Some(a), Some(b)) = (msg.find('['), msg.find(']')) {
-            ev.source_ip = msg.get(a + 1..b).filter(|ip| is_ip(ip)).map(str::to_owned);
+            ev.source_ip = msg
+                .get(a + 1..b)
+                .filter(|ip| is_ip(ip))
+                .map(|ip| ev.text(ip));
         }
         return true;
     }
@@ -136,7 +141,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
             .rsplit_once('(')
             .and_then(|(_, ip)| ip.strip_suffix(')'))
             .unwrap_or(rest.trim());
-        ev.source_ip = Some(inner.to_owned()).filter(|ip| is_ip(ip));
+        ev.source_ip = Some(inner).filter(|ip| is_ip(ip)).map(|ip| ev.text(ip));
         return true;
     }
     if let Some(rest) = msg.strip_prefix("Connection from ") {
@@ -170,7 +175,7 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
         None => rest,
     };
     let (user, tail) = split_user_from(rest);
-    ev.user_name = user.map(str::to_owned);
+    ev.user_name = user.map(|v| ev.text(v));
     ev.labels.push(("auth_method".into(), method.to_owned()));
     ip_port(ev, tail);
     true
@@ -193,16 +198,16 @@ fn split_user_from(s: &str) -> (Option<&str>, &str) {
 /// "IP port N ..." or "IP ..."
 fn ip_port(ev: &mut Event, s: &str) {
     let (ip, rest) = ip_token(s);
-    ev.source_ip = ip;
+    ev.source_ip = ip.map(|ip| ev.text(ip));
     if let Some(p) = rest.strip_prefix("port ") {
         ev.source_port = token(p).0.trim_end_matches(':').parse().ok();
     }
 }
 
-fn ip_token(s: &str) -> (Option<String>, &str) {
+fn ip_token(s: &str) -> (Option<&str>, &str) {
     let (ip, rest) = token(s);
     let ip = ip.trim_end_matches(':');
-    (Some(ip.to_owned()).filter(|ip| is_ip(ip)), rest)
+    (Some(ip).filter(|ip| is_ip(ip)), rest)
 }
 
 /// "[authenticating |invalid ]user NAME IP port N" or "IP port N"
@@ -221,13 +226,13 @@ fn user_then_ip(ev: &mut Event, s: &str) {
         let tail: Vec<&str> = parts.by_ref().collect();
         // tail is reversed: [port_n, "port", ip, user...]
         if tail.len() == 4 && tail[1] == "port" && is_ip(tail[2]) {
-            ev.user_name = Some(tail[3].to_owned());
-            ev.source_ip = Some(tail[2].to_owned());
+            ev.set_user_name(tail[3]);
+            ev.set_source_ip(tail[2]);
             ev.source_port = tail[0].parse().ok();
             return;
         }
         let (user, rest) = token(rest);
-        ev.user_name = Some(user.to_owned());
+        ev.set_user_name(user);
         ip_port(ev, rest);
     } else {
         ip_port(ev, s);

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use super::{SourceState, auth, kernel, kube, sshd, token};
-use crate::event::Event;
+use crate::event::{Event, Text};
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev, parse_rfc3339, year_month};
 
 /// Year inference state for year-less timestamps, per source.
@@ -68,15 +68,12 @@ pub fn looks_like_iso_syslog(b: &[u8]) -> bool {
 }
 
 /// Parses a syslog line; false if the header is not syslog.
-pub fn parse(ev: &mut Event, state: &mut SourceState) -> bool {
-    // The line is moved out while parsers fill the event from slices of it.
-    let line = std::mem::take(&mut ev.original);
-    let ok = parse_header(ev, &line, state);
+pub fn parse(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
+    let ok = parse_header(ev, line, state);
     if ok {
         let (s, e) = (ev.message_range.0 as usize, ev.message_range.1 as usize);
         dispatch(ev, &line[s..e], s);
     }
-    ev.original = line;
     ok
 }
 
@@ -143,9 +140,9 @@ fn parse_header(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
         return false;
     };
     if let Some(h) = host {
-        ev.host_name = Some(h.to_owned());
+        ev.set_host_name(h);
     }
-    ev.process_name = Some(prog.to_owned());
+    ev.set_process_name(prog);
     ev.process_pid = pid;
     ev.dataset = Cow::Borrowed("syslog");
     let start = super::offset_in(line, msg);
@@ -195,10 +192,10 @@ fn parse_5424(ev: &mut Event, line: &str, at: usize) -> bool {
     };
     let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
     if host != "-" {
-        ev.host_name = Some(host.to_owned());
+        ev.set_host_name(host);
     }
     if app != "-" {
-        ev.process_name = Some(app.to_owned());
+        ev.set_process_name(app);
     }
     ev.process_pid = procid.parse().ok();
     ev.dataset = Cow::Borrowed("syslog");
@@ -288,7 +285,7 @@ pub fn parse_bare(ev: &mut Event, line: &str, program: &str) -> bool {
     if program_kind(prog).is_empty() {
         return false;
     }
-    ev.process_name = Some(prog.to_owned());
+    ev.set_process_name(prog);
     ev.set_message_range(0, line.len());
     dispatch(ev, line, 0);
     true
@@ -307,11 +304,13 @@ fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         ev.set_message_range(inner_at, inner_at + inner.len());
         return dispatch(ev, inner, inner_at);
     }
-    let base = program_kind(ev.process_name.as_deref().unwrap_or(""));
+    let base = program_kind(ev.process_name().unwrap_or(""));
     match base {
         "sshd" | "sshd-session" | "sshd-auth" => {
             ev.dataset = Cow::Borrowed("sshd");
-            ev.service_name.get_or_insert_with(|| "ssh".to_owned());
+            if ev.service_name.is_none() {
+                ev.service_name = Some(Text::Static("ssh"));
+            }
             if !sshd::parse(ev, msg) {
                 auth::parse_pam(ev, msg);
             }

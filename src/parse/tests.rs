@@ -16,10 +16,10 @@ fn sshd_failed_password_invalid_user() {
     assert_eq!(ev.dataset, "sshd");
     assert_eq!(ev.action.as_deref(), Some("ssh_login"));
     assert_eq!(ev.outcome, Outcome::Failure);
-    assert_eq!(ev.user_name.as_deref(), Some("webmaster"));
-    assert_eq!(ev.source_ip.as_deref(), Some("173.234.31.186"));
+    assert_eq!(ev.user_name(), Some("webmaster"));
+    assert_eq!(ev.source_ip(), Some("173.234.31.186"));
     assert_eq!(ev.source_port, Some(38926));
-    assert_eq!(ev.host_name.as_deref(), Some("LabSZ"));
+    assert_eq!(ev.host_name(), Some("LabSZ"));
     assert_eq!(ev.process_pid, Some(24200));
     // December read in May: last year
     assert_eq!(
@@ -35,8 +35,8 @@ fn sshd_session_openssh_98_and_accepted_publickey() {
     );
     assert_eq!(ev.dataset, "sshd");
     assert_eq!(ev.outcome, Outcome::Success);
-    assert_eq!(ev.user_name.as_deref(), Some("alice"));
-    assert_eq!(ev.source_ip.as_deref(), Some("2001:db8::7"));
+    assert_eq!(ev.user_name(), Some("alice"));
+    assert_eq!(ev.source_ip(), Some("2001:db8::7"));
     assert_eq!(ev.label("auth_method"), Some("publickey"));
 }
 
@@ -46,13 +46,13 @@ fn sshd_disconnect_preauth_with_user() {
         "Feb 12 14:10:22 h sshd[1]: Disconnected from authenticating user root 1.2.3.4 port 4422 [preauth]",
     );
     assert_eq!(ev.action.as_deref(), Some("ssh_disconnect_preauth"));
-    assert_eq!(ev.user_name.as_deref(), Some("root"));
-    assert_eq!(ev.source_ip.as_deref(), Some("1.2.3.4"));
+    assert_eq!(ev.user_name(), Some("root"));
+    assert_eq!(ev.source_ip(), Some("1.2.3.4"));
     let ev = one(
         "Feb 12 14:10:22 h sshd[1]: Disconnecting authenticating user root 1.2.3.4 port 22: Too many authentication failures [preauth]",
     );
     assert_eq!(ev.action.as_deref(), Some("ssh_too_many_auth_failures"));
-    assert_eq!(ev.source_ip.as_deref(), Some("1.2.3.4"));
+    assert_eq!(ev.source_ip(), Some("1.2.3.4"));
 }
 
 #[test]
@@ -62,15 +62,15 @@ fn sshd_tcp_wrappers_refusal() {
     );
     assert_eq!(ev.action.as_deref(), Some("ssh_connection_refused"));
     assert_eq!(ev.outcome, Outcome::Failure);
-    assert_eq!(ev.source_ip.as_deref(), Some("157.121.175.149"));
+    assert_eq!(ev.source_ip(), Some("157.121.175.149"));
     // the name as resolved, the address in brackets
     let ev =
         one("Mar  3 04:12:09 gw sshd[2211]: refused connect from scan.example.net (2001:db8::9)");
-    assert_eq!(ev.source_ip.as_deref(), Some("2001:db8::9"));
+    assert_eq!(ev.source_ip(), Some("2001:db8::9"));
     // a name alone (no brackets) leaves no address
     let ev = one("Mar  3 04:12:09 gw sshd[2211]: refused connect from unknown");
     assert_eq!(ev.action.as_deref(), Some("ssh_connection_refused"));
-    assert_eq!(ev.source_ip, None);
+    assert_eq!(ev.source_ip(), None);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn pam_in_program_tag() {
         "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4 ",
     );
     assert_eq!(ev.action.as_deref(), Some("pam_auth_failure"));
-    assert_eq!(ev.source_ip.as_deref(), Some("218.188.2.4"));
+    assert_eq!(ev.source_ip(), Some("218.188.2.4"));
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn rfc5424_with_structured_data() {
     );
     assert_eq!(ev.action.as_deref(), Some("ssh_login"));
     assert_eq!(ev.log_level.as_deref(), Some("info"));
-    assert_eq!(ev.host_name.as_deref(), Some("web-1"));
+    assert_eq!(ev.host_name(), Some("web-1"));
 }
 
 #[test]
@@ -131,8 +131,8 @@ fn combined_access_log() {
     assert_eq!(ev.url_path(), Some("/foo"));
     assert_eq!(ev.url_query(), Some("a=1"));
     assert_eq!(ev.http_status, Some(404));
-    assert_eq!(ev.user_name.as_deref(), Some("frank"));
-    assert_eq!(ev.user_agent.as_deref(), Some("curl/7.68.0"));
+    assert_eq!(ev.user_name(), Some("frank"));
+    assert_eq!(ev.user_agent(), Some("curl/7.68.0"));
     assert_eq!(
         crate::time::format_rfc3339(ev.timestamp),
         "2021-09-30T09:11:54.000Z"
@@ -144,11 +144,8 @@ fn combined_access_log() {
     let escaped = one(
         r#"10.0.0.1 - - [29/Sep/2021:12:37:05 +0000] "GET /q?s=\"x\" HTTP/1.1" 200 5 "-" "Mozilla \"quoted\" agent""#,
     );
-    assert_eq!(escaped.url_original.as_deref(), Some(r#"/q?s=\"x\""#));
-    assert_eq!(
-        escaped.user_agent.as_deref(),
-        Some(r#"Mozilla \"quoted\" agent"#)
-    );
+    assert_eq!(escaped.url_original(), Some(r#"/q?s=\"x\""#));
+    assert_eq!(escaped.user_agent(), Some(r#"Mozilla \"quoted\" agent"#));
     let cut = one(r#"10.0.0.1 - - [29/Sep/2021:12:37:05 +0000] "GET /x\"#);
     assert!(cut.parse_error.is_some());
 }
@@ -160,7 +157,7 @@ fn nginx_error_rate_limit() {
     );
     assert_eq!(ev.dataset, "nginx.error");
     assert_eq!(ev.action.as_deref(), Some("nginx_rate_limited"));
-    assert_eq!(ev.source_ip.as_deref(), Some("::1"));
+    assert_eq!(ev.source_ip(), Some("::1"));
     assert_eq!(ev.extra("nginx.limit_zone"), Some("default_root_zone"));
 }
 
@@ -170,7 +167,7 @@ fn apache_error() {
         "[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328636416] [client 72.15.99.187:5523] File does not exist: /var/www/favicon.ico",
     );
     assert_eq!(ev.dataset, "apache.error");
-    assert_eq!(ev.source_ip.as_deref(), Some("72.15.99.187"));
+    assert_eq!(ev.source_ip(), Some("72.15.99.187"));
     assert_eq!(ev.message(), "File does not exist: /var/www/favicon.ico");
 }
 
@@ -187,7 +184,7 @@ fn kernel_oom_bare_and_dmesg() {
         "Jan 10 10:00:00 node-1 kernel: [ 11.1] Out of memory: Killed process 4242 (java) total-vm:1kB",
     );
     assert_eq!(ev.action.as_deref(), Some("oom_kill"));
-    assert_eq!(ev.host_name.as_deref(), Some("node-1"));
+    assert_eq!(ev.host_name(), Some("node-1"));
 }
 
 #[test]
@@ -204,7 +201,7 @@ fn kubelet_crashloop_and_describe_events() {
     assert_eq!(ev.action.as_deref(), Some("crash_loop_backoff"));
     assert_eq!(ev.count, 26);
     assert_eq!(ev.extra("kubernetes.container.name"), Some("downloader"));
-    assert_eq!(ev.service_name.as_deref(), Some("logging-agent"));
+    assert_eq!(ev.service_name(), Some("logging-agent"));
 }
 
 #[test]
@@ -216,13 +213,13 @@ fn json_mapping_and_logfmt() {
         &mut st,
         0,
     );
-    assert_eq!(ev.source_ip.as_deref(), Some("203.0.113.50"));
-    assert_eq!(ev.user_name.as_deref(), Some("bob"));
+    assert_eq!(ev.source_ip(), Some("203.0.113.50"));
+    assert_eq!(ev.user_name(), Some("bob"));
     assert_eq!(ev.log_level.as_deref(), Some("error"));
     assert_eq!(ev.message(), "login failed");
     assert_eq!(ev.label("team"), Some("pay"));
     let ev = one(r#"ts=2026-01-16T06:48:51Z level=warn msg="db slow" service=api status=503"#);
-    assert_eq!(ev.service_name.as_deref(), Some("api"));
+    assert_eq!(ev.service_name(), Some("api"));
     assert_eq!(ev.http_status, Some(503));
     assert_eq!(ev.message(), "db slow");
 }
@@ -234,7 +231,7 @@ fn alertmanager_payload_one_event_per_alert() {
     let mut out = Vec::new();
     parse_into(body, &mut st, 0, &mut out);
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].host_name.as_deref(), Some("web-1"));
+    assert_eq!(out[0].host_name(), Some("web-1"));
     assert_eq!(out[0].action.as_deref(), Some("alert_firing"));
     assert_eq!(out[1].action.as_deref(), Some("alert_resolved"));
     assert_eq!(
@@ -303,8 +300,8 @@ fn rsyslog_forward_format_without_the_tag_colon() {
         "<38>2026-11-22T10:58:43.603267+00:00 vm sshd Failed password for invalid user user0 from 203.0.113.9 port 5000 ssh2",
     );
     assert_eq!(ev.dataset, "sshd");
-    assert_eq!(ev.host_name.as_deref(), Some("vm"));
-    assert_eq!(ev.source_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(ev.host_name(), Some("vm"));
+    assert_eq!(ev.source_ip(), Some("203.0.113.9"));
     // an unknown first word is not taken for a tag
     let ev = one("<38>2026-11-22T10:58:43Z vm hello world");
     assert!(ev.parse_error.is_some());
@@ -347,4 +344,34 @@ mod ip_check {
             assert!(!is_ip(bad), "{bad}");
         }
     }
+}
+
+#[test]
+fn values_found_in_the_line_are_ranges_of_it_and_others_are_copies() {
+    use crate::event::Text;
+    let line = r#"127.0.0.1 - frank [30/Sep/2021:11:11:54 +0200] "GET /foo?a=1 HTTP/1.1" 404 162 "-" "curl/7.68.0""#;
+    let ev = one(line);
+    assert_eq!(ev.source_ip, Some(Text::Span(0, 9)));
+    assert_eq!(ev.user_name, Some(Text::Span(12, 17)));
+    assert!(matches!(ev.url_original, Some(Text::Span(..))));
+    assert_eq!(ev.url_original(), Some("/foo?a=1"));
+    // the ranges outlive the buffer the line was read from
+    let kept = ev.clone();
+    drop(ev);
+    assert_eq!(kept.user_agent(), Some("curl/7.68.0"));
+    // an escaped JSON value is unescaped into a string of its own; a plain one is a range
+    let ev = one(r#"{"message":"m","user_agent":"a \"b\"","source.ip":"192.0.2.1"}"#);
+    assert_eq!(ev.user_agent, Some(Text::Own(r#"a "b""#.into())));
+    assert!(matches!(ev.source_ip, Some(Text::Span(..))));
+    assert_eq!(ev.source_ip(), Some("192.0.2.1"));
+    // set after parsing, even from the line itself: a copy
+    let mut ev = one(line);
+    let user = ev.original[12..17].to_owned();
+    ev.set_user_name(&user);
+    assert_eq!(ev.user_name, Some(Text::Own("frank".into())));
+    // an access line forwarded by syslog keeps its fields as ranges of the whole line
+    let ev = one(&format!("<190>Sep 30 11:11:54 web-1 nginx: {line}"));
+    assert_eq!(ev.source_ip(), Some("127.0.0.1"));
+    assert!(matches!(ev.source_ip, Some(Text::Span(s, _)) if s > 0));
+    assert_eq!(ev.user_agent(), Some("curl/7.68.0"));
 }

@@ -133,9 +133,7 @@ pub fn event_id(ev: &Event) -> String {
 impl EventRow {
     pub fn from_event(ev: &Event) -> EventRow {
         let mut cut = false;
-        let opt = |v: &Option<String>, cut: &mut bool| {
-            v.as_deref().map_or(String::new(), |s| bounded(s, cut))
-        };
+        let opt = |v: Option<&str>, cut: &mut bool| v.map_or(String::new(), |s| bounded(s, cut));
         let labels = object_json(
             ev.labels
                 .iter()
@@ -160,18 +158,18 @@ impl EventRow {
             dataset: ev.dataset.to_string(),
             original: bounded(&ev.original, &mut cut),
             message: bounded(ev.message(), &mut cut),
-            source_ip: ev.source_ip.clone().unwrap_or_default(),
+            source_ip: ev.source_ip().unwrap_or_default().to_owned(),
             source_port: ev.source_port.unwrap_or(0),
-            user_name: opt(&ev.user_name, &mut cut),
-            host_name: opt(&ev.host_name, &mut cut),
-            service_name: opt(&ev.service_name, &mut cut),
-            process_name: opt(&ev.process_name, &mut cut),
+            user_name: opt(ev.user_name(), &mut cut),
+            host_name: opt(ev.host_name(), &mut cut),
+            service_name: opt(ev.service_name(), &mut cut),
+            process_name: opt(ev.process_name(), &mut cut),
             process_pid: ev.process_pid.unwrap_or(0),
             http_method: ev.http_method.as_deref().unwrap_or("").into(),
-            url_original: opt(&ev.url_original, &mut cut),
+            url_original: opt(ev.url_original(), &mut cut),
             http_status: ev.http_status.unwrap_or(0),
             http_body_bytes: ev.http_body_bytes.unwrap_or(0),
-            user_agent: opt(&ev.user_agent, &mut cut),
+            user_agent: opt(ev.user_agent(), &mut cut),
             log_level: ev.log_level.as_deref().unwrap_or("").into(),
             labels,
             template_id: ev
