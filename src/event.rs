@@ -85,7 +85,7 @@ pub struct Event {
     /// `labels.*`.
     pub labels: Vec<(Cow<'static, str>, String)>,
     /// Other ECS fields this event carries (`kubernetes.pod.name`, `error.message`, …).
-    pub extra: Vec<(Cow<'static, str>, String)>,
+    pub extra: Vec<(Cow<'static, str>, Text)>,
     /// `template.id` and `template.text`, set by the cluster stage.
     pub template: Option<TemplateRef>,
     /// `event.hash`: dedup fingerprint, set by the parse stage.
@@ -279,7 +279,14 @@ impl Event {
         self.extra
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.resolve(&self.original))
+    }
+
+    /// The `extra` fields, as (ECS name, value).
+    pub fn extras(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extra
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.resolve(&self.original)))
     }
 
     /// Value of a label (`labels.<name>`).
@@ -290,8 +297,11 @@ impl Event {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn push_extra(&mut self, name: &'static str, value: impl Into<String>) {
-        self.extra.push((Cow::Borrowed(name), value.into()));
+    /// Adds an `extra` field: a range where `value` lies within the line
+    /// being parsed, a copy otherwise (see [`Event::text`]).
+    pub fn push_extra(&mut self, name: &'static str, value: impl AsRef<str>) {
+        let value = self.text(value.as_ref());
+        self.extra.push((Cow::Borrowed(name), value));
     }
 
     /// Value of a field by resolved reference; numbers are rendered into `buf`.
@@ -464,8 +474,8 @@ impl Event {
         for (k, v) in &self.labels {
             m.insert(format!("labels.{k}"), s(v));
         }
-        for (k, v) in &self.extra {
-            m.insert(k.to_string(), s(v));
+        for (k, v) in self.extras() {
+            m.insert(k.to_owned(), s(v));
         }
         if let Some(t) = &self.template {
             m.insert(

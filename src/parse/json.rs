@@ -89,7 +89,7 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             k if k.contains('.')
                 && let Some(name) = crate::event::EXTRA_FIELDS.iter().find(|f| **f == k) =>
             {
-                ev.extra.push((Cow::Borrowed(name), text.into_owned()))
+                ev.push_extra(name, &text)
             }
             k => match k.strip_prefix("labels.") {
                 Some(l) => ev

@@ -355,6 +355,12 @@ fn values_found_in_the_line_are_ranges_of_it_and_others_are_copies() {
     assert_eq!(ev.user_name, Some(Text::Span(12, 17)));
     assert!(matches!(ev.url_original, Some(Text::Span(..))));
     assert_eq!(ev.url_original(), Some("/foo?a=1"));
+    let with_referrer = one(&line.replacen(r#""-""#, r#""https://example.org/""#, 1));
+    assert_eq!(
+        with_referrer.extra("http.request.referrer"),
+        Some("https://example.org/")
+    );
+    assert!(matches!(with_referrer.extra[..], [(_, Text::Span(..))]));
     // the ranges outlive the buffer the line was read from
     let kept = ev.clone();
     drop(ev);

@@ -84,8 +84,7 @@ mod tests {
         let mut state = SourceState::new(Format::Auto, 1_795_000_000_000);
         let mut ev: Event = parse_line(line, &mut state, 0);
         ev.labels.push(("job".into(), "sshd".into()));
-        ev.extra
-            .push(("kubernetes.pod.name".into(), "api-0".into()));
+        ev.push_extra("kubernetes.pod.name", "api-0");
         let m = ecs(&EventRow::from_event(&ev));
         assert_eq!(m["source.ip"], "203.0.113.50");
         assert_eq!(m["source.port"], 4242);

@@ -192,8 +192,8 @@ impl EventRow {
 /// (empty when there are none).
 fn extra_json(ev: &Event, cut: &mut bool) -> String {
     let mut m = serde_json::Map::new();
-    for (k, v) in &ev.extra {
-        m.insert(k.to_string(), serde_json::Value::String(v.clone()));
+    for (k, v) in ev.extras() {
+        m.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
     }
     if let Some(d) = ev.duration_ns {
         m.insert("event.duration".into(), d.into());
