@@ -277,10 +277,7 @@ impl Event {
 
     /// Value of an `extra` field by ECS name.
     pub fn extra(&self, name: &str) -> Option<&str> {
-        self.extra
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.resolve(&self.original))
+        self.extras().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// The `extra` fields, as (ECS name, value).
