@@ -275,9 +275,15 @@ impl Event {
         query_mark(u).map(|q| &u[q + 1..])
     }
 
-    /// Value of an `extra` field by ECS name.
+    /// Value of an `extra` field by ECS name. Only the value found is
+    /// resolved: conditions ask for fields most events lack (`http.version`,
+    /// `destination.domain`), and resolving every value on the way (as
+    /// [`Event::extras`] does) costs that search more than the compares.
     pub fn extra(&self, name: &str) -> Option<&str> {
-        self.extras().find(|(k, _)| *k == name).map(|(_, v)| v)
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.resolve(&self.original))
     }
 
     /// The `extra` fields, as (ECS name, value).

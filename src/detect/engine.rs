@@ -432,6 +432,7 @@ pub struct Engine {
     sigma_hits: Vec<u32>,
     sigma_rules: Vec<u16>,
     keys: PrehashedMap<Key, Slot>,
+    groupings: Groupings,
     samples: Samples,
     active: OpenKeys,
     /// Which shared keyword patterns the current event holds (reused).
@@ -462,6 +463,7 @@ impl Engine {
         let keywords = KeywordGroups::build(matchers).unwrap_or_default();
         Engine {
             index: Index::build(&detectors),
+            groupings: Groupings::build(&detectors),
             sigma: SigmaSet::build(&detectors),
             sigma_hits: Vec::new(),
             sigma_rules: Vec::new(),
@@ -578,6 +580,7 @@ impl Engine {
             plans,
             verdicts,
             keys,
+            groupings,
             samples,
             active,
             hits,
@@ -589,6 +592,7 @@ impl Engine {
             ..
         } = self;
         let mut ctx = EvalCtx::new(keywords, hits);
+        groupings.next_event();
         for &di in &index.resolvers {
             if !active.any_for(di) {
                 continue;
@@ -598,7 +602,7 @@ impl Engine {
                 .resolve_when
                 .as_ref()
                 .is_some_and(|m| m.matches_in(ev, &mut ctx))
-                && let Some(key) = group_key(det, di, ev)
+                && let Some(key) = groupings.key(det, di, ev)
                 && active.contains(&key)
             {
                 if let Some(st) = keys.get_mut(&key) {
@@ -620,7 +624,7 @@ impl Engine {
             if plan.holds(step, index, verdicts, ev, &mut ctx) {
                 stats.matched += 1;
                 observe(
-                    det, di, ev, keys, samples, active, cfg, stats, &mut ctx, out,
+                    det, di, ev, keys, groupings, samples, active, cfg, stats, &mut ctx, out,
                 );
             }
         }
@@ -630,7 +634,7 @@ impl Engine {
                 stats.matched += 1;
                 let det = &detectors[di as usize];
                 observe(
-                    det, di, ev, keys, samples, active, cfg, stats, &mut ctx, out,
+                    det, di, ev, keys, groupings, samples, active, cfg, stats, &mut ctx, out,
                 );
             }
         }
@@ -864,12 +868,63 @@ fn resolve_key(
     }
 }
 
-/// The state key of `ev` for `det`, or None when a group-by value is missing.
+/// The group digests of the current event, once per distinct grouping
+/// (the fields grouped by, and the offender's default): most detectors
+/// group by the source address, and an event that several of them
+/// observe hashes its address once.
+#[derive(Default)]
+struct Groupings {
+    /// Per detector, its grouping.
+    of: Vec<u32>,
+    /// Per grouping, the event its digest was worked out for, and the
+    /// digest (None when a group-by value is missing).
+    digests: Vec<(u64, Option<u64>)>,
+    /// The current event's number, from 1.
+    event: u64,
+}
+
+impl Groupings {
+    fn build(detectors: &[Detector]) -> Groupings {
+        let mut distinct: Vec<(&[crate::event::Field], Option<&str>)> = Vec::new();
+        let of = detectors
+            .iter()
+            .map(|d| {
+                let g = (d.group_by.as_slice(), d.offender_default.as_deref());
+                let i = distinct.iter().position(|x| *x == g).unwrap_or_else(|| {
+                    distinct.push(g);
+                    distinct.len() - 1
+                });
+                i as u32
+            })
+            .collect();
+        Groupings {
+            of,
+            digests: vec![(0, None); distinct.len()],
+            event: 0,
+        }
+    }
+
+    fn next_event(&mut self) {
+        self.event += 1;
+    }
+
+    /// The state key of the current event `ev` for detector `di`.
+    fn key(&mut self, det: &Detector, di: u32, ev: &Event) -> Option<Key> {
+        let slot = self.digests.get_mut(*self.of.get(di as usize)? as usize)?;
+        if slot.0 != self.event {
+            *slot = (self.event, group_digest(det, ev));
+        }
+        Some((di, ev.time_domain, slot.1?))
+    }
+}
+
+/// The digest of `ev`'s group-by values for `det`, or None when one is
+/// missing.
 ///
 /// The hash is xxh3 of the values, each followed by 0x1f. Short keys (nearly
 /// all: an address, a user, a host) are joined on the stack and hashed in
 /// one call; longer ones stream through a hasher, with the same digest.
-fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
+fn group_digest(det: &Detector, ev: &Event) -> Option<u64> {
     const INLINE: usize = 256;
     let mut joined = [0u8; INLINE];
     let mut len = 0;
@@ -896,11 +951,10 @@ fn group_key(det: &Detector, di: u32, ev: &Event) -> Option<Key> {
         });
         hash_str(h, v);
     }
-    let digest = match streamed {
+    Some(match streamed {
         Some(h) => h.digest(),
         None => xxhash_rust::xxh3::xxh3_64(&joined[..len]),
-    };
-    Some((di, ev.time_domain, digest))
+    })
 }
 
 fn hash_str(h: &mut Xxh3, s: &str) {
@@ -914,6 +968,7 @@ fn observe(
     di: u32,
     ev: &Event,
     keys: &mut PrehashedMap<Key, Slot>,
+    groupings: &mut Groupings,
     samples: &mut Samples,
     active: &mut OpenKeys,
     cfg: &EngineConfig,
@@ -921,7 +976,7 @@ fn observe(
     ctx: &mut EvalCtx<'_>,
     out: &mut Vec<Finding>,
 ) {
-    let Some(key) = group_key(det, di, ev) else {
+    let Some(key) = groupings.key(det, di, ev) else {
         return;
     };
     let ts = ev.timestamp;
@@ -1414,7 +1469,7 @@ output:
             let mut h = Xxh3::new();
             hash_str(&mut h, "203.0.113.9");
             hash_str(&mut h, &user);
-            assert_eq!(group_key(&det, 3, &ev), Some((3, 0, h.digest())));
+            assert_eq!(group_digest(&det, &ev), Some(h.digest()));
         }
     }
 

@@ -243,6 +243,7 @@ impl Plan {
     }
 
     /// Whether `step`'s detector matches `ev` (an event of this plan's kind).
+    #[inline]
     pub(super) fn holds(
         &self,
         step: &Step,
