@@ -38,13 +38,16 @@ pub fn parse(ev: &mut Event, line: &str, state: &SourceState) -> bool {
 /// An access log line embedded in a syslog message (nginx `access_log syslog:`).
 pub fn parse_embedded(ev: &mut Event, msg: &str, program: &str) -> bool {
     // values sliced from `msg` lie in `ev`'s line: `tmp` keeps them as
-    // ranges of it, and reads them from a copy of it meanwhile
+    // ranges of it, and holds the line meanwhile (moved, not copied) to
+    // read them back
     let mut tmp = Event {
-        original: ev.original.clone(),
+        original: std::mem::take(&mut ev.original),
         parsing: ev.parsing,
         ..Event::default()
     };
-    if !parse_fields(&mut tmp, msg) {
+    let ok = parse_fields(&mut tmp, msg);
+    ev.original = std::mem::take(&mut tmp.original);
+    if !ok {
         return false;
     }
     let ts = ev.timestamp;
