@@ -426,6 +426,8 @@ pub struct Engine {
     plans: PlanCache,
     /// Verdicts of the current event's conditions (reused).
     verdicts: Verdicts,
+    /// The detectors the current event matches (reused).
+    matching: Vec<u32>,
     sigma: SigmaSet,
     /// The detectors the current event's Sigma matches feed, and the
     /// rules that matched (reused).
@@ -471,6 +473,7 @@ impl Engine {
             detectors,
             plans: PlanCache::default(),
             verdicts: Verdicts::default(),
+            matching: Vec::new(),
             keys: PrehashedMap::default(),
             samples: Samples::default(),
             active: OpenKeys::default(),
@@ -579,6 +582,7 @@ impl Engine {
             keywords,
             plans,
             verdicts,
+            matching,
             keys,
             groupings,
             samples,
@@ -612,21 +616,15 @@ impl Engine {
             }
         }
         verdicts.next_event(index.atoms());
-        let plan = plans.get(index, ev);
-        for step in plan.steps() {
-            if let Some(group) = step.gate
-                && ctx.found(ev, group) == Some(false)
-            {
-                continue;
-            }
-            let di = step.detector;
+        plans
+            .get(index, ev)
+            .matching(index, verdicts, ev, &mut ctx, matching);
+        for &di in matching.iter() {
+            stats.matched += 1;
             let det = &detectors[di as usize];
-            if plan.holds(step, index, verdicts, ev, &mut ctx) {
-                stats.matched += 1;
-                observe(
-                    det, di, ev, keys, groupings, samples, active, cfg, stats, &mut ctx, out,
-                );
-            }
+            observe(
+                det, di, ev, keys, groupings, samples, active, cfg, stats, &mut ctx, out,
+            );
         }
         if !sigma.is_empty() {
             sigma.matches(ev, sigma_rules, sigma_hits);

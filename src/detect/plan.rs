@@ -14,6 +14,15 @@
 //! reused ([`Verdicts`]). A detector that requires a keyword is passed
 //! over at the cost of one bit when the event's value holds no keyword of
 //! its group at all (the usual case: one scan answers a dozen detectors).
+//!
+//! Which of a plan's detectors match is a function of the values its
+//! conditions read, and for a web request those are the request itself
+//! (method, target, status, user agent): real traffic repeats them
+//! heavily. So a plan remembers, by those values, which detectors matched
+//! ([`Recall`]): a repeated request costs one key and one lookup instead
+//! of a scan and a test per condition. Where the values do not repeat (an
+//! attack's unique URLs, a condition on the line itself) the memory is let
+//! go after a trial and tried again later.
 
 use super::Detector;
 use super::matcher::{CompiledCondition, EvalCtx};
@@ -167,6 +176,78 @@ pub(super) struct Step {
 pub(super) struct Plan {
     steps: Vec<Step>,
     refs: Vec<u32>,
+    /// The fields the steps' conditions read.
+    reads: Vec<Field>,
+    recall: Recall,
+}
+
+/// Which detectors matched recent events of a plan's kind, by the values
+/// of the fields the plan reads, with how well that pays.
+#[derive(Default)]
+struct Recall {
+    memo: MatchMemo,
+    /// Scratch: the current event's key.
+    key: Vec<u8>,
+    /// Lookups and hits in the current trial.
+    looked: u32,
+    found: u32,
+    /// Events left before memory is tried again, after it did not pay.
+    resting: u32,
+    /// Answers from memory, all told.
+    recalled: u64,
+}
+
+/// Matching detectors by key; keys longer than a request with a long
+/// query are not remembered.
+type MatchMemo = crate::memo::Memo<Vec<u32>, 2048, 1024>;
+
+/// Lookups per trial, and the hits one needs to keep the memory: below
+/// that, building keys and copying them in costs more than it spares.
+const TRIAL: u32 = 4096;
+const TRIAL_HITS: u32 = TRIAL / 4;
+/// Events of the kind between a failed trial and the next.
+const REST: u32 = 1 << 18;
+
+impl Recall {
+    /// The key of `ev`'s values of `reads`, and its hash; None when
+    /// memory is resting or the key is too long to remember.
+    fn key(&mut self, reads: &[Field], ev: &Event) -> Option<u64> {
+        if reads.is_empty() {
+            return None;
+        }
+        if self.resting > 0 {
+            self.resting -= 1;
+            return None;
+        }
+        if self.looked == TRIAL {
+            if self.found < TRIAL_HITS {
+                self.memo = MatchMemo::default();
+                self.resting = REST;
+            }
+            self.looked = 0;
+            self.found = 0;
+            if self.resting > 0 {
+                return None;
+            }
+        }
+        let mut buf = String::new();
+        self.key.clear();
+        for f in reads {
+            // each value with its length: no two lists of values share a key
+            match ev.get(f, &mut buf) {
+                Some(v) => {
+                    self.key.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    self.key.extend_from_slice(v.as_bytes());
+                }
+                None => self.key.extend_from_slice(&u32::MAX.to_le_bytes()),
+            }
+            if !MatchMemo::fits(&self.key) {
+                return None;
+            }
+        }
+        self.looked += 1;
+        Some(xxhash_rust::xxh3::xxh3_64(&self.key))
+    }
 }
 
 impl Plan {
@@ -176,6 +257,8 @@ impl Plan {
     fn build(&mut self, index: &Index, candidates: &[u32], ev: &Event) {
         self.steps.clear();
         self.refs.clear();
+        self.reads.clear();
+        self.recall = Recall::default();
         let mut buf = String::new();
         let mut decided = |a: u32| {
             let c = &index.atoms.conditions[a as usize];
@@ -236,15 +319,62 @@ impl Plan {
                 any,
             });
         }
+        for &a in &self.refs {
+            let field = &index.atoms.conditions[a as usize].field;
+            if !self.reads.contains(field) {
+                self.reads.push(field.clone());
+            }
+        }
+        // the path and the query are parts of the target
+        if self.reads.contains(&Field::UrlOriginal) {
+            self.reads
+                .retain(|f| !matches!(f, Field::UrlPath | Field::UrlQuery));
+        }
     }
 
-    pub(super) fn steps(&self) -> &[Step] {
-        &self.steps
+    /// The detectors that match `ev` (an event of this plan's kind), in
+    /// the plan's order, into `out`: remembered for a repeated request,
+    /// else tested step by step (a keyword gate first).
+    pub(super) fn matching(
+        &mut self,
+        index: &Index,
+        verdicts: &mut Verdicts,
+        ev: &Event,
+        ctx: &mut EvalCtx<'_>,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        let hash = self.recall.key(&self.reads, ev);
+        if let Some(h) = hash
+            && let Some(known) = self.recall.memo.get(h, &self.recall.key)
+        {
+            self.recall.found += 1;
+            self.recall.recalled += 1;
+            out.extend_from_slice(known);
+            return;
+        }
+        for step in &self.steps {
+            if let Some(group) = step.gate
+                && ctx.found(ev, group) == Some(false)
+            {
+                continue;
+            }
+            if self.holds(step, index, verdicts, ev, ctx) {
+                out.push(step.detector);
+            }
+        }
+        let Recall { memo, key, .. } = &mut self.recall;
+        if let Some(h) = hash
+            && let Some(slot) = memo.put(h, key)
+        {
+            slot.clear();
+            slot.extend_from_slice(out);
+        }
     }
 
     /// Whether `step`'s detector matches `ev` (an event of this plan's kind).
     #[inline]
-    pub(super) fn holds(
+    fn holds(
         &self,
         step: &Step,
         index: &Index,
@@ -325,6 +455,17 @@ struct CachedKind {
 const PLAN_SLOTS: usize = 64;
 
 impl CachedKind {
+    /// An empty plan for `ev`'s kind.
+    fn of(ev: &Event) -> CachedKind {
+        CachedKind {
+            action: ev.action.as_deref().map(Box::from),
+            dataset: Box::from(ev.dataset.as_ref()),
+            level: ev.log_level.as_deref().map(Box::from),
+            category: ev.category,
+            plan: Plan::default(),
+        }
+    }
+
     fn is_for(&self, ev: &Event) -> bool {
         self.category == ev.category
             && *self.dataset == *ev.dataset
@@ -335,7 +476,7 @@ impl CachedKind {
 
 impl PlanCache {
     /// The plan for `ev`'s kind.
-    pub(super) fn get(&mut self, index: &Index, ev: &Event) -> &Plan {
+    pub(super) fn get(&mut self, index: &Index, ev: &Event) -> &mut Plan {
         if self.slots.is_empty() {
             self.slots.resize_with(PLAN_SLOTS, || None);
         }
@@ -361,23 +502,14 @@ impl PlanCache {
                 index.candidates_into(ev, &mut self.candidates);
                 plan.build(index, &self.candidates, ev);
                 *slot = Some(CachedKind {
-                    action: ev.action.as_deref().map(Box::from),
-                    dataset: Box::from(ev.dataset.as_ref()),
-                    level: ev.log_level.as_deref().map(Box::from),
-                    category: ev.category,
                     plan,
+                    ..CachedKind::of(ev)
                 });
             }
         }
         // just filled when it was not this kind's
-        static EMPTY: Plan = Plan {
-            steps: Vec::new(),
-            refs: Vec::new(),
-        };
-        self.slots
-            .get(self.last)
-            .and_then(Option::as_ref)
-            .map_or(&EMPTY, |k| &k.plan)
+        let slot = &mut self.slots[self.last];
+        &mut slot.get_or_insert_with(|| CachedKind::of(ev)).plan
     }
 }
 
@@ -415,6 +547,7 @@ mod tests {
         let index = Index::build(&detectors);
         let (mut plans, mut verdicts, mut hits) = Default::default();
         let mut matched = std::collections::BTreeSet::new();
+        let mut planned = Vec::new();
         let mut lines = 0;
         for dir in std::fs::read_dir(root.join("fixtures/detectors")).unwrap() {
             let Ok(text) = std::fs::read_to_string(dir.unwrap().path().join("input.log")) else {
@@ -430,27 +563,91 @@ mod tests {
                         d.sigma.is_none() && d.matcher.matches(&ev)
                     })
                     .collect();
-                Verdicts::next_event(&mut verdicts, index.atoms());
-                let plan: &Plan = PlanCache::get(&mut plans, &index, &ev);
-                let mut ctx = EvalCtx::new(&keywords, &mut hits);
-                let mut planned: Vec<u32> = plan
-                    .steps()
-                    .iter()
-                    .filter(|s| {
-                        // as the engine does: the gate first
-                        s.gate.is_none_or(|g| ctx.found(&ev, g) != Some(false))
-                            && plan.holds(s, &index, &mut verdicts, &ev, &mut ctx)
-                    })
-                    .map(|s| s.detector)
-                    .collect();
-                planned.sort_unstable();
-                assert_eq!(planned, whole, "{line}");
+                // the second time from the plan's memory
+                for _ in 0..2 {
+                    Verdicts::next_event(&mut verdicts, index.atoms());
+                    let plan = PlanCache::get(&mut plans, &index, &ev);
+                    let mut ctx = EvalCtx::new(&keywords, &mut hits);
+                    plan.matching(&index, &mut verdicts, &ev, &mut ctx, &mut planned);
+                    planned.sort_unstable();
+                    assert_eq!(planned, whole, "{line}");
+                }
                 matched.extend(whole);
             }
         }
-        // not a vacuous agreement: most detectors matched some line
+        // not a vacuous agreement: most detectors matched some line, and
+        // plans answered from memory
+        let recalled: u64 = plans
+            .slots
+            .iter()
+            .flatten()
+            .map(|k| k.plan.recall.recalled)
+            .sum();
+        assert!(recalled > 1_000, "{recalled} answers from memory");
         assert!(lines > 5_000, "{lines} lines");
         assert!(matched.len() > 25, "{} detectors matched", matched.len());
+    }
+
+    /// Requests that differ in any one value a condition reads are told
+    /// apart by the plan's memory; the same request is answered from it.
+    #[test]
+    fn remembered_matches_tell_every_read_value_apart() {
+        let yaml = |id: &str, m: &str| {
+            format!(
+                "version: 1\nid: {id}\nrevision: 1\ntitle: t\ndomain: http\nclassification: c\nseverity: low\nconfidence: 0.5\nmatch:\n  all:\n    - {{field: event.category, equals: [web]}}\n    - {m}\nwindow: {{kind: tumbling, size_secs: 60, group_by: [source.ip], threshold: 1}}\noutput:\n  offender: {{type: ip, field: source.ip}}\n"
+            )
+        };
+        let mut detectors: Vec<Detector> = [
+            yaml(
+                "http.status",
+                "{field: http.response.status_code, gte: 400}",
+            ),
+            yaml("http.path", "{field: url.path, keywords: [/admin]}"),
+            yaml(
+                "http.agent",
+                "{field: user_agent.original, keywords: [sqlmap]}",
+            ),
+            yaml(
+                "http.method",
+                "{field: http.request.method, equals: [POST]}",
+            ),
+        ]
+        .iter()
+        .map(|y| crate::detect::load_str(y, "t.yaml").unwrap())
+        .collect();
+        let keywords = KeywordGroups::build(detectors.iter_mut().map(|d| &mut d.matcher)).unwrap();
+        let index = Index::build(&detectors);
+        let (mut plans, mut verdicts, mut hits) = Default::default();
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut planned = Vec::new();
+        for _ in 0..2 {
+            for bits in 0..16u32 {
+                let method = ["GET", "POST"][(bits & 1) as usize];
+                let path = ["/", "/admin"][(bits >> 1 & 1) as usize];
+                let status = [200, 404][(bits >> 2 & 1) as usize];
+                let agent = ["curl/8", "sqlmap/1.7"][(bits >> 3 & 1) as usize];
+                let line = format!(
+                    r#"10.0.0.1 - - [01/Dec/2026:12:00:00 +0000] "{method} {path} HTTP/1.1" {status} 5 "-" "{agent}""#
+                );
+                let ev = parse_line(&line, &mut st, 0);
+                let whole: Vec<u32> = (0..detectors.len() as u32)
+                    .filter(|&i| detectors[i as usize].matcher.matches(&ev))
+                    .collect();
+                Verdicts::next_event(&mut verdicts, index.atoms());
+                let plan = PlanCache::get(&mut plans, &index, &ev);
+                let mut ctx = EvalCtx::new(&keywords, &mut hits);
+                plan.matching(&index, &mut verdicts, &ev, &mut ctx, &mut planned);
+                planned.sort_unstable();
+                assert_eq!(planned, whole, "{line}");
+            }
+        }
+        let recalled: u64 = plans
+            .slots
+            .iter()
+            .flatten()
+            .map(|k| k.plan.recall.recalled)
+            .sum();
+        assert_eq!(recalled, 16, "the second round from memory");
     }
 
     #[test]
@@ -481,7 +678,7 @@ mod tests {
         let mut plans = PlanCache::default();
         let plan = plans.get(&index, &ev);
         let shape: Vec<(u32, usize, bool)> = plan
-            .steps()
+            .steps
             .iter()
             .map(|s| (s.detector, (s.end - s.start) as usize, s.any))
             .collect();
