@@ -199,7 +199,7 @@ struct Recall {
 
 /// Matching detectors by key; keys longer than a request with a long
 /// query are not remembered.
-type MatchMemo = crate::memo::Memo<Vec<u32>, 2048, 1024>;
+type MatchMemo = crate::memo::Memo<Vec<u32>, 8192, 1024>;
 
 /// Lookups per trial, and the hits one needs to keep the memory: below
 /// that, building keys and copying them in costs more than it spares.
