@@ -533,8 +533,34 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::detect::matcher::KeywordGroups;
+    use crate::detect::matcher::{KeywordGroups, KeywordHits};
     use crate::parse::{Format, SourceState, parse_line};
+
+    /// What the engine asks of a plan: the detectors `ev` matches, sorted.
+    fn planned(
+        (plans, index, verdicts): (&mut PlanCache, &Index, &mut Verdicts),
+        (keywords, hits): (&KeywordGroups, &mut KeywordHits),
+        ev: &Event,
+    ) -> Vec<u32> {
+        let mut out = Vec::new();
+        verdicts.next_event(index.atoms());
+        let mut ctx = EvalCtx::new(keywords, hits);
+        plans
+            .get(index, ev)
+            .matching(index, verdicts, ev, &mut ctx, &mut out);
+        out.sort_unstable();
+        out
+    }
+
+    /// Answers the plans gave from memory.
+    fn recalled(plans: &PlanCache) -> u64 {
+        plans
+            .slots
+            .iter()
+            .flatten()
+            .map(|k| k.plan.recall.recalled)
+            .sum()
+    }
 
     /// Every shipped detector, on every fixture line: the detectors a
     /// kind's plan finds matching are exactly those whose whole `match`
@@ -547,7 +573,6 @@ mod tests {
         let index = Index::build(&detectors);
         let (mut plans, mut verdicts, mut hits) = Default::default();
         let mut matched = std::collections::BTreeSet::new();
-        let mut planned = Vec::new();
         let mut lines = 0;
         for dir in std::fs::read_dir(root.join("fixtures/detectors")).unwrap() {
             let Ok(text) = std::fs::read_to_string(dir.unwrap().path().join("input.log")) else {
@@ -565,24 +590,15 @@ mod tests {
                     .collect();
                 // the second time from the plan's memory
                 for _ in 0..2 {
-                    Verdicts::next_event(&mut verdicts, index.atoms());
-                    let plan = PlanCache::get(&mut plans, &index, &ev);
-                    let mut ctx = EvalCtx::new(&keywords, &mut hits);
-                    plan.matching(&index, &mut verdicts, &ev, &mut ctx, &mut planned);
-                    planned.sort_unstable();
-                    assert_eq!(planned, whole, "{line}");
+                    let plan = (&mut plans, &index, &mut verdicts);
+                    assert_eq!(planned(plan, (&keywords, &mut hits), &ev), whole, "{line}");
                 }
                 matched.extend(whole);
             }
         }
         // not a vacuous agreement: most detectors matched some line, and
         // plans answered from memory
-        let recalled: u64 = plans
-            .slots
-            .iter()
-            .flatten()
-            .map(|k| k.plan.recall.recalled)
-            .sum();
+        let recalled = recalled(&plans);
         assert!(recalled > 1_000, "{recalled} answers from memory");
         assert!(lines > 5_000, "{lines} lines");
         assert!(matched.len() > 25, "{} detectors matched", matched.len());
@@ -619,7 +635,6 @@ mod tests {
         let index = Index::build(&detectors);
         let (mut plans, mut verdicts, mut hits) = Default::default();
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
-        let mut planned = Vec::new();
         for _ in 0..2 {
             for bits in 0..16u32 {
                 let method = ["GET", "POST"][(bits & 1) as usize];
@@ -633,21 +648,11 @@ mod tests {
                 let whole: Vec<u32> = (0..detectors.len() as u32)
                     .filter(|&i| detectors[i as usize].matcher.matches(&ev))
                     .collect();
-                Verdicts::next_event(&mut verdicts, index.atoms());
-                let plan = PlanCache::get(&mut plans, &index, &ev);
-                let mut ctx = EvalCtx::new(&keywords, &mut hits);
-                plan.matching(&index, &mut verdicts, &ev, &mut ctx, &mut planned);
-                planned.sort_unstable();
-                assert_eq!(planned, whole, "{line}");
+                let plan = (&mut plans, &index, &mut verdicts);
+                assert_eq!(planned(plan, (&keywords, &mut hits), &ev), whole, "{line}");
             }
         }
-        let recalled: u64 = plans
-            .slots
-            .iter()
-            .flatten()
-            .map(|k| k.plan.recall.recalled)
-            .sum();
-        assert_eq!(recalled, 16, "the second round from memory");
+        assert_eq!(recalled(&plans), 16, "the second round from memory");
     }
 
     #[test]
