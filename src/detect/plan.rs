@@ -20,9 +20,10 @@
 //! (method, target, status, user agent): real traffic repeats them
 //! heavily. So a plan remembers, by those values, which detectors matched
 //! ([`Recall`]): a repeated request costs one key and one lookup instead
-//! of a scan and a test per condition. Where the values do not repeat (an
-//! attack's unique URLs, a condition on the line itself) the memory is let
-//! go after a trial and tried again later.
+//! of a scan and a test per condition. A kind whose conditions read the
+//! line or its message (new on every line) remembers nothing; where the
+//! values do not repeat (an attack's unique URLs) the memory is let go
+//! after a trial and tried again later.
 
 use super::Detector;
 use super::matcher::{CompiledCondition, EvalCtx};
@@ -324,6 +325,15 @@ impl Plan {
             if !self.reads.contains(field) {
                 self.reads.push(field.clone());
             }
+        }
+        // a kind whose conditions read the line is new on every line:
+        // nothing to remember, and trying would fill the memo with lines
+        if self
+            .reads
+            .iter()
+            .any(|f| matches!(f, Field::Original | Field::Message))
+        {
+            self.reads.clear();
         }
         // the path and the query are parts of the target
         if self.reads.contains(&Field::UrlOriginal) {
