@@ -159,11 +159,11 @@ fn of_kind(field: &Field) -> bool {
 /// up to `any_from`; and, when `any` is set, those one of which must, up
 /// to `end`.
 pub(super) struct Step {
-    pub(super) detector: u32,
+    detector: u32,
     /// The keyword group one of whose patterns the event must hold (its
     /// first keyword condition in `all`): most values hold none, and then
     /// the step is decided by the group's one scan.
-    pub(super) gate: Option<usize>,
+    gate: Option<usize>,
     start: u32,
     none_from: u32,
     any_from: u32,
@@ -187,8 +187,9 @@ pub(super) struct Plan {
 #[derive(Default)]
 struct Recall {
     memo: MatchMemo,
-    /// Scratch: the current event's key.
+    /// Scratch: the current event's key, and a number rendered for it.
     key: Vec<u8>,
+    buf: String,
     /// Lookups and hits in the current trial.
     looked: u32,
     found: u32,
@@ -231,11 +232,10 @@ impl Recall {
                 return None;
             }
         }
-        let mut buf = String::new();
         self.key.clear();
         for f in reads {
             // each value with its length: no two lists of values share a key
-            match ev.get(f, &mut buf) {
+            match ev.get(f, &mut self.buf) {
                 Some(v) => {
                     self.key.extend_from_slice(&(v.len() as u32).to_le_bytes());
                     self.key.extend_from_slice(v.as_bytes());
