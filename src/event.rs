@@ -11,7 +11,6 @@
 //! once at rule load.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -205,7 +204,20 @@ fn query_mark(url: &str) -> Option<usize> {
 
 /// Formats a template id as it appears in JSON (`t-` and 16 hex digits).
 pub fn template_id_string(id: u64) -> String {
-    format!("t-{id:016x}")
+    let mut s = String::with_capacity(18);
+    push_template_id(&mut s, id);
+    s
+}
+
+/// Appends a template id as [`template_id_string`] writes it, without
+/// the formatting machinery: detectors that group by `template.id` ask for
+/// it on every event.
+fn push_template_id(out: &mut String, id: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("t-");
+    for shift in (0..16).rev() {
+        out.push(HEX[(id >> (shift * 4)) as usize & 0xf] as char);
+    }
 }
 
 impl Event {
@@ -308,13 +320,15 @@ impl Event {
         self.extra.push((Cow::Borrowed(name), value));
     }
 
-    /// Value of a field by resolved reference; numbers are rendered into `buf`.
+    /// Value of a field by resolved reference; numbers are rendered into
+    /// `buf` (by `itoa`: the status code is read for most requests, and
+    /// `fmt` cost more than the lookups around it).
     pub fn get<'a>(&'a self, field: &Field, buf: &'a mut String) -> Option<&'a str> {
         macro_rules! num {
             ($v:expr) => {{
                 let v = $v?;
                 buf.clear();
-                let _ = write!(buf, "{v}");
+                buf.push_str(itoa::Buffer::new().format(v));
                 Some(buf.as_str())
             }};
         }
@@ -328,7 +342,7 @@ impl Event {
             Field::TemplateId => {
                 let t = self.template.as_ref()?;
                 buf.clear();
-                let _ = write!(buf, "t-{:016x}", t.id);
+                push_template_id(buf, t.id);
                 Some(buf.as_str())
             }
             text => self.get_text(text),
@@ -672,3 +686,38 @@ pub const EXTRA_FIELDS: &[&str] = &[
     "destination.domain",
     "tls.client.subject",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Numbers and template ids read as text are what `fmt` writes.
+        #[test]
+        fn numeric_fields_render_as_fmt_does(
+            ts: i64, port: u16, pid: u32, status: u16, bytes: u64, ns: i64, id: u64,
+        ) {
+            let mut ev = Event::raw(String::new(), Cow::Borrowed("test"));
+            ev.timestamp = ts;
+            ev.source_port = Some(port);
+            ev.process_pid = Some(pid);
+            ev.http_status = Some(status);
+            ev.http_body_bytes = Some(bytes);
+            ev.duration_ns = Some(ns);
+            ev.template = Some(TemplateRef { id, text: Arc::from("x") });
+            let mut buf = String::new();
+            for (field, want) in [
+                (Field::Timestamp, ts.to_string()),
+                (Field::SourcePort, port.to_string()),
+                (Field::ProcessPid, pid.to_string()),
+                (Field::HttpStatus, status.to_string()),
+                (Field::HttpBodyBytes, bytes.to_string()),
+                (Field::Duration, ns.to_string()),
+                (Field::TemplateId, format!("t-{id:016x}")),
+            ] {
+                proptest::prop_assert_eq!(ev.get(&field, &mut buf), Some(want.as_str()));
+            }
+            proptest::prop_assert_eq!(template_id_string(id), format!("t-{id:016x}"));
+        }
+    }
+}
