@@ -19,7 +19,7 @@ fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
 /// Parses a PAM message; false when it is not one.
 pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
     let body = match msg.strip_prefix("pam_unix(") {
-        Some(r) => match r.split_once("): ") {
+        Some(r) => match super::split_once_str(r, "): ") {
             Some((svc, body)) => {
                 let service = svc.split(':').next().unwrap_or(svc);
                 ev.labels.push(("pam_service".into(), service.to_owned()));
@@ -72,7 +72,7 @@ pub fn parse_sudo(ev: &mut Event, msg: &str) -> bool {
     if parse_pam(ev, msg) {
         return true;
     }
-    let Some((user, rest)) = msg.split_once(" : ") else {
+    let Some((user, rest)) = super::split_once_str(msg, " : ") else {
         return false;
     };
     let user = user.trim();

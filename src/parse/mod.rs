@@ -273,10 +273,47 @@ pub fn detect(b: &[u8]) -> Format {
 
 /// Splits off the next space-delimited token: (token, rest without leading spaces).
 pub(crate) fn token(s: &str) -> (&str, &str) {
-    match s.find(' ') {
+    match find_byte(s, b' ') {
         Some(i) => (&s[..i], s[i + 1..].trim_start_matches(' ')),
         None => (s, ""),
     }
+}
+
+// Parsers look for a byte or a short separator (`' '`, `'['`, `": "`,
+// `" for "`) a few bytes into a short header or message. The standard
+// `str::find` sets up a searcher on every call (a vector search for a
+// char, a two-way searcher for a string), which costs more than a plain
+// scan of those few bytes. Matches of an ASCII byte or a whole UTF-8
+// string always lie on character boundaries, so the offsets below slice
+// `s` safely.
+
+/// Where the ASCII byte `b` first occurs in `s`.
+pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|c| c == b)
+}
+
+/// Where the non-empty `needle` first occurs in `s`.
+pub(crate) fn find_str(s: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (s.as_bytes(), needle.as_bytes());
+    let (&first, rest) = n.split_first()?;
+    let last = h.len().checked_sub(n.len())?;
+    (0..=last).find(|&i| h[i] == first && h[i + 1..i + n.len()] == *rest)
+}
+
+/// Where the non-empty `needle` last occurs in `s`.
+pub(crate) fn rfind_str(s: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (s.as_bytes(), needle.as_bytes());
+    let (&first, rest) = n.split_first()?;
+    let last = h.len().checked_sub(n.len())?;
+    (0..=last)
+        .rev()
+        .find(|&i| h[i] == first && h[i + 1..i + n.len()] == *rest)
+}
+
+/// `s` split around the first `needle`, as `str::split_once` does.
+pub(crate) fn split_once_str<'a>(s: &'a str, needle: &str) -> Option<(&'a str, &'a str)> {
+    let i = find_str(s, needle)?;
+    Some((&s[..i], &s[i + needle.len()..]))
 }
 
 /// Byte offset of `part` (a slice of `whole`) within `whole`.

@@ -76,7 +76,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     }
     if let Some(rest) = msg.strip_prefix("Disconnecting ") {
         // "Disconnecting authenticating user root 1.2.3.4 port 22: Too many authentication failures"
-        let (who, why) = rest.split_once(": ").unwrap_or((rest, ""));
+        let (who, why) = super::split_once_str(rest, ": ").unwrap_or((rest, ""));
         if why.starts_with("Too many authentication failures") {
             set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
         } else {
@@ -160,7 +160,7 @@ fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
 
 /// "password for [invalid user ]NAME from IP port N ssh2[: KEY]"
 fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
-    let Some((method, rest)) = rest.split_once(" for ") else {
+    let Some((method, rest)) = super::split_once_str(rest, " for ") else {
         return false;
     };
     if method.contains(' ') {
@@ -189,7 +189,7 @@ fn split_user_from(s: &str) -> (Option<&str>, &str) {
     {
         return (None, tail);
     }
-    match s.rfind(" from ") {
+    match super::rfind_str(s, " from ") {
         Some(i) => (Some(&s[..i]).filter(|u| !u.is_empty()), &s[i + 6..]),
         None => (Some(s.trim()).filter(|u| !u.is_empty()), ""),
     }

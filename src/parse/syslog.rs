@@ -218,15 +218,13 @@ fn bare_tag(s: &str) -> Option<(&str, Option<u32>, &str)> {
 
 /// Splits `prog[pid]: msg` / `prog: msg` / `prog(pam_unix)[pid]: msg`.
 fn split_program(s: &str) -> Option<(&str, Option<u32>, &str)> {
-    let colon = s
-        .find(": ")
-        .or_else(|| s.strip_suffix(':').map(|p| p.len()))?;
+    let colon = super::find_str(s, ": ").or_else(|| s.strip_suffix(':').map(|p| p.len()))?;
     let tag = &s[..colon];
     if tag.is_empty() || tag.contains(' ') {
         return None;
     }
     let msg = s.get(colon + 2..).unwrap_or("");
-    match tag.find('[') {
+    match super::find_byte(tag, b'[') {
         Some(i) if tag.ends_with(']') => {
             Some((&tag[..i], tag[i + 1..tag.len() - 1].parse().ok(), msg))
         }
@@ -273,7 +271,7 @@ fn program_kind(prog: &str) -> &'static str {
         "apache2",
         "httpd",
     ];
-    let base = prog.split('(').next().unwrap_or(prog);
+    let base = super::find_byte(prog, b'(').map_or(prog, |i| &prog[..i]);
     KNOWN.iter().find(|k| **k == base).copied().unwrap_or("")
 }
 

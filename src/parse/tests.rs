@@ -381,3 +381,18 @@ fn values_found_in_the_line_are_ranges_of_it_and_others_are_copies() {
     assert!(matches!(ev.source_ip, Some(Text::Span(s, _)) if s > 0));
     assert_eq!(ev.user_agent(), Some("curl/7.68.0"));
 }
+
+proptest::proptest! {
+    /// The plain scans parsers use find what `str`'s searches find.
+    #[test]
+    fn plain_scans_find_what_str_finds(
+        s in "[a-c :()\\[\\]é]{0,40}",
+        needle in "[a-c :()\\[\\]é]{1,4}",
+        b in proptest::sample::select(vec![b' ', b'[', b'(', b'a']),
+    ) {
+        proptest::prop_assert_eq!(find_str(&s, &needle), s.find(needle.as_str()));
+        proptest::prop_assert_eq!(rfind_str(&s, &needle), s.rfind(needle.as_str()));
+        proptest::prop_assert_eq!(split_once_str(&s, &needle), s.split_once(needle.as_str()));
+        proptest::prop_assert_eq!(find_byte(&s, b), s.find(b as char));
+    }
+}
