@@ -25,6 +25,8 @@
 //! values do not repeat (an attack's unique URLs) the memory is let go
 //! after a trial and tried again later.
 
+use std::borrow::Cow;
+
 use super::Detector;
 use super::matcher::{CompiledCondition, EvalCtx};
 use crate::event::{Event, Field};
@@ -454,10 +456,13 @@ pub(super) struct PlanCache {
     candidates: Vec<u32>,
 }
 
+/// A kind's values as the event had them: parsers name most kinds with
+/// static strings, so comparing a later event's values is mostly a
+/// pointer compare ([`same`]).
 struct CachedKind {
-    action: Option<Box<str>>,
-    dataset: Box<str>,
-    level: Option<Box<str>>,
+    action: Option<Cow<'static, str>>,
+    dataset: Cow<'static, str>,
+    level: Option<Cow<'static, str>>,
     category: Option<&'static str>,
     plan: Plan,
 }
@@ -468,20 +473,30 @@ impl CachedKind {
     /// An empty plan for `ev`'s kind.
     fn of(ev: &Event) -> CachedKind {
         CachedKind {
-            action: ev.action.as_deref().map(Box::from),
-            dataset: Box::from(ev.dataset.as_ref()),
-            level: ev.log_level.as_deref().map(Box::from),
+            action: ev.action.clone(),
+            dataset: ev.dataset.clone(),
+            level: ev.log_level.clone(),
             category: ev.category,
             plan: Plan::default(),
         }
     }
 
     fn is_for(&self, ev: &Event) -> bool {
-        self.category == ev.category
-            && *self.dataset == *ev.dataset
-            && self.action.as_deref() == ev.action.as_deref()
-            && self.level.as_deref() == ev.log_level.as_deref()
+        let both = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (Some(a), Some(b)) => same(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        both(self.category, ev.category)
+            && same(&self.dataset, &ev.dataset)
+            && both(self.action.as_deref(), ev.action.as_deref())
+            && both(self.level.as_deref(), ev.log_level.as_deref())
     }
+}
+
+/// Whether two strings are equal, the same memory first: a `memcmp` call
+/// for a short name costs more than the compare.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 impl PlanCache {

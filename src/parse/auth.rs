@@ -21,7 +21,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
     let body = match msg.strip_prefix("pam_unix(") {
         Some(r) => match super::split_once_str(r, "): ") {
             Some((svc, body)) => {
-                let service = svc.split(':').next().unwrap_or(svc);
+                let service = super::find_byte(svc, b':').map_or(svc, |i| &svc[..i]);
                 ev.labels.push(("pam_service".into(), service.to_owned()));
                 body
             }
@@ -33,7 +33,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
         || body.starts_with("PAM ") && body.contains("authentication failure")
     {
         set(ev, "pam_auth_failure", Outcome::Failure);
-        for kv in body.split([' ', ';']) {
+        for kv in super::split_either(body, b' ', b';') {
             if let Some(host) = kv.strip_prefix("rhost=").filter(|h| !h.is_empty()) {
                 if is_ip(host) {
                     ev.set_source_ip(host);
@@ -59,7 +59,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
     ] {
         if let Some(rest) = body.strip_prefix(prefix) {
             set(ev, action, Outcome::Success);
-            let user = rest.split([' ', '(']).next().unwrap_or(rest);
+            let user = super::split_either(rest, b' ', b'(').next().unwrap_or(rest);
             ev.user_name = Some(user).filter(|u| !u.is_empty()).map(|u| ev.text(u));
             return true;
         }

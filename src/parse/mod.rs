@@ -310,6 +310,25 @@ pub(crate) fn rfind_str(s: &str, needle: &str) -> Option<usize> {
         .find(|&i| h[i] == first && h[i + 1..i + n.len()] == *rest)
 }
 
+/// `s` split at every ASCII byte `a` or `b`, as `s.split([a, b])` splits
+/// it (without decoding each character to compare it).
+pub(crate) fn split_either(s: &str, a: u8, b: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|c| c == a || c == b) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 /// `s` split around the first `needle`, as `str::split_once` does.
 pub(crate) fn split_once_str<'a>(s: &'a str, needle: &str) -> Option<(&'a str, &'a str)> {
     let i = find_str(s, needle)?;

@@ -185,7 +185,7 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
 /// last " from " so user names like "from" survive.
 fn split_user_from(s: &str) -> (Option<&str>, &str) {
     if let Some(tail) = s.strip_prefix("from ")
-        && tail.split(' ').next().is_some_and(is_ip)
+        && is_ip(token(tail).0)
     {
         return (None, tail);
     }

@@ -394,5 +394,10 @@ proptest::proptest! {
         proptest::prop_assert_eq!(rfind_str(&s, &needle), s.rfind(needle.as_str()));
         proptest::prop_assert_eq!(split_once_str(&s, &needle), s.split_once(needle.as_str()));
         proptest::prop_assert_eq!(find_byte(&s, b), s.find(b as char));
+        let c = b as char;
+        proptest::prop_assert_eq!(
+            split_either(&s, b' ', b).collect::<Vec<_>>(),
+            s.split([' ', c]).collect::<Vec<_>>()
+        );
     }
 }
