@@ -83,7 +83,7 @@ pub struct Event {
     /// `log.level`, lowercase.
     pub log_level: Option<Cow<'static, str>>,
     /// `labels.*`.
-    pub labels: Vec<(Cow<'static, str>, String)>,
+    pub labels: Vec<(Cow<'static, str>, Text)>,
     /// Other ECS fields this event carries (`kubernetes.pod.name`, `error.message`, …).
     pub extra: Vec<(Cow<'static, str>, Text)>,
     /// `template.id` and `template.text`, set by the cluster stage.
@@ -310,7 +310,21 @@ impl Event {
         self.labels
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.resolve(&self.original))
+    }
+
+    /// The labels, as (name, value).
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.resolve(&self.original)))
+    }
+
+    /// Adds a label: a range where `value` lies within the line being
+    /// parsed, a copy otherwise (see [`Event::text`]).
+    pub fn push_label(&mut self, name: impl Into<Cow<'static, str>>, value: &str) {
+        let value = self.text(value);
+        self.labels.push((name.into(), value));
     }
 
     /// Adds an `extra` field: a range where `value` lies within the line
@@ -489,7 +503,7 @@ impl Event {
         if let Some(p) = &self.file_path {
             m.insert("log.file.path".into(), s(p));
         }
-        for (k, v) in &self.labels {
+        for (k, v) in self.labels() {
             m.insert(format!("labels.{k}"), s(v));
         }
         for (k, v) in self.extras() {

@@ -123,7 +123,8 @@ impl Stream {
     pub fn annotate(&self, ev: &mut Event) {
         for (k, v) in &self.labels {
             if ev.label(k).is_none() {
-                ev.labels.push((Cow::Owned(k.clone()), v.clone()));
+                ev.labels
+                    .push((Cow::Owned(k.clone()), Text::from(v.clone())));
             }
         }
         if ev.service_name.is_none() {

@@ -125,7 +125,7 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
         if is_ip(client) {
             ev.set_source_ip(client);
         } else {
-            ev.labels.push(("client_host".into(), client.to_owned()));
+            ev.push_label("client_host", client);
         }
     }
     if user != "-" {

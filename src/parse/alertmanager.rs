@@ -157,11 +157,13 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
             ev.push_extra("alert.ends_at", crate::time::format_rfc3339(e));
         }
         for (k, v) in &alert.labels {
-            ev.labels.push((Cow::Owned(k.clone()), v.clone()));
+            ev.labels
+                .push((Cow::Owned(k.clone()), Text::from(v.clone())));
         }
         for (k, v) in &hook.group_labels {
             if !alert.labels.contains_key(k) {
-                ev.labels.push((Cow::Owned(k.clone()), v.clone()));
+                ev.labels
+                    .push((Cow::Owned(k.clone()), Text::from(v.clone())));
             }
         }
         ev.hash = dedup_key(

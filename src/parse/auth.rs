@@ -22,7 +22,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
         Some(r) => match super::split_once_str(r, "): ") {
             Some((svc, body)) => {
                 let service = super::find_byte(svc, b':').map_or(svc, |i| &svc[..i]);
-                ev.labels.push(("pam_service".into(), service.to_owned()));
+                ev.push_label("pam_service", service);
                 body
             }
             None => return false,
@@ -38,7 +38,7 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
                 if is_ip(host) {
                     ev.set_source_ip(host);
                 } else {
-                    ev.labels.push(("rhost".into(), host.to_owned()));
+                    ev.push_label("rhost", host);
                 }
             } else if let Some(u) = kv.strip_prefix("user=").filter(|u| !u.is_empty()) {
                 ev.set_user_name(u);

@@ -125,7 +125,7 @@ fn apache_fields(ev: &mut Event, line: &str) -> bool {
             ev.process_pid = pid.split(':').next().and_then(|p| p.parse().ok());
         } else if let Some((module, level)) = tag.split_once(':') {
             ev.log_level = Some(Cow::Owned(level.to_owned()));
-            ev.labels.push(("apache_module".into(), module.to_owned()));
+            ev.push_label("apache_module", module);
         } else {
             ev.log_level = Some(Cow::Owned(tag.to_owned()));
         }

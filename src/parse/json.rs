@@ -92,9 +92,7 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                 ev.push_extra(name, &text)
             }
             k => match k.strip_prefix("labels.") {
-                Some(l) => ev
-                    .labels
-                    .push((Cow::Owned(l.to_owned()), text.into_owned())),
+                Some(l) => ev.push_label(Cow::Owned(l.to_owned()), &text),
                 None => super::logfmt::set_known(ev, k, &text),
             },
         }
@@ -246,7 +244,7 @@ fn kube_event(ev: &mut Event, flat: &[Leaf<'_>]) -> bool {
     ev.dataset = Cow::Borrowed("kubernetes.event");
     ev.category = Some("process");
     ev.action = Some(super::kube::normalize_reason(reason));
-    ev.labels.push(("reason".into(), reason.to_owned()));
+    ev.push_label("reason", reason);
     let warning = get("type") == Some("Warning");
     ev.outcome = if warning {
         Outcome::Failure

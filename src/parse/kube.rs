@@ -182,7 +182,7 @@ fn events_fields(ev: &mut Event, line: &str) -> bool {
         }
     }
     ev.dataset = Cow::Borrowed("kubernetes.event");
-    ev.labels.push(("reason".into(), reason.to_owned()));
+    ev.push_label("reason", reason);
     let action = normalize_reason(reason);
     ev.category = Some("process");
     ev.action = Some(action);

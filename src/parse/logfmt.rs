@@ -124,9 +124,7 @@ pub(super) fn set_known(ev: &mut Event, key: &str, value: &str) {
                 _ => Outcome::Unknown,
             }
         }
-        _ => ev
-            .labels
-            .push((Cow::Owned(key.to_owned()), value.to_owned())),
+        _ => ev.push_label(Cow::Owned(key.to_owned()), value),
     }
 }
 

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use super::{is_ip, token};
-use crate::event::{Event, Outcome};
+use crate::event::{Event, Outcome, Text};
 
 /// Parses an sshd message; false when it is not one sshd itself writes
 /// (PAM lines are handled by the caller).
@@ -169,14 +169,15 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
     set(ev, "ssh_login", outcome);
     let rest = match rest.strip_prefix("invalid user ") {
         Some(r) => {
-            ev.labels.push(("invalid_user".into(), "true".into()));
+            ev.labels
+                .push(("invalid_user".into(), Text::Static("true")));
             r
         }
         None => rest,
     };
     let (user, tail) = split_user_from(rest);
     ev.user_name = user.map(|v| ev.text(v));
-    ev.labels.push(("auth_method".into(), method.to_owned()));
+    ev.push_label("auth_method", method);
     ip_port(ev, tail);
     true
 }
@@ -215,7 +216,8 @@ fn user_then_ip(ev: &mut Event, s: &str) {
     let s = s.strip_prefix("authenticating ").unwrap_or(s);
     let s = match s.strip_prefix("invalid ") {
         Some(r) => {
-            ev.labels.push(("invalid_user".into(), "true".into()));
+            ev.labels
+                .push(("invalid_user".into(), Text::Static("true")));
             r
         }
         None => s,

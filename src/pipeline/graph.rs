@@ -617,7 +617,10 @@ impl Parser {
                     clamped += u64::from(bound_to_receipt(ev, now, self.max_future_skew_ms));
                 }
                 for (k, v) in &line_meta {
-                    ev.labels.push((Cow::Owned((*k).clone()), (*v).clone()));
+                    ev.labels.push((
+                        Cow::Owned((*k).clone()),
+                        crate::event::Text::from((*v).clone()),
+                    ));
                 }
             }
         }

@@ -83,7 +83,7 @@ mod tests {
         let line = "Nov 22 10:00:01 web1 sshd[42]: Failed password for root from 203.0.113.50 port 4242 ssh2";
         let mut state = SourceState::new(Format::Auto, 1_795_000_000_000);
         let mut ev: Event = parse_line(line, &mut state, 0);
-        ev.labels.push(("job".into(), "sshd".into()));
+        ev.push_label("job", "sshd");
         ev.push_extra("kubernetes.pod.name", "api-0");
         let m = ecs(&EventRow::from_event(&ev));
         assert_eq!(m["source.ip"], "203.0.113.50");

@@ -135,9 +135,8 @@ impl EventRow {
         let mut cut = false;
         let opt = |v: Option<&str>, cut: &mut bool| v.map_or(String::new(), |s| bounded(s, cut));
         let labels = object_json(
-            ev.labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+            ev.labels()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
                 .collect(),
             &mut cut,
         );
