@@ -94,10 +94,69 @@ pub enum Origin {
     Stream(Arc<Stream>),
 }
 
+/// A batch's lines, held in one buffer. A file reader that allocated a
+/// string per line, each freed later by the parse stage on another
+/// thread, spent more on the allocator than on reading.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lines {
+    text: String,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    /// Room for `lines` lines of `bytes` bytes in all.
+    pub fn with_capacity(lines: usize, bytes: usize) -> Lines {
+        Lines {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(lines),
+        }
+    }
+
+    /// The bytes of all lines together.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn push(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| self.text.get(start..end).unwrap_or(""))
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Lines {
+    fn from_iter<I: IntoIterator<Item = S>>(lines: I) -> Lines {
+        let mut out = Lines::default();
+        lines.into_iter().for_each(|l| out.push(l.as_ref()));
+        out
+    }
+}
+
+impl From<Vec<String>> for Lines {
+    fn from(lines: Vec<String>) -> Lines {
+        lines.into_iter().collect()
+    }
+}
+
 /// A batch of raw lines from one origin.
 pub struct RawBatch {
     pub origin: Origin,
-    pub lines: Vec<String>,
+    pub lines: Lines,
     /// Per-line event time where the transport carries one (Loki entry
     /// timestamps, epoch ms); empty means "when read". A line's own
     /// timestamp, when it has one, still wins.
@@ -111,10 +170,10 @@ pub struct RawBatch {
 }
 
 impl RawBatch {
-    pub fn lines(origin: Origin, lines: Vec<String>) -> RawBatch {
+    pub fn lines(origin: Origin, lines: impl Into<Lines>) -> RawBatch {
         RawBatch {
             origin,
-            lines,
+            lines: lines.into(),
             times: Vec::new(),
             metadata: Vec::new(),
             read_ns: mono_ns(),
@@ -280,4 +339,20 @@ impl Peers {
 pub fn mono_ns() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// A batch gives back the lines put in, empty ones included.
+        #[test]
+        fn lines_read_back_as_pushed(lines in proptest::collection::vec("\\PC{0,12}", 0..20)) {
+            let batch: Lines = lines.iter().collect();
+            proptest::prop_assert_eq!(batch.len(), lines.len());
+            proptest::prop_assert_eq!(batch.iter().collect::<Vec<_>>(), lines.iter().map(String::as_str).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(Lines::from(lines.clone()), batch);
+        }
+    }
 }

@@ -246,9 +246,9 @@ async fn hand_on(
                     cfg.format,
                     &cfg.json_mapping,
                 );
-                RawBatch::lines(Origin::Stream(Arc::new(st)), Vec::new())
+                RawBatch::lines(Origin::Stream(Arc::new(st)), crate::flow::Lines::default())
             });
-        b.lines.push(e.line);
+        b.lines.push(&e.line);
         b.times.push(e.ns / 1_000_000);
     }
     if ingress

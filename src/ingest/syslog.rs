@@ -104,13 +104,16 @@ impl Pending {
         let source = &self.source;
         let (_, b) = self.streams.entry(peer).or_insert_with(|| {
             let st = Arc::new(peer_stream(source, peer));
-            (st.clone(), RawBatch::lines(Origin::Stream(st), Vec::new()))
+            (
+                st.clone(),
+                RawBatch::lines(Origin::Stream(st), crate::flow::Lines::default()),
+            )
         });
         if truncated {
             b.metadata
                 .push((b.lines.len() as u32, "truncated".into(), "true".into()));
         }
-        b.lines.push(line);
+        b.lines.push(&line);
         self.lines += 1;
     }
 

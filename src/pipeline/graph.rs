@@ -32,7 +32,9 @@ use crate::dedupe::Deduper;
 use crate::detect::{Detector, Engine, EngineConfig};
 use crate::event::Event;
 use crate::finding::Finding;
-pub use crate::flow::{Board, Ingress, Origin, RawBatch, Refused, StageReport, Stream, mono_ns};
+pub use crate::flow::{
+    Board, Ingress, Lines, Origin, RawBatch, Refused, StageReport, Stream, mono_ns,
+};
 use crate::parse::{SourceState, bound_to_receipt, parse_into};
 
 /// Final versions the detect stage sends at a time when its input ends.
@@ -213,13 +215,13 @@ pub fn spawn_files(
                 },
                 None => Box::new(std::io::BufReader::new(std::io::stdin())),
             };
-            let mut lines = Vec::with_capacity(batch_size);
+            let mut lines = Lines::with_capacity(batch_size, 0);
             let mut closed = false;
             let pace = pace.filter(|p| *p > 0.0);
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = Duration::from_millis(10);
-            let send = |lines: Vec<String>, live: &mut Live, closed: &mut bool| {
+            let send = |lines: Lines, live: &mut Live, closed: &mut bool| {
                 let n = lines.len() as u64;
                 if *closed
                     || ingress
@@ -244,13 +246,16 @@ pub fn spawn_files(
                     }
                     read += 1;
                 }
-                lines.push(l.to_owned());
+                lines.push(l);
                 let flush_due = pace.is_some() && started.elapsed() >= next_flush;
                 if flush_due {
                     next_flush = started.elapsed() + Duration::from_millis(10);
                 }
                 if lines.len() >= batch_size || flush_due {
-                    let full = std::mem::replace(&mut lines, Vec::with_capacity(batch_size));
+                    // the next batch's lines are about as long as these
+                    let room = lines.bytes() + lines.bytes() / 8;
+                    let full =
+                        std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
                     send(full, &mut live, &mut closed);
                 }
             })
