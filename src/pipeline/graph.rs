@@ -207,6 +207,9 @@ pub fn spawn_files(
 ) -> tokio::task::JoinHandle<anyhow::Result<StageReport>> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<StageReport> {
         let mut live = Live::new("source");
+        // bytes for the next batch: about what the last one held (files
+        // of one kind have lines of about one length)
+        let mut room = 0;
         for (i, (path, pace)) in inputs.iter().enumerate() {
             let reader: Box<dyn std::io::BufRead> = match path {
                 Some(p) => match std::fs::File::open(p) {
@@ -215,7 +218,7 @@ pub fn spawn_files(
                 },
                 None => Box::new(std::io::BufReader::new(std::io::stdin())),
             };
-            let mut lines = Lines::with_capacity(batch_size, 0);
+            let mut lines = Lines::with_capacity(batch_size, room);
             let mut closed = false;
             let pace = pace.filter(|p| *p > 0.0);
             let started = Instant::now();
@@ -252,8 +255,7 @@ pub fn spawn_files(
                     next_flush = started.elapsed() + Duration::from_millis(10);
                 }
                 if lines.len() >= batch_size || flush_due {
-                    // the next batch's lines are about as long as these
-                    let room = lines.bytes() + lines.bytes() / 8;
+                    room = lines.bytes() + lines.bytes() / 8;
                     let full =
                         std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
                     send(full, &mut live, &mut closed);
@@ -263,6 +265,7 @@ pub fn spawn_files(
                 anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
             })?;
             if !lines.is_empty() {
+                room = room.max(lines.bytes() + lines.bytes() / 8);
                 send(lines, &mut live, &mut closed);
             }
         }
