@@ -294,20 +294,28 @@ pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
 
 /// Where the non-empty `needle` first occurs in `s`.
 pub(crate) fn find_str(s: &str, needle: &str) -> Option<usize> {
-    let (h, n) = (s.as_bytes(), needle.as_bytes());
-    let (&first, rest) = n.split_first()?;
-    let last = h.len().checked_sub(n.len())?;
-    (0..=last).find(|&i| h[i] == first && h[i + 1..i + n.len()] == *rest)
+    let (mut starts, at) = needle_starts(s, needle)?;
+    starts.find(|&i| at(i))
 }
 
 /// Where the non-empty `needle` last occurs in `s`.
 pub(crate) fn rfind_str(s: &str, needle: &str) -> Option<usize> {
+    let (starts, at) = needle_starts(s, needle)?;
+    starts.rev().find(|&i| at(i))
+}
+
+/// The offsets where `needle` could start in `s`, and whether it does at
+/// one; None for an empty needle or one longer than `s`.
+fn needle_starts<'a>(
+    s: &'a str,
+    needle: &'a str,
+) -> Option<(std::ops::RangeInclusive<usize>, impl Fn(usize) -> bool + 'a)> {
     let (h, n) = (s.as_bytes(), needle.as_bytes());
     let (&first, rest) = n.split_first()?;
     let last = h.len().checked_sub(n.len())?;
-    (0..=last)
-        .rev()
-        .find(|&i| h[i] == first && h[i + 1..i + n.len()] == *rest)
+    Some((0..=last, move |i: usize| {
+        h[i] == first && h[i + 1..i + n.len()] == *rest
+    }))
 }
 
 /// `s` split at every ASCII byte `a` or `b`, as `s.split([a, b])` splits
