@@ -10,7 +10,8 @@
 //! lowercased: lowercasing both sides is exactly ASCII case folding, the
 //! automaton's own rule. Where the CPU (or a chunk) rules Teddy out, the
 //! automaton answers. Only where a caller needs to know *which* patterns
-//! occur (after a yes) is the automaton built beside the searchers.
+//! occur (after a yes) is the automaton built beside the searchers, and
+//! then when first needed.
 
 use aho_corasick::packed;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, BuildError};
@@ -43,15 +44,6 @@ impl AnyOf {
         match searchers(patterns) {
             Some(s) => Ok(AnyOf::Simd(s)),
             None => automaton(patterns).map(AnyOf::Automaton),
-        }
-    }
-
-    /// As [`AnyOf::new`], with `automaton` (over the same patterns,
-    /// already built) as the fallback.
-    pub fn or(patterns: &[String], automaton: &AhoCorasick) -> AnyOf {
-        match searchers(patterns) {
-            Some(s) => AnyOf::Simd(s),
-            None => AnyOf::Automaton(automaton.clone()),
         }
     }
 

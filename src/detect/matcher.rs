@@ -13,6 +13,7 @@
 //! all of them.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use aho_corasick::AhoCorasick;
 use regex::Regex;
@@ -41,10 +42,33 @@ enum Test {
 #[derive(Debug, Clone)]
 struct Keywords {
     patterns: Vec<String>,
-    /// For matching outside the engine (no shared groups).
-    own: AhoCorasick,
+    /// For matching outside the engine (no shared groups), built when
+    /// first used: the engine's detectors never use it.
+    own: OnceLock<Option<AhoCorasick>>,
     /// Where its patterns sit in the shared automaton, once registered.
     slot: Option<Slot>,
+}
+
+impl Keywords {
+    /// Whether any pattern occurs in `value`, ASCII case folded.
+    fn is_match(&self, value: &str) -> bool {
+        let own = self.own.get_or_init(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&self.patterns)
+                .ok()
+        });
+        match own {
+            Some(a) => a.is_match(value),
+            // too large for an automaton: the same question, slower
+            None => self.patterns.iter().any(|p| {
+                value
+                    .as_bytes()
+                    .windows(p.len())
+                    .any(|w| w.eq_ignore_ascii_case(p.as_bytes()))
+            }),
+        }
+    }
 }
 
 /// A keyword condition's patterns in its group's bits: words `first` to
@@ -226,13 +250,9 @@ fn compile_condition(
         if k.is_empty() || k.iter().any(String::is_empty) {
             return Err(err("`keywords` needs at least one non-empty keyword".into()));
         }
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(k)
-            .map_err(|e| err(format!("cannot build keyword set: {e}")))?;
         tests.push(Test::Keywords(Keywords {
             patterns: k.clone(),
-            own: ac,
+            own: OnceLock::new(),
             slot: None,
         }));
     }
@@ -315,8 +335,12 @@ pub struct KeywordGroups {
 struct KeywordGroup {
     field: Field,
     url_decode: bool,
-    /// Every pattern, ASCII case-insensitive: which ones occur.
-    automaton: AhoCorasick,
+    /// Every pattern, ASCII case-insensitive: which ones occur. Built
+    /// when first asked (a DFA over a few hundred patterns costs more to
+    /// build than thousands of lines cost to scan, and a stream with no
+    /// hit never asks); `None` if it cannot be built.
+    automaton: OnceLock<Option<AhoCorasick>>,
+    patterns: Vec<String>,
     /// Whether any occurs at all, the usual answer being no.
     any: AnyOf,
     /// Its source, its place among the source's groups, and its first
@@ -356,12 +380,18 @@ impl KeywordGroup {
         url_decode: bool,
         patterns: &[String],
     ) -> Result<KeywordGroup, aho_corasick::BuildError> {
-        let automaton = literals::automaton(patterns)?;
+        let any = AnyOf::new(patterns)?;
+        // where the searchers are ruled out, `any` is that same automaton
+        let automaton = OnceLock::new();
+        if let AnyOf::Automaton(a) = &any {
+            let _ = automaton.set(Some(a.clone()));
+        }
         Ok(KeywordGroup {
             field,
             url_decode,
-            any: AnyOf::or(patterns, &automaton),
+            any,
             automaton,
+            patterns: patterns.to_vec(),
             source: 0,
             index: 0,
             word: 0,
@@ -369,7 +399,14 @@ impl KeywordGroup {
     }
 
     fn words(&self) -> usize {
-        self.automaton.patterns_len().div_ceil(64)
+        self.patterns.len().div_ceil(64)
+    }
+
+    /// The automaton that says which patterns occur.
+    fn automaton(&self) -> Option<&AhoCorasick> {
+        self.automaton
+            .get_or_init(|| literals::automaton(&self.patterns).ok())
+            .as_ref()
     }
 }
 
@@ -691,8 +728,10 @@ impl<'a> EvalCtx<'a> {
                         // most values hold no pattern at all: the plain
                         // search says so far faster than walking every
                         // overlapping match
-                        if g.any.occurs(decoded.as_ref(), &mut hits.lower) {
-                            for m in g.automaton.find_overlapping_iter(decoded.as_ref()) {
+                        if g.any.occurs(decoded.as_ref(), &mut hits.lower)
+                            && let Some(automaton) = g.automaton()
+                        {
+                            for m in automaton.find_overlapping_iter(decoded.as_ref()) {
                                 let p = m.pattern().as_usize();
                                 words[p / 64] |= 1 << (p % 64);
                             }
@@ -787,7 +826,7 @@ impl CompiledCondition {
         match &self.test {
             Test::Equals(v) => v.iter().any(|x| x == value.as_ref()),
             Test::Prefix(v) => v.iter().any(|x| value.starts_with(x.as_str())),
-            Test::Keywords(k) => k.own.is_match(value.as_ref()),
+            Test::Keywords(k) => k.is_match(value.as_ref()),
             Test::Regex(r, _) => r.is_match(&value),
             Test::Exists(e) => *e,
             Test::Range { .. } | Test::EqualsNumber(_) => false,
@@ -940,7 +979,7 @@ mod tests {
             for c in &m.any {
                 let Test::Keywords(k) = &c.test else { unreachable!() };
                 let shared = c.test(&ev, &mut String::new(), &mut EvalCtx::new(&groups, &mut hits));
-                proptest::prop_assert_eq!(shared, k.own.is_match(decoded.as_ref()), "{}", url);
+                proptest::prop_assert_eq!(shared, k.is_match(decoded.as_ref()), "{}", url);
             }
         }
     }
