@@ -26,7 +26,9 @@ pub struct PipelineSpec {
     /// and their strings) within a core's L2 cache from one stage to the next.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Batches a stage's input channel holds before the sender waits.
+    /// Groups of lines the parse stage's input channel holds (what the
+    /// sources have read and the graph not yet taken) before senders wait.
+    /// Between stages a single batch waits (see `pipeline::graph`).
     #[serde(default = "default_channel")]
     pub channel_capacity: usize,
     /// Pushed streams (Loki label sets, syslog peers) whose parser state is
