@@ -27,8 +27,9 @@ pub struct PipelineSpec {
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Groups of lines the parse stage's input channel holds (what the
-    /// sources have read and the graph not yet taken) before senders wait.
-    /// Between stages a single batch waits (see `pipeline::graph`).
+    /// sources have read and the graph not yet taken), and batches of
+    /// findings the sinks' channel holds, before senders wait. Between
+    /// stages a single batch waits (see `pipeline::graph`).
     #[serde(default = "default_channel")]
     pub channel_capacity: usize,
     /// Pushed streams (Loki label sets, syslog peers) whose parser state is
