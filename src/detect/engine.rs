@@ -112,6 +112,63 @@ impl std::ops::DerefMut for Slot {
     }
 }
 
+/// States of expired keys, kept for the next new keys. A key's state is
+/// cold by the time it expires: dropping it read it back from memory (to
+/// find what it owns), and the allocator then handed other cold blocks to
+/// new keys, so a stream of one-off clients cost a few cache misses per
+/// key and detector. An expired state is now set aside unread, and a new
+/// key overwrites one, which reads that memory once (a small `targets`
+/// list's memory is kept for reuse). Only as many are kept as new keys
+/// are expected before the next expiry pass, so memory stays that of the
+/// live keys.
+#[derive(Default)]
+// boxed: a state moves into a key's slot as it is, not copied out
+#[allow(clippy::vec_box)]
+struct Spare(Vec<Box<KeyState>>);
+
+/// Asks the CPU to bring `st` into cache ahead of its use, so that the
+/// read does not wait on memory.
+fn prefetch(st: &KeyState) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let first = (st as *const KeyState).cast::<i8>();
+        let size = size_of::<KeyState>();
+        // each line the state spans, aligned or not
+        for at in (0..size).step_by(64).chain([size - 1]) {
+            // SAFETY: a prefetch is a hint: it never faults, and the
+            // program sees no value or state change from it; every address
+            // here lies within `st`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(at)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = st;
+}
+
+impl Spare {
+    /// A state for a new key of `det` first seen at `ts`.
+    fn take(&mut self, det: &Detector, ts: i64) -> Box<KeyState> {
+        match self.0.pop() {
+            Some(mut st) => {
+                // the next ones are read at the next new keys (an event
+                // may make one per detector): fetched meanwhile
+                self.0.iter().rev().take(2).for_each(|next| prefetch(next));
+                st.reset(det, ts);
+                st
+            }
+            None => Box::new(KeyState::new(det, ts)),
+        }
+    }
+
+    /// Sets `st` aside, up to `most` held; beyond that it is dropped.
+    fn keep(&mut self, st: Box<KeyState>, most: usize) {
+        if self.0.len() < most {
+            self.0.push(st);
+        }
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeyState {
     first_seen: i64,
@@ -207,6 +264,8 @@ impl Active {
 }
 
 const MAX_TARGETS: usize = 64;
+/// Largest `targets` list whose memory a reset state keeps.
+const REUSED_TARGETS: usize = 4;
 /// Distinct target values a finding names (a sample; the count is exact up
 /// to `MAX_TARGETS`).
 const TARGET_SAMPLES: usize = 16;
@@ -221,6 +280,20 @@ const EVIDENCE_LINE_MAX: usize = 512;
 const MAX_IDLE_DOMAINS: usize = 1024;
 
 impl KeyState {
+    /// Starts the state afresh for `det` at `ts`, as [`KeyState::new`]
+    /// would, keeping a small `targets` list's memory.
+    fn reset(&mut self, det: &Detector, ts: i64) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        if targets.capacity() > REUSED_TARGETS {
+            targets = Vec::new();
+        }
+        *self = KeyState {
+            targets,
+            ..KeyState::new(det, ts)
+        };
+    }
+
     fn new(det: &Detector, ts: i64) -> KeyState {
         KeyState {
             first_seen: ts,
@@ -434,6 +507,7 @@ pub struct Engine {
     sigma_hits: Vec<u32>,
     sigma_rules: Vec<u16>,
     keys: PrehashedMap<Key, Slot>,
+    spare: Spare,
     groupings: Groupings,
     samples: Samples,
     active: OpenKeys,
@@ -475,6 +549,7 @@ impl Engine {
             verdicts: Verdicts::default(),
             matching: Vec::new(),
             keys: PrehashedMap::default(),
+            spare: Spare::default(),
             samples: Samples::default(),
             active: OpenKeys::default(),
             hits: KeywordHits::default(),
@@ -584,6 +659,7 @@ impl Engine {
             verdicts,
             matching,
             keys,
+            spare,
             groupings,
             samples,
             active,
@@ -623,7 +699,7 @@ impl Engine {
             stats.matched += 1;
             let det = &detectors[di as usize];
             observe(
-                det, di, ev, keys, groupings, samples, active, cfg, stats, &mut ctx, out,
+                det, di, ev, keys, spare, groupings, samples, active, cfg, stats, &mut ctx, out,
             );
         }
         if !sigma.is_empty() {
@@ -632,7 +708,7 @@ impl Engine {
                 stats.matched += 1;
                 let det = &detectors[di as usize];
                 observe(
-                    det, di, ev, keys, groupings, samples, active, cfg, stats, &mut ctx, out,
+                    det, di, ev, keys, spare, groupings, samples, active, cfg, stats, &mut ctx, out,
                 );
             }
         }
@@ -676,14 +752,20 @@ impl Engine {
             .collect();
         let many: Option<PrehashedMap<u32, i64>> =
             (watermarks.len() > 16).then(|| watermarks.iter().copied().collect());
-        self.keys.retain(|k, slot| {
+        let expired = self.keys.extract_if(|k, slot| {
             let watermark = match &many {
                 Some(m) => m.get(&k.1).copied(),
                 None => watermarks.iter().find(|w| w.0 == k.1).map(|w| w.1),
             }
             .unwrap_or(i64::MIN);
-            slot.expires > watermark
+            slot.expires <= watermark
         });
+        // new keys before the next pass: at most a quarter as many as are
+        // kept, or the fewest a pass waits for
+        let wanted = |kept: usize| (kept / EXPIRY_GROWTH).max(EXPIRY_MIN_EVENTS);
+        let most = wanted(before);
+        expired.for_each(|(_, slot)| self.spare.keep(slot.state, most));
+        self.spare.0.truncate(wanted(self.keys.len()));
         self.samples.prune();
         self.forget_idle_domains();
         self.stats.expired_keys += (before - self.keys.len()) as u64;
@@ -966,6 +1048,7 @@ fn observe(
     di: u32,
     ev: &Event,
     keys: &mut PrehashedMap<Key, Slot>,
+    spare: &mut Spare,
     groupings: &mut Groupings,
     samples: &mut Samples,
     active: &mut OpenKeys,
@@ -980,7 +1063,7 @@ fn observe(
     let ts = ev.timestamp;
     let slot = keys.entry(key).or_insert_with(|| Slot {
         expires: i64::MIN,
-        state: Box::new(KeyState::new(det, ts)),
+        state: spare.take(det, ts),
     });
     observe_key(
         det,
@@ -1014,7 +1097,7 @@ fn observe_key(
     let mut buf = String::new();
     let ts = ev.timestamp;
     if st.active.is_none() && ts > st.last_seen + st.span_ms(det) {
-        *st = KeyState::new(det, ts);
+        st.reset(det, ts);
     }
     // the gap to the key's previous event, for `min_gap_secs`
     let gap = if st.event_count == 0 {
@@ -1416,6 +1499,71 @@ output:
         assert!(engine.stats().expired_keys > 15_000);
         assert_eq!(engine.stats().evicted_keys, 0);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_new_key_on_an_expired_keys_state_starts_as_on_a_fresh_one() {
+        let det = BF.replace(
+            "  offender: {type: ip, field: source.ip}",
+            "  offender: {type: ip, field: source.ip}\n  targets_field: user.name",
+        );
+        let failure = |sec: u32, user: &str, ip: &str| {
+            format!(
+                "Mar  3 {:02}:{:02}:{:02} h sshd[1]: Failed password for {user} from {ip} port 22 ssh2",
+                10 + sec / 3600,
+                sec / 60 % 60,
+                sec % 60,
+            )
+        };
+        // an attacker's 25 failures on three users within 30 s, at 2,000 s
+        let attack: Vec<String> = (0..25u32)
+            .map(|i| {
+                failure(
+                    2_000 + i,
+                    ["root", "admin", "oracle"][i as usize % 3],
+                    "192.0.2.7",
+                )
+            })
+            .collect();
+        let run = |flood: bool| {
+            let det = crate::detect::load_str(&det, "bf.yaml").unwrap();
+            let mut engine = Engine::new(vec![det], EngineConfig::default());
+            let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+            let mut out = Vec::new();
+            // before it, 40,000 addresses with a few failures each on their
+            // own user: their states expire and are set aside for reuse
+            for i in 0..(if flood { 40_000u32 } else { 0 }) {
+                let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+                for _ in 0..(1 + i % 3) {
+                    let line = failure(i / 20, &format!("u{i}"), &ip);
+                    engine.process(&parse_line(&line, &mut st, 0), &mut out);
+                }
+            }
+            assert!(out.is_empty());
+            assert!(!flood || engine.stats().expired_keys > 15_000);
+            for line in &attack {
+                engine.process(&parse_line(line, &mut st, 0), &mut out);
+            }
+            engine.flush(&mut out);
+            out.iter()
+                .map(|f| {
+                    let m = &f.metrics;
+                    let counts = (m.event_count, m.failure_count, m.unique_targets);
+                    (
+                        f.status,
+                        counts,
+                        f.first_seen,
+                        f.last_seen,
+                        f.targets.clone(),
+                        f.evidence.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let fresh = run(false);
+        assert_eq!(fresh.len(), 2, "opened and resolved: {fresh:?}");
+        assert_eq!(fresh[0].1, (20, 20, 3));
+        assert_eq!(run(true), fresh);
     }
 
     #[test]
