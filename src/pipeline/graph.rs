@@ -18,10 +18,10 @@
 //! batch long after it was made, its events and lines gone from the cache
 //! by then: a stage now takes a batch soon after the one before made it,
 //! often on the same thread (the runtime runs the task a send wakes
-//! next). On access logs that cut the CPU time of a replay by 3 to 10%,
-//! and its peak memory by 15 to 30% on every input. When the sources
-//! end, each stage drains its input, flushes (detect resolves its open
-//! windows) and closes its output, so shutdown loses nothing. Each stage reports received / emitted / dropped-by-reason, and
+//! next), and fewer batches are held at once. When the sources end, each
+//! stage drains its input, flushes (detect resolves its open windows) and
+//! closes its output, so shutdown loses nothing. Each stage reports
+//! received / emitted / dropped-by-reason, and
 //! `received + expanded == emitted + dropped` holds for every stage.
 
 use std::borrow::Cow;
