@@ -28,6 +28,15 @@ pub struct StageReport {
     /// too far ahead of its receipt was set to the receive time).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub adjusted: BTreeMap<String, u64>,
+    /// Microseconds the stage spent working, not waiting for input or for
+    /// the next stage: the stage whose busy time is nearest the run's
+    /// elapsed time is the one that sets the pace.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub busy_us: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StageReport {
@@ -54,6 +63,7 @@ impl StageReport {
         for (k, v) in &other.adjusted {
             *self.adjusted.entry(k.clone()).or_default() += v;
         }
+        self.busy_us += other.busy_us;
     }
 }
 

@@ -9,6 +9,7 @@ pub const STAGE_EMITTED: &str = "threatpilot_stage_emitted_total";
 pub const STAGE_DROPPED: &str = "threatpilot_stage_dropped_total";
 pub const STAGE_ADJUSTED: &str = "threatpilot_stage_adjusted_total";
 pub const STAGE_QUEUE_DEPTH: &str = "threatpilot_stage_queue_depth";
+pub const STAGE_BUSY: &str = "threatpilot_stage_busy_microseconds_total";
 pub const PARSE_FAILURES: &str = "threatpilot_parse_failures_total";
 pub const DETECT_EVICTED_KEYS: &str = "threatpilot_detect_evicted_keys_total";
 pub const DETECT_EXPIRED_KEYS: &str = "threatpilot_detect_expired_keys_total";
@@ -192,6 +193,11 @@ pub fn describe() {
         STAGE_QUEUE_DEPTH,
         Unit::Count,
         "batches waiting in a stage's input channel"
+    );
+    describe_counter!(
+        STAGE_BUSY,
+        Unit::Microseconds,
+        "time a stage spent working rather than waiting: its rate over wall time is the stage's utilisation"
     );
     describe_counter!(
         PARSE_FAILURES,

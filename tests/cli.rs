@@ -83,7 +83,16 @@ fn replay_prints_final_findings_and_a_summary() {
         .collect();
     assert_eq!(ids.len(), findings.len(), "each finding once");
     assert!(findings.iter().all(|f| f["status"] == "resolved"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("received="));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("received="));
+    // each stage says how long it worked, which tells the one that sets the pace
+    for stage in ["source", "parse", "dedupe", "cluster", "detect", "sink"] {
+        let line = stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(stage))
+            .unwrap_or_else(|| panic!("no {stage} line: {stderr}"));
+        assert!(line.contains(" busy="), "{line}");
+    }
     let updates = tp()
         .args([
             "replay",

@@ -320,7 +320,7 @@ fn print_summary(s: &RunSummary, detectors: usize) {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         eprintln!(
-            "  {:<8} received={} emitted={}{}{}{}",
+            "  {:<8} received={} emitted={}{}{}{}{}",
             st.stage,
             st.received,
             st.emitted,
@@ -338,6 +338,11 @@ fn print_summary(s: &RunSummary, detectors: usize) {
                 String::new()
             } else {
                 format!(" adjusted: {}", adjusted.join(" "))
+            },
+            if st.busy_us > 0 {
+                format!(" busy={:.2}s", st.busy_us as f64 / 1e6)
+            } else {
+                String::new()
             }
         );
         if st.replayed > 0 {

@@ -101,6 +101,13 @@ impl Live {
         }
     }
 
+    /// Adds the time since `since` to the stage's busy time.
+    fn busy(&mut self, since: Instant) {
+        let us = since.elapsed().as_micros() as u64;
+        self.rep.busy_us += us;
+        metrics::counter!(crate::metrics::STAGE_BUSY, "stage" => self.stage).increment(us);
+    }
+
     fn queue(&self, depth: usize) {
         metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => self.stage).set(depth as f64);
     }
@@ -234,13 +241,17 @@ pub fn spawn_files(
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = Duration::from_millis(10);
-            let send = |lines: Lines, live: &mut Live, closed: &mut bool| {
+            // busy: reading and splitting, not waiting for the parser
+            let mut since = Instant::now();
+            let send = |lines: Lines, live: &mut Live, closed: &mut bool, since: &mut Instant| {
                 let n = lines.len() as u64;
-                if *closed
+                live.busy(*since);
+                let sent = *closed
                     || ingress
                         .blocking_send(RawBatch::lines(Origin::Input(i), lines))
-                        .is_err()
-                {
+                        .is_err();
+                *since = Instant::now();
+                if sent {
                     *closed = true;
                     live.count(n, 0, 0);
                     live.drop("downstream_closed", n);
@@ -268,7 +279,7 @@ pub fn spawn_files(
                     room = lines.bytes() + lines.bytes() / 8;
                     let full =
                         std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
-                    send(full, &mut live, &mut closed);
+                    send(full, &mut live, &mut closed, &mut since);
                 }
             })
             .map_err(|e| {
@@ -276,7 +287,7 @@ pub fn spawn_files(
             })?;
             if !lines.is_empty() {
                 room = room.max(lines.bytes() + lines.bytes() / 8);
-                send(lines, &mut live, &mut closed);
+                send(lines, &mut live, &mut closed, &mut since);
             }
         }
         Ok(live.rep)
@@ -329,6 +340,7 @@ pub fn start(
         let mut live = Live::on("parse", board_parse);
         let mut failures = 0u64;
         'groups: while let Some(group) = raw_rx.recv().await {
+            let t = Instant::now();
             live.queue(raw_rx.len());
             let lines: usize = group.iter().map(|b| b.lines.len()).sum();
             let mut events = Vec::with_capacity(lines);
@@ -343,6 +355,7 @@ pub fn start(
                 live.adjust("time_clamped", clamped);
                 metrics::counter!(crate::metrics::PARSE_FAILURES).increment(failed);
             }
+            live.busy(t);
             live.post();
             // a pushed group can be a hundred thousand lines: later stages
             // get them in batches, so their queues hold bounded memory
@@ -374,11 +387,13 @@ pub fn start(
         let mut live = Live::on("dedupe", board_dedupe);
         let mut d = Deduper::new(dedupe_cfg.window_ms, dedupe_cfg.max_alert_keys);
         while let Some(mut batch) = parsed_rx.recv().await {
+            let t = Instant::now();
             live.queue(parsed_rx.len());
             let s = d.process(&mut batch);
             live.count(s.received, 0, s.emitted);
             live.drop("merged_duplicate", s.merged);
             live.drop("alert_resend", s.alert_resends);
+            live.busy(t);
             live.post();
             if deduped_tx.send(batch).await.is_err() {
                 break;
@@ -393,9 +408,11 @@ pub fn start(
         let mut live = Live::on("cluster", board_cluster);
         let mut c = Clusterer::new(cluster_cfg);
         while let Some(mut batch) = deduped_rx.recv().await {
+            let t = Instant::now();
             live.queue(deduped_rx.len());
             c.process(&mut batch);
             live.count(batch.len() as u64, 0, batch.len() as u64);
+            live.busy(t);
             live.post();
             metrics::gauge!(crate::metrics::TEMPLATES).set(c.template_count() as f64);
             if clustered_tx.send(batch).await.is_err() {
@@ -428,6 +445,7 @@ pub fn start(
         let mut late = 0;
         let mut segments = 0;
         while let Some(batch) = clustered_rx.recv().await {
+            let mut t = Instant::now();
             live.queue(clustered_rx.len());
             let mut findings = Vec::new();
             for ev in &batch {
@@ -441,15 +459,19 @@ pub fn start(
             }
             if let Some((p, store)) = &mut picker {
                 let (rows, templates) = p.pick(&batch, &findings);
+                // the store's queue may make this stage wait: not busy then
+                live.busy(t);
                 store
                     .send(crate::store::spool::Batch::Templates(templates))
                     .await;
                 store.send(crate::store::spool::Batch::Events(rows)).await;
+                t = Instant::now();
             }
             let s = engine.stats();
             live.count(batch.len() as u64, 0, batch.len() as u64 - (s.late - late));
             live.drop("late", s.late - late);
             live.adjust("new_segment", s.segments - segments);
+            live.busy(t);
             live.post();
             late = s.late;
             segments = s.segments;
@@ -480,6 +502,7 @@ pub fn start(
         // the detect stage resolves whatever is open when its input ends
         let mut sinks = sinks.resolved_at_end();
         let mut latencies = Vec::new();
+        let mut live = Live::new("sink");
         while let Some(batch) = findings_rx.recv().await {
             metrics::gauge!(crate::metrics::STAGE_QUEUE_DEPTH, "stage" => "sink")
                 .set(findings_rx.len() as f64);
@@ -491,6 +514,7 @@ pub fn start(
                     .collect();
                 store.send(crate::store::spool::Batch::Findings(rows)).await;
             }
+            let t = Instant::now();
             for f in batch {
                 // latency is from the event that crossed the threshold to its finding
                 if f.status == crate::finding::Status::Open {
@@ -503,9 +527,12 @@ pub fn start(
             }
             // whole lines for whoever follows the files (findings are few)
             sinks.flush()?;
+            live.busy(t);
         }
         drop(sink_store);
-        let rep = sinks.finish()?;
+        let mut rep = sinks.finish()?;
+        // counted by the sinks; the time is this loop's
+        rep.0.busy_us = live.rep.busy_us;
         Ok::<_, anyhow::Error>((rep, latencies))
     });
 
