@@ -179,6 +179,9 @@ pub struct RawBatch {
     /// What these lines hold of ingestion's memory budget, given back when
     /// the parse stage drops the batch (see [`crate::ingest::budget`]).
     pub grant: Option<crate::ingest::budget::Grant>,
+    /// The last lines of a bounded input (a file read to its end): nothing
+    /// more comes in its time domain, whose open windows can then close.
+    pub last: bool,
 }
 
 impl RawBatch {
@@ -190,7 +193,13 @@ impl RawBatch {
             metadata: Vec::new(),
             read_ns: mono_ns(),
             grant: None,
+            last: false,
         }
+    }
+
+    /// Marks the batch as its input's last (see [`RawBatch::last`]).
+    pub fn ending(self) -> RawBatch {
+        RawBatch { last: true, ..self }
     }
 }
 

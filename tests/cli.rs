@@ -232,6 +232,54 @@ fn offenders(out: &[u8]) -> std::collections::BTreeSet<String> {
 }
 
 #[test]
+fn a_files_findings_resolve_when_the_file_ends_not_when_the_last_does() {
+    let dir = std::env::temp_dir().join(format!("tp-ended-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (dir.join("a.log"), dir.join("b.log"));
+    std::fs::write(&first, rotated(10, 1)).unwrap();
+    std::fs::write(&second, rotated(12, 6)).unwrap();
+    let out = tp()
+        .args([
+            "replay",
+            "--updates",
+            "--reference-time",
+            "2026-06-01T00:00:00Z",
+        ])
+        .args([&first, &second])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let versions = json_lines(&out.stdout);
+    // attackers .1 to .5 are in the first file, .6 to .10 in the second
+    let attacker = |v: &Value| {
+        let ip = v["offender"]["value"].as_str().unwrap_or("");
+        ip.strip_prefix("198.51.100.")
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let last_of_first = versions
+        .iter()
+        .rposition(|v| (1..=5).contains(&attacker(v)))
+        .expect("first file's findings");
+    let first_of_second = versions
+        .iter()
+        .position(|v| (6..=10).contains(&attacker(v)))
+        .expect("second file's findings");
+    // the first file's findings are final before the second file's begin
+    assert!(last_of_first < first_of_second, "{versions:#?}");
+    assert!(
+        versions[..first_of_second]
+            .iter()
+            .filter(|v| v["status"] == "open")
+            .all(|open| versions[..first_of_second]
+                .iter()
+                .any(|v| v["finding_id"] == open["finding_id"] && v["status"] == "resolved")),
+        "{versions:#?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn rotated_logs_concatenated_newest_first_are_all_evaluated() {
     let dir = std::env::temp_dir().join(format!("tp-rotated-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

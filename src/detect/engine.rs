@@ -520,6 +520,8 @@ pub struct Engine {
     kept_at_expiry: usize,
     /// Open keys left to resolve by [`Engine::flush_some`], last first.
     flushing: Vec<Key>,
+    /// Open keys of an ended input's domain still to resolve, the lowest last.
+    ending: Vec<Key>,
     cfg: EngineConfig,
     stats: EngineStats,
 }
@@ -558,6 +560,7 @@ impl Engine {
             since_expiry: 0,
             kept_at_expiry: 0,
             flushing: Vec::new(),
+            ending: Vec::new(),
             cfg,
             stats: EngineStats::default(),
         }
@@ -834,6 +837,32 @@ impl Engine {
             k,
             out,
         );
+    }
+
+    /// The end of a bounded input whose events all fall in `domain` (a
+    /// file read to its end): nothing more can fall in its windows, so
+    /// its open findings resolve now, as the end of the run would resolve
+    /// them, and its clock moves to the end of time, so that the next
+    /// pass that drops expired keys drops its keys too. A replay of many
+    /// files then holds the windows of the files being read, not of every
+    /// file read so far. Resolves up to `most` findings a call, in key
+    /// order; true while some are left (call again with the same domain).
+    pub fn end_domain(&mut self, domain: u32, most: usize, out: &mut Vec<Finding>) -> bool {
+        if self.ending.is_empty() {
+            self.ending = self.active.take_domain(domain);
+            // popped from the end: lowest key first
+            self.ending.reverse();
+        }
+        for _ in 0..most {
+            let Some(k) = self.ending.pop() else { break };
+            self.resolve(k, out);
+        }
+        if !self.ending.is_empty() {
+            return true;
+        }
+        self.newest.insert(domain, i64::MAX);
+        self.last_sweep.remove(&domain);
+        false
     }
 
     /// End of input: every open finding resolves (its activity has stopped).
@@ -1600,6 +1629,90 @@ output:
         assert!(whole.iter().all(|(_, s)| *s == Status::Resolved));
         assert_eq!(in_parts, whole);
         assert_eq!(parts, 3);
+    }
+
+    #[test]
+    fn an_ended_inputs_findings_resolve_at_its_end_as_at_the_end_of_the_run() {
+        let failure = |sec: u32, ip: &str| {
+            format!(
+                "Mar  3 10:{:02}:{:02} h sshd[1]: Failed password for root from {ip} port 22 ssh2",
+                sec / 60,
+                sec % 60
+            )
+        };
+        let mut file = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut stream = SourceState::new(Format::Auto, 1_780_000_000_000);
+        stream.time_domain = 1;
+        // the file: seven attackers (25 failures each in 35 s) and twenty
+        // addresses with one failure; the stream: one attacker
+        let mut file_events: Vec<Event> = (0..175u32)
+            .map(|i| parse_line(&failure(i / 5, &format!("10.0.0.{}", i % 7)), &mut file, 0))
+            .collect();
+        file_events.extend(
+            (0..20u32).map(|i| parse_line(&failure(40, &format!("10.0.1.{i}")), &mut file, 0)),
+        );
+        let attacker =
+            |i: u32, st: &mut SourceState| parse_line(&failure(i / 5, "192.0.2.9"), st, 0);
+        let seen = |out: &[Finding]| -> Vec<(String, Status, u64, i64, i64)> {
+            out.iter()
+                .map(|f| {
+                    let m = &f.metrics;
+                    (
+                        f.finding_id.clone(),
+                        f.status,
+                        m.event_count,
+                        f.first_seen,
+                        f.last_seen,
+                    )
+                })
+                .collect()
+        };
+        let engine = || {
+            let det = crate::detect::load_str(BF, "bf.yaml").unwrap();
+            Engine::new(vec![det], EngineConfig::default())
+        };
+        let mut out = Vec::new();
+        // the whole run: everything resolves at its end
+        let mut whole = engine();
+        for (i, ev) in file_events.iter().enumerate() {
+            whole.process(ev, &mut out);
+            whole.process(&attacker(i as u32, &mut stream), &mut out);
+        }
+        out.clear();
+        whole.flush(&mut out);
+        let at_run_end = seen(&out);
+        assert_eq!(at_run_end.len(), 8, "{at_run_end:?}");
+        // the file ends first: its seven resolve then, in parts, the same
+        let mut stream = SourceState::new(Format::Auto, 1_780_000_000_000);
+        stream.time_domain = 1;
+        let mut ended = engine();
+        for (i, ev) in file_events.iter().enumerate() {
+            ended.process(ev, &mut out);
+            ended.process(&attacker(i as u32, &mut stream), &mut out);
+        }
+        out.clear();
+        let mut parts = 1;
+        while ended.end_domain(0, 2, &mut out) {
+            parts += 1;
+        }
+        assert_eq!(parts, 4);
+        let at_file_end = seen(&out);
+        let of_file: Vec<_> = at_run_end
+            .iter()
+            .filter(|f| at_file_end.contains(f))
+            .collect();
+        assert_eq!(of_file.len(), 7, "{at_file_end:?}");
+        assert!(at_file_end.iter().all(|f| f.1 == Status::Resolved));
+        // the stream goes on: the file's quiet keys go with the next pass
+        // that drops expired ones, its attacker's finding stays open
+        for i in 195..(195 + EXPIRY_MIN_EVENTS as u32 + 10) {
+            ended.process(&attacker(i, &mut stream), &mut out);
+        }
+        assert_eq!(ended.tracked_keys(), 1);
+        out.clear();
+        ended.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].offender.value, "192.0.2.9");
     }
 
     #[test]

@@ -18,11 +18,14 @@
 //! batch long after it was made, its events and lines gone from the cache
 //! by then: a stage now takes a batch soon after the one before made it,
 //! often on the same thread (the runtime runs the task a send wakes
-//! next), and fewer batches are held at once. When the sources end, each
-//! stage drains its input, flushes (detect resolves its open windows) and
-//! closes its output, so shutdown loses nothing. Each stage reports
-//! received / emitted / dropped-by-reason, and
-//! `received + expanded == emitted + dropped` holds for every stage.
+//! next), and fewer batches are held at once. A file's last batch is
+//! marked as its input's end, and detect resolves that file's findings
+//! after its events (its time domain ends: nothing more can fall in its
+//! windows). When the sources end, each stage drains its input, flushes
+//! (detect resolves its open windows) and closes its output, so shutdown
+//! loses nothing. Each stage reports received / emitted /
+//! dropped-by-reason, and `received + expanded == emitted + dropped`
+//! holds for every stage, and how long it was busy.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -243,22 +246,20 @@ pub fn spawn_files(
             let mut next_flush = Duration::from_millis(10);
             // busy: reading and splitting, not waiting for the parser
             let mut since = Instant::now();
-            let send = |lines: Lines, live: &mut Live, closed: &mut bool, since: &mut Instant| {
-                let n = lines.len() as u64;
-                live.busy(*since);
-                let sent = *closed
-                    || ingress
-                        .blocking_send(RawBatch::lines(Origin::Input(i), lines))
-                        .is_err();
-                *since = Instant::now();
-                if sent {
-                    *closed = true;
-                    live.count(n, 0, 0);
-                    live.drop("downstream_closed", n);
-                } else {
-                    live.count(n, 0, n);
-                }
-            };
+            let send =
+                |batch: RawBatch, live: &mut Live, closed: &mut bool, since: &mut Instant| {
+                    let n = batch.lines.len() as u64;
+                    live.busy(*since);
+                    let refused = *closed || ingress.blocking_send(batch).is_err();
+                    *since = Instant::now();
+                    if refused {
+                        *closed = true;
+                        live.count(n, 0, 0);
+                        live.drop("downstream_closed", n);
+                    } else {
+                        live.count(n, 0, n);
+                    }
+                };
             crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
                 if let Some(p) = pace {
                     // hold each line until its time comes, as a live stream would deliver it
@@ -279,16 +280,18 @@ pub fn spawn_files(
                     room = lines.bytes() + lines.bytes() / 8;
                     let full =
                         std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
-                    send(full, &mut live, &mut closed, &mut since);
+                    let batch = RawBatch::lines(Origin::Input(i), full);
+                    send(batch, &mut live, &mut closed, &mut since);
                 }
             })
             .map_err(|e| {
                 anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
             })?;
-            if !lines.is_empty() {
-                room = room.max(lines.bytes() + lines.bytes() / 8);
-                send(lines, &mut live, &mut closed, &mut since);
-            }
+            room = room.max(lines.bytes() + lines.bytes() / 8);
+            // the end of the file, even with no line left to send: its
+            // windows close once the lines before are evaluated
+            let batch = RawBatch::lines(Origin::Input(i), lines).ending();
+            send(batch, &mut live, &mut closed, &mut since);
         }
         Ok(live.rep)
     })
@@ -323,9 +326,9 @@ pub fn start(
     let started = Instant::now();
     let cap = spec.channel_capacity;
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<RawBatch>>(cap);
-    let (parsed_tx, mut parsed_rx) = mpsc::channel::<Vec<Event>>(HANDOFF);
-    let (deduped_tx, mut deduped_rx) = mpsc::channel::<Vec<Event>>(HANDOFF);
-    let (clustered_tx, mut clustered_rx) = mpsc::channel::<Vec<Event>>(HANDOFF);
+    let (parsed_tx, mut parsed_rx) = mpsc::channel::<Batch>(HANDOFF);
+    let (deduped_tx, mut deduped_rx) = mpsc::channel::<Batch>(HANDOFF);
+    let (clustered_tx, mut clustered_rx) = mpsc::channel::<Batch>(HANDOFF);
     let (findings_tx, mut findings_rx) = mpsc::channel::<Vec<Finding>>(cap);
 
     let board = Board::default();
@@ -344,7 +347,13 @@ pub fn start(
             live.queue(raw_rx.len());
             let lines: usize = group.iter().map(|b| b.lines.len()).sum();
             let mut events = Vec::with_capacity(lines);
+            let mut ended = Vec::new();
             for b in &group {
+                if b.last
+                    && let Some(domain) = parser.domain(&b.origin)
+                {
+                    ended.push(domain);
+                }
                 let before = events.len();
                 let (empty, failed, clamped) = parser.parse(b, &mut events);
                 failures += failed;
@@ -360,18 +369,27 @@ pub fn start(
             // a pushed group can be a hundred thousand lines: later stages
             // get them in batches, so their queues hold bounded memory
             if events.len() <= batch_size {
-                if parsed_tx.send(events).await.is_err() {
+                if parsed_tx.send(Batch { events, ended }).await.is_err() {
                     break;
                 }
                 continue;
             }
-            let mut events = events.into_iter();
-            loop {
+            let mut events = events.into_iter().peekable();
+            while events.peek().is_some() {
                 let chunk: Vec<Event> = events.by_ref().take(batch_size).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                if parsed_tx.send(chunk).await.is_err() {
+                // the inputs end after their last events
+                let ended = match events.peek() {
+                    Some(_) => Vec::new(),
+                    None => std::mem::take(&mut ended),
+                };
+                if parsed_tx
+                    .send(Batch {
+                        events: chunk,
+                        ended,
+                    })
+                    .await
+                    .is_err()
+                {
                     break 'groups;
                 }
             }
@@ -389,7 +407,7 @@ pub fn start(
         while let Some(mut batch) = parsed_rx.recv().await {
             let t = Instant::now();
             live.queue(parsed_rx.len());
-            let s = d.process(&mut batch);
+            let s = d.process(&mut batch.events);
             live.count(s.received, 0, s.emitted);
             live.drop("merged_duplicate", s.merged);
             live.drop("alert_resend", s.alert_resends);
@@ -410,8 +428,9 @@ pub fn start(
         while let Some(mut batch) = deduped_rx.recv().await {
             let t = Instant::now();
             live.queue(deduped_rx.len());
-            c.process(&mut batch);
-            live.count(batch.len() as u64, 0, batch.len() as u64);
+            c.process(&mut batch.events);
+            let n = batch.events.len() as u64;
+            live.count(n, 0, n);
             live.busy(t);
             live.post();
             metrics::gauge!(crate::metrics::TEMPLATES).set(c.template_count() as f64);
@@ -444,7 +463,11 @@ pub fn start(
         let mut engine = Engine::new(detectors, engine_cfg);
         let mut late = 0;
         let mut segments = 0;
-        while let Some(batch) = clustered_rx.recv().await {
+        'batches: while let Some(Batch {
+            events: batch,
+            ended,
+        }) = clustered_rx.recv().await
+        {
             let mut t = Instant::now();
             live.queue(clustered_rx.len());
             let mut findings = Vec::new();
@@ -479,21 +502,22 @@ pub fn start(
             if !findings.is_empty() && findings_tx.send(findings).await.is_err() {
                 break;
             }
+            // files that ended with this batch: their findings resolve now
+            for domain in ended {
+                let part = |out: &mut Vec<Finding>| engine.end_domain(domain, FLUSH_PART, out);
+                if !send_in_parts(part, &mut picker, &findings_tx).await {
+                    break 'batches;
+                }
+            }
         }
         // what is still open resolves, sent in parts (a flood leaves
         // hundreds of thousands open)
-        loop {
-            let mut findings = Vec::new();
-            let more = engine.flush_some(FLUSH_PART, &mut findings);
-            if let Some((p, store)) = &mut picker {
-                let (rows, _) = p.pick(&[], &findings);
-                store.send(crate::store::spool::Batch::Events(rows)).await;
-            }
-            let gone = !findings.is_empty() && findings_tx.send(findings).await.is_err();
-            if gone || !more {
-                break;
-            }
-        }
+        send_in_parts(
+            |out: &mut Vec<Finding>| engine.flush_some(FLUSH_PART, out),
+            &mut picker,
+            &findings_tx,
+        )
+        .await;
         drop(picker);
         (live.rep, engine.stats().clone())
     });
@@ -614,6 +638,15 @@ impl Parser {
         }
     }
 
+    /// The time domain of a bounded input's events (files, stdin); pushed
+    /// streams have none that ends.
+    fn domain(&self, origin: &Origin) -> Option<u32> {
+        match origin {
+            Origin::Input(i) => self.inputs.get(*i).map(|s| s.time_domain),
+            Origin::Stream(_) => None,
+        }
+    }
+
     /// Parses a batch; returns (lines that gave no event, parse failures,
     /// events whose time was clamped to their receipt).
     fn parse(&mut self, b: &RawBatch, events: &mut Vec<Event>) -> (u64, u64, u64) {
@@ -675,6 +708,40 @@ impl Parser {
             .count() as u64;
         (empty, failed, clamped)
     }
+}
+
+/// Sends findings resolved a part at a time by `part` (true while more
+/// are left) to the sinks, and the events they name to the store; false
+/// once the sinks are gone.
+async fn send_in_parts(
+    mut part: impl FnMut(&mut Vec<Finding>) -> bool,
+    picker: &mut Option<(
+        crate::store::sink::EventPicker,
+        crate::store::sink::StoreHandle,
+    )>,
+    findings_tx: &mpsc::Sender<Vec<Finding>>,
+) -> bool {
+    loop {
+        let mut findings = Vec::new();
+        let more = part(&mut findings);
+        if let Some((p, store)) = picker {
+            let (rows, _) = p.pick(&[], &findings);
+            store.send(crate::store::spool::Batch::Events(rows)).await;
+        }
+        if !findings.is_empty() && findings_tx.send(findings).await.is_err() {
+            return false;
+        }
+        if !more {
+            return true;
+        }
+    }
+}
+
+/// Events between two stages, and the bounded inputs (files) these are
+/// the last events of: their time domains end after them.
+struct Batch {
+    events: Vec<Event>,
+    ended: Vec<u32>,
 }
 
 /// Each finding once, in its final state, in order of first emission.
