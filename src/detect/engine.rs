@@ -180,9 +180,7 @@ struct KeyState {
     /// Distinct targets by hash (up to `MAX_TARGETS`), the first
     /// `TARGET_SAMPLES` with their value, for the finding.
     targets: Vec<(u64, Option<Arc<str>>)>,
-    /// Kept as a boxed slice: most keys hold none, and one that does
-    /// holds a handful, pushed once each.
-    evidence: Box<[Box<str>]>,
+    evidence: Evidence,
     active: Option<Box<Active>>,
 }
 
@@ -210,6 +208,18 @@ struct Active {
     last_emit: i64,
 }
 
+/// `f-` and the id's 16 hex digits, as `format!("f-{id:016x}")` writes
+/// them, without the formatting machinery (one per version emitted).
+fn finding_id(id: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(18);
+    s.push_str("f-");
+    for shift in (0..16).rev() {
+        s.push(HEX[(id >> (shift * 4)) as usize & 15] as char);
+    }
+    s
+}
+
 impl Active {
     /// The version to emit now: this finding with its detector's fields
     /// and the key's episode filled in.
@@ -220,7 +230,7 @@ impl Active {
             context.insert(k.to_string(), v.to_string());
         }
         let mut f = Finding {
-            finding_id: format!("f-{:016x}", self.id),
+            finding_id: finding_id(self.id),
             execution_id: format!("{execution_id}-v{}", det.revision),
             detector: DetectorRef {
                 id: det.id.clone(),
@@ -310,7 +320,7 @@ impl KeyState {
             success: 0,
             failure: 0,
             targets: Vec::new(),
-            evidence: Box::default(),
+            evidence: Evidence::default(),
             active: None,
         }
     }
@@ -328,7 +338,12 @@ impl KeyState {
         f.metrics.failure_count = self.failure;
         f.metrics.unique_targets = self.targets.len() as u64;
         f.metrics.duration_sec = ((self.last_seen - self.first_seen).max(0) / 1000) as u64;
-        f.evidence = self.evidence.iter().map(|e| e.to_string()).collect();
+        f.evidence = self
+            .evidence
+            .lines()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         f.targets = self
             .targets
             .iter()
@@ -973,7 +988,12 @@ fn resolve_key(
         a.status = Status::Resolved;
         a.update_count += 1;
         stats.resolved += 1;
-        out.push(a.version(det, &cfg.execution_id, &st));
+        // the key is gone: its evidence lines move into the final
+        // version rather than being copied
+        let evidence = std::mem::take(&mut st.state.evidence).into_lines();
+        let mut f = a.version(det, &cfg.execution_id, &st.state);
+        f.evidence = evidence.into_iter().map(String::from).collect();
+        out.push(f);
     }
 }
 
@@ -1018,6 +1038,9 @@ impl Groupings {
     }
 
     /// The state key of the current event `ev` for detector `di`.
+    /// Inlined: returned through memory, the key was read back whole
+    /// before its parts had been written out (a stalled load per call).
+    #[inline(always)]
     fn key(&mut self, det: &Detector, di: u32, ev: &Event) -> Option<Key> {
         let slot = self.digests.get_mut(*self.of.get(di as usize)? as usize)?;
         if slot.0 != self.event {
@@ -1033,6 +1056,7 @@ impl Groupings {
 /// The hash is xxh3 of the values, each followed by 0x1f. Short keys (nearly
 /// all: an address, a user, a host) are joined on the stack and hashed in
 /// one call; longer ones stream through a hasher, with the same digest.
+#[inline(never)]
 fn group_digest(det: &Detector, ev: &Event) -> Option<u64> {
     const INLINE: usize = 256;
     let mut joined = [0u8; INLINE];
@@ -1312,16 +1336,52 @@ fn push_sparing<T>(v: &mut Vec<T>, item: T) {
     v.push(item);
 }
 
-fn push_evidence(evidence: &mut Box<[Box<str>]>, det: &Detector, ev: &Event) {
-    if evidence.len() < det.evidence_max {
+fn push_evidence(evidence: &mut Evidence, det: &Detector, ev: &Event) {
+    if evidence.lines().len() < det.evidence_max {
         let line = &ev.original;
         let cut = (0..=line.len().min(EVIDENCE_LINE_MAX))
             .rev()
             .find(|&i| line.is_char_boundary(i))
             .unwrap_or(0);
-        let mut lines = std::mem::take(evidence).into_vec();
-        lines.push(line[..cut].into());
-        *evidence = lines.into_boxed_slice();
+        evidence.push(line[..cut].into());
+    }
+}
+
+/// A key's evidence lines. Most keys hold none: no memory then, and one
+/// word in the state (which is kept to two cache lines). A key that
+/// holds some pushes them one at a time into room that grows as a
+/// vector's does (a boxed slice of exactly the lines, as before, cost
+/// two reallocations a line). Written to a checkpoint as the list of
+/// lines, as the boxed slice was.
+#[derive(Default)]
+// boxed: the vector's three words live with its lines, not in the state
+#[allow(clippy::box_collection)]
+struct Evidence(Option<Box<Vec<Box<str>>>>);
+
+impl Evidence {
+    fn lines(&self) -> &[Box<str>] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn push(&mut self, line: Box<str>) {
+        self.0.get_or_insert_with(Box::default).push(line);
+    }
+
+    fn into_lines(self) -> Vec<Box<str>> {
+        self.0.map(|v| *v).unwrap_or_default()
+    }
+}
+
+impl serde::Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.lines())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Evidence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Evidence, D::Error> {
+        let lines = Vec::<Box<str>>::deserialize(d)?;
+        Ok(Evidence((!lines.is_empty()).then(|| Box::new(lines))))
     }
 }
 
@@ -1629,6 +1689,33 @@ output:
         assert!(whole.iter().all(|(_, s)| *s == Status::Resolved));
         assert_eq!(in_parts, whole);
         assert_eq!(parts, 3);
+    }
+
+    #[test]
+    fn evidence_is_written_to_a_checkpoint_as_the_list_of_lines_it_was() {
+        let lines: Box<[Box<str>]> = vec!["a".into(), "b c".into()].into_boxed_slice();
+        let mut ev = Evidence::default();
+        let none = postcard::to_allocvec(&ev).unwrap();
+        assert_eq!(
+            none,
+            postcard::to_allocvec(&Box::<[Box<str>]>::default()).unwrap()
+        );
+        for l in lines.iter() {
+            ev.push(l.clone());
+        }
+        let bytes = postcard::to_allocvec(&ev).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&lines).unwrap());
+        let back: Evidence = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.lines(), &*lines);
+        let empty: Evidence = postcard::from_bytes(&none).unwrap();
+        assert!(empty.0.is_none(), "no lines, no memory");
+    }
+
+    #[test]
+    fn finding_ids_are_f_and_sixteen_hex_digits() {
+        for id in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(finding_id(id), format!("f-{id:016x}"));
+        }
     }
 
     #[test]

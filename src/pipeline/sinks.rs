@@ -5,7 +5,7 @@
 //! holds the open findings, not every finding it ever made; a version is
 //! rendered as JSON only where a sink writes it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::config::SinkConfig;
 use super::graph::StageReport;
 use crate::finding::{Finding, Status};
 use crate::hub::Subscriber;
+use crate::prehashed::PrehashedMap;
 
 /// Where a store takes rows, and which events it wants.
 #[derive(Clone)]
@@ -46,7 +47,10 @@ pub struct Sinks {
     /// Each finding's latest version where one is kept for the end (a
     /// report, or final states not yet written), in order of first emission.
     latest: Vec<Option<Box<Finding>>>,
-    index: HashMap<String, usize>,
+    /// Place in `latest` by the digest of the finding's id: an id is
+    /// itself a 64-bit digest (`f-` and 16 hex digits), so its digest is as
+    /// distinct as it is, and costs no copy of the id per finding.
+    index: PrehashedMap<u64, usize>,
     versions: usize,
     report: StageReport,
     /// Whatever else takes findings: the API's hub, response.
@@ -80,7 +84,7 @@ impl Sinks {
             stdout: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
             line: Vec::new(),
             latest: Vec::new(),
-            index: HashMap::new(),
+            index: PrehashedMap::default(),
             versions: 0,
             subscribers: Vec::new(),
             store: None,
@@ -154,14 +158,14 @@ impl Sinks {
         if self.finals && resolved {
             self.stdout.write_all(&self.line)?;
         }
-        let i = match self.index.get(&f.finding_id) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(f.finding_id.clone(), self.latest.len());
-                self.latest.push(None);
-                self.latest.len() - 1
-            }
-        };
+        let next = self.latest.len();
+        let i = *self
+            .index
+            .entry(xxhash_rust::xxh3::xxh3_64(f.finding_id.as_bytes()))
+            .or_insert(next);
+        if i == next {
+            self.latest.push(None);
+        }
         let keep = self.report_all || (self.finals && !resolved && !self.resolved_at_end);
         self.latest[i] = keep.then(|| Box::new(f));
         self.report.emitted += 1;
