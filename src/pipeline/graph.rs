@@ -24,8 +24,8 @@
 //! windows). When the sources end, each stage drains its input, flushes
 //! (detect resolves its open windows) and closes its output, so shutdown
 //! loses nothing. Each stage reports received / emitted /
-//! dropped-by-reason, and `received + expanded == emitted + dropped`
-//! holds for every stage, and how long it was busy.
+//! dropped-by-reason and how long it was busy, and
+//! `received + expanded == emitted + dropped` holds for every stage.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
