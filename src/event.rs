@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use crate::line::Line;
+
 /// `event.kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Kind {
@@ -57,8 +59,9 @@ pub struct Event {
     pub outcome: Outcome,
     /// `event.dataset`, e.g. `sshd`, `nginx.access`.
     pub dataset: Cow<'static, str>,
-    /// `event.original`: the raw line, always kept.
-    pub original: String,
+    /// `event.original`: the raw line, always kept (mostly a range of its
+    /// batch's buffer).
+    pub original: Line,
     /// `message` when it is not a slice of `original`.
     pub message_owned: Option<String>,
     /// `message` as a byte range of `original` (when `message_owned` is None).
@@ -222,7 +225,8 @@ fn push_template_id(out: &mut String, id: u64) {
 
 impl Event {
     /// A new event for a raw line, before any parser has looked at it.
-    pub fn raw(original: String, dataset: Cow<'static, str>) -> Event {
+    #[inline(always)]
+    pub fn raw(original: Line, dataset: Cow<'static, str>) -> Event {
         let len = original.len() as u32;
         Event {
             original,
@@ -711,7 +715,7 @@ mod tests {
         fn numeric_fields_render_as_fmt_does(
             ts: i64, port: u16, pid: u32, status: u16, bytes: u64, ns: i64, id: u64,
         ) {
-            let mut ev = Event::raw(String::new(), Cow::Borrowed("test"));
+            let mut ev = Event::raw(Line::default(), Cow::Borrowed("test"));
             ev.timestamp = ts;
             ev.source_port = Some(port);
             ev.process_pid = Some(pid);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::line::Line;
+
 pub use crate::ingest::Stream;
 
 /// Outcome counts of one stage.
@@ -147,6 +149,35 @@ impl Lines {
             let line = self.text.get(start..end).unwrap_or("");
             start = end;
             line
+        })
+    }
+
+    /// The lines with their buffer moved (not copied) behind a shared
+    /// pointer, so that each event can keep its line as a range of it
+    /// ([`Line`]).
+    pub fn into_shared(self) -> SharedLines {
+        SharedLines {
+            text: Arc::new(self.text),
+            ends: self.ends,
+        }
+    }
+}
+
+/// A batch's lines in a buffer that the events made of them share.
+pub struct SharedLines {
+    text: Arc<String>,
+    ends: Vec<usize>,
+}
+
+impl SharedLines {
+    /// Each line, as text and as a [`Line`] of the shared buffer.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Line)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let text = self.text.get(start..end).unwrap_or("");
+            let line = Line::of(&self.text, start, end);
+            start = end;
+            (text, line)
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod finding;
 pub mod flow;
 pub mod hub;
 pub mod ingest;
+pub mod line;
 pub mod listen;
 pub mod memo;
 pub mod metrics;

@@ -94,7 +94,7 @@ pub fn parse_webhook(body: &str, ingested_ms: i64) -> Result<Vec<Event>, String>
             alert.fingerprint = format!("{:016x}", h.digest());
         }
         let original = serde_json::to_string(&alert).unwrap_or_default();
-        let mut ev = Event::raw(original, Cow::Borrowed("alertmanager"));
+        let mut ev = Event::raw(original.into(), Cow::Borrowed("alertmanager"));
         ev.ingested = ingested_ms;
         ev.kind = Kind::Alert;
         ev.time_domain = domain;

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Text};
+use crate::event::{Event, Line, Text};
 
 pub use alertmanager::parse_webhook;
 pub use json::JsonMapping;
@@ -96,7 +96,21 @@ impl SourceState {
 /// Parses one line into events: one, or one per alert for an Alertmanager
 /// payload. Never fails: a line no parser understands is kept and marked.
 pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &mut Vec<Event>) {
+    parse_line_of(line, Line::from(line), state, ingested_ms, out);
+}
+
+/// [`parse_into`] for a line of a batch: `original` is the same text as
+/// `line`, kept by the event as its `event.original` (a range of the
+/// batch's buffer: see [`Line`]).
+pub fn parse_line_of(
+    line: &str,
+    mut original: Line,
+    state: &mut SourceState,
+    ingested_ms: i64,
+    out: &mut Vec<Event>,
+) {
     let line = line.strip_suffix('\r').unwrap_or(line);
+    original.truncate(line.len());
     let format = match state.format {
         Format::Auto => detect(line.as_bytes()),
         f => f,
@@ -114,7 +128,7 @@ pub fn parse_into(line: &str, state: &mut SourceState, ingested_ms: i64, out: &m
         return;
     }
     // built in place: an event is large, and moving it costs a copy
-    out.push(Event::raw(line.to_owned(), Cow::Borrowed("unknown")));
+    out.push(Event::raw(original, Cow::Borrowed("unknown")));
     if let Some(ev) = out.last_mut() {
         parse_as(ev, line, format, state, ingested_ms);
     }
@@ -144,7 +158,7 @@ pub fn parse_line(line: &str, state: &mut SourceState, ingested_ms: i64) -> Even
         f => f,
     };
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut ev = Event::raw(line.to_owned(), Cow::Borrowed("unknown"));
+    let mut ev = Event::raw(line.into(), Cow::Borrowed("unknown"));
     parse_as(&mut ev, line, format, state, ingested_ms);
     ev
 }

@@ -45,7 +45,7 @@ use crate::finding::Finding;
 pub use crate::flow::{
     Board, Ingress, Lines, Origin, RawBatch, Refused, StageReport, Stream, mono_ns,
 };
-use crate::parse::{SourceState, bound_to_receipt, parse_into};
+use crate::parse::{SourceState, bound_to_receipt, parse_line_of};
 
 /// Batches a channel between two stages holds (see the module's docs).
 const HANDOFF: usize = 1;
@@ -342,22 +342,22 @@ pub fn start(
     let parse = tokio::spawn(async move {
         let mut live = Live::on("parse", board_parse);
         let mut failures = 0u64;
-        'groups: while let Some(group) = raw_rx.recv().await {
+        'groups: while let Some(mut group) = raw_rx.recv().await {
             let t = Instant::now();
             live.queue(raw_rx.len());
             let lines: usize = group.iter().map(|b| b.lines.len()).sum();
             let mut events = Vec::with_capacity(lines);
             let mut ended = Vec::new();
-            for b in &group {
+            for b in &mut group {
                 if b.last
                     && let Some(domain) = parser.domain(&b.origin)
                 {
                     ended.push(domain);
                 }
                 let before = events.len();
+                let received = b.lines.len() as u64;
                 let (empty, failed, clamped) = parser.parse(b, &mut events);
                 failures += failed;
-                let received = b.lines.len() as u64;
                 let made = (events.len() - before) as u64;
                 live.count(received, made.saturating_sub(received - empty), made);
                 live.drop("empty", empty);
@@ -647,9 +647,10 @@ impl Parser {
         }
     }
 
-    /// Parses a batch; returns (lines that gave no event, parse failures,
-    /// events whose time was clamped to their receipt).
-    fn parse(&mut self, b: &RawBatch, events: &mut Vec<Event>) -> (u64, u64, u64) {
+    /// Parses a batch's lines (taken from `b`: the events share their
+    /// buffer); returns (lines that gave no event, parse failures, events
+    /// whose time was clamped to their receipt).
+    fn parse(&mut self, b: &mut RawBatch, events: &mut Vec<Event>) -> (u64, u64, u64) {
         let now = crate::time::now_ms();
         let (state, stream) = match &b.origin {
             Origin::Input(i) => match self.inputs.get_mut(*i) {
@@ -675,14 +676,15 @@ impl Parser {
         let mut empty = 0;
         let mut clamped = 0;
         let mut meta = b.metadata.iter().peekable();
-        for (i, line) in b.lines.iter().enumerate() {
+        let lines = std::mem::take(&mut b.lines).into_shared();
+        for (i, (line, original)) in lines.iter().enumerate() {
             let mut line_meta = Vec::new();
             while let Some((_, k, v)) = meta.next_if(|(j, _, _)| *j as usize <= i) {
                 line_meta.push((k, v));
             }
             let before = events.len();
             let at = b.times.get(i).copied().unwrap_or(now);
-            parse_into(line, state, at, events);
+            parse_line_of(line, original, state, at, events);
             if events.len() == before {
                 empty += 1;
                 continue;
@@ -777,8 +779,10 @@ pub fn run_inline(
     for (state, lines) in inputs.iter_mut() {
         for chunk in lines.chunks(spec.batch_size.max(1)) {
             events.clear();
-            for l in chunk {
-                parse_into(l, state, now, &mut events);
+            // as a reader batches them: one buffer, shared by the events
+            let chunk: Lines = chunk.iter().collect();
+            for (l, original) in chunk.into_shared().iter() {
+                parse_line_of(l, original, state, now, &mut events);
             }
             stages.process(&mut events, &mut findings);
         }

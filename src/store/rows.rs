@@ -268,7 +268,10 @@ mod tests {
 
     #[test]
     fn oversized_fields_are_cut_on_a_char_boundary_and_marked() {
-        let mut ev = Event::raw(format!("é{}", "x".repeat(MAX_FIELD_BYTES)), "app".into());
+        let mut ev = Event::raw(
+            format!("é{}", "x".repeat(MAX_FIELD_BYTES)).into(),
+            "app".into(),
+        );
         ev.timestamp = 1_700_000_000_123;
         let row = EventRow::from_event(&ev);
         assert_eq!(row.truncated, 1);

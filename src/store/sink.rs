@@ -142,7 +142,10 @@ impl EventPicker {
 
     fn remember(&mut self, ev: &Event) {
         let h = xxhash_rust::xxh3::xxh3_64(ev.original.as_bytes());
-        if self.recent.insert(h, ev.clone()).is_none() {
+        // a copy of its own line: a kept event must not hold its batch's buffer
+        let mut kept = ev.clone();
+        kept.original = ev.original.detached();
+        if self.recent.insert(h, kept).is_none() {
             self.order.push_back(h);
         }
         while self.order.len() > self.recent_max {
@@ -431,4 +434,36 @@ pub async fn start(
         rep
     });
     Ok((handle, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::Line;
+
+    #[test]
+    fn an_event_kept_as_evidence_does_not_hold_its_batch() {
+        let batch = Arc::new("203.0.113.9 first\n203.0.113.9 second\n".to_owned());
+        let events: Vec<Event> = [(0, 17), (18, 36)]
+            .iter()
+            .map(|&(s, e)| Event::raw(Line::of(&batch, s, e), "app".into()))
+            .collect();
+        let mut picker = EventPicker::new(EventsMode::Evidence, 0.0);
+        let (rows, _) = picker.pick(&events, &[]);
+        assert!(
+            rows.is_empty(),
+            "evidence is stored once a finding cites it"
+        );
+        drop(events);
+        assert_eq!(
+            Arc::strong_count(&batch),
+            1,
+            "the kept events copied their lines"
+        );
+        let mut kept: Vec<&str> = picker.recent.values().map(|e| &*e.original).collect();
+        kept.sort();
+        assert_eq!(kept, ["203.0.113.9 first", "203.0.113.9 second"]);
+    }
 }
