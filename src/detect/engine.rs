@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::prehashed::{PrehashedMap, PrehashedSet};
 
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::config::AggregateKind;
@@ -179,7 +180,7 @@ struct KeyState {
     failure: u64,
     /// Distinct targets by hash (up to `MAX_TARGETS`), the first
     /// `TARGET_SAMPLES` with their value, for the finding.
-    targets: Vec<(u64, Option<Arc<str>>)>,
+    targets: Targets,
     evidence: Evidence,
     active: Option<Box<Active>>,
 }
@@ -273,6 +274,12 @@ impl Active {
     }
 }
 
+/// A key's targets. The first is held in the state itself: most keys see
+/// one (a client's user agent, a user's source), and a state set aside and
+/// reused then clears it where it already reads, not in a list of its own
+/// elsewhere in memory.
+type Targets = SmallVec<[(u64, Option<Arc<str>>); 1]>;
+
 const MAX_TARGETS: usize = 64;
 /// Largest `targets` list whose memory a reset state keeps.
 const REUSED_TARGETS: usize = 4;
@@ -296,7 +303,7 @@ impl KeyState {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         if targets.capacity() > REUSED_TARGETS {
-            targets = Vec::new();
+            targets = Targets::new();
         }
         *self = KeyState {
             targets,
@@ -319,7 +326,7 @@ impl KeyState {
             event_count: 0,
             success: 0,
             failure: 0,
-            targets: Vec::new(),
+            targets: Targets::new(),
             evidence: Evidence::default(),
             active: None,
         }
@@ -1175,7 +1182,7 @@ fn observe_key(
         target_hash = Some(th);
         if st.targets.len() < MAX_TARGETS && !st.targets.iter().any(|t| t.0 == th) {
             let sample = (st.targets.len() < TARGET_SAMPLES).then(|| samples.get(th, v));
-            push_sparing(&mut st.targets, (th, sample));
+            st.targets.push((th, sample));
         }
     }
     if let Some(mut a) = st.active.take() {
@@ -1324,16 +1331,6 @@ fn emit(
     } else {
         out.push(a.version(det, &cfg.execution_id, st));
     }
-}
-
-/// Pushes onto a per-key list, making room for just one at first: most
-/// keys see one event (a flood of one-off clients), and a growing vector's
-/// first allocation would hold four.
-fn push_sparing<T>(v: &mut Vec<T>, item: T) {
-    if v.capacity() == 0 {
-        v.reserve_exact(1);
-    }
-    v.push(item);
 }
 
 fn push_evidence(evidence: &mut Evidence, det: &Detector, ev: &Event) {
@@ -1709,6 +1706,18 @@ output:
         assert_eq!(back.lines(), &*lines);
         let empty: Evidence = postcard::from_bytes(&none).unwrap();
         assert!(empty.0.is_none(), "no lines, no memory");
+    }
+
+    #[test]
+    fn targets_are_written_to_a_checkpoint_as_the_list_they_were() {
+        let list: Vec<(u64, Option<Arc<str>>)> = vec![(7, Some("agent/1".into())), (9, None)];
+        for n in 0..=list.len() {
+            let held: Targets = list[..n].iter().cloned().collect();
+            let bytes = postcard::to_allocvec(&held).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&list[..n].to_vec()).unwrap());
+            let back: Targets = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.as_slice(), &list[..n]);
+        }
     }
 
     #[test]
