@@ -97,6 +97,60 @@ impl<V: Default, const SLOTS: usize, const MAX_KEY: usize> Memo<V, SLOTS, MAX_KE
     }
 }
 
+/// Whether a memo pays for itself where values may never repeat (an
+/// sshd line's message, an attack's unique URLs): its hits are counted
+/// over trials of `TRIAL` lookups, and after a trial with fewer than a
+/// quarter, the memo is passed over for the next `REST` values (a miss
+/// costs a hash, a copy of the key into a cold slot and resetting its
+/// answer, more than working the answer out afresh), then tried again.
+#[derive(Debug, Default)]
+pub struct Trial {
+    looked: u32,
+    found: u32,
+    resting: u32,
+}
+
+/// What to do with the memo for the next value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consult {
+    /// Look the value up.
+    Look,
+    /// Work the answer out without the memo.
+    Skip,
+    /// As `Skip`, the trial just having failed: the memo's answers can go.
+    Forget,
+}
+
+impl Trial {
+    const TRIAL: u32 = 4096;
+    const HITS: u32 = Self::TRIAL / 4;
+    const REST: u32 = 1 << 18;
+
+    /// Whether the next value is looked up.
+    pub fn consult(&mut self) -> Consult {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return Consult::Skip;
+        }
+        if self.looked == Self::TRIAL {
+            let paid = self.found >= Self::HITS;
+            self.looked = 0;
+            self.found = 0;
+            if !paid {
+                self.resting = Self::REST;
+                return Consult::Forget;
+            }
+        }
+        self.looked += 1;
+        Consult::Look
+    }
+
+    /// The value looked up was found.
+    pub fn hit(&mut self) {
+        self.found += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +174,27 @@ mod tests {
         v.push(2);
         assert_eq!(memo.get(7, b"/a"), None);
         assert_eq!(memo.get(23, b"/c").map(Vec::as_slice), Some(&[2][..]));
+    }
+
+    #[test]
+    fn a_memo_that_does_not_pay_is_rested_then_tried_again() {
+        let mut t = Trial::default();
+        let mut looked = 0;
+        // a trial of all misses
+        while t.consult() == Consult::Look {
+            looked += 1;
+        }
+        assert_eq!(looked, Trial::TRIAL);
+        let mut skipped = 1;
+        while t.consult() == Consult::Skip {
+            skipped += 1;
+        }
+        assert_eq!(skipped, Trial::REST + 1, "the failing value and the rest");
+        // tried again: hits keep it in use past a trial
+        for _ in 0..3 * Trial::TRIAL {
+            assert_eq!(t.consult(), Consult::Look);
+            t.hit();
+        }
     }
 
     #[test]

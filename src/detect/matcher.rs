@@ -22,6 +22,7 @@ use super::CompileError;
 use super::config::{Condition, Located, MatchSpec};
 use super::literals::{self, AnyOf};
 use crate::event::{Event, Field};
+use crate::memo::{Consult, Trial};
 
 #[derive(Debug, Clone)]
 enum Test {
@@ -515,6 +516,9 @@ pub struct KeywordHits {
 #[derive(Default)]
 struct Remembered {
     memos: Vec<SourceMemo>,
+    /// Per source, whether its memo pays (a message new on every line
+    /// is scanned without one).
+    trials: Vec<Trial>,
     /// For the current event: where the answers for its value are.
     at: Vec<At>,
     /// Per source, the answers for a value too long to remember.
@@ -523,7 +527,8 @@ struct Remembered {
 
 /// Per source, what was worked out for its recent values (before any
 /// percent-decoding: hashing a value costs a fraction of decoding and
-/// scanning it). Values up to 512 bytes are remembered.
+/// scanning it). Values up to 512 bytes are remembered, while that pays
+/// ([`Trial`]: a message is mostly new on every line).
 type SourceMemo = crate::memo::Memo<Known, 4096, 512>;
 
 /// Where the current event's answers for a source are.
@@ -571,12 +576,21 @@ impl Remembered {
                 None => At::Absent,
                 Some(v) => {
                     let key = v.as_bytes();
-                    let claimed = SourceMemo::fits(key)
+                    let consult = match SourceMemo::fits(key) {
+                        true => self.trials.get_mut(s)?.consult(),
+                        false => Consult::Skip,
+                    };
+                    if consult == Consult::Forget {
+                        self.memos[s] = SourceMemo::default();
+                    }
+                    let claimed = (consult == Consult::Look)
                         .then(|| self.memos[s].claim(xxhash_rust::xxh3::xxh3_64(key), key))
                         .flatten();
                     match claimed {
                         Some((at, known)) => {
-                            if !known {
+                            if known {
+                                self.trials[s].hit();
+                            } else {
                                 self.memos[s].at_mut(at)?.reset(source);
                             }
                             At::Memo(at)
@@ -617,6 +631,7 @@ impl KeywordHits {
         let n = groups.sources.len();
         self.sources = Remembered {
             memos: (0..n).map(|_| SourceMemo::default()).collect(),
+            trials: (0..n).map(|_| Trial::default()).collect(),
             at: vec![At::Unknown; n],
             scratch: (0..n).map(|_| Known::default()).collect(),
         };

@@ -30,6 +30,7 @@ use std::borrow::Cow;
 use super::Detector;
 use super::matcher::{CompiledCondition, EvalCtx};
 use crate::event::{Event, Field};
+use crate::memo::{Consult, Trial};
 use crate::prehashed::PrehashedMap;
 
 /// Every distinct condition of the indexed detectors, tested by number.
@@ -192,11 +193,8 @@ struct Recall {
     /// Scratch: the current event's key, and a number rendered for it.
     key: Vec<u8>,
     buf: String,
-    /// Lookups and hits in the current trial.
-    looked: u32,
-    found: u32,
-    /// Events left before memory is tried again, after it did not pay.
-    resting: u32,
+    /// Whether remembering pays.
+    trial: Trial,
     /// Answers from memory, all told.
     recalled: u64,
 }
@@ -205,13 +203,6 @@ struct Recall {
 /// query are not remembered.
 type MatchMemo = crate::memo::Memo<Vec<u32>, 8192, 1024>;
 
-/// Lookups per trial, and the hits one needs to keep the memory: below
-/// that, building keys and copying them in costs more than it spares.
-const TRIAL: u32 = 4096;
-const TRIAL_HITS: u32 = TRIAL / 4;
-/// Events of the kind between a failed trial and the next.
-const REST: u32 = 1 << 18;
-
 impl Recall {
     /// The key of `ev`'s values of `reads`, and its hash; None when
     /// memory is resting or the key is too long to remember.
@@ -219,18 +210,11 @@ impl Recall {
         if reads.is_empty() {
             return None;
         }
-        if self.resting > 0 {
-            self.resting -= 1;
-            return None;
-        }
-        if self.looked == TRIAL {
-            if self.found < TRIAL_HITS {
+        match self.trial.consult() {
+            Consult::Look => {}
+            Consult::Skip => return None,
+            Consult::Forget => {
                 self.memo = MatchMemo::default();
-                self.resting = REST;
-            }
-            self.looked = 0;
-            self.found = 0;
-            if self.resting > 0 {
                 return None;
             }
         }
@@ -248,7 +232,6 @@ impl Recall {
                 return None;
             }
         }
-        self.looked += 1;
         Some(xxhash_rust::xxh3::xxh3_64(&self.key))
     }
 }
@@ -360,7 +343,7 @@ impl Plan {
         if let Some(h) = hash
             && let Some(known) = self.recall.memo.get(h, &self.recall.key)
         {
-            self.recall.found += 1;
+            self.recall.trial.hit();
             self.recall.recalled += 1;
             out.extend_from_slice(known);
             return;
