@@ -764,8 +764,9 @@ struct Part {
     memo: Option<VerdictMemo>,
     /// Literals one of which an event must hold for any rule here to match.
     prefilter: Option<prefilter::Prefilter>,
-    /// Scratch: the current event's key.
+    /// Scratch: the current event's key, and a number rendered for it.
     key: Vec<u8>,
+    buf: String,
 }
 
 /// Positions of the rules that matched, by key. Longer keys (URLs with
@@ -891,6 +892,7 @@ impl Part {
             prefilter,
             memo: memo.then(VerdictMemo::default),
             key: Vec::new(),
+            buf: String::new(),
         }
     }
 
@@ -924,10 +926,9 @@ impl Part {
 
     /// The values the rules read, joined; false when too long to remember.
     fn fill_key(&mut self, ev: &Event) -> bool {
-        let mut buf = String::new();
         self.key.clear();
         for f in &self.reads {
-            match ev.get(f, &mut buf) {
+            match ev.get(f, &mut self.buf) {
                 Some(v) => {
                     self.key.extend_from_slice(v.as_bytes());
                     self.key.push(0x1f);
@@ -1388,6 +1389,7 @@ detection:
         c-useragent:
             - 'x'
             - 'Nikto*'
+            - 'python-requests/2.31'
     condition: selection
 level: high
 "#;
@@ -1411,6 +1413,10 @@ level: high
             ("/index.html", "X", true, 1),
             ("/cgi-bin/.%2E/.%2e/bin/sh", "curl/8", true, 1),
             ("/index.html", "nikto/2.5", true, 1),
+            // whole values match whatever the case; a value of no listed
+            // length is passed over
+            ("/index.html", "Python-Requests/2.31", true, 1),
+            ("/index.html", "python-requests/2.3", false, 0),
         ] {
             let line = format!(
                 r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 404 0 "-" "{agent}""#

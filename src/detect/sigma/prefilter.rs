@@ -65,8 +65,10 @@ struct Place {
     within: Option<AnyOf>,
     /// Whole values, lowercased: one lookup, not a compare per value.
     whole: HashSet<String>,
-    /// The longest of them: a longer value is none of them.
-    longest: usize,
+    /// Which lengths they have (by length, up to the longest): a value of
+    /// another length is none of them, without lowercasing and hashing it
+    /// (a browser's user agent against a list of tools' agents).
+    lengths: Vec<bool>,
 }
 
 impl Prefilter {
@@ -113,7 +115,11 @@ impl Prefilter {
                 Some(_) => pf.fields.push(Place {
                     name: name.to_owned(),
                     within,
-                    longest: whole.iter().map(String::len).max().unwrap_or(0),
+                    lengths: whole.iter().fold(Vec::new(), |mut at, w| {
+                        at.resize(at.len().max(w.len() + 1), false);
+                        at[w.len()] = true;
+                        at
+                    }),
                     whole,
                 }),
             }
@@ -141,7 +147,7 @@ impl Prefilter {
             Some(EventValue::Str(v)) => {
                 p.within.as_ref().is_some_and(|a| holds(a, &v, scan))
                     || !v.is_ascii()
-                    || (v.len() <= p.longest && {
+                    || (p.lengths.get(v.len()) == Some(&true) && {
                         lower.clear();
                         lower.push_str(&v);
                         lower.make_ascii_lowercase();
