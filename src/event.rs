@@ -5,6 +5,7 @@
 //! `&'static str` where parsers know them at compile time, `message` and the
 //! common text fields (`source.ip`, `user.name`, `url.original`, …) are byte
 //! ranges into `event.original` when they are slices of it (see [`Text`]),
+//! `event.original` is itself a range of its batch's buffer (see [`Line`]),
 //! and the rarely used fields live in a small `extra` list. The JSON form is
 //! flat and dotted (`{"source.ip": "…"}`), written by [`Event::to_json`];
 //! field access by ECS name for detectors goes through [`Field`], resolved
