@@ -726,16 +726,18 @@ fn correlation(
 
 /// The families' rsigma engines, and which detectors each rule feeds.
 ///
-/// Each family's rules are split into parts by how they are spared
+/// Each family's rules are split into two parts by how they are spared
 /// ([`Shortcut`]). Rules that read only fields (method, URL, status, user
 /// agent, …) give a verdict that is a function of those values, and real
 /// traffic repeats them heavily (a few thousand URLs and a few hundred
 /// user agents in ten thousand requests): their matches are memoised by
-/// the values, so a repeated request costs a hash and a compare. Rules
-/// that read the raw line (keywords) cannot be memoised. Rules that need a
-/// literal somewhere (nearly all) sit behind one automaton per place of
-/// those literals ([`prefilter`]): a line, or a missed memo's fields,
-/// holding none costs one scan. The few left are evaluated every time.
+/// the values, so a repeated request costs one hash and one compare,
+/// however many of those rules there are. Rules that read the raw line
+/// (keywords) cannot be memoised. Within a part, rules that need a literal
+/// somewhere (nearly all) sit behind one automaton per place of those
+/// literals ([`prefilter`]): a line, or a missed memo's fields, holding
+/// none costs one scan. The few left are evaluated every time (on every
+/// miss, where memoised).
 #[derive(Default)]
 pub struct SigmaSet {
     families: Vec<(Family, Vec<Part>)>,
@@ -751,10 +753,14 @@ struct Shortcut {
     prefilter: bool,
 }
 
-/// One rsigma engine and, per rule it holds, its gate and the detectors
-/// a match feeds (its own when it generates, and every correlation naming it).
+/// The rules of a family that share a memo (or that none can have), in
+/// rsigma engines, and per rule its gate and the detectors a match feeds
+/// (its own when it generates, and every correlation naming it).
 struct Part {
-    engine: rsigma_eval::Engine,
+    /// Rules behind the prefilter: evaluated on an event holding a literal.
+    gated: Option<Gated>,
+    /// Rules no literal gates: evaluated on every event (every miss).
+    always: Option<rsigma_eval::Engine>,
     feeds: Vec<(Gate, Vec<u32>)>,
     /// Rule key (the id rsigma reports) → position in `feeds`.
     position: HashMap<String, u16>,
@@ -762,36 +768,22 @@ struct Part {
     reads: Vec<Field>,
     /// The rules that matched recent keys (memoised parts only).
     memo: Option<VerdictMemo>,
-    /// Literals one of which an event must hold for any rule here to match.
-    prefilter: Option<prefilter::Prefilter>,
     /// Scratch: the current event's key, and a number rendered for it.
     key: Vec<u8>,
     buf: String,
+}
+
+/// Rules and the literals one of which an event must hold for any of
+/// them to match.
+struct Gated {
+    engine: rsigma_eval::Engine,
+    prefilter: prefilter::Prefilter,
 }
 
 /// Positions of the rules that matched, by key. Longer keys (URLs with
 /// payloads) are evaluated, not remembered.
 type VerdictMemo = crate::memo::Memo<Vec<u16>, 4096, MEMO_MAX_KEY>;
 const MEMO_MAX_KEY: usize = 1024;
-
-const SHORTCUTS: [Shortcut; 4] = [
-    Shortcut {
-        memo: true,
-        prefilter: true,
-    },
-    Shortcut {
-        memo: true,
-        prefilter: false,
-    },
-    Shortcut {
-        memo: false,
-        prefilter: true,
-    },
-    Shortcut {
-        memo: false,
-        prefilter: false,
-    },
-];
 
 /// How `rule` is spared: memoised when it reads only fields, prefiltered
 /// when it needs a literal somewhere.
@@ -856,32 +848,50 @@ fn fields_read(rule: &SigmaRule, into: &mut Vec<Field>) {
     }
 }
 
+/// An rsigma engine over `rules` (each compiled once already, at load).
+fn engine_of<'a>(rules: impl Iterator<Item = &'a CompiledRule>) -> rsigma_eval::Engine {
+    let mut engine = rsigma_eval::Engine::new();
+    engine.extend_compiled_rules(rules.cloned());
+    engine
+}
+
 impl Part {
-    fn new(rules: &[(Loaded, Gate, Vec<u32>)], shortcut: Shortcut) -> Part {
-        let mut engine = rsigma_eval::Engine::new();
-        // every rule compiled once already at load
-        engine.extend_compiled_rules(rules.iter().map(|r| r.0.1.clone()));
-        let memo = shortcut.memo;
+    /// A part over `rules`, memoised by the fields they read when `memo`
+    /// (they must read no line), those needing a literal behind a
+    /// prefilter when `prefilter`.
+    fn new(rules: &[(Loaded, Gate, Vec<u32>)], memo: bool, prefilter: bool) -> Part {
         let mut reads = Vec::new();
         if memo {
             rules.iter().for_each(|r| fields_read(r.0.0, &mut reads));
+            // url.path and url.query are cut from url.original: with it
+            // in the key they tell the memo nothing more
+            if reads.contains(&Field::UrlOriginal) {
+                reads.retain(|f| !matches!(f, Field::UrlPath | Field::UrlQuery));
+            }
         }
-        let prefilter = shortcut
-            .prefilter
-            .then(|| {
-                let needles: Option<Vec<prefilter::Needle>> = engine
-                    .rules()
-                    .iter()
-                    .map(|r| prefilter::needles(r, &is_raw_field))
-                    .try_fold(Vec::new(), |mut all, n| {
-                        all.extend(n?);
-                        Some(all)
-                    });
-                prefilter::Prefilter::new(&needles?)
-            })
-            .flatten();
+        let (gated, always): (Vec<_>, Vec<_>) = rules
+            .iter()
+            .map(|r| r.0.1)
+            .partition(|r| prefilter && prefilter::needles(r, &is_raw_field).is_some());
+        let needles: Vec<prefilter::Needle> = gated
+            .iter()
+            .filter_map(|r| prefilter::needles(r, &is_raw_field))
+            .flatten()
+            .collect();
+        let (gated, always) = match prefilter::Prefilter::new(&needles) {
+            Some(prefilter) if !gated.is_empty() => (
+                Some(Gated {
+                    engine: engine_of(gated.into_iter()),
+                    prefilter,
+                }),
+                always,
+            ),
+            // no literal set could be built: every rule runs
+            _ => (None, rules.iter().map(|r| r.0.1).collect()),
+        };
         Part {
-            engine,
+            gated,
+            always: (!always.is_empty()).then(|| engine_of(always.into_iter())),
             position: rules
                 .iter()
                 .enumerate()
@@ -889,7 +899,6 @@ impl Part {
                 .collect(),
             feeds: rules.iter().map(|r| (r.1.clone(), r.2.clone())).collect(),
             reads,
-            prefilter,
             memo: memo.then(VerdictMemo::default),
             key: Vec::new(),
             buf: String::new(),
@@ -910,8 +919,12 @@ impl Part {
             hits.extend_from_slice(known);
             return;
         }
-        if self.prefilter.as_mut().is_none_or(|p| p.admits(ev)) {
-            for r in self.engine.evaluate(&SigmaEvent(ev)) {
+        let gated = self
+            .gated
+            .as_mut()
+            .and_then(|g| g.prefilter.admits(ev).then_some(&g.engine));
+        for engine in gated.into_iter().chain(&self.always) {
+            for r in engine.evaluate(&SigmaEvent(ev)) {
                 let key = r.header.rule_id.as_deref().unwrap_or(&r.header.rule_title);
                 if let Some(&p) = self.position.get(key) {
                     hits.push(p);
@@ -946,9 +959,9 @@ impl Part {
 impl SigmaSet {
     /// Builds the engines from the Sigma detectors among `detectors`.
     pub fn build(detectors: &[Detector]) -> SigmaSet {
-        // per family and shortcut: rule, gate, detectors fed
+        // per family and whether memoised: rule, gate, detectors fed
         type Rules<'a> = Vec<(Loaded<'a>, Gate, Vec<u32>)>;
-        let mut parts: HashMap<(Family, Shortcut), Rules> = HashMap::new();
+        let mut parts: HashMap<(Family, bool), Rules> = HashMap::new();
         let mut correlations: Vec<(Family, &str, u32)> = Vec::new();
         for (i, d) in detectors.iter().enumerate() {
             let Some(s) = &d.sigma else { continue };
@@ -965,7 +978,7 @@ impl SigmaSet {
                     };
                     let loaded: Loaded = (rule, compiled);
                     parts
-                        .entry((s.family, shortcut(loaded)))
+                        .entry((s.family, shortcut(loaded).memo))
                         .or_default()
                         .push((loaded, s.gate.clone(), feeds));
                 }
@@ -975,8 +988,8 @@ impl SigmaSet {
             }
         }
         for (family, key, det) in correlations {
-            for shortcut in SHORTCUTS {
-                if let Some(rules) = parts.get_mut(&(family, shortcut)) {
+            for memo in [true, false] {
+                if let Some(rules) = parts.get_mut(&(family, memo)) {
                     rules
                         .iter_mut()
                         .filter(|r| r.0.0.id.as_deref() == Some(key))
@@ -986,9 +999,9 @@ impl SigmaSet {
         }
         let mut set = SigmaSet::default();
         for family in [Family::Web, Family::Linux] {
-            let fs: Vec<Part> = SHORTCUTS
+            let fs: Vec<Part> = [true, false]
                 .into_iter()
-                .filter_map(|sc| Some(Part::new(parts.get(&(family, sc))?, sc)))
+                .filter_map(|memo| Some(Part::new(parts.get(&(family, memo))?, memo, true)))
                 .collect();
             if !fs.is_empty() {
                 set.families.push((family, fs));
@@ -1330,14 +1343,8 @@ level: high
         assert!(rules.iter().all(|r| shortcut(r.0) == line));
         assert_eq!(rules.len(), 5);
         (
-            Part::new(&rules, line),
-            Part::new(
-                &rules,
-                Shortcut {
-                    memo: false,
-                    prefilter: false,
-                },
-            ),
+            Part::new(&rules, false, true),
+            Part::new(&rules, false, false),
         )
     }
 
@@ -1345,7 +1352,7 @@ level: high
     fn the_prefilter_skips_lines_without_a_needle_and_keeps_the_rest() {
         let load = line_rules();
         let (mut filtered, _) = parts_of(&load);
-        assert!(filtered.prefilter.is_some());
+        assert!(filtered.gated.is_some() && filtered.always.is_none());
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
         let mut hits = Vec::new();
         for (line, want) in [
@@ -1404,8 +1411,13 @@ level: high
         };
         assert_eq!(rules.len(), 2);
         assert!(rules.iter().all(|r| shortcut(r.0) == both));
-        let mut part = Part::new(&rules, both);
-        let mut pf = part.prefilter.take().expect("a prefilter");
+        // the prefilter alone, and the rules memoised but unfiltered
+        let mut pf = Part::new(&rules, true, true)
+            .gated
+            .expect("a prefilter")
+            .prefilter;
+        let mut part = Part::new(&rules, true, false);
+        assert!(part.gated.is_none());
         let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
         let mut hits = Vec::new();
         for (target, agent, admitted, matched) in [
@@ -1425,6 +1437,53 @@ level: high
             assert_eq!(pf.admits(&ev), admitted, "{line}");
             part.evaluate(&ev, &mut hits);
             assert_eq!(hits.len(), matched, "{line}");
+        }
+    }
+
+    /// Rules of one memo, some behind the prefilter and one no literal
+    /// gates (a status), keyed once by the fields they read: the stem is
+    /// cut from the URL already in the key, so it is not read again.
+    #[test]
+    fn one_memo_serves_gated_and_ungated_rules() {
+        let rules = format!(
+            "{FIELD_RULES}---\n{}",
+            r#"
+title: Server error on a stem
+id: 33333333-0000-4000-8000-000000000003
+logsource:
+    category: webserver
+detection:
+    selection:
+        sc-status: 500
+    stem:
+        cs-uri-stem|endswith: '.php'
+    condition: selection or stem
+level: low
+"#
+        );
+        let load = load_str(&rules, "fields.yml");
+        let rules = rules_of(&load);
+        assert_eq!(rules.len(), 3);
+        assert!(rules.iter().all(|r| shortcut(r.0).memo));
+        let mut part = Part::new(&rules, true, true);
+        assert!(part.gated.is_some() && part.always.is_some());
+        assert!(part.reads.contains(&Field::UrlOriginal) && !part.reads.contains(&Field::UrlPath));
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut hits = Vec::new();
+        for _ in 0..2 {
+            for (target, status, agent, want) in [
+                ("/index.html", 200, "Mozilla/5.0", vec![]),
+                ("/index.html", 500, "Mozilla/5.0", vec![2]),
+                ("/a.php?x=1", 200, "Mozilla/5.0", vec![2]),
+                ("/cgi-bin/.%2e/.%2e/bin/sh", 500, "nikto/2.5", vec![0, 1, 2]),
+            ] {
+                let line = format!(
+                    r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" {status} 0 "-" "{agent}""#
+                );
+                part.evaluate(&parse_line(&line, &mut st, 0), &mut hits);
+                hits.sort_unstable();
+                assert_eq!(hits, want, "{line}");
+            }
         }
     }
 
