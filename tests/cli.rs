@@ -163,9 +163,18 @@ fn replay_reads_a_pretty_printed_alertmanager_payload_as_one_document() {
     assert_eq!(findings[0]["detector"]["id"], "infrastructure.alert_firing");
 }
 
+/// A folder for one test's files: under the test servers' folder, which
+/// `scripts/test.sh` removes at the end, else the system's temporary one.
+fn scratch(tag: &str) -> std::path::PathBuf {
+    std::env::var_os("THREATPILOT_SERVERS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("{tag}-{}", std::process::id()))
+}
+
 #[test]
 fn a_file_sink_keeps_what_earlier_runs_wrote() {
-    let dir = std::env::temp_dir().join(format!("tp-cli-append-{}", std::process::id()));
+    let dir = scratch("tp-cli-append");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let findings = dir.join("findings.jsonl");
@@ -233,7 +242,7 @@ fn offenders(out: &[u8]) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn a_files_findings_resolve_when_the_file_ends_not_when_the_last_does() {
-    let dir = std::env::temp_dir().join(format!("tp-ended-{}", std::process::id()));
+    let dir = scratch("tp-ended");
     std::fs::create_dir_all(&dir).unwrap();
     let (first, second) = (dir.join("a.log"), dir.join("b.log"));
     std::fs::write(&first, rotated(10, 1)).unwrap();
@@ -414,7 +423,7 @@ fn eval_detection_scores_labelled_logs_in_the_crowdsec_layout() {
 
 #[test]
 fn validate_sigma_ends_with_loaded_and_unsupported_and_replay_runs_the_rules() {
-    let dir = std::env::temp_dir().join(format!("tp-sigma-{}", std::process::id()));
+    let dir = scratch("tp-sigma");
     std::fs::create_dir_all(dir.join("web")).unwrap();
     std::fs::write(
         dir.join("web/traversal.yml"),
