@@ -869,15 +869,19 @@ impl Part {
                 reads.retain(|f| !matches!(f, Field::UrlPath | Field::UrlQuery));
             }
         }
-        let (gated, always): (Vec<_>, Vec<_>) = rules
-            .iter()
-            .map(|r| r.0.1)
-            .partition(|r| prefilter && prefilter::needles(r, &is_raw_field).is_some());
-        let needles: Vec<prefilter::Needle> = gated
-            .iter()
-            .filter_map(|r| prefilter::needles(r, &is_raw_field))
-            .flatten()
-            .collect();
+        let (mut gated, mut always, mut needles) = (Vec::new(), Vec::new(), Vec::new());
+        for r in rules.iter().map(|r| r.0.1) {
+            match prefilter
+                .then(|| prefilter::needles(r, &is_raw_field))
+                .flatten()
+            {
+                Some(n) => {
+                    needles.extend(n);
+                    gated.push(r);
+                }
+                None => always.push(r),
+            }
+        }
         let (gated, always) = match prefilter::Prefilter::new(&needles) {
             Some(prefilter) if !gated.is_empty() => (
                 Some(Gated {
