@@ -726,8 +726,8 @@ fn correlation(
 
 /// The families' rsigma engines, and which detectors each rule feeds.
 ///
-/// Each family's rules are split into two parts by how they are spared
-/// ([`Shortcut`]). Rules that read only fields (method, URL, status, user
+/// Each family's rules are split into two parts: memoised or not. Rules
+/// that read only fields (method, URL, status, user
 /// agent, …) give a verdict that is a function of those values, and real
 /// traffic repeats them heavily (a few thousand URLs and a few hundred
 /// user agents in ten thousand requests): their matches are memoised by
@@ -741,16 +741,6 @@ fn correlation(
 #[derive(Default)]
 pub struct SigmaSet {
     families: Vec<(Family, Vec<Part>)>,
-}
-
-/// How a part's rules are kept from running on every event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Shortcut {
-    /// The rules read only fields: verdicts are memoised by their values.
-    memo: bool,
-    /// Each rule needs a literal somewhere ([`prefilter`]): an event
-    /// holding none is not evaluated (for a memoised part, on a miss).
-    prefilter: bool,
 }
 
 /// The rules of a family that share a memo (or that none can have), in
@@ -784,15 +774,6 @@ struct Gated {
 /// payloads) are evaluated, not remembered.
 type VerdictMemo = crate::memo::Memo<Vec<u16>, 4096, MEMO_MAX_KEY>;
 const MEMO_MAX_KEY: usize = 1024;
-
-/// How `rule` is spared: memoised when it reads only fields, prefiltered
-/// when it needs a literal somewhere.
-fn shortcut((rule, compiled): Loaded) -> Shortcut {
-    Shortcut {
-        memo: !reads_raw(rule),
-        prefilter: prefilter::needles(compiled, &is_raw_field).is_some(),
-    }
-}
 
 /// A loaded rule: as parsed, and compiled.
 type Loaded<'a> = (&'a SigmaRule, &'a CompiledRule);
@@ -982,7 +963,7 @@ impl SigmaSet {
                     };
                     let loaded: Loaded = (rule, compiled);
                     parts
-                        .entry((s.family, shortcut(loaded).memo))
+                        .entry((s.family, !reads_raw(rule)))
                         .or_default()
                         .push((loaded, s.gate.clone(), feeds));
                 }
@@ -1320,6 +1301,25 @@ detection:
     condition: all of kw_*
 level: high
 "#;
+
+    /// How a part's rules are kept from running on every event.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Shortcut {
+        /// The rules read only fields: verdicts are memoised by their values.
+        memo: bool,
+        /// Each rule needs a literal somewhere ([`prefilter`]): an event
+        /// holding none is not evaluated (for a memoised part, on a miss).
+        prefilter: bool,
+    }
+
+    /// How `rule` is spared: memoised when it reads only fields, prefiltered
+    /// when it needs a literal somewhere.
+    fn shortcut((rule, compiled): Loaded) -> Shortcut {
+        Shortcut {
+            memo: !reads_raw(rule),
+            prefilter: prefilter::needles(compiled, &is_raw_field).is_some(),
+        }
+    }
 
     fn line_rules() -> SigmaLoad {
         load_str(LINE_RULES, "line.yml")
