@@ -131,30 +131,9 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     if user != "-" {
         ev.set_user_name(user);
     }
-    match memchr::memchr(b' ', request.as_bytes()).map(|i| (&request[..i], &request[i + 1..])) {
-        Some((method, target))
-            if method.bytes().all(|c| c.is_ascii_uppercase()) && !method.is_empty() =>
-        {
-            ev.http_method = Some(crate::event::http_method(method));
-            let (url, _) = split_space(target);
-            ev.set_url_original(url);
-            // `http.version` only where the last word claims a version no
-            // client speaks (`HTTP/1.7`): the usual ones would cost every
-            // request an allocation to say nothing
-            if let Some(protocol) =
-                memchr::memrchr(b' ', target.as_bytes()).map(|i| &target[i + 1..])
-                && let Some(version) = protocol.strip_prefix("HTTP/")
-                && !matches!(version, "1.1" | "1.0" | "2.0" | "2" | "3.0" | "3" | "0.9")
-            {
-                ev.push_extra("http.version", version);
-            }
-        }
-        _ => {
-            // malformed request line ("-", binary junk): keep it as the URL for probes
-            if request != "-" {
-                ev.set_url_original(request);
-            }
-        }
+    // a malformed request line ("-", binary junk) is kept as the URL for probes
+    if !request_line(ev, request) && request != "-" {
+        ev.set_url_original(request);
     }
     ev.http_status = Some(status);
     ev.http_body_bytes = bytes;
@@ -181,6 +160,36 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     ev.action = Some(Cow::Borrowed("http_request"));
     super::mark_proxy_target(ev);
     true
+}
+
+/// Sets the method, the URL and an unusual version from a request line
+/// (`GET /x HTTP/1.1`); false when `request` is not one.
+pub(super) fn request_line(ev: &mut Event, request: &str) -> bool {
+    let Some((method, target)) =
+        memchr::memchr(b' ', request.as_bytes()).map(|i| (&request[..i], &request[i + 1..]))
+    else {
+        return false;
+    };
+    if method.is_empty() || !method.bytes().all(|c| c.is_ascii_uppercase()) {
+        return false;
+    }
+    ev.http_method = Some(crate::event::http_method(method));
+    let (url, _) = split_space(target);
+    ev.set_url_original(url);
+    if let Some(protocol) = memchr::memrchr(b' ', target.as_bytes()).map(|i| &target[i + 1..])
+        && let Some(version) = unusual_version(protocol)
+    {
+        ev.push_extra("http.version", version);
+    }
+    true
+}
+
+/// The version `protocol` (`HTTP/1.7`) claims when it is none a client
+/// speaks: `http.version` is set only then, as the usual ones would cost
+/// every request an allocation to say nothing.
+pub(super) fn unusual_version(protocol: &str) -> Option<&str> {
+    let version = protocol.strip_prefix("HTTP/")?;
+    (!matches!(version, "1.1" | "1.0" | "2.0" | "2" | "3.0" | "3" | "0.9")).then_some(version)
 }
 
 /// Splits at the first space: (before, after); the whole and "" without one.

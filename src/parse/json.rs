@@ -4,7 +4,10 @@
 //! `source.ip`). A key is placed, in order, by the source's mapping
 //! (`ecs name <- json key`), as an ECS name itself, as a common alias
 //! (`msg`, `level`, `ts`, `client_ip`, …), and otherwise as `labels.<key>`.
-//! A Kubernetes Event object (`involvedObject`, `reason`) is recognised.
+//! A Kubernetes Event object (`involvedObject`, `reason`) is recognised, and
+//! so are access logs: Caddy's and Traefik's by their own names ([`web`]),
+//! nginx's `log_format … escape=json` by its variables (`request`,
+//! `request_uri`, `time_local`, `http_referer`, …).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -17,6 +20,7 @@ use crate::event::{Event, Outcome};
 use crate::time::parse_rfc3339;
 
 mod scan;
+mod web;
 
 /// Objects nested deeper than this stay one leaf (their JSON text).
 const MAX_DEPTH: usize = 8;
@@ -56,10 +60,15 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             leaf.key = Cow::Owned(ecs.clone());
         }
     }
+    if let Some(dataset) = web::rename(&mut flat) {
+        ev.dataset = Cow::Borrowed(dataset);
+    }
     let mut msg: Option<Cow<'_, str>> = None;
     for Leaf { key, text, number } in flat {
         match key.as_ref() {
-            "@timestamp" | "timestamp" | "time" | "ts" | "date" => {
+            // a key a schema dropped
+            "" => {}
+            "@timestamp" | "timestamp" | "time" | "ts" | "date" | "time_iso8601" => {
                 if let Some((t, _)) = parse_rfc3339(text.as_bytes()) {
                     ev.timestamp = t;
                 } else if let Some(n) = number {
@@ -71,6 +80,11 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                     };
                 }
             }
+            "time_local" => {
+                if let Some(t) = super::access::parse_clf_time(text.as_bytes()) {
+                    ev.timestamp = t;
+                }
+            }
             "message" | "msg" => msg = Some(text),
             "log.level" | "level" | "severity" | "lvl" => ev.log_level = Some(level(&text)),
             "event.dataset" => ev.dataset = Cow::Owned(text.into_owned()),
@@ -78,6 +92,8 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
             "source.port" => ev.source_port = text.parse().ok(),
             "process.name" => ev.process_name = Some(ev.text(&text)),
             "process.pid" => ev.process_pid = text.parse().ok(),
+            "user_agent.original" | "user_agent" | "http_user_agent"
+                if matches!(text.as_ref(), "" | "-") => {}
             "user_agent.original" | "user_agent" | "http_user_agent" => {
                 ev.user_agent = Some(ev.text(&text))
             }
@@ -85,6 +101,20 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
                 ev.http_body_bytes = text.parse().ok()
             }
             "event.duration" => ev.duration_ns = text.parse().ok(),
+            // nginx's variables
+            "request_time" => ev.duration_ns = seconds_as_ns(number, &text),
+            "request_uri" => ev.set_url_original(&text),
+            "request_method" => ev.http_method = Some(crate::event::http_method(&text)),
+            "request" if super::access::request_line(ev, &text) => {}
+            "remote_user" if matches!(text.as_ref(), "" | "-") => {}
+            "remote_user" => ev.set_user_name(&text),
+            "http_referer" if matches!(text.as_ref(), "" | "-") => {}
+            "http_referer" => ev.push_extra("http.request.referrer", &text),
+            "http.version" => {
+                if let Some(v) = super::access::unusual_version(&text) {
+                    ev.push_extra("http.version", v)
+                }
+            }
             // every extra field is dotted: plain keys skip the list
             k if k.contains('.')
                 && let Some(name) = crate::event::EXTRA_FIELDS.iter().find(|f| **f == k) =>
@@ -112,8 +142,16 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
     }
     if ev.action.is_none() && ev.http_status.is_some() {
         ev.action = Some(Cow::Borrowed("http_request"));
+        super::mark_proxy_target(ev);
     }
     true
+}
+
+/// A duration in seconds (`0.25`, or `"0.25"` where the number was quoted)
+/// as nanoseconds.
+fn seconds_as_ns(number: Option<f64>, text: &str) -> Option<i64> {
+    let s = number.or_else(|| text.parse().ok())?;
+    (s.is_finite() && s >= 0.0).then_some((s * 1e9) as i64)
 }
 
 /// Common levels as static strings (no allocation), others lowercased.

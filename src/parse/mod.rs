@@ -17,6 +17,7 @@ mod access;
 mod alertmanager;
 mod auth;
 mod errorlog;
+mod haproxy;
 mod json;
 mod kernel;
 mod kube;

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::{SourceState, auth, kernel, kube, sshd, token};
+use super::{SourceState, auth, haproxy, kernel, kube, sshd, token};
 use crate::event::{Event, Text};
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev, parse_rfc3339, year_month};
 
@@ -270,6 +270,7 @@ fn program_kind(prog: &str) -> &'static str {
         "nginx",
         "apache2",
         "httpd",
+        "haproxy",
     ];
     let base = super::find_byte(prog, b'(').map_or(prog, |i| &prog[..i]);
     KNOWN.iter().find(|k| **k == base).copied().unwrap_or("")
@@ -332,6 +333,9 @@ fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         }
         "nginx" | "apache2" | "httpd" => {
             super::access::parse_embedded(ev, msg, base);
+        }
+        "haproxy" => {
+            haproxy::parse(ev, msg);
         }
         _ => {
             if msg.contains("pam_unix(") {

@@ -225,6 +225,47 @@ fn json_mapping_and_logfmt() {
 }
 
 #[test]
+fn nginx_json_log_format_by_its_variables() {
+    // log_format json escape=json '{"time_local":"$time_local","remote_addr":…}'
+    let ev = one(
+        r#"{"time_local":"04/Dec/2026:10:00:00 +0100","remote_addr":"203.0.113.5","remote_user":"-","request":"GET /cgi-bin/.%2e/.%2e/bin/sh HTTP/1.7","status":"400","body_bytes_sent":"157","request_time":"0.002","http_referer":"-","http_user_agent":"-"}"#,
+    );
+    assert_eq!(ev.category, Some("web"));
+    assert_eq!(ev.source_ip(), Some("203.0.113.5"));
+    assert_eq!(ev.user_name(), None);
+    assert_eq!(ev.http_method.as_deref(), Some("GET"));
+    assert_eq!(ev.url_original(), Some("/cgi-bin/.%2e/.%2e/bin/sh"));
+    assert_eq!(ev.extra("http.version"), Some("1.7"));
+    assert_eq!(ev.http_status, Some(400));
+    assert_eq!(ev.http_body_bytes, Some(157));
+    assert_eq!(ev.duration_ns, Some(2_000_000));
+    assert_eq!(ev.user_agent(), None);
+    assert_eq!(ev.extra("http.request.referrer"), None);
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2026-12-04T09:00:00.000Z"
+    );
+    let ev = one(
+        r#"{"time_iso8601":"2026-12-04T10:00:00+00:00","remote_addr":"203.0.113.6","request_method":"POST","request_uri":"/xmlrpc.php","status":200,"http_referer":"https://example.com/","http_user_agent":"WordPress/6.4"}"#,
+    );
+    assert_eq!(ev.http_method.as_deref(), Some("POST"));
+    assert_eq!(ev.url_original(), Some("/xmlrpc.php"));
+    assert_eq!(
+        ev.extra("http.request.referrer"),
+        Some("https://example.com/")
+    );
+    assert_eq!(ev.user_agent(), Some("WordPress/6.4"));
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2026-12-04T10:00:00.000Z"
+    );
+    // a "request" that is no request line stays a label
+    let ev = one(r#"{"ts":"2026-12-04T10:00:00Z","msg":"done","request":"abc-123"}"#);
+    assert_eq!(ev.url_original(), None);
+    assert_eq!(ev.label("request"), Some("abc-123"));
+}
+
+#[test]
 fn alertmanager_payload_one_event_per_alert() {
     let body = r#"{"version":"4","groupKey":"{}:{alertname=\"X\"}","status":"firing","receiver":"r","groupLabels":{"alertname":"X"},"alerts":[{"status":"firing","labels":{"alertname":"X","instance":"web-1:9100","severity":"critical"},"annotations":{"summary":"down"},"startsAt":"2026-01-16T06:48:51Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"abc"},{"status":"resolved","labels":{"alertname":"X","instance":"web-2:9100"},"annotations":{},"startsAt":"2026-01-16T06:40:00Z","endsAt":"2026-01-16T06:50:00Z","fingerprint":"def"}]}"#;
     let mut st = SourceState::new(Format::Auto, REF_2026);
