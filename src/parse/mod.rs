@@ -24,6 +24,7 @@ mod kube;
 mod logfmt;
 mod sshd;
 mod syslog;
+mod w3c;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub enum Format {
     Klog,
     KubeEvents,
     Alertmanager,
+    /// W3C extended log (IIS): columns named by a `#Fields:` directive.
+    W3c,
     /// No parsing: the event is the line (`message` = line).
     Raw,
 }
@@ -76,9 +79,21 @@ pub struct SourceState {
     pub year: syslog::YearInference,
     pub file_path: Option<Arc<str>>,
     pub time_domain: u32,
+    /// The columns of the last W3C `#Fields:` directive read.
+    pub w3c: Option<w3c::Columns>,
 }
 
 impl SourceState {
+    /// The format of `line`: the source's, or detected; below a W3C
+    /// `#Fields:` directive, the columns it named.
+    fn format_of(&self, line: &str) -> Format {
+        match self.format {
+            Format::Auto if self.w3c.is_some() => Format::W3c,
+            Format::Auto => detect(line.as_bytes()),
+            f => f,
+        }
+    }
+
     /// A source whose year-less timestamps are placed relative to `reference_ms`.
     pub fn new(format: Format, reference_ms: i64) -> SourceState {
         SourceState {
@@ -90,6 +105,7 @@ impl SourceState {
             year: syslog::YearInference::new(reference_ms),
             file_path: None,
             time_domain: 0,
+            w3c: None,
         }
     }
 }
@@ -112,10 +128,7 @@ pub fn parse_line_of(
 ) {
     let line = line.strip_suffix('\r').unwrap_or(line);
     original.truncate(line.len());
-    let format = match state.format {
-        Format::Auto => detect(line.as_bytes()),
-        f => f,
-    };
+    let format = state.format_of(line);
     if matches!(format, Format::Json | Format::Alertmanager)
         && alertmanager::looks_like_webhook(line)
         && let Ok(events) = parse_webhook(line, ingested_ms)
@@ -154,11 +167,8 @@ pub fn bound_to_receipt(ev: &mut Event, received_ms: i64, max_skew_ms: i64) -> b
 
 /// Parses one line into one event (Alertmanager payloads: see [`parse_into`]).
 pub fn parse_line(line: &str, state: &mut SourceState, ingested_ms: i64) -> Event {
-    let format = match state.format {
-        Format::Auto => detect(line.as_bytes()),
-        f => f,
-    };
     let line = line.strip_suffix('\r').unwrap_or(line);
+    let format = state.format_of(line);
     let mut ev = Event::raw(line.into(), Cow::Borrowed("unknown"));
     parse_as(&mut ev, line, format, state, ingested_ms);
     ev
@@ -187,6 +197,7 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
         Format::Kernel => kernel::parse_dmesg(ev, line) || kernel::parse_message(ev, line),
         Format::Klog => kube::parse_klog_line(ev, line, state),
         Format::KubeEvents => kube::parse_events_line(ev, line),
+        Format::W3c => w3c::parse(ev, line, state),
     };
     let ok = ok
         || (format == Format::Auto
@@ -243,6 +254,7 @@ pub fn detect(b: &[u8]) -> Format {
     match first {
         b'{' => Format::Json,
         b'<' => Format::Syslog,
+        b'#' if w3c::is_directive(b) => Format::W3c,
         b'[' => {
             if b.get(1).is_some_and(|c| c.is_ascii_alphabetic()) {
                 Format::ApacheError
