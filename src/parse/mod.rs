@@ -129,6 +129,10 @@ pub fn parse_line_of(
     let line = line.strip_suffix('\r').unwrap_or(line);
     original.truncate(line.len());
     let format = state.format_of(line);
+    // a W3C directive is the source's state, not an event
+    if format == Format::W3c && w3c::read_directive(line, state) {
+        return;
+    }
     if matches!(format, Format::Json | Format::Alertmanager)
         && alertmanager::looks_like_webhook(line)
         && let Ok(events) = parse_webhook(line, ingested_ms)
@@ -184,21 +188,7 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
     ev.time_domain = state.time_domain;
     ev.file_path = state.file_path.clone();
     ev.parsing(line);
-    let ok = match format {
-        // bare kernel lines (node-problem-detector, journal exports) have no header
-        Format::Auto => kernel::parse_message(ev, line),
-        Format::Raw => false,
-        Format::Syslog => syslog::parse(ev, line, state),
-        Format::Access => access::parse(ev, line, state),
-        Format::NginxError => errorlog::parse_nginx(ev, line),
-        Format::ApacheError => errorlog::parse_apache(ev, line),
-        Format::Json | Format::Alertmanager => json::parse(ev, line, state),
-        Format::Logfmt => logfmt::parse(ev, line),
-        Format::Kernel => kernel::parse_dmesg(ev, line) || kernel::parse_message(ev, line),
-        Format::Klog => kube::parse_klog_line(ev, line, state),
-        Format::KubeEvents => kube::parse_events_line(ev, line),
-        Format::W3c => w3c::parse(ev, line, state),
-    };
+    let ok = parse_format(ev, line, format, state);
     let ok = ok
         || (format == Format::Auto
             && state
@@ -225,6 +215,36 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
         ev.timestamp = ingested_ms;
     }
     ev.hash = fingerprint(ev);
+}
+
+/// Fills `ev` from `line` by the parser of `format`; false when it does
+/// not fit.
+fn parse_format(ev: &mut Event, line: &str, format: Format, state: &mut SourceState) -> bool {
+    match format {
+        // bare kernel lines (node-problem-detector, journal exports) have no header
+        Format::Auto => kernel::parse_message(ev, line),
+        Format::Raw => false,
+        Format::Syslog => syslog::parse(ev, line, state),
+        Format::Access => access::parse(ev, line, state),
+        Format::NginxError => errorlog::parse_nginx(ev, line),
+        Format::ApacheError => errorlog::parse_apache(ev, line),
+        Format::Json | Format::Alertmanager => json::parse(ev, line, state),
+        Format::Logfmt => logfmt::parse(ev, line),
+        Format::Kernel => kernel::parse_dmesg(ev, line) || kernel::parse_message(ev, line),
+        Format::Klog => kube::parse_klog_line(ev, line, state),
+        Format::KubeEvents => kube::parse_events_line(ev, line),
+        // a detected source's line that fits no W3C columns (files of
+        // other formats after an IIS log on one stream) is detected anew
+        Format::W3c => {
+            w3c::parse(ev, line, state)
+                || (state.format == Format::Auto
+                    && !line.starts_with('#')
+                    && match detect(line.as_bytes()) {
+                        Format::W3c => false,
+                        f => parse_format(ev, line, f, state),
+                    })
+        }
+    }
 }
 
 /// The dedup fingerprint: dataset, host and message, without the timestamp,

@@ -7,7 +7,15 @@
 //! <https://learn.microsoft.com/en-us/windows/win32/http/w3c-logging>).
 //!
 //! The columns are the source's state: a file's directive applies to the
-//! lines below it until the next (IIS writes one at every restart). Sigma's
+//! lines below it until the next (IIS writes one at every restart). In a
+//! stream, directives are read, not kept as events (they are counted with
+//! the lines that hold none, as `empty`): they carry no time of their own,
+//! and one stamped with the time it was read would move the stream's clock
+//! past the requests below it. In a
+//! stream, directives are read, not kept as events (they are counted with
+//! the lines that hold none, as `empty`): they carry no time of their own,
+//! and one stamped with the time it was read would move the stream's clock
+//! past the requests below it. Sigma's
 //! webserver taxonomy is named after these columns, and the requests carry
 //! the same ECS fields as an nginx or Apache line, so the same detectors
 //! and rules read them. Columns without an ECS name become labels.
@@ -92,16 +100,25 @@ pub fn is_directive(b: &[u8]) -> bool {
     DIRECTIVES.iter().any(|d| b.starts_with(d))
 }
 
+/// Takes a directive's columns (`#Fields:`) into `state`; false when
+/// `line` is no directive.
+pub fn read_directive(line: &str, state: &mut SourceState) -> bool {
+    if !is_directive(line.as_bytes()) {
+        return false;
+    }
+    if let Some(names) = line.strip_prefix("#Fields:") {
+        state.w3c = Some(Columns::parse(names));
+    }
+    true
+}
+
 /// Parses a directive (taking `#Fields:` into `state`) or a request line
 /// of the columns last named; false when the line does not fit them.
 pub fn parse(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
-    ev.dataset = Cow::Borrowed("iis.access");
     if line.starts_with('#') {
-        if let Some(names) = line.strip_prefix("#Fields:") {
-            state.w3c = Some(Columns::parse(names));
-        }
+        ev.dataset = Cow::Borrowed("iis.access");
         ev.set_message_range(0, line.len());
-        return is_directive(line.as_bytes());
+        return read_directive(line, state);
     }
     let Some(Columns(columns)) = state.w3c.clone() else {
         return false;
@@ -109,6 +126,7 @@ pub fn parse(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
     if line.split(' ').count() != columns.len() {
         return false;
     }
+    ev.dataset = Cow::Borrowed("iis.access");
     let (mut date, mut time, mut stem, mut query) = ("", "", None, None);
     for ((kind, name), v) in columns.iter().zip(line.split(' ')) {
         if v == "-" || v.is_empty() {
@@ -231,5 +249,14 @@ mod tests {
         let ev = parse_line("10:00:03 198.51.100.7 GET / 200 extra", &mut st, 0);
         assert!(ev.parse_error.is_some());
         assert_eq!(ev.original, "10:00:03 198.51.100.7 GET / 200 extra");
+        // a line of another format is read as that format
+        let ev = parse_line(
+            r#"203.0.113.9 - - [04/Dec/2026:10:00:00 +0000] "GET /.env HTTP/1.1" 404 19 "-" "curl/8.0""#,
+            &mut st,
+            0,
+        );
+        assert!(ev.parse_error.is_none());
+        assert_eq!(ev.url_original(), Some("/.env"));
+        assert_ne!(ev.dataset, "iis.access");
     }
 }
