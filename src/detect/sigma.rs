@@ -55,8 +55,9 @@ pub enum Family {
     Linux,
 }
 
-/// Datasets of the Linux family.
-const LINUX_DATASETS: &[&str] = &["sshd", "auth", "sudo", "syslog", "kernel"];
+/// Datasets of the Linux family (`journal`: a systemd journal record of a
+/// program without a parser of its own, as `syslog` is for a syslog line).
+const LINUX_DATASETS: &[&str] = &["sshd", "auth", "sudo", "syslog", "kernel", "journal"];
 
 impl Family {
     /// The family `ev` belongs to, if any.

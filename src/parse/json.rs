@@ -7,7 +7,8 @@
 //! A Kubernetes Event object (`involvedObject`, `reason`) is recognised, and
 //! so are access logs: Caddy's and Traefik's by their own names ([`web`]),
 //! nginx's `log_format … escape=json` by its variables (`request`,
-//! `request_uri`, `time_local`, `http_referer`, …).
+//! `request_uri`, `time_local`, `http_referer`, …), and so is the systemd
+//! journal's export ([`journal`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use super::SourceState;
 use crate::event::{Event, Outcome};
 use crate::time::parse_rfc3339;
 
+mod journal;
 mod scan;
 mod web;
 
@@ -53,6 +55,9 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
     ev.dataset = Cow::Borrowed("json");
     if flat.iter().any(|l| l.key == "involvedObject.kind") {
         return kube_event(ev, &flat);
+    }
+    if journal::is_record(&flat) {
+        return journal::parse(ev, line, flat);
     }
     // explicit mapping first: rename mapped keys to their ECS names
     for (ecs, key) in &state.json.0 {

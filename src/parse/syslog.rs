@@ -232,7 +232,7 @@ fn split_program(s: &str) -> Option<(&str, Option<u32>, &str)> {
     }
 }
 
-fn severity_name(sev: u16) -> &'static str {
+pub(super) fn severity_name(sev: u16) -> &'static str {
     [
         "emergency",
         "alert",
@@ -291,7 +291,7 @@ pub fn parse_bare(ev: &mut Event, line: &str, program: &str) -> bool {
 }
 
 /// Picks the message parser by program name; `msg_at` is the message offset.
-fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
+pub(super) fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
     // rsyslog's repeat compression: "message repeated 5 times: [ Failed password …]"
     if let Some(rest) = msg.strip_prefix("message repeated ")
         && let Some((n, inner)) = rest.split_once(" times: [")
