@@ -151,6 +151,13 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
             ev.set_user_agent(ua);
         }
     }
+    mark_request(ev, status);
+    true
+}
+
+/// Marks `ev` an HTTP request answered with `status` (a failure from
+/// 400 on), and a proxy probe where its target is another host.
+pub(super) fn mark_request(ev: &mut Event, status: u16) {
     ev.category = Some("web");
     ev.outcome = if status >= 400 {
         Outcome::Failure
@@ -159,7 +166,6 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     };
     ev.action = Some(Cow::Borrowed("http_request"));
     super::mark_proxy_target(ev);
-    true
 }
 
 /// Sets the method, the URL and an unusual version from a request line

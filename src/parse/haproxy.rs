@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use crate::event::{Event, Outcome};
+use crate::event::Event;
 
 /// Parses an HTTP log message into `ev`; false when `msg` is not one.
 pub fn parse(ev: &mut Event, msg: &str) -> bool {
@@ -61,25 +61,13 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     ev.push_label("frontend", frontend.trim_end_matches('~'));
     ev.push_label("backend", backend);
     ev.dataset = Cow::Borrowed("haproxy.access");
-    ev.category = Some("web");
-    ev.action = Some(Cow::Borrowed("http_request"));
-    ev.outcome = if status >= 400 {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    };
-    super::mark_proxy_target(ev);
+    super::access::mark_request(ev, status);
     true
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::parse::{Format, SourceState, parse_line};
-
-    fn one(line: &str) -> crate::event::Event {
-        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
-        parse_line(line, &mut st, 0)
-    }
+    use crate::parse::tests::one;
 
     #[test]
     fn http_log_lines_carry_the_access_fields() {

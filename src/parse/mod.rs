@@ -469,4 +469,4 @@ fn is_ipv4(b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,8 @@ use crate::event::Outcome;
 
 const REF_2026: i64 = 1_780_000_000_000; // 2026-05-28
 
-fn one(line: &str) -> Event {
+/// One line parsed by a detecting source (tests of every format's parser use it).
+pub(crate) fn one(line: &str) -> Event {
     let mut st = SourceState::new(Format::Auto, REF_2026);
     parse_line(line, &mut st, REF_2026)
 }

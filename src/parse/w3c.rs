@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::event::{Event, Outcome};
+use crate::event::Event;
 
 use super::SourceState;
 
@@ -176,14 +176,7 @@ pub fn parse(ev: &mut Event, line: &str, state: &mut SourceState) -> bool {
         }
     }
     if let Some(status) = ev.http_status {
-        ev.category = Some("web");
-        ev.action = Some(Cow::Borrowed("http_request"));
-        ev.outcome = if status >= 400 {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
-        super::mark_proxy_target(ev);
+        super::access::mark_request(ev, status);
     }
     true
 }

@@ -69,12 +69,7 @@ pub(super) fn parse(ev: &mut Event, line: &str, flat: Vec<Leaf<'_>>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::parse::{Format, SourceState, parse_line};
-
-    fn one(line: &str) -> crate::event::Event {
-        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
-        parse_line(line, &mut st, 0)
-    }
+    use crate::parse::tests::one;
 
     #[test]
     fn sshd_records_are_sshd_events() {

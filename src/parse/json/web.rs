@@ -132,17 +132,12 @@ fn first_string(array: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::parse::{Format, SourceState, parse_line};
-
-    const REF: i64 = 1_780_000_000_000;
+    use crate::parse::tests::one;
 
     #[test]
     fn caddy_requests_carry_the_access_fields() {
-        let mut st = SourceState::new(Format::Auto, REF);
-        let ev = parse_line(
+        let ev = one(
             r#"{"level":"info","ts":1764842400.5,"logger":"http.log.access.log0","msg":"handled request","request":{"remote_ip":"10.0.0.2","remote_port":"51234","client_ip":"203.0.113.7","proto":"HTTP/1.1","method":"GET","host":"example.com","uri":"/.env?x=1","headers":{"User-Agent":["zgrab/0.x"],"Referer":["https://example.com/"]}},"bytes_read":0,"user_id":"","duration":0.0025,"size":12,"status":404,"resp_headers":{"Server":["Caddy"]}}"#,
-            &mut st,
-            0,
         );
         assert_eq!(ev.dataset, "caddy.access");
         assert_eq!(ev.category, Some("web"));
@@ -168,11 +163,8 @@ mod tests {
 
     #[test]
     fn caddy_before_2_7_gives_the_peer_address() {
-        let mut st = SourceState::new(Format::Auto, REF);
-        let ev = parse_line(
+        let ev = one(
             r#"{"ts":1764842400,"logger":"http.log.access","request":{"remote_ip":"198.51.100.4","method":"CONNECT","uri":"mail.example.net:25","proto":"HTTP/1.7","headers":{}},"status":405,"size":0}"#,
-            &mut st,
-            0,
         );
         assert_eq!(ev.source_ip(), Some("198.51.100.4"));
         assert_eq!(ev.extra("http.version"), Some("1.7"));
@@ -183,11 +175,8 @@ mod tests {
 
     #[test]
     fn traefik_requests_carry_the_access_fields() {
-        let mut st = SourceState::new(Format::Auto, REF);
-        let ev = parse_line(
+        let ev = one(
             r#"{"ClientAddr":"203.0.113.8:41234","ClientHost":"203.0.113.8","ClientPort":"41234","ClientUsername":"-","DownstreamContentSize":19,"DownstreamStatus":404,"Duration":1234567,"RequestHost":"example.com","RequestMethod":"GET","RequestPath":"/wp-login.php","RequestProtocol":"HTTP/1.1","RouterName":"web@docker","StartUTC":"2026-12-04T10:00:00.25Z","level":"info","msg":"","request_User-Agent":"curl/8.0","time":"2026-12-04T10:00:01Z"}"#,
-            &mut st,
-            0,
         );
         assert_eq!(ev.dataset, "traefik.access");
         assert_eq!(ev.category, Some("web"));
@@ -209,12 +198,7 @@ mod tests {
 
     #[test]
     fn plain_json_keeps_its_keys() {
-        let mut st = SourceState::new(Format::Auto, REF);
-        let ev = parse_line(
-            r#"{"ts":"2026-01-16T06:48:51Z","msg":"copied","size":12,"duration":3}"#,
-            &mut st,
-            0,
-        );
+        let ev = one(r#"{"ts":"2026-01-16T06:48:51Z","msg":"copied","size":12,"duration":3}"#);
         assert_eq!(ev.dataset, "json");
         assert_eq!(ev.http_body_bytes, None);
         assert_eq!(ev.duration_ns, None);
