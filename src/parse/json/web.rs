@@ -21,9 +21,12 @@ use super::Leaf;
 enum To {
     /// This ECS name, the value as it is.
     Field(&'static str),
+    /// This ECS name, unless the record holds the other key, which gives
+    /// it better.
+    Unless(&'static str, &'static str),
     /// `event.duration` (nanoseconds) from seconds.
     Seconds,
-    /// Nothing: a second timestamp, or an address another key gives better.
+    /// Nothing: a second timestamp.
     Drop,
 }
 
@@ -42,7 +45,10 @@ const SCHEMAS: &[Schema] = &[
         keys: &[
             // the client behind trusted proxies (Caddy 2.7+), else the peer
             ("request.client_ip", To::Field("source.ip")),
-            ("request.remote_ip", To::Field("source.ip")),
+            (
+                "request.remote_ip",
+                To::Unless("source.ip", "request.client_ip"),
+            ),
             ("request.remote_port", To::Field("source.port")),
             ("request.method", To::Field("http.request.method")),
             ("request.uri", To::Field("url.original")),
@@ -94,14 +100,18 @@ pub(super) fn rename(flat: &mut [Leaf<'_>]) -> Option<&'static str> {
     let schema = SCHEMAS
         .iter()
         .find(|s| flat.iter().any(|l| l.key == s.marker))?;
-    let has_client_ip = flat.iter().any(|l| l.key == "request.client_ip");
+    // the better keys the record holds
+    let better: Vec<&str> = schema
+        .keys
+        .iter()
+        .filter_map(|(_, to)| match to {
+            To::Unless(_, other) if flat.iter().any(|l| l.key == *other) => Some(*other),
+            _ => None,
+        })
+        .collect();
     for leaf in flat.iter_mut() {
-        let Some(&(key, to)) = schema.keys.iter().find(|(k, _)| leaf.key == *k) else {
+        let Some(&(_, to)) = schema.keys.iter().find(|(k, _)| leaf.key == *k) else {
             continue;
-        };
-        let to = match to {
-            To::Field("source.ip") if key == "request.remote_ip" && has_client_ip => To::Drop,
-            to => to,
         };
         // headers are lists of values: the first is the one sent
         if leaf.text.starts_with('[') {
@@ -112,6 +122,8 @@ pub(super) fn rename(flat: &mut [Leaf<'_>]) -> Option<&'static str> {
             To::Drop => "",
             _ if absent => "",
             To::Field(name) => name,
+            To::Unless(_, other) if better.contains(&other) => "",
+            To::Unless(name, _) => name,
             To::Seconds => match super::seconds_as_ns(leaf.number, &leaf.text) {
                 Some(ns) => {
                     leaf.text = Cow::Owned(ns.to_string());
