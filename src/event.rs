@@ -107,7 +107,7 @@ pub struct Event {
     /// Internal: monotonic ns when the source read the line (latency measurement).
     pub read_ns: u64,
     /// `log.file.path`, where the event came from a file.
-    pub file_path: Option<Arc<str>>,
+    pub file_path: Option<crate::name::Name>,
     /// Internal: while a parser fills the event, where the line it reads
     /// (the same text as `original`) lies in memory and how long it is, so that
     /// setters can tell a slice of it (kept as a [`Text::Span`]) from any

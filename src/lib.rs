@@ -22,6 +22,7 @@ pub mod line;
 pub mod listen;
 pub mod memo;
 pub mod metrics;
+pub mod name;
 pub mod nats;
 pub mod net;
 pub mod notify;

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::fixtures::FIXTURE_REFERENCE_MS;
 use crate::finding::OffenderType;
+use crate::name::Name;
 use crate::parse::{Format, SourceState};
 use crate::pipeline::config::{OutOfOrder, PipelineSpec};
 
@@ -127,7 +128,7 @@ pub fn score_test(dir: &Path, detectors: Vec<super::Detector>) -> Result<TestSco
         let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let mut state = SourceState::new(Format::Auto, FIXTURE_REFERENCE_MS);
         state.time_domain = i as u32;
-        state.file_path = Some(f.display().to_string().into());
+        state.file_path = Some(Name::new(&f.display().to_string()));
         let mut records = Vec::new();
         crate::cli_support::for_each_record(f.to_str(), std::io::BufReader::new(file), |r| {
             records.push(r.to_owned())

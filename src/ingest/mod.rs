@@ -17,9 +17,9 @@ pub mod stats;
 pub mod syslog;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use crate::event::{Event, Text};
+use crate::name::Name;
 use crate::parse::{Format, JsonMapping, SourceState};
 
 pub use stats::SourceStats;
@@ -36,11 +36,11 @@ pub struct Stream {
     pub key: u64,
     pub format: Format,
     pub json: JsonMapping,
-    pub dataset: Option<Arc<str>>,
-    pub host: Option<Arc<str>>,
+    pub dataset: Option<Name>,
+    pub host: Option<Name>,
     pub service: Option<String>,
     /// The program behind lines that have no syslog header (`job="sshd"`).
-    pub program: Option<Arc<str>>,
+    pub program: Option<Name>,
     pub tenant: Option<String>,
     /// Labels as sent (Loki stream labels), become `labels.*`.
     pub labels: Vec<(String, String)>,
@@ -90,10 +90,10 @@ impl Stream {
             key: h.digest(),
             format,
             json: json.clone(),
-            dataset: find(&DATASET_LABELS).map(Arc::from),
-            host: find(&HOST_LABELS).map(Arc::from),
+            dataset: find(&DATASET_LABELS).map(|v| Name::new(&v)),
+            host: find(&HOST_LABELS).map(|v| Name::new(&v)),
             service: find(&SERVICE_LABELS),
-            program: find(&PROGRAM_LABELS).map(Arc::from),
+            program: find(&PROGRAM_LABELS).map(|v| Name::new(&v)),
             tenant: tenant.map(str::to_owned),
             labels,
         }

@@ -30,6 +30,7 @@ use super::subject::{self, Route};
 use super::{NatsError, with_retry};
 use crate::detect::Detector;
 use crate::event::Event;
+use crate::name::Name;
 use crate::parse::{Format, SourceState, bound_to_receipt, parse_into};
 use crate::pipeline::config::{PipelineSpec, SinkConfig, SourceConfig};
 use crate::pipeline::sinks::Sinks;
@@ -537,10 +538,10 @@ impl Worker {
             Some(&i) => i,
             None => {
                 let mut st = SourceState::new(d.format, published_ms);
-                st.dataset_hint = d.route.dataset.map(Arc::from);
+                st.dataset_hint = d.route.dataset.map(Name::new);
                 // `logs.sshd.web-1`: bare sshd messages parse as sshd's
-                st.program_hint = d.route.dataset.map(Arc::from);
-                st.host_hint = d.route.host.map(Arc::from);
+                st.program_hint = d.route.dataset.map(Name::new);
+                st.host_hint = d.route.host.map(Name::new);
                 st.time_domain = subject::time_domain(key);
                 if let Some(y) = self.restored_years.remove(key) {
                     st.year = y;

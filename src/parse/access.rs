@@ -27,8 +27,8 @@ pub fn looks_like_access(b: &[u8]) -> bool {
 pub fn parse(ev: &mut Event, line: &str, state: &SourceState) -> bool {
     let ok = parse_fields(ev, line);
     if ok {
-        ev.dataset = match state.dataset_hint.as_deref() {
-            Some(d) => Cow::Owned(d.to_owned()),
+        ev.dataset = match &state.dataset_hint {
+            Some(d) => d.to_cow(),
             None => Cow::Borrowed("http.access"),
         };
     }

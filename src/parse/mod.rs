@@ -27,12 +27,12 @@ mod syslog;
 mod w3c;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Line, Text};
+use crate::event::{Event, Line};
+use crate::name::Name;
 
 pub use alertmanager::parse_webhook;
 pub use json::JsonMapping;
@@ -69,15 +69,15 @@ pub enum Format {
 pub struct SourceState {
     pub format: Format,
     /// `event.dataset` for lines whose parser does not know it (e.g. `nginx.access`).
-    pub dataset_hint: Option<Arc<str>>,
+    pub dataset_hint: Option<Name>,
     /// `host.name` for formats that do not carry it.
-    pub host_hint: Option<Arc<str>>,
+    pub host_hint: Option<Name>,
     /// The program that wrote lines without a syslog header (`sshd`, from a
     /// pushed stream's labels); their message parser is chosen by it.
-    pub program_hint: Option<Arc<str>>,
+    pub program_hint: Option<Name>,
     pub json: JsonMapping,
     pub year: syslog::YearInference,
-    pub file_path: Option<Arc<str>>,
+    pub file_path: Option<Name>,
     pub time_domain: u32,
     /// The columns of the last W3C `#Fields:` directive read.
     pub w3c: Option<w3c::Columns>,
@@ -206,10 +206,10 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
     if ev.dataset == "unknown"
         && let Some(d) = &state.dataset_hint
     {
-        ev.dataset = Cow::Owned(d.to_string());
+        ev.dataset = d.to_cow();
     }
     if ev.host_name.is_none() {
-        ev.host_name = state.host_hint.as_deref().map(Text::from);
+        ev.host_name = state.host_hint.as_ref().map(Name::to_text);
     }
     if ev.timestamp == 0 {
         ev.timestamp = ingested_ms;

@@ -29,7 +29,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -45,6 +44,7 @@ use crate::finding::Finding;
 pub use crate::flow::{
     Board, Ingress, Lines, Origin, RawBatch, Refused, StageReport, Stream, mono_ns,
 };
+use crate::name::Name;
 use crate::parse::{SourceState, bound_to_receipt, parse_line_of};
 
 /// Batches a channel between two stages holds (see the module's docs).
@@ -165,10 +165,10 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
             } => {
                 for p in paths {
                     let mut state = SourceState::new(*format, reference_ms);
-                    state.dataset_hint = dataset.as_deref().map(Arc::from);
-                    state.host_hint = host.as_deref().map(Arc::from);
+                    state.dataset_hint = dataset.as_deref().map(Name::new);
+                    state.host_hint = host.as_deref().map(Name::new);
                     state.json = json_mapping.clone();
-                    state.file_path = Some(Arc::from(p.as_str()));
+                    state.file_path = Some(Name::new(p));
                     out.push(SourceInput {
                         path: Some(p.clone()),
                         state,
@@ -180,7 +180,7 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                 format, dataset, ..
             } => {
                 let mut state = SourceState::new(*format, reference_ms);
-                state.dataset_hint = dataset.as_deref().map(Arc::from);
+                state.dataset_hint = dataset.as_deref().map(Name::new);
                 out.push(SourceInput {
                     path: None,
                     state,
