@@ -33,8 +33,9 @@ pub fn automaton<P: AsRef<str>>(patterns: &[P]) -> Result<AhoCorasick, BuildErro
 /// Whether any of a set of literals occurs, ASCII case folded.
 #[derive(Debug, Clone)]
 pub enum AnyOf {
-    /// The patterns lowercased, in chunks, over the value lowercased.
-    Simd(Vec<packed::Searcher>),
+    /// The patterns lowercased, in chunks, over the value lowercased; a
+    /// few one-byte patterns (`=`), which the searchers refuse, by memchr.
+    Simd(Vec<packed::Searcher>, Vec<u8>),
     /// Where the CPU or a chunk rules the searchers out.
     Automaton(AhoCorasick),
 }
@@ -42,7 +43,7 @@ pub enum AnyOf {
 impl AnyOf {
     pub fn new<P: AsRef<str>>(patterns: &[P]) -> Result<AnyOf, BuildError> {
         match searchers(patterns) {
-            Some(s) => Ok(AnyOf::Simd(s)),
+            Some((s, bytes)) => Ok(AnyOf::Simd(s, bytes)),
             None => automaton(patterns).map(AnyOf::Automaton),
         }
     }
@@ -50,20 +51,37 @@ impl AnyOf {
     /// Whether any pattern occurs in `value` (`lower` is scratch space).
     pub fn occurs(&self, value: &str, lower: &mut Vec<u8>) -> bool {
         match self {
-            AnyOf::Simd(searchers) => {
+            AnyOf::Simd(searchers, bytes) => {
                 lower.clear();
                 lower.extend_from_slice(value.as_bytes());
                 lower.make_ascii_lowercase();
-                searchers.iter().any(|s| s.find(lower.as_slice()).is_some())
+                let v = lower.as_slice();
+                let byte = match bytes[..] {
+                    [] => false,
+                    [a] => memchr::memchr(a, v).is_some(),
+                    [a, b] => memchr::memchr2(a, b, v).is_some(),
+                    [a, b, c, ..] => memchr::memchr3(a, b, c, v).is_some(),
+                };
+                byte || searchers.iter().any(|s| s.find(v).is_some())
             }
             AnyOf::Automaton(a) => a.is_match(value),
         }
     }
 }
 
-/// Teddy searchers over `patterns`, if the CPU and every chunk allow.
-fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<Vec<packed::Searcher>> {
-    cover(patterns)
+/// Teddy searchers over `patterns` and their one-byte patterns (at most
+/// three, each a letter lowercased), if the CPU and every chunk allow.
+fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<(Vec<packed::Searcher>, Vec<u8>)> {
+    let (bytes, longer): (Vec<String>, Vec<String>) =
+        cover(patterns).into_iter().partition(|p| p.len() == 1);
+    let bytes: Vec<u8> = bytes.iter().map(|b| b.as_bytes()[0]).collect();
+    if bytes.len() > 3 {
+        return None;
+    }
+    if longer.is_empty() {
+        return (!bytes.is_empty()).then_some((Vec::new(), bytes));
+    }
+    longer
         .chunks(TEDDY_CHUNK)
         .map(|chunk| {
             let mut b = packed::Config::new().builder();
@@ -74,6 +92,7 @@ fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<Vec<packed::Searcher>> {
         })
         .collect::<Option<Vec<_>>>()
         .filter(|s| !s.is_empty())
+        .map(|s| (s, bytes))
 }
 
 /// The patterns lowercased, less those that hold another one: whether
@@ -105,7 +124,7 @@ mod tests {
         /// non-ASCII bytes, and sets larger than one searcher takes.
         #[test]
         fn lowercased_search_agrees_with_the_automaton(
-            value in "([a-zA-Z0-9 :./-]|No space|ENOSPC|read-ONLY|x509: Cert|é|ß|KW6[0-9]X){0,16}",
+            value in "([a-zA-Z0-9 :./=-]|No space|ENOSPC|read-ONLY|x509: Cert|é|ß|KW6[0-9]X){0,16}",
             many in proptest::bool::ANY,
         ) {
             let mut patterns: Vec<String> = ["No space left on device", "Read-only", "ENOSPC", "x509: certificate", "ss", "É"]
@@ -113,11 +132,13 @@ mod tests {
                 .to_vec();
             if many {
                 patterns.extend((0..70).map(|i| format!("kw{i:02}x")));
+                // one-byte patterns, which the searchers refuse
+                patterns.extend(["=", "Q"].map(String::from));
             }
             let any = AnyOf::new(&patterns).unwrap();
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("ssse3") {
-                proptest::prop_assert!(matches!(any, AnyOf::Simd(_)), "the searchers are what this test checks");
+                proptest::prop_assert!(matches!(any, AnyOf::Simd(..)), "the searchers are what this test checks");
             }
             let automaton = automaton(&patterns).unwrap();
             proptest::prop_assert_eq!(any.occurs(&value, &mut Vec::new()), automaton.is_match(&value), "{}", value);

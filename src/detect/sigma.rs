@@ -764,11 +764,13 @@ struct Part {
     buf: String,
 }
 
-/// Rules and the literals one of which an event must hold for any of
-/// them to match.
+/// Rules, each with the literals an event must hold for it to match.
 struct Gated {
-    engine: rsigma_eval::Engine,
+    /// Each rule, with its position in the part's `feeds`.
+    rules: Vec<(CompiledRule, u16)>,
     prefilter: prefilter::Prefilter,
+    /// Scratch: the rules whose needs an event meets.
+    candidates: Vec<u32>,
 }
 
 /// Positions of the rules that matched, by key. Longer keys (URLs with
@@ -852,14 +854,14 @@ impl Part {
             }
         }
         let (mut gated, mut always, mut needles) = (Vec::new(), Vec::new(), Vec::new());
-        for r in rules.iter().map(|r| r.0.1) {
+        for (i, r) in rules.iter().map(|r| r.0.1).enumerate() {
             match prefilter
                 .then(|| prefilter::needles(r, &is_raw_field))
                 .flatten()
             {
                 Some(n) => {
-                    needles.extend(n);
-                    gated.push(r);
+                    needles.push(n);
+                    gated.push((r, i as u16));
                 }
                 None => always.push(r),
             }
@@ -867,8 +869,9 @@ impl Part {
         let (gated, always) = match prefilter::Prefilter::new(&needles) {
             Some(prefilter) if !gated.is_empty() => (
                 Some(Gated {
-                    engine: engine_of(gated.into_iter()),
+                    rules: gated.into_iter().map(|(r, p)| (r.clone(), p)).collect(),
                     prefilter,
+                    candidates: Vec::new(),
                 }),
                 always,
             ),
@@ -905,11 +908,19 @@ impl Part {
             hits.extend_from_slice(known);
             return;
         }
-        let gated = self
-            .gated
-            .as_mut()
-            .and_then(|g| g.prefilter.admits(ev).then_some(&g.engine));
-        for engine in gated.into_iter().chain(&self.always) {
+        if let Some(g) = &mut self.gated
+            && g.prefilter.scan(ev)
+        {
+            g.prefilter.candidates(&mut g.candidates);
+            for &c in &g.candidates {
+                if let Some((rule, position)) = g.rules.get(c as usize)
+                    && rsigma_eval::evaluate_rule(rule, &SigmaEvent(ev)).is_some()
+                {
+                    hits.push(*position);
+                }
+            }
+        }
+        if let Some(engine) = &self.always {
             for r in engine.evaluate(&SigmaEvent(ev)) {
                 let key = r.header.rule_id.as_deref().unwrap_or(&r.header.rule_title);
                 if let Some(&p) = self.position.get(key) {
@@ -1439,7 +1450,7 @@ level: high
                 r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 404 0 "-" "{agent}""#
             );
             let ev = parse_line(&line, &mut st, 0);
-            assert_eq!(pf.admits(&ev), admitted, "{line}");
+            assert_eq!(pf.scan(&ev), admitted, "{line}");
             part.evaluate(&ev, &mut hits);
             assert_eq!(hits.len(), matched, "{line}");
         }

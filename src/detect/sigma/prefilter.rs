@@ -1,31 +1,34 @@
-//! Literal prefilter for Sigma rules that read the raw line.
+//! Literal prefilter for Sigma rules.
 //!
 //! Keyword rules (and rules on `event.original` or `message`) cannot be
-//! memoised by field values: every line is new. rsigma evaluates each such
-//! rule on each line, which for the web and Linux families' keyword rules
-//! cost more than all the other detectors together. Yet nearly every one of
-//! those rules can only fire on a line that contains one of a few literals
-//! (`keywords: ['cmd.exe', 'powershell']`, `'|contains': '/etc/passwd'`).
+//! memoised by field values: every line is new. Rules on parsed fields
+//! miss their memo whenever the values are new: unique attack URLs, and
+//! real traffic's long tail of pages and agents (half the requests of a
+//! real access log). rsigma evaluating the rules on each such event cost
+//! more than all the other detectors together. Yet nearly every rule can
+//! only fire on an event that holds one of a few literals (`keywords:
+//! ['cmd.exe', 'powershell']`, `'|contains': '/etc/passwd'`).
 //!
 //! From each compiled rule we derive such a *needle set*: (where, literal)
 //! pairs of which a matching event holds at least one, where being the
-//! line or a named field (ASCII case folded). The sets of all prunable
-//! rules go into one literal set per place ([`AnyOf`]: SIMD searchers
-//! over the lowercased value), so a line is scanned once, and the engine
-//! runs only on an event with a hit. The same holds for rules on parsed
-//! fields when their memo misses (unique attack URLs):
-//! `cs-uri-query|contains: '/etc/passwd'` needs that literal in the URL.
-//! A rule whose firing does not provably need a literal (a number, a
-//! negation, an existence test) gets no set, and its part is evaluated on
-//! every event as before: the prefilter never changes what fires, only
-//! what is skipped.
+//! line or a named field (ASCII case folded). An event is scanned once per
+//! place for the needles of all rules together ([`AnyOf`]: SIMD searchers
+//! over the lowercased value, which nearly always answer "none"); where
+//! some occur, an automaton says which, and only the rules behind those
+//! are evaluated, each on its own. Evaluating just those matters on real
+//! traffic: a rule needing `.html` (behind rarer literals it also needs)
+//! is run on a request for a page, not every rule of the family. A rule
+//! whose firing does not provably need a literal (a number, a negation,
+//! an existence test) gets no set and is evaluated on every event: the
+//! prefilter never changes what fires, only what is skipped.
 //!
 //! The derivation mirrors the condition's logic: `and` needs any one
 //! operand's set (the most selective one is kept), `or` and `1 of` need the
 //! union of all operands' sets (or nothing can be said), `not` says nothing.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
+use aho_corasick::AhoCorasick;
 use regex_syntax::hir::{Hir, HirKind};
 use rsigma_eval::Event as _;
 use rsigma_eval::event::EventValue;
@@ -34,7 +37,7 @@ use rsigma_eval::{CompiledDetection, CompiledRule};
 use rsigma_parser::{ConditionExpr, Quantifier};
 
 use super::SigmaEvent;
-use crate::detect::literals::AnyOf;
+use crate::detect::literals::{self, AnyOf};
 use crate::event::{Event, Field};
 
 /// A literal, where it must occur (`None` for the line, else a field by
@@ -45,127 +48,270 @@ pub type Needle = (Option<String>, String, bool);
 /// A literal and whether it is a whole value.
 type Lit = (String, bool);
 
-/// One literal set per place over the needles of a set of rules.
+/// Every place's needles over a set of rules, and which of them the
+/// current event holds.
 pub struct Prefilter {
-    line: Option<AnyOf>,
+    line: Option<Place>,
     fields: Vec<Place>,
+    /// Per literal number: the rules whose gate names it.
+    rules_of: Vec<Vec<u32>>,
+    /// Per literal number: the stamp of the last event that held it.
+    held: Vec<u32>,
+    /// The literals the current event holds, each once.
+    holding: Vec<u32>,
+    /// Per rule: the stamp of the last event it was a candidate for.
+    seen: Vec<u32>,
+    stamp: u32,
     /// Scratch: a value lowercased, to look up whole values.
     lower: String,
     /// Scratch: a value lowercased, for the SIMD searchers.
     scan: Vec<u8>,
 }
 
-/// A field's needles: those that occur in it, and whole values. Sigma
+/// A place's literals: those that occur in it, and whole values. Sigma
 /// names that read the same field of ours (`cs-uri`, `cs-uri-query` and
 /// `c-uri` are all `url.original`) share one place, so a value is
 /// scanned once.
 struct Place {
-    /// A Sigma name that reads the field.
+    /// A Sigma name that reads the field ("" for the line).
     name: String,
-    within: Option<AnyOf>,
-    /// Whole values, lowercased: one lookup, not a compare per value.
-    whole: HashSet<String>,
+    /// Whether any rule's gate literal occurs in the value: the question
+    /// nearly every value answers no to.
+    gate: Option<AnyOf>,
+    /// Which literals occur, once some rule's gate does (pattern `i` is
+    /// literal `within_ids[i]`).
+    which: Option<AhoCorasick>,
+    within_ids: Vec<u32>,
+    /// Whole values, lowercased, and their numbers: one lookup, not a
+    /// compare per value.
+    whole: HashMap<String, u32>,
     /// Which lengths they have (by length, up to the longest): a value of
     /// another length is none of them, without lowercasing and hashing it
     /// (a browser's user agent against a list of tools' agents).
     lengths: Vec<bool>,
+    /// Every literal of the place, for a value the search cannot answer
+    /// for (not ASCII, a number or a list): all are taken as held.
+    all: Vec<u32>,
+}
+
+impl Place {
+    fn new(name: &str, within: Vec<(String, u32)>, whole: HashMap<String, u32>) -> Option<Place> {
+        let patterns: Vec<&str> = within.iter().map(|(l, _)| l.as_str()).collect();
+        let (any, which) = match patterns.is_empty() {
+            true => (None, None),
+            false => (
+                Some(AnyOf::new(&patterns).ok()?),
+                Some(literals::automaton(&patterns).ok()?),
+            ),
+        };
+        let mut all: Vec<u32> = within.iter().map(|w| w.1).collect();
+        all.extend(whole.values());
+        Some(Place {
+            name: name.to_owned(),
+            gate: any,
+            which,
+            within_ids: within.into_iter().map(|w| w.1).collect(),
+            lengths: whole.keys().fold(Vec::new(), |mut at, w| {
+                at.resize(at.len().max(w.len() + 1), false);
+                at[w.len()] = true;
+                at
+            }),
+            whole,
+            all,
+        })
+    }
 }
 
 impl Prefilter {
-    /// The prefilter for `needles` (each rule's set, already unioned).
-    pub fn new(needles: &[Needle]) -> Option<Prefilter> {
-        type Wanted<'a> = (Vec<&'a str>, HashSet<String>);
+    /// The prefilter over each rule's needles (rule `i`'s are `needles[i]`).
+    pub fn new(needles: &[Vec<Needle>]) -> Option<Prefilter> {
         // by what is read: the line, or the field a name resolves to
         type Reads = Option<Result<Field, String>>;
-        let mut places: Vec<(Reads, &str, Wanted)> = Vec::new();
-        for (place, literal, whole) in needles {
+        struct Wanted {
+            reads: Reads,
+            name: String,
+            within: Vec<(String, u32)>,
+            whole: HashMap<String, u32>,
+        }
+        let mut places: Vec<Wanted> = Vec::new();
+        let mut numbered = HashMap::new();
+        let mut number = |(place, literal, whole): &Needle, places: &mut Vec<Wanted>| -> u32 {
             let reads: Reads = place
                 .as_deref()
                 .map(|n| super::sigma_field(n).ok_or_else(|| n.to_owned()));
-            let i = match places.iter().position(|p| p.0 == reads) {
+            let i = match places.iter().position(|p| p.reads == reads) {
                 Some(i) => i,
                 None => {
-                    places.push((reads, place.as_deref().unwrap_or(""), Default::default()));
+                    places.push(Wanted {
+                        reads: reads.clone(),
+                        name: place.clone().unwrap_or_default(),
+                        within: Vec::new(),
+                        whole: HashMap::new(),
+                    });
                     places.len() - 1
                 }
             };
             // the line is searched, never compared whole
-            if *whole && place.is_some() {
-                places[i].2.1.insert(literal.to_ascii_lowercase());
-            } else {
-                places[i].2.0.push(literal);
+            let whole = *whole && place.is_some();
+            let literal = literal.to_ascii_lowercase();
+            let next = numbered.len() as u32;
+            let n = *numbered.entry((i, literal.clone(), whole)).or_insert(next);
+            if n == next {
+                let p = &mut places[i];
+                if whole {
+                    p.whole.insert(literal, n);
+                } else {
+                    p.within.push((literal, n));
+                }
+            }
+            n
+        };
+        // each rule behind its needles
+        let mut rules_of: Vec<Vec<u32>> = Vec::new();
+        for (r, needles) in needles.iter().enumerate() {
+            for l in needles {
+                let n = number(l, &mut places) as usize;
+                rules_of.resize(rules_of.len().max(n + 1), Vec::new());
+                if rules_of[n].last() != Some(&(r as u32)) {
+                    rules_of[n].push(r as u32);
+                }
             }
         }
-        let any_of = |literals: Vec<&str>| {
-            if literals.is_empty() {
-                return Ok(None);
-            }
-            AnyOf::new(&literals).map(Some)
-        };
         let mut pf = Prefilter {
             line: None,
             fields: Vec::new(),
+            rules_of,
+            held: vec![0; numbered.len()],
+            holding: Vec::new(),
+            seen: vec![0; needles.len()],
+            stamp: 0,
             lower: String::new(),
             scan: Vec::new(),
         };
-        for (reads, name, (within, whole)) in places {
-            let within = any_of(within).ok()?;
-            match reads {
-                None => pf.line = within,
-                Some(_) => pf.fields.push(Place {
-                    name: name.to_owned(),
-                    within,
-                    lengths: whole.iter().fold(Vec::new(), |mut at, w| {
-                        at.resize(at.len().max(w.len() + 1), false);
-                        at[w.len()] = true;
-                        at
-                    }),
-                    whole,
-                }),
+        for w in places {
+            let place = Place::new(&w.name, w.within, w.whole)?;
+            match w.reads {
+                None => pf.line = Some(place),
+                Some(_) => pf.fields.push(place),
             }
         }
         Some(pf)
     }
 
-    /// Whether `ev` holds any needle in its place: false means no rule
-    /// behind this can match. The line counts with its message, where that
-    /// is not a part of it.
-    pub fn admits(&mut self, ev: &Event) -> bool {
-        let scan = &mut self.scan;
-        if let Some(line) = &self.line
-            && (holds(line, &ev.original, scan)
-                || ev
-                    .message_owned
-                    .as_deref()
-                    .is_some_and(|m| holds(line, m, scan)))
-        {
-            return true;
+    /// Notes which literals `ev` holds; false when it holds none, and then
+    /// no rule behind this can match. The line counts with its message,
+    /// where that is not a part of it.
+    pub fn scan(&mut self, ev: &Event) -> bool {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.held.fill(0);
+            self.seen.fill(0);
+            self.stamp = 1;
+        }
+        self.holding.clear();
+        let Prefilter {
+            line,
+            fields,
+            held,
+            holding,
+            stamp,
+            lower,
+            scan,
+            ..
+        } = self;
+        let mut mark = |ids: &mut dyn Iterator<Item = u32>| {
+            let mut any = false;
+            for i in ids {
+                if let Some(h) = held.get_mut(i as usize) {
+                    if *h != *stamp {
+                        *h = *stamp;
+                        holding.push(i);
+                    }
+                    any = true;
+                }
+            }
+            any
+        };
+        let mut any = false;
+        if let Some(l) = line {
+            any |= find(l, &ev.original, scan, &mut mark);
+            if let Some(m) = ev.message_owned.as_deref() {
+                any |= find(l, m, scan, &mut mark);
+            }
         }
         let sigma = SigmaEvent(ev);
-        let lower = &mut self.lower;
-        self.fields.iter().any(|p| match sigma.get_field(&p.name) {
-            Some(EventValue::Str(v)) => {
-                p.within.as_ref().is_some_and(|a| holds(a, &v, scan))
-                    || !v.is_ascii()
-                    || (p.lengths.get(v.len()) == Some(&true) && {
-                        lower.clear();
-                        lower.push_str(&v);
-                        lower.make_ascii_lowercase();
-                        p.whole.contains(lower.as_str())
-                    })
+        for p in fields.iter() {
+            match sigma.get_field(&p.name) {
+                Some(EventValue::Str(v)) => {
+                    any |= find(p, &v, scan, &mut mark);
+                    if let Some(n) = whole(p, &v, lower) {
+                        any |= mark(&mut std::iter::once(n));
+                    }
+                }
+                // a number or a list is matched by rsigma's own rules
+                Some(_) => any |= mark(&mut p.all.iter().copied()),
+                None => {}
             }
-            // a number or a list is matched by rsigma's own rules
-            Some(_) => true,
-            None => false,
-        })
+        }
+        any
+    }
+
+    /// The rules whose gates the event last scanned opens, in order.
+    pub fn candidates(&mut self, out: &mut Vec<u32>) {
+        out.clear();
+        for &n in &self.holding {
+            for &r in self.rules_of.get(n as usize).map_or(&[][..], Vec::as_slice) {
+                let Some(seen) = self.seen.get_mut(r as usize) else {
+                    continue;
+                };
+                if *seen == self.stamp {
+                    continue;
+                }
+                *seen = self.stamp;
+                out.push(r);
+            }
+        }
+        out.sort_unstable();
     }
 }
 
-/// Whether `value` may hold a needle. rsigma folds case by Unicode rules,
-/// where `K` (Kelvin) is a `k` and `ſ` an `s`; the search folds ASCII
-/// only, so a value with other bytes is let through.
-fn holds(literals: &AnyOf, value: &str, scratch: &mut Vec<u8>) -> bool {
-    !value.is_ascii() || literals.occurs(value, scratch)
+/// The number of the whole value `value` is, in `place`.
+fn whole(place: &Place, value: &str, lower: &mut String) -> Option<u32> {
+    if place.lengths.get(value.len()) != Some(&true) {
+        return None;
+    }
+    lower.clear();
+    lower.push_str(value);
+    lower.make_ascii_lowercase();
+    place.whole.get(lower.as_str()).copied()
+}
+
+/// Marks the literals of `place` that occur in `value`; whether any does.
+/// The quick question first (nearly always no), then which, overlaps
+/// included. rsigma folds case by Unicode rules, where `K` (Kelvin) is a
+/// `k` and `ſ` an `s`; the search folds ASCII only, so for a value with
+/// other bytes every literal of the place is taken as held.
+fn find(
+    place: &Place,
+    value: &str,
+    scratch: &mut Vec<u8>,
+    mark: &mut impl FnMut(&mut dyn Iterator<Item = u32>) -> bool,
+) -> bool {
+    if !value.is_ascii() {
+        return mark(&mut place.all.iter().copied());
+    }
+    let (Some(any), Some(which)) = (&place.gate, &place.which) else {
+        return false;
+    };
+    if !any.occurs(value, scratch) {
+        return false;
+    }
+    let ids = &place.within_ids;
+    mark(
+        &mut which
+            .find_overlapping_iter(value)
+            .filter_map(|m| ids.get(m.pattern().as_usize()).copied()),
+    )
 }
 
 /// The needles of which an event matching `rule` holds at least one, or
@@ -489,31 +635,38 @@ mod tests {
     fn names_of_one_field_share_a_place_and_whole_values_ignore_case() {
         let needle = |place: &str, l: &str, whole| (Some(place.to_owned()), l.to_owned(), whole);
         let mut pf = Prefilter::new(&[
-            needle("cs-uri", "/cgi-bin/", false),
-            needle("cs-uri-query", "/etc/passwd", false),
-            needle("c-uri", "/wp-login.php", true),
-            needle("c-useragent", "Nikto", false),
-            needle("cs-user-agent", "Exact Agent/1.0", true),
+            vec![needle("cs-uri", "/cgi-bin/", false)],
+            vec![needle("cs-uri-query", "/etc/passwd", false)],
+            vec![needle("c-uri", "/wp-login.php", true)],
+            vec![
+                needle("c-useragent", "Nikto", false),
+                needle("cs-user-agent", "Exact Agent/1.0", true),
+            ],
         ])
         .expect("a prefilter");
         // url.original and user_agent.original: one scan each
         assert_eq!(pf.fields.len(), 2);
         let mut st = crate::parse::SourceState::new(crate::parse::Format::Auto, 1_780_000_000_000);
-        for (target, agent, admitted) in [
-            ("/index.html", "Mozilla/5.0", false),
-            ("/x?f=/ETC/passwd", "Mozilla/5.0", true),
-            ("/cgi-bin/test", "Mozilla/5.0", true),
-            ("/WP-LOGIN.php", "Mozilla/5.0", true),
-            ("/wp-login.php?x", "Mozilla/5.0", false),
-            ("/index.html", "exact agent/1.0", true),
-            ("/index.html", "Exact Agent/1.0 (extra)", false),
-            ("/index.html", "a nikto scan", true),
+        // which rules each request is evaluated by
+        let mut candidates = Vec::new();
+        for (target, agent, rules) in [
+            ("/index.html", "Mozilla/5.0", vec![]),
+            ("/x?f=/ETC/passwd", "Mozilla/5.0", vec![1]),
+            ("/cgi-bin/test", "Mozilla/5.0", vec![0]),
+            ("/cgi-bin/x?f=/etc/passwd", "Mozilla/5.0", vec![0, 1]),
+            ("/WP-LOGIN.php", "Mozilla/5.0", vec![2]),
+            ("/wp-login.php?x", "Mozilla/5.0", vec![]),
+            ("/index.html", "exact agent/1.0", vec![3]),
+            ("/index.html", "Exact Agent/1.0 (extra)", vec![]),
+            ("/cgi-bin/", "a nikto scan", vec![0, 3]),
         ] {
             let line = format!(
                 r#"203.0.113.5 - - [03/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 404 0 "-" "{agent}""#
             );
             let ev = crate::parse::parse_line(&line, &mut st, 0);
-            assert_eq!(pf.admits(&ev), admitted, "{line}");
+            assert_eq!(pf.scan(&ev), !rules.is_empty(), "{line}");
+            pf.candidates(&mut candidates);
+            assert_eq!(candidates, rules, "{line}");
         }
     }
 }
