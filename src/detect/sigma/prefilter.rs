@@ -75,11 +75,10 @@ pub struct Prefilter {
 struct Place {
     /// A Sigma name that reads the field ("" for the line).
     name: String,
-    /// Whether any rule's gate literal occurs in the value: the question
-    /// nearly every value answers no to.
+    /// Whether any needle occurs in the value: the question nearly every
+    /// value answers no to.
     gate: Option<AnyOf>,
-    /// Which literals occur, once some rule's gate does (pattern `i` is
-    /// literal `within_ids[i]`).
+    /// Which ones, once some does (pattern `i` is needle `within_ids[i]`).
     which: Option<AhoCorasick>,
     within_ids: Vec<u32>,
     /// Whole values, lowercased, and their numbers: one lookup, not a
