@@ -12,10 +12,13 @@
 //!   matched against the raw line (`event.original`). A rule that needs a
 //!   field no event of ours carries (`cs-cookie`, a request body) is
 //!   refused with that reason rather than loaded to never fire.
-//! - **Routing.** Rules are grouped by family (web, Linux) into one rsigma
-//!   engine each, with its inverted index: an event is evaluated once per
-//!   family, not once per rule. A match is then checked against the rule's
-//!   log source (`service: sshd` wants sshd's lines).
+//! - **Routing.** Rules are grouped by family (web, Linux), and within it
+//!   by what spares them work: verdicts memoised by the fields read, and a
+//!   literal prefilter ([`prefilter`]) that says which rules an event's
+//!   needles open, each then evaluated on its own; the few rules no
+//!   literal gates run in one rsigma engine with its inverted index. A
+//!   match is then checked against the rule's log source (`service: sshd`
+//!   wants sshd's lines).
 //! - **Findings.** Each rule is a [`Detector`] that fires on the first
 //!   matching event, grouped by source address (web) or host (Linux), so a
 //!   finding carries its rule's id, title, level (as severity), author and
@@ -764,12 +767,13 @@ struct Part {
     buf: String,
 }
 
-/// Rules, each with the literals an event must hold for it to match.
+/// Rules behind the prefilter: each is evaluated on an event holding one
+/// of its needles.
 struct Gated {
     /// Each rule, with its position in the part's `feeds`.
     rules: Vec<(CompiledRule, u16)>,
     prefilter: prefilter::Prefilter,
-    /// Scratch: the rules whose needs an event meets.
+    /// Scratch: the rules an event's needles open.
     candidates: Vec<u32>,
 }
 
