@@ -27,6 +27,7 @@
 //! union of all operands' sets (or nothing can be said), `not` says nothing.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use aho_corasick::AhoCorasick;
 use regex_syntax::hir::{Hir, HirKind};
@@ -78,8 +79,10 @@ struct Place {
     /// Whether any needle occurs in the value: the question nearly every
     /// value answers no to.
     gate: Option<AnyOf>,
-    /// Which ones, once some does (pattern `i` is needle `within_ids[i]`).
-    which: Option<AhoCorasick>,
+    /// Which ones, once some does (pattern `i` is needle `within_ids[i]`):
+    /// built when first needed, as most values hold none.
+    which: OnceLock<Option<AhoCorasick>>,
+    patterns: Vec<String>,
     within_ids: Vec<u32>,
     /// Whole values, lowercased, and their numbers: one lookup, not a
     /// compare per value.
@@ -95,20 +98,18 @@ struct Place {
 
 impl Place {
     fn new(name: &str, within: Vec<(String, u32)>, whole: HashMap<String, u32>) -> Option<Place> {
-        let patterns: Vec<&str> = within.iter().map(|(l, _)| l.as_str()).collect();
-        let (any, which) = match patterns.is_empty() {
-            true => (None, None),
-            false => (
-                Some(AnyOf::new(&patterns).ok()?),
-                Some(literals::automaton(&patterns).ok()?),
-            ),
+        let patterns: Vec<String> = within.iter().map(|(l, _)| l.clone()).collect();
+        let any = match patterns.is_empty() {
+            true => None,
+            false => Some(AnyOf::new(&patterns).ok()?),
         };
         let mut all: Vec<u32> = within.iter().map(|w| w.1).collect();
         all.extend(whole.values());
         Some(Place {
             name: name.to_owned(),
             gate: any,
-            which,
+            which: OnceLock::new(),
+            patterns,
             within_ids: within.into_iter().map(|w| w.1).collect(),
             lengths: whole.keys().fold(Vec::new(), |mut at, w| {
                 at.resize(at.len().max(w.len() + 1), false);
@@ -299,12 +300,20 @@ fn find(
     if !value.is_ascii() {
         return mark(&mut place.all.iter().copied());
     }
-    let (Some(any), Some(which)) = (&place.gate, &place.which) else {
+    let Some(any) = &place.gate else {
         return false;
     };
     if !any.occurs(value, scratch) {
         return false;
     }
+    // the same patterns built the searchers above: an automaton over them
+    // builds too, short of running out of memory
+    let which = place
+        .which
+        .get_or_init(|| literals::automaton(&place.patterns).ok());
+    let Some(which) = which else {
+        return mark(&mut place.all.iter().copied());
+    };
     let ids = &place.within_ids;
     mark(
         &mut which
