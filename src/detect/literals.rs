@@ -20,6 +20,12 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, BuildError};
 /// per bucket to keep false candidates rare.
 const TEDDY_CHUNK: usize = 48;
 
+/// Bytes of a pattern's start that Teddy fingerprints (at most): a
+/// searcher fingerprints as many as its shortest pattern has, so shorter
+/// patterns are kept apart (`={{` among `/tomcatbypass/…` made every
+/// candidate of 47 long patterns a 3-byte match).
+const FINGERPRINT: usize = 4;
+
 /// An automaton over `patterns`, ASCII case-insensitive, for finding
 /// which of them occur (a DFA scans fastest; these sets are small enough
 /// for its memory).
@@ -81,8 +87,12 @@ fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<(Vec<packed::Searcher>, Ve
     if longer.is_empty() {
         return (!bytes.is_empty()).then_some((Vec::new(), bytes));
     }
-    longer
+    // `cover` sorts by length: the short ones lead
+    let short = longer.partition_point(|p| p.len() < FINGERPRINT);
+    let (short, long) = longer.split_at(short);
+    short
         .chunks(TEDDY_CHUNK)
+        .chain(long.chunks(TEDDY_CHUNK))
         .map(|chunk| {
             let mut b = packed::Config::new().builder();
             chunk.iter().for_each(|p| {
@@ -95,7 +105,7 @@ fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<(Vec<packed::Searcher>, Ve
         .map(|s| (s, bytes))
 }
 
-/// The patterns lowercased, less those that hold another one: whether
+/// The patterns lowercased, shortest first, less those that hold another one: whether
 /// any occurs is the same question over fewer patterns (`select` answers
 /// for `=select(` and `union select`), so fewer searchers.
 fn cover<P: AsRef<str>>(patterns: &[P]) -> Vec<String> {
