@@ -22,8 +22,9 @@ const TEDDY_CHUNK: usize = 48;
 
 /// Bytes of a pattern's start that Teddy fingerprints (at most): a
 /// searcher fingerprints as many as its shortest pattern has, so shorter
-/// patterns are kept apart (`={{` among `/tomcatbypass/…` made every
-/// candidate of 47 long patterns a 3-byte match).
+/// patterns get searchers of their own (three 3-byte Sigma needles such
+/// as `={{` made every candidate of the 45 long ones in their chunk a
+/// 3-byte match to verify).
 const FINGERPRINT: usize = 4;
 
 /// An automaton over `patterns`, ASCII case-insensitive, for finding
@@ -105,9 +106,10 @@ fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<(Vec<packed::Searcher>, Ve
         .map(|s| (s, bytes))
 }
 
-/// The patterns lowercased, shortest first, less those that hold another one: whether
-/// any occurs is the same question over fewer patterns (`select` answers
-/// for `=select(` and `union select`), so fewer searchers.
+/// The patterns lowercased, shortest first, less those that hold another
+/// one: whether any occurs is the same question over fewer patterns
+/// (`select` answers for `=select(` and `union select`), so fewer
+/// searchers.
 fn cover<P: AsRef<str>>(patterns: &[P]) -> Vec<String> {
     let mut lower: Vec<String> = patterns
         .iter()
