@@ -77,7 +77,7 @@ impl AnyOf {
 }
 
 /// Teddy searchers over `patterns` and their one-byte patterns (at most
-/// three, each a letter lowercased), if the CPU and every chunk allow.
+/// three, each a byte lowercased), if the CPU and every chunk allow.
 fn searchers<P: AsRef<str>>(patterns: &[P]) -> Option<(Vec<packed::Searcher>, Vec<u8>)> {
     let (bytes, longer): (Vec<String>, Vec<String>) =
         cover(patterns).into_iter().partition(|p| p.len() == 1);
