@@ -116,6 +116,12 @@ pub struct Condition {
     /// The value equals one of these.
     #[serde(default)]
     pub equals: Option<Vec<String>>,
+    /// Like `equals`, read from list files (one value a line, `#`
+    /// comments), relative to the detector file's folder: the exact paths
+    /// a signature list names where a part of one would say too little
+    /// (`/web/login` is a product's login page, not every page under it).
+    #[serde(default)]
+    pub equals_from: Option<Vec<String>>,
     /// The value starts with one of these.
     #[serde(default)]
     pub prefix: Option<Vec<String>>,

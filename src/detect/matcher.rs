@@ -216,7 +216,14 @@ fn compile_condition(
     let cond = &c.value;
     let field = Field::resolve(&cond.field).map_err(err)?;
     let mut tests = Vec::new();
-    if let Some(v) = &cond.equals {
+    if cond.equals.is_some() && cond.equals_from.is_some() {
+        return Err(err("give `equals` or `equals_from`, not both".into()));
+    }
+    let listed_values = match &cond.equals_from {
+        Some(files) => Some(read_lists(files, path).map_err(err)?),
+        None => None,
+    };
+    if let Some(v) = cond.equals.as_ref().or(listed_values.as_ref()) {
         let numeric = matches!(
             field,
             Field::HttpStatus
@@ -297,8 +304,8 @@ fn compile_condition(
     })
 }
 
-/// The patterns of keyword list files, relative to the detector file at
-/// `path`: one a line, blank lines and `#` comments skipped.
+/// The patterns (or values) of list files, relative to the detector file
+/// at `path`: one a line, blank lines and `#` comments skipped.
 fn read_lists(files: &[String], path: &str) -> Result<Vec<String>, String> {
     let base = std::path::Path::new(path)
         .parent()
@@ -307,7 +314,7 @@ fn read_lists(files: &[String], path: &str) -> Result<Vec<String>, String> {
     for f in files {
         let p = base.join(f);
         let text = std::fs::read_to_string(&p)
-            .map_err(|e| format!("cannot read keyword list {}: {e}", p.display()))?;
+            .map_err(|e| format!("cannot read list {}: {e}", p.display()))?;
         out.extend(
             text.lines()
                 .map(str::trim)
@@ -316,7 +323,7 @@ fn read_lists(files: &[String], path: &str) -> Result<Vec<String>, String> {
         );
     }
     if out.is_empty() {
-        return Err(format!("keyword lists {files:?} hold no pattern"));
+        return Err(format!("lists {files:?} hold no entry"));
     }
     Ok(out)
 }
@@ -952,6 +959,57 @@ mod tests {
         let mut m = Matcher::compile(&spec, "t.yaml").unwrap();
         let groups = KeywordGroups::build(std::iter::once(&mut m)).unwrap();
         (m, groups)
+    }
+
+    /// List files beside the detector: `keywords_from` a part of the
+    /// value, `equals_from` the whole of it; comments and blank lines
+    /// skipped, a missing file or both forms at once refused.
+    #[test]
+    fn lists_are_read_beside_the_detector_file() {
+        let dir = std::env::temp_dir().join(format!("tp-lists-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lists")).unwrap();
+        std::fs::write(dir.join("lists/parts.txt"), "# products\n/solr/\n\n").unwrap();
+        std::fs::write(dir.join("lists/whole.txt"), "# logins\n/web/login\n").unwrap();
+        let at = dir.join("d.yaml").display().to_string();
+        let spec: MatchSpec = serde_saphyr::from_str(
+            "any:\n  - field: url.path\n    keywords_from: [lists/parts.txt]\n  - field: url.path\n    equals_from: [lists/whole.txt]\n",
+        )
+        .unwrap();
+        let m = Matcher::compile(&spec, &at).unwrap();
+        let ev = |path: &str| Event {
+            url_original: Some(crate::event::Text::from(path)),
+            ..Event::default()
+        };
+        let groups = KeywordGroups::default();
+        let verdict = |path: &str| {
+            m.matches_in(
+                &ev(path),
+                &mut EvalCtx::new(&groups, &mut KeywordHits::default()),
+            )
+        };
+        assert!(verdict("/x/SOLR/admin"));
+        assert!(verdict("/web/login"));
+        assert!(
+            !verdict("/shop/web/login"),
+            "an exact path names no page under another"
+        );
+        assert!(!verdict("/index.html"));
+
+        for (yaml, want) in [
+            (
+                "all:\n  - field: url.path\n    equals: [/a]\n    equals_from: [lists/whole.txt]\n",
+                "not both",
+            ),
+            (
+                "all:\n  - field: url.path\n    equals_from: [lists/none.txt]\n",
+                "cannot read list",
+            ),
+        ] {
+            let spec: MatchSpec = serde_saphyr::from_str(yaml).unwrap();
+            let e = Matcher::compile(&spec, &at).unwrap_err();
+            assert!(e.message.contains(want), "{yaml}: {}", e.message);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
