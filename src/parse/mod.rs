@@ -16,6 +16,7 @@
 mod access;
 mod alertmanager;
 mod auth;
+mod elb;
 mod errorlog;
 mod haproxy;
 mod json;
@@ -60,6 +61,8 @@ pub enum Format {
     Alertmanager,
     /// W3C extended log (IIS): columns named by a `#Fields:` directive.
     W3c,
+    /// AWS load balancer access log (Application or Classic).
+    Elb,
     /// No parsing: the event is the line (`message` = line).
     Raw,
 }
@@ -232,6 +235,7 @@ fn parse_format(ev: &mut Event, line: &str, format: Format, state: &mut SourceSt
         Format::Logfmt => logfmt::parse(ev, line),
         Format::Kernel => kernel::parse_dmesg(ev, line) || kernel::parse_message(ev, line),
         Format::Klog => kube::parse_klog_line(ev, line, state),
+        Format::Elb => elb::parse(ev, line),
         Format::KubeEvents => kube::parse_events_line(ev, line),
         // a detected source's line that fits no W3C columns (files of
         // other formats after an IIS log on one stream) is detected anew
@@ -293,6 +297,8 @@ pub fn detect(b: &[u8]) -> Format {
                 // ISO timestamp first: rsyslog's precise format, or an app log
                 if syslog::looks_like_iso_syslog(b) {
                     Format::Syslog
+                } else if b[10] == b'T' && elb::looks_like_elb(b) {
+                    Format::Elb
                 } else {
                     Format::Logfmt
                 }
@@ -305,7 +311,9 @@ pub fn detect(b: &[u8]) -> Format {
             }
         }
         _ => {
-            if access::looks_like_access(b) {
+            if elb::opens_like_alb(b) && elb::looks_like_elb(b) {
+                Format::Elb
+            } else if access::looks_like_access(b) {
                 Format::Access
             } else if kube::looks_like_events_line(b) {
                 Format::KubeEvents
