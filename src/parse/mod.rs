@@ -302,6 +302,8 @@ pub fn detect(b: &[u8]) -> Format {
                 } else {
                     Format::Logfmt
                 }
+            } else if w3c::looks_like_cloudfront(b) {
+                Format::W3c
             } else if access::looks_like_access(b) {
                 Format::Access
             } else if kube::looks_like_events_line(b) {
