@@ -119,42 +119,33 @@ fn client(word: &str) -> Option<(&str, u16)> {
 
 /// Parses an ALB or Classic entry into `ev`; false when `line` is not one.
 pub fn parse(ev: &mut Event, line: &str) -> bool {
-    let Some(Header {
-        alb,
-        time_ms,
-        elb,
-        ip,
-        port,
-        seconds,
-        status,
-        sent,
-        mut rest,
-    }) = Header::read(line)
-    else {
+    let Some(mut h) = Header::read(line) else {
         return false;
     };
-    ev.timestamp = time_ms;
-    ev.set_source_ip(ip);
-    ev.source_port = Some(port);
-    ev.http_status = status;
-    ev.http_body_bytes = sent.parse().ok();
-    if seconds.iter().all(|s| *s >= 0.0) {
-        ev.duration_ns = Some((seconds.iter().sum::<f64>() * 1e9).round() as i64);
+    ev.timestamp = h.time_ms;
+    ev.set_source_ip(h.ip);
+    ev.source_port = Some(h.port);
+    ev.http_status = h.status;
+    ev.http_body_bytes = h.sent.parse().ok();
+    if h.seconds.iter().all(|s| *s >= 0.0) {
+        ev.duration_ns = Some((h.seconds.iter().sum::<f64>() * 1e9).round() as i64);
     }
-    ev.push_label("load_balancer", elb);
-    if let Some(request) = rest.next() {
+    ev.push_label("load_balancer", h.elb);
+    if let Some(request) = h.rest.next() {
         request_line(ev, request);
     }
-    if let Some(ua) = rest.next().filter(|ua| !matches!(*ua, "" | "-")) {
+    if let Some(ua) = h.rest.next().filter(|ua| !matches!(*ua, "" | "-")) {
         ev.set_user_agent(ua);
     }
     // the request's arrival (ALB only), eight fields past the user agent:
     // the response's time is when a slow target answered, or a WebSocket closed
-    if alb && let Some((created, _)) = rest.nth(7).and_then(|t| parse_rfc3339(t.as_bytes())) {
+    if h.alb
+        && let Some((created, _)) = h.rest.nth(7).and_then(|t| parse_rfc3339(t.as_bytes()))
+    {
         ev.timestamp = created;
     }
-    ev.dataset = Cow::Borrowed(if alb { "aws.alb" } else { "aws.elb" });
-    match status {
+    ev.dataset = Cow::Borrowed(if h.alb { "aws.alb" } else { "aws.elb" });
+    match h.status {
         Some(s) => super::access::mark_request(ev, s),
         // a request the balancer never answered (the client left)
         None if ev.http_method.is_some() => {
