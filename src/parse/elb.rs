@@ -44,8 +44,9 @@ pub fn opens_like_alb(b: &[u8]) -> bool {
 
 /// Format detection: the fixed fields an ALB or Classic entry opens with.
 pub fn looks_like_elb(b: &[u8]) -> bool {
-    // the fixed fields are ASCII and lie well within the first 200 bytes
-    let head = &b[..b.len().min(200)];
+    // the fixed fields are ASCII and lie within the first 320 bytes, even
+    // with a long balancer name and IPv6 client and target addresses
+    let head = &b[..b.len().min(320)];
     let head = match std::str::from_utf8(head) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""),
@@ -275,10 +276,13 @@ mod tests {
     #[test]
     fn classic_entries_and_other_shapes() {
         let ev = one(
-            r#"2026-12-04T10:00:01.945958Z my-elb [2001:db8::7]:2817 10.0.0.1:80 0.000073 0.001048 0.000057 200 200 0 29 "GET http://www.example.com:80 HTTP/1.1" "Mozilla/5.0" - -"#,
+            r#"2026-12-04T10:00:01.945958Z my-classic-load-balancer-in-production-eu-west-1 [2001:db8:1234:5678:9abc:def0:1234:5678]:2817 [2001:db8:ffff:eeee:dddd:cccc:bbbb:aaaa]:80 0.000073 0.001048 0.000057 200 200 0 29 "GET http://www.example.com:80 HTTP/1.1" "Mozilla/5.0" - -"#,
         );
         assert_eq!(ev.dataset, "aws.elb");
-        assert_eq!(ev.source_ip(), Some("2001:db8::7"));
+        assert_eq!(
+            ev.source_ip(),
+            Some("2001:db8:1234:5678:9abc:def0:1234:5678")
+        );
         assert_eq!(ev.url_original(), Some("/"));
         assert_eq!(ev.http_status, Some(200));
         assert_eq!(ev.outcome, Outcome::Success);
