@@ -170,31 +170,14 @@ fn request_line(ev: &mut Event, request: &str) {
         return;
     }
     ev.http_method = Some(crate::event::http_method(method));
-    let lower = target.as_bytes();
-    let scheme = if lower.len() > 7 && lower[..7].eq_ignore_ascii_case(b"http://") {
-        7
-    } else if lower.len() > 8 && lower[..8].eq_ignore_ascii_case(b"https://") {
-        8
-    } else {
-        0
-    };
-    let url = if scheme > 0 {
-        let rest = &target[scheme..];
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let authority = &rest[..end];
-        let host = match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h,
-            _ => authority,
-        };
-        if !host.is_empty() && host != "-" {
-            ev.push_extra("url.domain", host);
+    let url = match super::absolute_uri(target) {
+        Some((host, rest)) => {
+            if !host.is_empty() && host != "-" {
+                ev.push_extra("url.domain", host);
+            }
+            if rest.is_empty() { "/" } else { rest }
         }
-        match &rest[end..] {
-            "" => "/",
-            path => path,
-        }
-    } else {
-        target
+        None => target,
     };
     if url != "-" {
         ev.set_url_original(url);

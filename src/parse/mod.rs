@@ -419,23 +419,13 @@ pub(crate) fn mark_proxy_target(ev: &mut Event) {
     let Some(u) = ev.url_original() else {
         return;
     };
-    let authority = if ev.http_method.as_deref() == Some("CONNECT") {
-        u
+    let host = if ev.http_method.as_deref() == Some("CONNECT") {
+        host_of(u)
     } else {
-        let b = u.as_bytes();
-        let skip = if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"http://") {
-            7
-        } else if b.len() > 8 && b[..8].eq_ignore_ascii_case(b"https://") {
-            8
-        } else {
-            return;
-        };
-        u[skip..].split(['/', '?', '#']).next().unwrap_or("")
-    };
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
+        match absolute_uri(u) {
+            Some((host, _)) => host,
+            None => return,
+        }
     };
     if host.is_empty()
         || ev
@@ -446,6 +436,32 @@ pub(crate) fn mark_proxy_target(ev: &mut Event) {
     }
     let host = host.to_owned();
     ev.push_extra("destination.domain", host);
+}
+
+/// An absolute URI's host and what follows its authority (`/p?q`, maybe
+/// empty): `http://user@host:8080/p?q` is `("host", "/p?q")`; None for
+/// any other request target.
+pub(crate) fn absolute_uri(u: &str) -> Option<(&str, &str)> {
+    let b = u.as_bytes();
+    let skip = if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else if b.len() > 8 && b[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else {
+        return None;
+    };
+    let rest = &u[skip..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some((host_of(&rest[..end]), &rest[end..]))
+}
+
+/// The host of an authority (`user@host:port`).
+fn host_of(authority: &str) -> &str {
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 pub(crate) fn is_ip(s: &str) -> bool {
