@@ -164,8 +164,21 @@ pub(super) fn mark_request(ev: &mut Event, status: u16) {
     } else {
         Outcome::Success
     };
-    ev.action = Some(Cow::Borrowed("http_request"));
+    ev.action = Some(Cow::Borrowed(request_action(ev, status)));
     super::mark_proxy_target(ev);
+}
+
+/// `http_auth_failure` for a 401 answered to a request that carried a user
+/// name (HTTP Basic credentials the server refused: the access log's user
+/// field is only set when credentials came), `http_request` otherwise. A
+/// 401 without one is the server asking for credentials, or a stale bearer
+/// token retried by a client: neither is a guess at a password.
+pub(super) fn request_action(ev: &Event, status: u16) -> &'static str {
+    if status == 401 && ev.user_name.is_some() {
+        "http_auth_failure"
+    } else {
+        "http_request"
+    }
 }
 
 /// Sets the method, the URL and an unusual version from a request line

@@ -59,6 +59,9 @@ fn nginx_fields(ev: &mut Event, line: &str) -> bool {
         {
             ev.push_extra("nginx.limit_zone", z.0);
         }
+    } else if let Some(user) = nginx_auth_failure(msg) {
+        ev.action = Some(Cow::Borrowed("http_auth_failure"));
+        ev.set_user_name(user);
     } else {
         ev.action = Some(Cow::Borrowed("http_error"));
     }
@@ -140,8 +143,52 @@ fn apache_fields(ev: &mut Event, line: &str) -> bool {
     ev.dataset = Cow::Borrowed("apache.error");
     ev.category = Some("web");
     ev.outcome = Outcome::Failure;
-    ev.action = Some(Cow::Borrowed("http_error"));
+    match apache_auth_failure(rest) {
+        Some((user, target)) => {
+            ev.action = Some(Cow::Borrowed("http_auth_failure"));
+            ev.set_user_name(user);
+            if !target.is_empty() {
+                ev.set_url_original(target);
+            }
+        }
+        None => ev.action = Some(Cow::Borrowed("http_error")),
+    }
     true
+}
+
+/// The user whose HTTP Basic credentials nginx refused: `user "bob" was
+/// not found in "/etc/nginx/.htpasswd"` or `user "bob": password
+/// mismatch` (ngx_http_auth_basic_module). A request that sent none (`no
+/// user/password was provided`) is the server asking, not a failure.
+fn nginx_auth_failure(msg: &str) -> Option<&str> {
+    let (user, rest) = msg.strip_prefix("user \"")?.split_once('"')?;
+    (rest.starts_with(" was not found in ") || rest.starts_with(": password mismatch"))
+        .then_some(user)
+}
+
+/// The user and path of refused HTTP Basic credentials in Apache's error
+/// log (mod_authn_file, mod_auth_basic): `AH01618: user bob not found: /x`
+/// and `AH01617: user bob: authentication failure for "/x": Password
+/// Mismatch`, with or without the message code (2.2 wrote none).
+fn apache_auth_failure(msg: &str) -> Option<(&str, &str)> {
+    let msg = msg.trim_end();
+    let msg = match msg.split_once(": ") {
+        Some((code, rest))
+            if code.starts_with("AH") && code[2..].bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            rest
+        }
+        _ => msg,
+    };
+    let rest = msg.strip_prefix("user ")?;
+    if let Some((user, path)) = rest.split_once(" not found: ")
+        && !user.contains(' ')
+    {
+        return Some((user, path));
+    }
+    let (user, rest) = rest.split_once(": authentication failure for \"")?;
+    let (path, _) = rest.split_once('"')?;
+    (!user.contains(' ')).then_some((user, path))
 }
 
 /// The request target or file an Apache error names, so error logs carry

@@ -145,8 +145,10 @@ fn parse_fields(ev: &mut Event, line: &str, state: &SourceState) -> bool {
         Some(Cow::Owned(m)) => ev.message_owned = Some(m),
         None => {}
     }
-    if ev.action.is_none() && ev.http_status.is_some() {
-        ev.action = Some(Cow::Borrowed("http_request"));
+    if ev.action.is_none()
+        && let Some(status) = ev.http_status
+    {
+        ev.action = Some(Cow::Borrowed(super::access::request_action(ev, status)));
         super::mark_proxy_target(ev);
     }
     true

@@ -173,6 +173,62 @@ fn apache_error() {
 }
 
 #[test]
+fn refused_basic_credentials_are_auth_failures_in_error_and_access_logs() {
+    let cases = [
+        (
+            r#"2021/09/30 09:23:53 [error] 1925800#1925800: *17 user "foo" was not found in "/tmp/a.htpasswd", client: 127.0.0.1, server: _, request: "GET /admin HTTP/1.1", host: "localhost""#,
+            "foo",
+            "/admin",
+        ),
+        (
+            r#"2021/09/30 09:23:54 [error] 1925800#1925800: *18 user "bob": password mismatch, client: 127.0.0.1, server: _, request: "GET / HTTP/1.1", host: "localhost""#,
+            "bob",
+            "/",
+        ),
+        (
+            "[Thu Oct 13 12:24:49.880562 2022] [auth_basic:error] [pid 10:tid 14012] [client 127.0.0.1:50229] AH01618: user sss not found: /private",
+            "sss",
+            "/private",
+        ),
+        (
+            r#"[Thu Oct 13 12:24:50.880562 2022] [auth_basic:error] [pid 10:tid 14012] [client 127.0.0.1:50230] AH01617: user bob: authentication failure for "/private": Password Mismatch"#,
+            "bob",
+            "/private",
+        ),
+        (
+            r#"[Thu Oct 13 12:24:51 2011] [error] [client 127.0.0.1] user bob: authentication failure for "/": Password Mismatch"#,
+            "bob",
+            "/",
+        ),
+        (
+            r#"127.0.0.1 - bob [06/Mar/2022:16:14:13 +0000] "GET /private HTTP/1.1" 401 141 "-" "curl/8.0""#,
+            "bob",
+            "/private",
+        ),
+    ];
+    for (line, user, url) in cases {
+        let ev = one(line);
+        assert_eq!(ev.action.as_deref(), Some("http_auth_failure"), "{line}");
+        assert_eq!(ev.user_name(), Some(user), "{line}");
+        assert_eq!(ev.url_original(), Some(url), "{line}");
+        assert_eq!(ev.source_ip(), Some("127.0.0.1"), "{line}");
+    }
+    // the server asking for credentials, a stale token, and other errors
+    for line in [
+        r#"2021/09/30 09:23:53 [error] 19#19: *17 no user/password was provided for basic authentication, client: 127.0.0.1, server: _, request: "GET / HTTP/1.1""#,
+        r#"127.0.0.1 - - [06/Mar/2022:16:14:13 +0000] "GET /private HTTP/1.1" 401 141 "-" "curl/8.0""#,
+        r#"127.0.0.1 - bob [06/Mar/2022:16:14:13 +0000] "GET /private HTTP/1.1" 200 141 "-" "curl/8.0""#,
+        "[Thu Oct 13 12:24:49.880562 2022] [core:error] [pid 10] [client 127.0.0.1:50229] AH00128: File does not exist: /var/www/user bob not found: x",
+    ] {
+        assert_ne!(
+            one(line).action.as_deref(),
+            Some("http_auth_failure"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn kernel_oom_bare_and_dmesg() {
     let ev = one(
         "Killed process 1012 (heapster) total-vm:327128kB, anon-rss:306328kB, file-rss:11132kB",
