@@ -323,9 +323,12 @@ impl Ingress {
     }
 
     pub fn blocking_send(&self, batch: RawBatch) -> Result<(), Refused> {
-        self.tx
-            .blocking_send(vec![batch])
-            .map_err(|_| Refused::Closed)
+        self.blocking_send_all(vec![batch])
+    }
+
+    /// Sends a group whole from a thread outside the runtime, waiting for room.
+    pub fn blocking_send_all(&self, batches: Vec<RawBatch>) -> Result<(), Refused> {
+        self.tx.blocking_send(batches).map_err(|_| Refused::Closed)
     }
 
     /// Sends waiting for the parse stage.

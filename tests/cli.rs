@@ -245,6 +245,8 @@ fn a_files_findings_resolve_when_the_file_ends_not_when_the_last_does() {
     let dir = scratch("tp-ended");
     std::fs::create_dir_all(&dir).unwrap();
     let (first, second) = (dir.join("a.log"), dir.join("b.log"));
+    // two small files travel between the stages in one batch: the first
+    // ends inside it, and still resolves before the second's events
     std::fs::write(&first, rotated(10, 1)).unwrap();
     std::fs::write(&second, rotated(12, 6)).unwrap();
     let out = tp()

@@ -80,6 +80,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // files are bounded: a jump back in time (rotated logs in any order)
     // starts a new segment rather than losing what follows as late
     spec.detect.out_of_order = crate::pipeline::config::OutOfOrder::Segment;
+    // as fast as the files read, throughput first; a paced replay stands
+    // in for a live stream and keeps a live pipeline's batches
+    if args.lines_per_sec.is_none() {
+        spec.batch_size = PipelineSpec::REPLAY_BATCH;
+    }
     spec.sinks = if args.respond {
         Vec::new()
     } else {

@@ -219,7 +219,12 @@ pub async fn run(
 }
 
 /// Reads files (or stdin) one after another into the graph, on a blocking
-/// thread; input `i` is `Origin::Input(i)`.
+/// thread; input `i` is `Origin::Input(i)`. Small files travel together:
+/// a file's last lines wait for the next file's first ones until a batch's
+/// worth is gathered, so a thousand 200-line files (a load balancer's
+/// five-minute logs) cross the stages in a few hundred hand-offs rather
+/// than thousands; each file's findings still resolve right after its own
+/// last event (see the detect stage).
 pub fn spawn_files(
     inputs: Vec<(Option<String>, Option<f64>)>,
     batch_size: usize,
@@ -230,6 +235,24 @@ pub fn spawn_files(
         // bytes for the next batch: about what the last one held (files
         // of one kind have lines of about one length)
         let mut room = 0;
+        let mut gathered = Gathered::default();
+        let mut closed = false;
+        // busy: reading and splitting, not waiting for the parser
+        let mut since = Instant::now();
+        let send =
+            |batches: Vec<RawBatch>, live: &mut Live, closed: &mut bool, since: &mut Instant| {
+                let n: u64 = batches.iter().map(|b| b.lines.len() as u64).sum();
+                live.busy(*since);
+                let refused = *closed || ingress.blocking_send_all(batches).is_err();
+                *since = Instant::now();
+                if refused {
+                    *closed = true;
+                    live.count(n, 0, 0);
+                    live.drop("downstream_closed", n);
+                } else {
+                    live.count(n, 0, n);
+                }
+            };
         for (i, (path, pace)) in inputs.iter().enumerate() {
             let reader: Box<dyn std::io::BufRead> = match path {
                 Some(p) => match std::fs::File::open(p) {
@@ -239,27 +262,10 @@ pub fn spawn_files(
                 None => Box::new(std::io::BufReader::new(std::io::stdin())),
             };
             let mut lines = Lines::with_capacity(batch_size, room);
-            let mut closed = false;
             let pace = pace.filter(|p| *p > 0.0);
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = Duration::from_millis(10);
-            // busy: reading and splitting, not waiting for the parser
-            let mut since = Instant::now();
-            let send =
-                |batch: RawBatch, live: &mut Live, closed: &mut bool, since: &mut Instant| {
-                    let n = batch.lines.len() as u64;
-                    live.busy(*since);
-                    let refused = *closed || ingress.blocking_send(batch).is_err();
-                    *since = Instant::now();
-                    if refused {
-                        *closed = true;
-                        live.count(n, 0, 0);
-                        live.drop("downstream_closed", n);
-                    } else {
-                        live.count(n, 0, n);
-                    }
-                };
             crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
                 if let Some(p) = pace {
                     // hold each line until its time comes, as a live stream would deliver it
@@ -280,8 +286,13 @@ pub fn spawn_files(
                     room = lines.bytes() + lines.bytes() / 8;
                     let full =
                         std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
+                    // what was gathered goes first and alone: a group over a
+                    // batch is cut, and the files in it end with its last part
+                    if !gathered.batches.is_empty() {
+                        send(gathered.take(), &mut live, &mut closed, &mut since);
+                    }
                     let batch = RawBatch::lines(Origin::Input(i), full);
-                    send(batch, &mut live, &mut closed, &mut since);
+                    send(vec![batch], &mut live, &mut closed, &mut since);
                 }
             })
             .map_err(|e| {
@@ -291,10 +302,49 @@ pub fn spawn_files(
             // the end of the file, even with no line left to send: its
             // windows close once the lines before are evaluated
             let batch = RawBatch::lines(Origin::Input(i), lines).ending();
-            send(batch, &mut live, &mut closed, &mut since);
+            // a paced input is a live stream's stand-in: it waits for no one
+            if pace.is_some() {
+                send(vec![batch], &mut live, &mut closed, &mut since);
+            } else if let Some(group) = gathered.add(batch, batch_size) {
+                send(group, &mut live, &mut closed, &mut since);
+            }
+        }
+        if !gathered.batches.is_empty() {
+            send(gathered.take(), &mut live, &mut closed, &mut since);
         }
         Ok(live.rep)
     })
+}
+
+/// The ends of small files waiting to travel together (see [`spawn_files`]).
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<RawBatch>,
+    lines: usize,
+}
+
+impl Gathered {
+    /// Adds a file's last batch; returns a group to send once a batch's
+    /// worth is gathered. A group never grows past a batch by gathering
+    /// (the parse stage would cut it, and every file in it would end with
+    /// its last part): what was there leaves first.
+    fn add(&mut self, batch: RawBatch, batch_size: usize) -> Option<Vec<RawBatch>> {
+        let n = batch.lines.len();
+        let out = (!self.batches.is_empty() && self.lines + n > batch_size).then(|| self.take());
+        self.lines += n;
+        self.batches.push(batch);
+        match out {
+            Some(out) => Some(out),
+            None if self.lines >= batch_size => Some(self.take()),
+            None => None,
+        }
+    }
+
+    /// What is gathered, emptied.
+    fn take(&mut self) -> Vec<RawBatch> {
+        self.lines = 0;
+        std::mem::take(&mut self.batches)
+    }
 }
 
 /// The running stages, from parse to the sinks; [`Running::finish`] waits
@@ -465,14 +515,33 @@ pub fn start(
         let mut segments = 0;
         'batches: while let Some(Batch {
             events: batch,
-            ended,
+            mut ended,
         }) = clustered_rx.recv().await
         {
             let mut t = Instant::now();
             live.queue(clustered_rx.len());
             let mut findings = Vec::new();
-            for ev in &batch {
-                engine.process(ev, &mut findings);
+            let mut rest = &batch[..];
+            while let Some(first) = rest.first() {
+                // a file's events are one run; small files share a batch
+                let domain = first.time_domain;
+                let run = rest
+                    .iter()
+                    .position(|e| e.time_domain != domain)
+                    .unwrap_or(rest.len());
+                for ev in &rest[..run] {
+                    engine.process(ev, &mut findings);
+                }
+                rest = &rest[run..];
+                // a file that ended before the batch's end resolves before
+                // the next file's events, as if it had travelled alone (a
+                // small file's open findings are few: at once, not in parts)
+                if !rest.is_empty()
+                    && let Some(k) = ended.iter().position(|d| *d == domain)
+                {
+                    ended.swap_remove(k);
+                    while engine.end_domain(domain, usize::MAX, &mut findings) {}
+                }
             }
             if let Some(w) = &mut events_sink
                 && let Err(e) = w.write(&batch)
@@ -789,4 +858,43 @@ pub fn run_inline(
     }
     stages.engine.flush(&mut findings);
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ending(input: usize, lines: usize) -> RawBatch {
+        let lines: Vec<String> = (0..lines).map(|i| format!("line {i}")).collect();
+        RawBatch::lines(Origin::Input(input), lines).ending()
+    }
+
+    fn inputs(group: &[RawBatch]) -> Vec<usize> {
+        group
+            .iter()
+            .map(|b| match b.origin {
+                Origin::Input(i) => i,
+                _ => usize::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_files_travel_together_and_a_group_never_grows_past_a_batch_by_gathering() {
+        let mut g = Gathered::default();
+        assert!(g.add(ending(0, 300), 1024).is_none());
+        assert!(g.add(ending(1, 300), 1024).is_none());
+        assert!(g.add(ending(2, 300), 1024).is_none());
+        // a fourth would make 1,200 lines: the three leave first, in order
+        let group = g.add(ending(3, 300), 1024).expect("a batch's worth");
+        assert_eq!(inputs(&group), [0, 1, 2]);
+        assert_eq!(g.lines, 300);
+        // exactly a batch's worth leaves at once
+        let group = g.add(ending(4, 724), 1024).expect("a batch's worth");
+        assert_eq!(inputs(&group), [3, 4]);
+        assert!(g.batches.is_empty() && g.lines == 0);
+        // an empty file's end waits with the others
+        assert!(g.add(ending(5, 0), 1024).is_none());
+        assert_eq!(inputs(&g.take()), [5]);
+    }
 }
