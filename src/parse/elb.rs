@@ -112,7 +112,7 @@ impl<'a> Header<'a> {
 }
 
 /// `address:port`, IPv6 addresses included (`[2001:db8::1]:443`).
-fn client(word: &str) -> Option<(&str, u16)> {
+pub(crate) fn client(word: &str) -> Option<(&str, u16)> {
     let (ip, port) = word.rsplit_once(':')?;
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     Some((ip, port.parse().ok()?)).filter(|_| is_ip(ip))
@@ -189,7 +189,7 @@ fn request_line(ev: &mut Event, request: &str) {
 
 /// The fields of an entry: space-separated words and quoted strings (the
 /// quotes dropped, `\"` kept as written).
-struct Fields<'a>(&'a str);
+pub(super) struct Fields<'a>(pub(super) &'a str);
 
 impl<'a> Iterator for Fields<'a> {
     type Item = &'a str;

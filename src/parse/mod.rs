@@ -17,6 +17,7 @@ mod access;
 mod alertmanager;
 mod auth;
 mod elb;
+mod envoy;
 mod errorlog;
 mod haproxy;
 mod json;
@@ -63,6 +64,8 @@ pub enum Format {
     W3c,
     /// AWS load balancer access log (Application or Classic).
     Elb,
+    /// Envoy's or Istio's default text access log.
+    Envoy,
     /// No parsing: the event is the line (`message` = line).
     Raw,
 }
@@ -236,6 +239,7 @@ fn parse_format(ev: &mut Event, line: &str, format: Format, state: &mut SourceSt
         Format::Kernel => kernel::parse_dmesg(ev, line) || kernel::parse_message(ev, line),
         Format::Klog => kube::parse_klog_line(ev, line, state),
         Format::Elb => elb::parse(ev, line),
+        Format::Envoy => envoy::parse(ev, line),
         Format::KubeEvents => kube::parse_events_line(ev, line),
         // a detected source's line that fits no W3C columns (files of
         // other formats after an IIS log on one stream) is detected anew
@@ -282,6 +286,8 @@ pub fn detect(b: &[u8]) -> Format {
         b'[' => {
             if b.get(1).is_some_and(|c| c.is_ascii_alphabetic()) {
                 Format::ApacheError
+            } else if envoy::looks_like_envoy(b) {
+                Format::Envoy
             } else {
                 Format::Kernel
             }

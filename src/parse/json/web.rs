@@ -1,6 +1,8 @@
 //! Access logs that web servers and proxies write as JSON under names of
-//! their own: Caddy (`request.uri`, `request.client_ip`, headers as arrays)
-//! and Traefik (`RequestPath`, `ClientHost`, `DownstreamStatus`). Their
+//! their own: Caddy (`request.uri`, `request.client_ip`, headers as arrays),
+//! Traefik (`RequestPath`, `ClientHost`, `DownstreamStatus`) and Envoy as
+//! Istio configures it (`path`, `downstream_remote_address`,
+//! `response_code`, `response_flags`). Their
 //! keys are renamed to ECS names before the generic placement, so their
 //! requests carry the fields an access log line gives (`source.ip`,
 //! `url.original`, `user_agent.original`, …) and reach the web detectors
@@ -10,7 +12,10 @@
 //!
 //! Key names follow each project's documentation: Caddy's `log` directive
 //! (<https://caddyserver.com/docs/caddyfile/directives/log>) and Traefik's
-//! access logs (<https://doc.traefik.io/traefik/observability/access-logs/>).
+//! access logs (<https://doc.traefik.io/traefik/observability/access-logs/>),
+//! and the command operators of Envoy's access log, under the names
+//! Istio's JSON encoding gives them
+//! (<https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage>).
 
 use std::borrow::Cow;
 
@@ -26,6 +31,10 @@ enum To {
     Unless(&'static str, &'static str),
     /// `event.duration` (nanoseconds) from seconds.
     Seconds,
+    /// `event.duration` (nanoseconds) from milliseconds.
+    Millis,
+    /// `source.ip` from `address:port`.
+    Address,
     /// Nothing: a second timestamp.
     Drop,
 }
@@ -92,6 +101,25 @@ const SCHEMAS: &[Schema] = &[
             ("StartLocal", To::Drop),
         ],
     },
+    Schema {
+        // Istio's JSON access log (its default from 1.18) and Envoy's
+        // JSON formats that keep the operators' names
+        dataset: "envoy.access",
+        marker: "response_flags",
+        keys: &[
+            // Envoy's view of the client, through the proxies it trusts
+            ("downstream_remote_address", To::Address),
+            ("method", To::Field("http.request.method")),
+            ("path", To::Field("url.original")),
+            ("authority", To::Field("url.domain")),
+            ("protocol", To::Field("http.version")),
+            ("response_code", To::Field("http.response.status_code")),
+            ("bytes_sent", To::Field("http.response.body.bytes")),
+            ("user_agent", To::Field("user_agent.original")),
+            ("duration", To::Millis),
+            ("start_time", To::Field("@timestamp")),
+        ],
+    },
 ];
 
 /// Renames the keys of the schema `flat` follows, if any, to ECS names
@@ -128,6 +156,24 @@ pub(super) fn rename(flat: &mut [Leaf<'_>]) -> Option<&'static str> {
                 Some(ns) => {
                     leaf.text = Cow::Owned(ns.to_string());
                     "event.duration"
+                }
+                None => "",
+            },
+            To::Millis => match leaf
+                .number
+                .or_else(|| leaf.text.parse().ok())
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            {
+                Some(ms) => {
+                    leaf.text = Cow::Owned(((ms * 1e6) as i64).to_string());
+                    "event.duration"
+                }
+                None => "",
+            },
+            To::Address => match crate::parse::elb::client(&leaf.text) {
+                Some((ip, _)) => {
+                    leaf.text = Cow::Owned(ip.to_owned());
+                    "source.ip"
                 }
                 None => "",
             },
@@ -206,6 +252,27 @@ mod tests {
             "2026-12-04T10:00:00.250Z"
         );
         assert_eq!(ev.label("RouterName"), Some("web@docker"));
+    }
+
+    #[test]
+    fn istio_json_requests_carry_the_access_fields() {
+        let ev = one(
+            r#"{"authority":"shop.example","bytes_received":0,"bytes_sent":135,"connection_termination_details":null,"downstream_local_address":"10.44.1.27:8080","downstream_remote_address":"203.0.113.9:37652","duration":4,"method":"GET","path":"/.git/config","protocol":"HTTP/1.1","request_id":"84961386-6d84-929d-98bd-c5aee93b5c88","requested_server_name":null,"response_code":404,"response_code_details":"via_upstream","response_flags":"-","route_name":"default","start_time":"2026-12-04T10:00:00.409Z","upstream_cluster":"inbound|8080||","upstream_host":"10.44.1.27:8080","upstream_local_address":"127.0.0.6:41854","upstream_service_time":"3","upstream_transport_failure_reason":null,"user_agent":"zgrab/0.x","x_forwarded_for":"198.51.100.1"}"#,
+        );
+        assert_eq!(ev.dataset, "envoy.access");
+        assert_eq!(ev.category, Some("web"));
+        assert_eq!(ev.source_ip(), Some("203.0.113.9"));
+        assert_eq!(ev.url_original(), Some("/.git/config"));
+        assert_eq!(ev.http_method.as_deref(), Some("GET"));
+        assert_eq!(ev.http_status, Some(404));
+        assert_eq!(ev.http_body_bytes, Some(135));
+        assert_eq!(ev.user_agent(), Some("zgrab/0.x"));
+        assert_eq!(ev.duration_ns, Some(4_000_000));
+        assert_eq!(ev.extra("url.domain"), Some("shop.example"));
+        assert_eq!(
+            crate::time::format_rfc3339(ev.timestamp),
+            "2026-12-04T10:00:00.409Z"
+        );
     }
 
     #[test]
