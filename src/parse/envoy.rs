@@ -73,7 +73,8 @@ pub fn parse(ev: &mut Event, line: &str) -> bool {
         n += 1;
     }
     let istio = n >= 18 && f[4].1;
-    if !istio && !(n >= 11 && f[6].1 && !f[4].1) {
+    let envoy = n >= 11 && f[6].1 && !f[4].1;
+    if !(istio || envoy) {
         return false;
     }
     let Ok(code) = f[0].0.parse::<u16>() else {
