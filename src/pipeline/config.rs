@@ -23,7 +23,9 @@ pub struct PipelineSpec {
     pub detect: DetectConfig,
     pub sinks: Vec<SinkConfig>,
     /// Events per batch between stages. The default keeps a batch (events
-    /// and their strings) within a core's L2 cache from one stage to the next.
+    /// and their strings) within a core's L2 cache from one stage to the
+    /// next, and finding latency low under a backlog; `replay` of files
+    /// uses 1,024 (`PipelineSpec::REPLAY_BATCH`).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Groups of lines the parse stage's input channel holds (what the
