@@ -17,7 +17,11 @@ use crate::event::{Event, Outcome, Text};
 /// Parses an sshd message; false when it is not one sshd itself writes
 /// (PAM lines are handled by the caller).
 pub fn parse(ev: &mut Event, msg: &str) -> bool {
-    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    // a failure that ends the session is logged as `fatal: …`
+    let msg = msg
+        .strip_prefix("error: ")
+        .or_else(|| msg.strip_prefix("fatal: "))
+        .unwrap_or(msg);
     let msg = msg.strip_suffix(" [preauth]").unwrap_or(msg);
     if let Some(rest) = msg.strip_prefix("Failed ") {
         return login(ev, rest, Outcome::Failure);
@@ -120,8 +124,9 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         return true;
     }
     if let Some(rest) = msg.strip_prefix("Timeout before authentication for ") {
+        // `IP port N`; since 9.8 the listener's `connection from IP to IP, pid = N`
         set(ev, "ssh_disconnect_preauth", Outcome::Failure);
-        ip_port(ev, rest);
+        ip_port(ev, rest.strip_prefix("connection from ").unwrap_or(rest));
         return true;
     }
     if msg.starts_with("reverse mapping checking getaddrinfo for ") {

@@ -173,6 +173,33 @@ fn apache_error() {
 }
 
 #[test]
+fn login_grace_timeouts_name_their_client_in_every_form_sshd_wrote() {
+    for (line, ip) in [
+        (
+            "Jul 22 17:47:22 host sshd[38609]: Timeout before authentication for connection from 123.139.26.46 to 172.21.39.242, pid = 78856",
+            "123.139.26.46",
+        ),
+        (
+            "Mar 30 22:33:44 srv1 sshd[3000]: fatal: Timeout before authentication for 10.10.0.3",
+            "10.10.0.3",
+        ),
+        (
+            "Mar 30 22:33:46 srv1 sshd-session[3002]: fatal: Timeout before authentication for 10.10.0.5 port 50123",
+            "10.10.0.5",
+        ),
+    ] {
+        let ev = one(line);
+        assert_eq!(
+            ev.action.as_deref(),
+            Some("ssh_disconnect_preauth"),
+            "{line}"
+        );
+        assert_eq!(ev.outcome, Outcome::Failure, "{line}");
+        assert_eq!(ev.source_ip(), Some(ip), "{line}");
+    }
+}
+
+#[test]
 fn refused_basic_credentials_are_auth_failures_in_error_and_access_logs() {
     let cases = [
         (
