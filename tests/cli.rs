@@ -473,3 +473,27 @@ fn validate_sigma_ends_with_loaded_and_unsupported_and_replay_runs_the_rules() {
     assert_eq!(f["context"]["sigma.author"], "Tester");
     assert!(String::from_utf8_lossy(&out.stderr).contains("sigma: 1 loaded, 1 unsupported"));
 }
+
+#[test]
+fn a_file_that_cannot_be_opened_stops_the_replay_after_what_was_read_is_evaluated() {
+    let out = tp()
+        .args(["replay", "--reference-time", "2026-06-01T00:00:00Z"])
+        .arg("fixtures/detectors/crowdsec-ssh-bf/input.log")
+        .arg("fixtures/detectors/no-such-file.log")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open fixtures/detectors/no-such-file.log"),
+        "{stderr}"
+    );
+    // the first file's brute force is found and printed all the same
+    let findings = json_lines(&out.stdout);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["detector"]["id"] == "identity.ssh_brute_force"),
+        "{findings:#?}"
+    );
+}

@@ -257,7 +257,13 @@ pub fn spawn_files(
             let reader: Box<dyn std::io::BufRead> = match path {
                 Some(p) => match std::fs::File::open(p) {
                     Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
-                    Err(e) => anyhow::bail!("cannot open {p}: {e}"),
+                    Err(e) => {
+                        // the files before were read whole: they go on first
+                        if !gathered.batches.is_empty() {
+                            send(gathered.take(), &mut live, &mut closed, &mut since);
+                        }
+                        anyhow::bail!("cannot open {p}: {e}")
+                    }
                 },
                 None => Box::new(std::io::BufReader::new(std::io::stdin())),
             };
@@ -266,7 +272,7 @@ pub fn spawn_files(
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = Duration::from_millis(10);
-            crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
+            let read = crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
                 if let Some(p) = pace {
                     // hold each line until its time comes, as a live stream would deliver it
                     let due = Duration::from_secs_f64(read as f64 / p);
@@ -297,7 +303,13 @@ pub fn spawn_files(
             })
             .map_err(|e| {
                 anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
-            })?;
+            });
+            if let Err(e) = read {
+                if !gathered.batches.is_empty() {
+                    send(gathered.take(), &mut live, &mut closed, &mut since);
+                }
+                return Err(e);
+            }
             room = room.max(lines.bytes() + lines.bytes() / 8);
             // the end of the file, even with no line left to send: its
             // windows close once the lines before are evaluated

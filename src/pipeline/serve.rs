@@ -290,7 +290,12 @@ pub async fn serve(
             let _ = t.await;
         }
     }
-    let file_report: StageReport = files.await??;
+    // a file that cannot be read stops the reading, not the stages: what
+    // was read before it is evaluated and stored, then the error is told
+    let (file_report, file_error) = match files.await? {
+        Ok(report) => (report, None),
+        Err(e) => (StageReport::new("source"), Some(e)),
+    };
     if file_report.received > 0 || !long_lived(spec) {
         reports.push(file_report);
     }
@@ -313,5 +318,8 @@ pub async fn serve(
         summary.stages.push(task.await?);
     }
     let _ = stop_tx.send(true);
-    Ok(summary)
+    match file_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
