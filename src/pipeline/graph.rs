@@ -259,8 +259,8 @@ pub fn spawn_files(
                     Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
                     Err(e) => {
                         // the files before were read whole: they go on first
-                        if !gathered.batches.is_empty() {
-                            send(gathered.take(), &mut live, &mut closed, &mut since);
+                        if let Some(group) = gathered.drain() {
+                            send(group, &mut live, &mut closed, &mut since);
                         }
                         anyhow::bail!("cannot open {p}: {e}")
                     }
@@ -272,7 +272,7 @@ pub fn spawn_files(
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = Duration::from_millis(10);
-            let read = crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
+            let outcome = crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
                 if let Some(p) = pace {
                     // hold each line until its time comes, as a live stream would deliver it
                     let due = Duration::from_secs_f64(read as f64 / p);
@@ -294,8 +294,8 @@ pub fn spawn_files(
                         std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
                     // what was gathered goes first and alone: a group over a
                     // batch is cut, and the files in it end with its last part
-                    if !gathered.batches.is_empty() {
-                        send(gathered.take(), &mut live, &mut closed, &mut since);
+                    if let Some(group) = gathered.drain() {
+                        send(group, &mut live, &mut closed, &mut since);
                     }
                     let batch = RawBatch::lines(Origin::Input(i), full);
                     send(vec![batch], &mut live, &mut closed, &mut since);
@@ -304,9 +304,9 @@ pub fn spawn_files(
             .map_err(|e| {
                 anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
             });
-            if let Err(e) = read {
-                if !gathered.batches.is_empty() {
-                    send(gathered.take(), &mut live, &mut closed, &mut since);
+            if let Err(e) = outcome {
+                if let Some(group) = gathered.drain() {
+                    send(group, &mut live, &mut closed, &mut since);
                 }
                 return Err(e);
             }
@@ -321,8 +321,8 @@ pub fn spawn_files(
                 send(group, &mut live, &mut closed, &mut since);
             }
         }
-        if !gathered.batches.is_empty() {
-            send(gathered.take(), &mut live, &mut closed, &mut since);
+        if let Some(group) = gathered.drain() {
+            send(group, &mut live, &mut closed, &mut since);
         }
         Ok(live.rep)
     })
@@ -342,7 +342,11 @@ impl Gathered {
     /// its last part): what was there leaves first.
     fn add(&mut self, batch: RawBatch, batch_size: usize) -> Option<Vec<RawBatch>> {
         let n = batch.lines.len();
-        let out = (!self.batches.is_empty() && self.lines + n > batch_size).then(|| self.take());
+        let out = if self.lines + n > batch_size {
+            self.drain()
+        } else {
+            None
+        };
         self.lines += n;
         self.batches.push(batch);
         match out {
@@ -350,6 +354,11 @@ impl Gathered {
             None if self.lines >= batch_size => Some(self.take()),
             None => None,
         }
+    }
+
+    /// What is gathered, if anything, emptied.
+    fn drain(&mut self) -> Option<Vec<RawBatch>> {
+        (!self.batches.is_empty()).then(|| self.take())
     }
 
     /// What is gathered, emptied.
