@@ -53,6 +53,7 @@ pub fn parse_embedded(ev: &mut Event, msg: &str, program: &str) -> bool {
     let ts = ev.timestamp;
     ev.category = tmp.category;
     ev.outcome = tmp.outcome;
+    ev.action = tmp.action;
     ev.source_ip = tmp.source_ip;
     ev.user_name = tmp.user_name;
     ev.http_method = tmp.http_method;
@@ -61,6 +62,7 @@ pub fn parse_embedded(ev: &mut Event, msg: &str, program: &str) -> bool {
     ev.http_body_bytes = tmp.http_body_bytes;
     ev.user_agent = tmp.user_agent;
     ev.extra.extend(tmp.extra);
+    ev.labels.extend(tmp.labels);
     ev.timestamp = if tmp.timestamp != 0 {
         tmp.timestamp
     } else {
@@ -144,15 +146,65 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
             ev.push_extra("http.request.referrer", referrer);
         }
         if let Some(r) = r.trim_start().strip_prefix('"')
-            && let Some((ua, _)) = split_quoted(r)
-            && ua != "-"
-            && !ua.is_empty()
+            && let Some((ua, r)) = split_quoted(r)
         {
-            ev.set_user_agent(ua);
+            if ua != "-" && !ua.is_empty() {
+                ev.set_user_agent(ua);
+            }
+            // nginx's stock `main` format ends with "$http_x_forwarded_for"
+            if let Some(r) = r.trim_start().strip_prefix('"')
+                && let Some((xff, _)) = split_quoted(r)
+            {
+                forwarded_client(ev, client, xff);
+            }
         }
     }
     mark_request(ev, status);
     true
+}
+
+/// Behind a load balancer or reverse proxy on the local network, the peer
+/// is the proxy and the client is in `X-Forwarded-For`: as nginx's
+/// `real_ip_recursive` with private addresses trusted, the client is the
+/// rightmost entry that is not itself a local proxy (entries further left
+/// are what the client claimed, and can be forged). Without this every
+/// attacker behind the balancer would be one offender: the balancer. A
+/// public peer is the client whatever the header says.
+fn forwarded_client(ev: &mut Event, peer: &str, xff: &str) {
+    if xff == "-" || !super::is_ip(peer) || !is_local(peer) {
+        return;
+    }
+    let mut entries = xff.rsplit(',').map(str::trim).filter(|e| super::is_ip(e));
+    let Some(mut client) = entries.next() else {
+        return;
+    };
+    while is_local(client) {
+        match entries.next() {
+            Some(e) => client = e,
+            None => break,
+        }
+    }
+    ev.set_source_ip(client);
+    ev.push_label("forwarded_by", peer);
+}
+
+/// A loopback, private (RFC 1918, RFC 4193), shared (RFC 6598) or
+/// link-local address: where a site's own proxies live.
+pub(super) fn is_local(ip: &str) -> bool {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
 }
 
 /// Marks `ev` an HTTP request answered with `status` (a failure from

@@ -200,6 +200,46 @@ fn login_grace_timeouts_name_their_client_in_every_form_sshd_wrote() {
 }
 
 #[test]
+fn a_client_behind_a_local_proxy_is_taken_from_x_forwarded_for() {
+    let line = |peer: &str, xff: &str| {
+        format!(
+            r#"{peer} - - [05/Mar/2026:10:00:01 +0000] "GET /.env HTTP/1.1" 404 153 "-" "curl/8.0" "{xff}""#
+        )
+    };
+    for (peer, xff, client) in [
+        // nginx's stock `main` format behind a balancer on the private network
+        ("10.0.0.1", "203.0.113.6", "203.0.113.6"),
+        // a forged entry to the left is passed over; local hops to the right too
+        (
+            "10.0.0.1",
+            "198.51.100.1, 203.0.113.6, 10.0.3.4",
+            "203.0.113.6",
+        ),
+        ("127.0.0.1", "2001:db8::7", "2001:db8::7"),
+        // all local: the leftmost
+        ("10.0.0.1", "192.168.1.20, 10.0.3.4", "192.168.1.20"),
+        // a public peer is the client whatever it claims
+        ("203.0.113.9", "198.51.100.1", "203.0.113.9"),
+        // no header, or junk
+        ("10.0.0.1", "-", "10.0.0.1"),
+        ("10.0.0.1", "unknown", "10.0.0.1"),
+    ] {
+        // as written to a file, and as sent to syslog (`access_log syslog:`)
+        for line in [
+            line(peer, xff),
+            format!("<190>Mar  5 10:00:01 web1 nginx: {}", line(peer, xff)),
+        ] {
+            let ev = one(&line);
+            assert_eq!(ev.source_ip(), Some(client), "{line}");
+            let forwarded = (client != peer).then_some(peer);
+            assert_eq!(ev.label("forwarded_by"), forwarded, "{line}");
+            assert_eq!(ev.user_agent(), Some("curl/8.0"));
+            assert_eq!(ev.action.as_deref(), Some("http_request"), "{line}");
+        }
+    }
+}
+
+#[test]
 fn refused_basic_credentials_are_auth_failures_in_error_and_access_logs() {
     let cases = [
         (
