@@ -171,21 +171,29 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
 /// attacker behind the balancer would be one offender: the balancer. A
 /// public peer is the client whatever the header says.
 fn forwarded_client(ev: &mut Event, peer: &str, xff: &str) {
-    if xff == "-" || !super::is_ip(peer) || !is_local(peer) {
+    if !super::is_ip(peer) || !is_local(peer) {
         return;
     }
+    if let Some(client) = client_forwarded_for(xff) {
+        ev.set_source_ip(client);
+        ev.push_label("forwarded_by", peer);
+    }
+}
+
+/// The client an `X-Forwarded-For` list names: its rightmost address that
+/// is not a local proxy (entries further left are what the client claimed,
+/// and can be forged), or the leftmost when all are local; none in `-` or
+/// junk.
+pub(super) fn client_forwarded_for(xff: &str) -> Option<&str> {
     let mut entries = xff.rsplit(',').map(str::trim).filter(|e| super::is_ip(e));
-    let Some(mut client) = entries.next() else {
-        return;
-    };
+    let mut client = entries.next()?;
     while is_local(client) {
         match entries.next() {
             Some(e) => client = e,
             None => break,
         }
     }
-    ev.set_source_ip(client);
-    ev.push_label("forwarded_by", peer);
+    Some(client)
 }
 
 /// A loopback, private (RFC 1918, RFC 4193), shared (RFC 6598) or

@@ -20,15 +20,15 @@
 //!
 //! The client: Istio logs `%DOWNSTREAM_REMOTE_ADDRESS%`, Envoy's own view
 //! of the client (through the proxies it trusts). Envoy's default logs no
-//! peer address, only `X-Forwarded-For`: its last entry is the one the
-//! nearest proxy wrote (the balancer in front, or Envoy itself at the
-//! edge), while the first can be anything a client sent. A response code
+//! peer address, only `X-Forwarded-For`: read as the access parser reads
+//! it behind a local proxy, its rightmost entry that is not a local proxy
+//! (the one the nearest proxy in front wrote), while the first can be
+//! anything a client sent. A response code
 //! of 0 (the client left before an answer) is no status.
 
 use std::borrow::Cow;
 
 use super::elb::{Fields, client};
-use super::is_ip;
 use crate::event::Event;
 use crate::time::parse_rfc3339;
 
@@ -100,7 +100,7 @@ pub fn parse(ev: &mut Event, line: &str) -> bool {
             ev.source_port = Some(port);
         }
         None => {
-            if let Some(ip) = xff.rsplit(',').next().map(str::trim).filter(|ip| is_ip(ip)) {
+            if let Some(ip) = super::access::client_forwarded_for(xff) {
                 ev.set_source_ip(ip);
             }
         }
