@@ -1,7 +1,8 @@
 //! Drain-style online template mining (He et al., ICWS 2017).
 //!
 //! ```text
-//! content ─> tokens (whitespace) ─> mask (mask.rs) ─> tree walk:
+//! content ─> tokens (words.rs) ─> mask (mask.rs; a run of variables is
+//!   one, as lists vary in length) ─> tree walk:
 //!   token count ─> first `depth` tokens (masked ones take the <*> branch,
 //!   and so do tokens past `max_children` at a node) ─> leaf: clusters of that
 //!   length ─> most similar cluster (share of equal non-wildcard tokens,
@@ -150,14 +151,23 @@ type LineMemo = crate::memo::Memo<Seen, 4096, 128>;
 
 /// Whether a token is a keyword: an upper-case word such as a protocol,
 /// unit, method, state or status name (`HTTPS`, `SOCKS5`, `KB`, `GET`,
-/// `LOOKING`, `TIME_WAIT`), in brackets or not, or glued to the bracket
-/// that follows it (`LOGIN(uid=0)`, `DENIED[<*>]`). Such words name what a
+/// `LOOKING`, `TIME_WAIT`), in brackets or not, glued to the bracket
+/// that follows it (`LOGIN(uid=0)`, `DENIED[<*>]`), or the last part of a
+/// qualified name (`android.intent.action.SCREEN_OFF`). Such words name what a
 /// line is about, so two lines that differ in one are two templates
 /// (`(<*> KB)` and `(<*> MB)`, `open through proxy <*> HTTPS` and
 /// `… SOCKS5`, `by (uid=<*>)` and `by LOGIN(uid=<*>)`), however similar the
 /// rest; other constants may still generalise to `<*>`.
 fn is_keyword(tok: &str) -> bool {
     if is_upper_word(tok) {
+        return true;
+    }
+    // a qualified constant: `android.intent.action.SCREEN_OFF`
+    if let Some((_, last)) = tok
+        .trim_end_matches(|c: char| c.is_ascii_punctuation())
+        .rsplit_once('.')
+        && is_upper_word(last)
+    {
         return true;
     }
     let word = tok
@@ -201,7 +211,7 @@ fn tokenize<'a>(
 ) -> u64 {
     hashes.clear();
     let mut keywords = 0u64;
-    for (i, tok) in tokens.enumerate() {
+    for tok in tokens {
         let raw = xxh3_64(tok.as_bytes());
         let (hash, keyword) = match memo.get(raw, tok.as_bytes()) {
             Some(&known) => known,
@@ -217,6 +227,11 @@ fn tokenize<'a>(
                 seen
             }
         };
+        // a run of variables is one (`channels <*> <*> <*>`: lists vary in length)
+        if hash == WILD && hashes.last() == Some(&WILD) {
+            continue;
+        }
+        let i = hashes.len();
         if i < 64 && keyword {
             keywords |= 1 << i;
         }
@@ -235,13 +250,19 @@ type TokenMemo = crate::memo::Memo<(u64, bool), 4096, 64>;
 /// The masked token texts (for a new cluster's template).
 fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
     let mut masked = String::new();
-    tokens
-        .map(|tok| match classify(tok, &mut masked) {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for tok in tokens {
+        let m = classify(tok, &mut masked);
+        if m == Masked::Wild && out.last().is_some_and(|t| &**t == WILDCARD) {
+            continue;
+        }
+        out.push(match m {
             Masked::Keep => tok.into(),
             Masked::Wild => WILDCARD.into(),
             Masked::Partial => masked.as_str().into(),
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// Share of the template's constant tokens that the line keeps in place.
@@ -316,7 +337,7 @@ impl Drain {
 
     /// Assigns `content` to a cluster; returns the cluster index.
     pub fn add(&mut self, content: &str) -> usize {
-        self.add_tokens(content.split_ascii_whitespace())
+        self.add_tokens(super::words::tokens(content))
     }
 
     /// Like [`Drain::add_tokens`], for a line whose tokens `key` fixes (the
@@ -506,13 +527,20 @@ mod tests {
     #[test]
     fn keywords_keep_templates_apart() {
         let mut d = Drain::new(DrainConfig::default());
-        let kb =
-            d.add("chrome.exe close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received");
-        let mb =
-            d.add("chrome.exe close, 1190 bytes (1.16 MB) sent, 1671 bytes (1.63 KB) received");
-        let kb2 = d.add("chrome.exe close, 12 bytes (0.01 KB) sent, 9 bytes (0.01 KB) received");
-        assert_ne!(kb, mb);
+        let kb = d.add("memory used 512 KB of 2048 MB");
+        let gb = d.add("memory used 512 GB of 2048 MB");
+        let kb2 = d.add("memory used 12 KB of 4096 MB");
+        assert_ne!(kb, gb);
         assert_eq!(kb, kb2);
+        // a size restated in brackets is not read (see words.rs), whatever its unit
+        let a = d.add("chrome.exe close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 MB) received");
+        let b = d.add("chrome.exe close, 190 bytes sent, 1671 bytes (1.63 KB) received");
+        let c = d.add("chrome.exe close, 19 bytes sent, 71 bytes received");
+        assert!(a == b && b == c);
+        assert_eq!(
+            &*d.cluster(a).text,
+            "chrome.exe close, <*> bytes sent, <*> bytes received"
+        );
         // a word that is no keyword still generalises
         let a = d.add("open through proxy 10.0.0.1:80 HTTPS for alice");
         let b = d.add("open through proxy 10.0.0.2:80 HTTPS for bob");
@@ -532,6 +560,13 @@ mod tests {
         let plain = d.add("session opened for user cyrus by (uid=0)");
         assert_ne!(plain, login);
         assert!(!is_keyword("Failed") && !is_keyword("K"));
+        // the last part of a qualified name: two broadcasts, not one with a variable
+        let on = d.add("onReceive action: android.intent.action.SCREEN_ON");
+        let off = d.add("onReceive action: android.intent.action.SCREEN_OFF");
+        assert_ne!(on, off);
+        assert!(
+            is_keyword("android.intent.action.SCREEN_OFF,") && !is_keyword("com.huawei.health")
+        );
     }
 
     proptest! {

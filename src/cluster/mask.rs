@@ -29,7 +29,10 @@ pub enum Masked {
 /// masking allocates nothing once it has grown.
 pub fn classify(tok: &str, out: &mut String) -> Masked {
     out.clear();
-    if !mask_into(tok, out) {
+    if tok == WILDCARD {
+        // a variable already (see words.rs)
+        Masked::Wild
+    } else if !mask_into(tok, out) {
         Masked::Keep
     } else if out == WILDCARD {
         Masked::Wild

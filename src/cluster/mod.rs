@@ -13,6 +13,7 @@ pub mod drain;
 pub mod eval;
 pub mod logformat;
 pub mod mask;
+pub mod words;
 
 use crate::event::{Event, TemplateRef};
 pub use drain::{Drain, DrainConfig};
