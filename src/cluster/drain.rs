@@ -4,7 +4,7 @@
 //! content ─> tokens (words.rs) ─> mask (mask.rs; a run of variables is
 //!   one, as lists vary in length) ─> tree walk:
 //!   token count ─> first `depth` tokens (masked ones take the <*> branch,
-//!   and so do tokens past `max_children` at a node) ─> leaf: clusters of that
+//!   and so do qualified names and tokens past `max_children` at a node) ─> leaf: clusters of that
 //!   length ─> most similar cluster (share of equal non-wildcard tokens,
 //!   ties to the most general) ─> at or above `similarity`: merge (differing
 //!   positions become <*>), else a new cluster
@@ -202,15 +202,18 @@ fn is_upper_word(tok: &str) -> bool {
 
 /// Masked token hashes (no allocation: partly variable tokens are masked
 /// into the reused `masked` buffer; the text is rebuilt only for a new cluster).
-/// Returns the keyword positions (the first 64).
+/// Returns the keyword positions (the first 64) and, of the first `route`
+/// positions, those of qualified names (see [`is_qualified_name`]).
 fn tokenize<'a>(
     tokens: impl Iterator<Item = &'a str>,
     hashes: &mut Vec<u64>,
     masked: &mut String,
     memo: &mut TokenMemo,
-) -> u64 {
+    route: usize,
+) -> (u64, u64) {
     hashes.clear();
     let mut keywords = 0u64;
+    let mut qualified = 0u64;
     for tok in tokens {
         let raw = xxh3_64(tok.as_bytes());
         let (hash, keyword) = match memo.get(raw, tok.as_bytes()) {
@@ -235,9 +238,26 @@ fn tokenize<'a>(
         if i < 64 && keyword {
             keywords |= 1 << i;
         }
+        if i < route.min(64) && hash != WILD && is_qualified_name(tok) {
+            qualified |= 1 << i;
+        }
         hashes.push(hash);
     }
-    keywords
+    (keywords, qualified)
+}
+
+/// A dotted name such as a bundle, job or logger id
+/// (`com.apple.Safari.SafeBrowsing.Update:`): at the head of a line it names
+/// who speaks rather than what is said, so it does not route the line (it
+/// still counts in the similarity): `com.apple.CacheDelete.daily: scheduler
+/// told me to run this job` and the same from another job meet in one leaf.
+fn is_qualified_name(tok: &str) -> bool {
+    let core = tok.trim_end_matches([':', ',', ';']);
+    let b = core.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b.iter().filter(|&&c| c == b'.').count() >= 2
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// What tokenizing made of recently seen tokens (masked hash, keyword or
@@ -382,13 +402,14 @@ impl Drain {
     /// Assigns a line to a cluster: (cluster index, leaf).
     fn place<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> (usize, usize) {
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
-        let keywords = tokenize(
+        let (keywords, qualified) = tokenize(
             tokens.clone(),
             &mut hashes,
             &mut self.scratch_masked,
             &mut self.memo,
+            self.cfg.depth,
         );
-        let leaf = self.leaf_for(&hashes);
+        let leaf = self.leaf_for(&hashes, qualified);
         let idx = match self.best_match(leaf, &hashes, keywords) {
             Some((ci, sim)) if sim >= self.cfg.similarity => {
                 self.merge(leaf, ci, &hashes);
@@ -439,7 +460,7 @@ impl Drain {
     }
 
     /// Walks (and grows) the tree to the leaf for this token sequence.
-    fn leaf_for(&mut self, hashes: &[u64]) -> usize {
+    fn leaf_for(&mut self, hashes: &[u64], unrouted: u64) -> usize {
         let len = hashes.len();
         let mut cur = match self.roots.get(&len) {
             Some(&n) => n,
@@ -449,7 +470,12 @@ impl Drain {
                 n
             }
         };
-        for &h in hashes.iter().take(self.cfg.depth) {
+        for (i, &h) in hashes.iter().take(self.cfg.depth).enumerate() {
+            let h = if i < 64 && unrouted & (1 << i) != 0 {
+                WILD
+            } else {
+                h
+            };
             let next = match self.nodes[cur].children.get(&h) {
                 Some(&n) => n,
                 None => {
@@ -567,6 +593,26 @@ mod tests {
         assert!(
             is_keyword("android.intent.action.SCREEN_OFF,") && !is_keyword("com.huawei.health")
         );
+    }
+
+    #[test]
+    fn a_qualified_name_at_the_head_does_not_route_the_line() {
+        let mut d = Drain::new(DrainConfig::default());
+        let tail = "scheduler_evaluate_activity told me to run this job; however, but the start time isn't for 29590 seconds. Ignoring.";
+        let a = d.add(&format!("com.apple.CacheDelete.daily: {tail}"));
+        let b = d.add(&format!("com.apple.Safari.SafeBrowsing.Update: {tail}"));
+        assert_eq!(a, b);
+        assert!(
+            d.cluster(a)
+                .text
+                .starts_with("<*> scheduler_evaluate_activity")
+        );
+        // an ordinary head word still routes
+        let c = d.add("Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:5");
+        let e = d.add("Deleting block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:5");
+        assert_ne!(c, e);
+        assert!(is_qualified_name("com.apple.cts:") && !is_qualified_name("ARPT:"));
+        assert!(!is_qualified_name("a.b") && !is_qualified_name("/usr/lib/x.so.1"));
     }
 
     proptest! {
