@@ -216,13 +216,17 @@ fn tokenize<'a>(
     let mut qualified = 0u64;
     for tok in tokens {
         let raw = xxh3_64(tok.as_bytes());
-        let (hash, keyword) = match memo.get(raw, tok.as_bytes()) {
+        let (hash, keyword, qualified_name) = match memo.get(raw, tok.as_bytes()) {
             Some(&known) => known,
             None => {
                 let seen = match classify(tok, masked) {
-                    Masked::Keep => (raw | 1, is_keyword(tok)),
-                    Masked::Wild => (WILD, false),
-                    Masked::Partial => (xxh3_64(masked.as_bytes()) | 1, is_keyword(tok)),
+                    Masked::Keep => (raw | 1, is_keyword(tok), is_qualified_name(tok)),
+                    Masked::Wild => (WILD, false, false),
+                    Masked::Partial => (
+                        xxh3_64(masked.as_bytes()) | 1,
+                        is_keyword(tok),
+                        is_qualified_name(tok),
+                    ),
                 };
                 if let Some(known) = memo.put(raw, tok.as_bytes()) {
                     *known = seen;
@@ -238,7 +242,7 @@ fn tokenize<'a>(
         if i < 64 && keyword {
             keywords |= 1 << i;
         }
-        if i < route.min(64) && hash != WILD && is_qualified_name(tok) {
+        if i < route.min(64) && qualified_name {
             qualified |= 1 << i;
         }
         hashes.push(hash);
@@ -261,11 +265,11 @@ fn is_qualified_name(tok: &str) -> bool {
 }
 
 /// What tokenizing made of recently seen tokens (masked hash, keyword or
-/// not), by the token's own hash: logs repeat their words, path segments
+/// not, qualified name or not), by the token's own hash: logs repeat their words, path segments
 /// and even most of their numbers line after line, and a hash and a
 /// compare cost a fraction of masking. Tokens up to 64 bytes are
 /// remembered.
-type TokenMemo = crate::memo::Memo<(u64, bool), 4096, 64>;
+type TokenMemo = crate::memo::Memo<(u64, bool, bool), 4096, 64>;
 
 /// The masked token texts (for a new cluster's template).
 fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
