@@ -132,7 +132,7 @@ mod tests {
     fn a_restated_size_is_left_out_and_a_bound_with_its_unit_is_one_variable() {
         assert_eq!(
             cut("close, 451 bytes sent, 18846 bytes (18.4 KB) received, lifetime <1 sec"),
-            cut("close, 451 bytes sent, 426 bytes received, lifetime <*>"),
+            cut("close, 451 bytes sent, 18846 bytes received, lifetime <*>"),
         );
         assert_eq!(
             cut("close, 1190 bytes (1.16 KB) sent, 0 bytes received, lifetime 00:02").len(),
