@@ -4,8 +4,8 @@
 //! content ─> tokens (words.rs) ─> mask (mask.rs; a run of variables is
 //!   one, as lists vary in length) ─> tree walk:
 //!   token count ─> first `depth` tokens (masked ones take the <*> branch,
-//!   and so do qualified names and tokens past `max_children` at a node) ─> leaf: clusters of that
-//!   length ─> most similar cluster (share of equal non-wildcard tokens,
+//!   and so do qualified names and tokens past `max_children` at a node)
+//!   ─> leaf: clusters of that length ─> most similar cluster (share of equal non-wildcard tokens,
 //!   ties to the most general) ─> at or above `similarity`: merge (differing
 //!   positions become <*>), else a new cluster
 //! ```
@@ -155,7 +155,7 @@ type LineMemo = crate::memo::Memo<Seen, 4096, 128>;
 /// that follows it (`LOGIN(uid=0)`, `DENIED[<*>]`), or the last part of a
 /// qualified name (`android.intent.action.SCREEN_OFF`). Such words name what a
 /// line is about, so two lines that differ in one are two templates
-/// (`(<*> KB)` and `(<*> MB)`, `open through proxy <*> HTTPS` and
+/// (`<*> KB` and `<*> MB`, `open through proxy <*> HTTPS` and
 /// `… SOCKS5`, `by (uid=<*>)` and `by LOGIN(uid=<*>)`), however similar the
 /// rest; other constants may still generalise to `<*>`.
 fn is_keyword(tok: &str) -> bool {
@@ -265,9 +265,9 @@ fn is_qualified_name(tok: &str) -> bool {
 }
 
 /// What tokenizing made of recently seen tokens (masked hash, keyword or
-/// not, qualified name or not), by the token's own hash: logs repeat their words, path segments
-/// and even most of their numbers line after line, and a hash and a
-/// compare cost a fraction of masking. Tokens up to 64 bytes are
+/// not, qualified name or not), by the token's own hash: logs repeat their
+/// words, path segments and even most of their numbers line after line,
+/// and a hash and a compare cost a fraction of masking. Tokens up to 64 bytes are
 /// remembered.
 type TokenMemo = crate::memo::Memo<(u64, bool, bool), 4096, 64>;
 
