@@ -253,16 +253,16 @@ pub fn spawn_files(
                     live.count(n, 0, n);
                 }
             };
+        // a file that cannot be opened or read ends the reading; the files
+        // before it were read whole, and go on before the error is told
+        let mut failure = None;
         for (i, (path, pace)) in inputs.iter().enumerate() {
             let reader: Box<dyn std::io::BufRead> = match path {
                 Some(p) => match std::fs::File::open(p) {
                     Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
                     Err(e) => {
-                        // the files before were read whole: they go on first
-                        if let Some(group) = gathered.drain() {
-                            send(group, &mut live, &mut closed, &mut since);
-                        }
-                        anyhow::bail!("cannot open {p}: {e}")
+                        failure = Some(anyhow::anyhow!("cannot open {p}: {e}"));
+                        break;
                     }
                 },
                 None => Box::new(std::io::BufReader::new(std::io::stdin())),
@@ -305,10 +305,8 @@ pub fn spawn_files(
                 anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
             });
             if let Err(e) = outcome {
-                if let Some(group) = gathered.drain() {
-                    send(group, &mut live, &mut closed, &mut since);
-                }
-                return Err(e);
+                failure = Some(e);
+                break;
             }
             room = room.max(lines.bytes() + lines.bytes() / 8);
             // the end of the file, even with no line left to send: its
@@ -324,7 +322,10 @@ pub fn spawn_files(
         if let Some(group) = gathered.drain() {
             send(group, &mut live, &mut closed, &mut since);
         }
-        Ok(live.rep)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(live.rep),
+        }
     })
 }
 
