@@ -50,6 +50,9 @@ use crate::parse::{SourceState, bound_to_receipt, parse_line_of};
 /// Batches a channel between two stages holds (see the module's docs).
 const HANDOFF: usize = 1;
 
+/// Emptied event batches held for reuse by the parse stage.
+const SPARE_BATCHES: usize = 4;
+
 /// Final versions the detect stage sends at a time when its input ends.
 const FLUSH_PART: usize = 4096;
 
@@ -402,6 +405,10 @@ pub fn start(
     let (deduped_tx, mut deduped_rx) = mpsc::channel::<Batch>(HANDOFF);
     let (clustered_tx, mut clustered_rx) = mpsc::channel::<Batch>(HANDOFF);
     let (findings_tx, mut findings_rx) = mpsc::channel::<Vec<Finding>>(cap);
+    // emptied batches go back to the parse stage: a batch's buffer freed
+    // on the detect stage's thread and allocated anew on the parser's
+    // came back as fresh pages, faulted in and zeroed for every batch
+    let (spare_tx, mut spare_rx) = mpsc::channel::<Vec<Event>>(SPARE_BATCHES);
 
     let board = Board::default();
     let mut parser = Parser::new(
@@ -418,7 +425,8 @@ pub fn start(
             let t = Instant::now();
             live.queue(raw_rx.len());
             let lines: usize = group.iter().map(|b| b.lines.len()).sum();
-            let mut events = Vec::with_capacity(lines);
+            let mut events = spare_rx.try_recv().unwrap_or_default();
+            events.reserve(lines);
             let mut ended = Vec::new();
             for b in &mut group {
                 if b.last
@@ -536,7 +544,7 @@ pub fn start(
         let mut late = 0;
         let mut segments = 0;
         'batches: while let Some(Batch {
-            events: batch,
+            events: mut batch,
             mut ended,
         }) = clustered_rx.recv().await
         {
@@ -590,6 +598,11 @@ pub fn start(
             late = s.late;
             segments = s.segments;
             metrics::gauge!(crate::metrics::DETECT_TRACKED_KEYS).set(engine.tracked_keys() as f64);
+            // a pushed group's batch can be large: that one is let go
+            if batch.capacity() <= SPARE_BATCHES * batch_size {
+                batch.clear();
+                let _ = spare_tx.try_send(batch);
+            }
             if !findings.is_empty() && findings_tx.send(findings).await.is_err() {
                 break;
             }
