@@ -1,6 +1,8 @@
 //! Access logs: nginx and apache, combined and common
 //! (`IP - user [30/Sep/2021:11:11:54 +0200] "GET /p HTTP/1.1" 404 162 "ref" "ua"`),
-//! also with a leading virtual host (`vhost:port IP - - [...]`).
+//! also with a leading virtual host (`vhost:port IP - - [...]`), and with
+//! an `X-Forwarded-For` list or `-` where the client's address would be
+//! (Apache's `%{X-Forwarded-For}i` in place of `%h`).
 //!
 //! Hand-written scanning instead of a regex: access logs are the bulk of web
 //! traffic and this runs once per line.
@@ -17,7 +19,9 @@ pub fn looks_like_access(b: &[u8]) -> bool {
     let Some(open) = head.iter().position(|&c| c == b'[') else {
         return false;
     };
-    open > 6
+    // `- - - [`: no client at all (an `X-Forwarded-For` field of a
+    // request that came direct)
+    open >= 6
         && head[open - 1] == b' '
         && head.get(open + 3) == Some(&b'/')
         && head[..open].iter().filter(|&&c| c == b' ').count() >= 3
@@ -85,12 +89,24 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     let open = open - 1;
     let mut head = [""; 4];
     let mut n = 0;
+    // a field ending in a comma goes on in the next: Apache's
+    // `%{X-Forwarded-For}i` in place of the peer logs a list, `a, b - -`
+    let mut list_from = None;
     for t in line[..open].split(' ').filter(|s| !s.is_empty()) {
+        let at = t.as_ptr() as usize - line.as_ptr() as usize;
+        let from = list_from.take().unwrap_or(at);
+        if t.ends_with(',') {
+            list_from = Some(from);
+            continue;
+        }
         let Some(slot) = head.get_mut(n) else {
             return false;
         };
-        *slot = t;
+        *slot = &line[from..at + t.len()];
         n += 1;
+    }
+    if list_from.is_some() {
+        return false;
     }
     // optional leading vhost: "vhost:443 1.2.3.4 - -"
     let (client, user) = match n {
@@ -126,6 +142,12 @@ fn parse_fields(ev: &mut Event, line: &str) -> bool {
     if client != "-" {
         if is_ip(client) {
             ev.set_source_ip(client);
+        } else if client.contains(',') {
+            // an `X-Forwarded-For` list logged as the client: read as the
+            // header is read after the user agent
+            if let Some(ip) = client_forwarded_for(client) {
+                ev.set_source_ip(ip);
+            }
         } else {
             ev.push_label("client_host", client);
         }

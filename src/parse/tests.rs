@@ -240,6 +240,47 @@ fn a_client_behind_a_local_proxy_is_taken_from_x_forwarded_for() {
 }
 
 #[test]
+fn an_x_forwarded_for_list_or_a_dash_in_place_of_the_client_is_read() {
+    // Apache's `%{X-Forwarded-For}i %l %u %t "%r" %>s %b` behind a balancer
+    let line = |client: &str| {
+        format!(
+            r#"{client} - - [05/Mar/2026:10:00:01 +0000] "GET /?q=%3Cscript%3E HTTP/1.1" 200 153 "-" "curl/8.0""#
+        )
+    };
+    for (client, ip, domain) in [
+        ("203.0.113.6", Some("203.0.113.6"), None),
+        // the rightmost address that is not a local proxy
+        ("198.51.100.1, 203.0.113.6", Some("203.0.113.6"), None),
+        ("198.51.100.1,203.0.113.6", Some("203.0.113.6"), None),
+        ("203.0.113.6, 10.0.3.4", Some("203.0.113.6"), None),
+        (
+            "198.51.100.1, 203.0.113.6, 10.0.3.4",
+            Some("203.0.113.6"),
+            None,
+        ),
+        // with a virtual host before it
+        (
+            "shop.example:443 198.51.100.1, 203.0.113.6",
+            Some("203.0.113.6"),
+            Some("shop.example"),
+        ),
+        // a request that came direct has no header: no client, still a request
+        ("-", None, None),
+    ] {
+        let line = line(client);
+        let ev = one(&line);
+        assert_eq!(ev.action.as_deref(), Some("http_request"), "{line}");
+        assert_eq!(ev.source_ip(), ip, "{line}");
+        assert_eq!(ev.extra("url.domain"), domain, "{line}");
+        assert_eq!(ev.user_agent(), Some("curl/8.0"), "{line}");
+        assert_eq!(ev.label("client_host"), None, "{line}");
+    }
+    // a list cut off before the user fields is not an access line
+    let ev = one(r#"198.51.100.1, [05/Mar/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 153"#);
+    assert_ne!(ev.action.as_deref(), Some("http_request"));
+}
+
+#[test]
 fn refused_basic_credentials_are_auth_failures_in_error_and_access_logs() {
     let cases = [
         (
