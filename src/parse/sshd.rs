@@ -7,7 +7,10 @@
 //! `ssh_banner_error`, `ssh_no_identification`, `ssh_reverse_mapping_failed`,
 //! `ssh_negotiation_failed`, `ssh_connection`, `ssh_connection_refused` (TCP
 //! wrappers: `refused connect from HOST (IP)`, an address that
-//! `hosts.deny` or `hosts.allow` keeps out).
+//! `hosts.deny` or `hosts.allow` keeps out), `ssh_auth_penalty_drop` and
+//! `ssh_penalty_drop` (a connection of an address sshd penalised, for
+//! failed logins or for anything else, with `labels.penalty`: see
+//! [`dropped_connection`]), `ssh_maxstartups_drop`.
 
 use std::borrow::Cow;
 
@@ -149,12 +152,57 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         ev.source_ip = Some(inner).filter(|ip| is_ip(ip)).map(|ip| ev.text(ip));
         return true;
     }
+    if let Some(rest) = msg.strip_prefix("drop connection #") {
+        return dropped_connection(ev, rest);
+    }
     if let Some(rest) = msg.strip_prefix("Connection from ") {
         set(ev, "ssh_connection", Outcome::Unknown);
         ip_port(ev, rest);
         return true;
     }
     false
+}
+
+/// The listener turned a connection away before it reached a session:
+/// "N from [IP]:PORT on [IP]:PORT REASON". Since 9.8 sshd penalises an
+/// address that fails to log in, connects without trying to, or overstays
+/// the login grace time (`PerSourcePenalties`, on by default), and while
+/// the penalty lasts it drops the address's connections with
+/// `penalty: WHY`. A brute force against such a server shows a few failed
+/// passwords and then only these; they are failures of the address.
+/// `past MaxStartups` is the server shedding load, whoever connects: no
+/// failure of anyone's.
+fn dropped_connection(ev: &mut Event, rest: &str) -> bool {
+    let Some((peer, tail)) = rest
+        .split_once(" from [")
+        .and_then(|(_, r)| r.split_once("]:"))
+    else {
+        return false;
+    };
+    let (port, tail) = token(tail);
+    // "on [IP]:PORT REASON"
+    let reason = tail
+        .strip_prefix("on [")
+        .and_then(|r| r.split_once("]:"))
+        .map_or("", |(_, r)| token(r).1);
+    match reason.strip_prefix("penalty: ") {
+        Some(why) => {
+            // failed logins are what a brute force leaves; the others
+            // (connecting without trying, overstaying the grace time, a
+            // crash) are probing
+            let action = if why == "failed authentication" {
+                "ssh_auth_penalty_drop"
+            } else {
+                "ssh_penalty_drop"
+            };
+            set(ev, action, Outcome::Failure);
+            ev.push_label("penalty", why);
+        }
+        None => set(ev, "ssh_maxstartups_drop", Outcome::Unknown),
+    }
+    ev.source_ip = Some(peer).filter(|ip| is_ip(ip)).map(|ip| ev.text(ip));
+    ev.source_port = port.parse().ok();
+    true
 }
 
 fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {

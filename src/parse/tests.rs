@@ -200,6 +200,48 @@ fn login_grace_timeouts_name_their_client_in_every_form_sshd_wrote() {
 }
 
 #[test]
+fn connections_sshd_drops_for_a_penalty_or_for_load_are_told_apart() {
+    for (msg, action, outcome, ip, penalty) in [
+        (
+            "drop connection #0 from [203.0.113.50]:40010 on [192.0.2.1]:22 penalty: failed authentication",
+            "ssh_auth_penalty_drop",
+            Outcome::Failure,
+            Some("203.0.113.50"),
+            Some("failed authentication"),
+        ),
+        (
+            "drop connection #3 from [2001:db8:7::60]:51000 on [2001:db8::1]:22 penalty: connections without attempting authentication",
+            "ssh_penalty_drop",
+            Outcome::Failure,
+            Some("2001:db8:7::60"),
+            Some("connections without attempting authentication"),
+        ),
+        (
+            "drop connection #2 from [198.51.100.9]:4000 on [192.0.2.1]:2222 penalty: exceeded LoginGraceTime",
+            "ssh_penalty_drop",
+            Outcome::Failure,
+            Some("198.51.100.9"),
+            Some("exceeded LoginGraceTime"),
+        ),
+        // load shedding turns anyone away: no one's failure
+        (
+            "drop connection #10 from [192.0.2.30]:52000 on [192.0.2.1]:22 past MaxStartups",
+            "ssh_maxstartups_drop",
+            Outcome::Unknown,
+            Some("192.0.2.30"),
+            None,
+        ),
+    ] {
+        let line = format!("Jun 12 10:00:08 bastion sshd[900]: {msg}");
+        let ev = one(&line);
+        assert_eq!(ev.action.as_deref(), Some(action), "{line}");
+        assert_eq!(ev.outcome, outcome, "{line}");
+        assert_eq!(ev.source_ip(), ip, "{line}");
+        assert_eq!(ev.label("penalty"), penalty, "{line}");
+    }
+}
+
+#[test]
 fn a_client_behind_a_local_proxy_is_taken_from_x_forwarded_for() {
     let line = |peer: &str, xff: &str| {
         format!(
