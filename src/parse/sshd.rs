@@ -10,7 +10,11 @@
 //! `hosts.deny` or `hosts.allow` keeps out), `ssh_auth_penalty_drop` and
 //! `ssh_penalty_drop` (a connection of an address sshd penalised, for
 //! failed logins or for anything else, with `labels.penalty`: see
-//! [`dropped_connection`]), `ssh_maxstartups_drop`.
+//! [`dropped_connection`]), `ssh_maxstartups_drop`, `ssh_user_not_allowed`
+//! (AllowUsers, DenyGroups, a locked account: `labels.reason`).
+//!
+//! What counts as a failure follows fail2ban's `sshd` filter (its normal
+//! mode, and the protocol errors of its `ddos` mode as probing).
 
 use std::borrow::Cow;
 
@@ -25,14 +29,63 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         .strip_prefix("error: ")
         .or_else(|| msg.strip_prefix("fatal: "))
         .unwrap_or(msg);
+    let msg = msg.strip_prefix("PAM: ").unwrap_or(msg);
     let msg = msg.strip_suffix(" [preauth]").unwrap_or(msg);
+    if let Some(rest) = not_allowed_user(msg) {
+        return user_not_allowed(ev, rest);
+    }
     if let Some(rest) = msg.strip_prefix("Failed ") {
         return login(ev, rest, Outcome::Failure);
     }
     if let Some(rest) = msg.strip_prefix("Accepted ") {
         return login(ev, rest, Outcome::Success);
     }
-    if let Some(rest) = msg.strip_prefix("Invalid user ") {
+    for prefix in [
+        "Authentication failure for ",
+        "Authentication error for ",
+        "Authentication failed for ",
+        "authentication failure for ",
+    ] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            // PAM's own failure, beside (or instead of) `Failed password`
+            set(ev, "ssh_login", Outcome::Failure);
+            let rest = rest
+                .strip_prefix("illegal user ")
+                .or_else(|| rest.strip_prefix("invalid user "))
+                .unwrap_or(rest);
+            let (user, tail) = split_user_from(rest);
+            ev.user_name = user.map(|v| ev.text(v));
+            ip_port(ev, tail);
+            return true;
+        }
+    }
+    if let Some(rest) =
+        msg.strip_prefix("User not known to the underlying authentication module for ")
+    {
+        set(ev, "ssh_invalid_user", Outcome::Failure);
+        let rest = rest
+            .strip_prefix("illegal user ")
+            .or_else(|| rest.strip_prefix("invalid user "))
+            .unwrap_or(rest);
+        let (user, tail) = split_user_from(rest);
+        ev.user_name = user.map(|v| ev.text(v));
+        ip_port(ev, tail);
+        return true;
+    }
+    if let Some(rest) = msg
+        .strip_prefix("ROOT LOGIN REFUSED")
+        .and_then(|r| super::split_once_str(r, " FROM "))
+    {
+        set(ev, "ssh_login", Outcome::Failure);
+        ev.user_name = Some(Text::Static("root"));
+        ip_port(ev, rest.1);
+        return true;
+    }
+    if let Some(rest) = msg
+        .strip_prefix("Invalid user ")
+        .or_else(|| msg.strip_prefix("Illegal user "))
+        .or_else(|| msg.strip_prefix("illegal user "))
+    {
         // "Invalid user NAME from IP [port N]"; NAME may be empty
         let (user, tail) = split_user_from(rest);
         set(ev, "ssh_invalid_user", Outcome::Failure);
@@ -70,7 +123,18 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         }
     }
     if let Some(rest) = msg.strip_prefix("Received disconnect from ") {
-        set(ev, "ssh_disconnect_preauth", Outcome::Unknown);
+        // reason 3 ("Auth fail"): the client gave up after its last
+        // credential was refused
+        let auth_fail = rest.contains(":3: ") && rest.ends_with("Auth fail");
+        set(
+            ev,
+            "ssh_disconnect_preauth",
+            if auth_fail {
+                Outcome::Failure
+            } else {
+                Outcome::Unknown
+            },
+        );
         let (ip, tail) = ip_token(rest);
         ev.source_ip = ip.map(|ip| ev.text(ip));
         if let Some(p) = tail.strip_prefix("port ") {
@@ -110,6 +174,34 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     if let Some(rest) = msg.strip_prefix("banner exchange: Connection from ") {
         set(ev, "ssh_banner_error", Outcome::Failure);
         ip_port(ev, rest);
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Bad protocol version identification ") {
+        // `'GET / HTTP/1.1' from IP port N`: something else than SSH
+        set(ev, "ssh_banner_error", Outcome::Failure);
+        if let Some(i) = super::rfind_str(rest, " from ") {
+            ip_port(ev, &rest[i + 6..]);
+        }
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("Protocol major versions differ") {
+        // `for IP: SSH-2.0-… vs. SSH-1.5-…`: an SSH-1 probe
+        set(ev, "ssh_banner_error", Outcome::Failure);
+        if let Some(r) = rest.strip_prefix(" for ") {
+            ip_port(ev, r);
+        }
+        return true;
+    }
+    if let Some(rest) = msg.strip_prefix("ssh_dispatch_run_fatal: Connection from ") {
+        // a protocol error: mid-login it ends an attempt, before it the
+        // client spoke no proper SSH
+        let (who, _) = super::split_once_str(rest, ": ").unwrap_or((rest, ""));
+        if who.starts_with("authenticating user ") || who.starts_with("invalid user ") {
+            set(ev, "ssh_disconnect_preauth", Outcome::Failure);
+        } else {
+            set(ev, "ssh_negotiation_failed", Outcome::Failure);
+        }
+        user_then_ip(ev, who);
         return true;
     }
     if msg.starts_with("kex_exchange_identification:") {
@@ -202,6 +294,30 @@ fn dropped_connection(ev: &mut Event, rest: &str) -> bool {
     }
     ev.source_ip = Some(peer).filter(|ip| is_ip(ip)).map(|ip| ev.text(ip));
     ev.source_port = port.parse().ok();
+    true
+}
+
+/// "User NAME from IP not allowed because …" (AllowUsers, DenyUsers,
+/// AllowGroups, DenyGroups, a locked account, no shell), or
+/// "User NAME not allowed because account is locked": what follows
+/// "User ", when the message is one of these.
+fn not_allowed_user(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("User ")?;
+    super::rfind_str(rest, " not allowed because ").map(|_| rest)
+}
+
+/// sshd refused a user its configuration keeps out, before any password
+/// was checked: a failed attempt, as fail2ban counts it.
+fn user_not_allowed(ev: &mut Event, rest: &str) -> bool {
+    let Some(i) = super::rfind_str(rest, " not allowed because ") else {
+        return false;
+    };
+    let (who, why) = (&rest[..i], &rest[i + " not allowed because ".len()..]);
+    set(ev, "ssh_user_not_allowed", Outcome::Failure);
+    let (user, tail) = split_user_from(who);
+    ev.user_name = user.map(|v| ev.text(v));
+    ip_port(ev, tail);
+    ev.push_label("reason", why);
     true
 }
 

@@ -242,6 +242,102 @@ fn connections_sshd_drops_for_a_penalty_or_for_load_are_told_apart() {
 }
 
 #[test]
+fn sshd_refusals_that_fail2ban_counts_are_failures() {
+    for (msg, action, ip, user) in [
+        (
+            "User root from 198.51.100.77 not allowed because not listed in AllowUsers",
+            "ssh_user_not_allowed",
+            Some("198.51.100.77"),
+            Some("root"),
+        ),
+        (
+            "User bob from 198.51.100.78 not allowed because none of user's groups are listed in AllowGroups",
+            "ssh_user_not_allowed",
+            Some("198.51.100.78"),
+            Some("bob"),
+        ),
+        (
+            "User git not allowed because account is locked",
+            "ssh_user_not_allowed",
+            None,
+            Some("git"),
+        ),
+        (
+            "error: PAM: Authentication failure for root from 203.0.113.91",
+            "ssh_login",
+            Some("203.0.113.91"),
+            Some("root"),
+        ),
+        (
+            "error: PAM: Authentication failure for illegal user admin from 203.0.113.92",
+            "ssh_login",
+            Some("203.0.113.92"),
+            Some("admin"),
+        ),
+        (
+            "error: PAM: User not known to the underlying authentication module for illegal user x from 203.0.113.93",
+            "ssh_invalid_user",
+            Some("203.0.113.93"),
+            Some("x"),
+        ),
+        (
+            "Illegal user oracle from 203.0.113.94",
+            "ssh_invalid_user",
+            Some("203.0.113.94"),
+            Some("oracle"),
+        ),
+        (
+            "ROOT LOGIN REFUSED FROM 203.0.113.95",
+            "ssh_login",
+            Some("203.0.113.95"),
+            Some("root"),
+        ),
+        (
+            "Received disconnect from 203.0.113.96 port 5000:3: com.jcraft.jsch.JSchException: Auth fail [preauth]",
+            "ssh_disconnect_preauth",
+            Some("203.0.113.96"),
+            None,
+        ),
+        (
+            "Bad protocol version identification 'GET / HTTP/1.1' from 2001:db8:5::9 port 43000",
+            "ssh_banner_error",
+            Some("2001:db8:5::9"),
+            None,
+        ),
+        (
+            "Protocol major versions differ for 203.0.113.97: SSH-2.0-OpenSSH_7.4 vs. SSH-1.5-Nmap-SSH1-Hostkey",
+            "ssh_banner_error",
+            Some("203.0.113.97"),
+            None,
+        ),
+        (
+            "ssh_dispatch_run_fatal: Connection from 203.0.113.98 port 5561: invalid format [preauth]",
+            "ssh_negotiation_failed",
+            Some("203.0.113.98"),
+            None,
+        ),
+        (
+            "ssh_dispatch_run_fatal: Connection from authenticating user root 203.0.113.99 port 5564: Broken pipe [preauth]",
+            "ssh_disconnect_preauth",
+            Some("203.0.113.99"),
+            Some("root"),
+        ),
+    ] {
+        let line = format!("Sep 14 08:00:00 gate sshd[1900]: {msg}");
+        let ev = one(&line);
+        assert_eq!(ev.action.as_deref(), Some(action), "{line}");
+        assert_eq!(ev.outcome, Outcome::Failure, "{line}");
+        assert_eq!(ev.source_ip(), ip, "{line}");
+        assert_eq!(ev.user_name(), user, "{line}");
+    }
+    // a client that hung up on its own (11) is no failure
+    let ev = one(
+        "Sep 14 08:00:00 gate sshd[1900]: Received disconnect from 203.0.113.96 port 5000:11: Bye Bye [preauth]",
+    );
+    assert_eq!(ev.outcome, Outcome::Unknown);
+}
+
+#[test]
 fn a_client_behind_a_local_proxy_is_taken_from_x_forwarded_for() {
     let line = |peer: &str, xff: &str| {
         format!(
