@@ -24,6 +24,7 @@ mod json;
 mod kernel;
 mod kube;
 mod logfmt;
+mod mail;
 mod sshd;
 mod syslog;
 mod w3c;

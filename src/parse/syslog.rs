@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::{SourceState, auth, haproxy, kernel, kube, sshd, token};
+use super::{SourceState, auth, haproxy, kernel, kube, mail, sshd, token};
 use crate::event::{Event, Text};
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev, parse_rfc3339, year_month};
 
@@ -271,8 +271,14 @@ fn program_kind(prog: &str) -> &'static str {
         "apache2",
         "httpd",
         "haproxy",
+        "dovecot",
     ];
     let base = super::find_byte(prog, b'(').map_or(prog, |i| &prog[..i]);
+    // Postfix logs as its service: `postfix/smtpd`, `postfix/submission/smtpd`,
+    // a second instance's `postfix-out/smtpd`
+    if base.starts_with("postfix") && base.ends_with("/smtpd") {
+        return "postfix";
+    }
     KNOWN.iter().find(|k| **k == base).copied().unwrap_or("")
 }
 
@@ -336,6 +342,20 @@ pub(super) fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         }
         "haproxy" => {
             haproxy::parse(ev, msg);
+        }
+        "postfix" => {
+            ev.dataset = Cow::Borrowed("postfix");
+            if ev.service_name.is_none() {
+                ev.service_name = Some(Text::Static("smtp"));
+            }
+            mail::parse_postfix(ev, msg);
+        }
+        "dovecot" => {
+            ev.dataset = Cow::Borrowed("dovecot");
+            if ev.service_name.is_none() {
+                ev.service_name = Some(Text::Static("imap"));
+            }
+            mail::parse_dovecot(ev, msg);
         }
         _ => {
             if msg.contains("pam_unix(") {
