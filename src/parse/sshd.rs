@@ -31,8 +31,11 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         .unwrap_or(msg);
     let msg = msg.strip_prefix("PAM: ").unwrap_or(msg);
     let msg = msg.strip_suffix(" [preauth]").unwrap_or(msg);
-    if let Some(rest) = not_allowed_user(msg) {
-        return user_not_allowed(ev, rest);
+    if let Some(rest) = msg.strip_prefix("User ")
+        && let Some(i) = super::rfind_str(rest, NOT_ALLOWED)
+    {
+        user_not_allowed(ev, &rest[..i], &rest[i + NOT_ALLOWED.len()..]);
+        return true;
     }
     if let Some(rest) = msg.strip_prefix("Failed ") {
         return login(ev, rest, Outcome::Failure);
@@ -297,28 +300,19 @@ fn dropped_connection(ev: &mut Event, rest: &str) -> bool {
     true
 }
 
-/// "User NAME from IP not allowed because …" (AllowUsers, DenyUsers,
-/// AllowGroups, DenyGroups, a locked account, no shell), or
-/// "User NAME not allowed because account is locked": what follows
-/// "User ", when the message is one of these.
-fn not_allowed_user(msg: &str) -> Option<&str> {
-    let rest = msg.strip_prefix("User ")?;
-    super::rfind_str(rest, " not allowed because ").map(|_| rest)
-}
+const NOT_ALLOWED: &str = " not allowed because ";
 
-/// sshd refused a user its configuration keeps out, before any password
-/// was checked: a failed attempt, as fail2ban counts it.
-fn user_not_allowed(ev: &mut Event, rest: &str) -> bool {
-    let Some(i) = super::rfind_str(rest, " not allowed because ") else {
-        return false;
-    };
-    let (who, why) = (&rest[..i], &rest[i + " not allowed because ".len()..]);
+/// "User NAME from IP not allowed because WHY" (AllowUsers, DenyUsers,
+/// AllowGroups, DenyGroups, a locked account, no shell; no address for a
+/// locked account): sshd refused a user its configuration keeps out,
+/// before any password was checked. A failed attempt, as fail2ban counts
+/// it.
+fn user_not_allowed(ev: &mut Event, who: &str, why: &str) {
     set(ev, "ssh_user_not_allowed", Outcome::Failure);
     let (user, tail) = split_user_from(who);
     ev.user_name = user.map(|v| ev.text(v));
     ip_port(ev, tail);
     ev.push_label("reason", why);
-    true
 }
 
 fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
