@@ -47,6 +47,7 @@ pub fn parse_postfix(ev: &mut Event, msg: &str) -> bool {
         && let Some((command, rest)) = super::split_once_str(rest, " from ")
     {
         set(ev, "smtp_reject", Outcome::Failure);
+        ev.category = Some("email");
         if let Some(ip) = client(rest) {
             ev.set_source_ip(ip);
         }
@@ -65,6 +66,7 @@ pub fn parse_postfix(ev: &mut Event, msg: &str) -> bool {
         && let Some((after, who)) = super::split_once_str(rest, " from ")
     {
         set(ev, "smtp_lost_connection", Outcome::Unknown);
+        ev.category = Some("email");
         if let Some(ip) = client(who) {
             ev.set_source_ip(ip);
         }
