@@ -27,7 +27,17 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
             }
             None => return false,
         },
-        None => msg,
+        None => {
+            // older systems name the module in the program: `sshd(pam_unix)[pid]`
+            if let Some(service) = ev
+                .process_name()
+                .and_then(|p| p.strip_suffix("(pam_unix)"))
+                .map(str::to_owned)
+            {
+                ev.push_label("pam_service", &service);
+            }
+            msg
+        }
     };
     if body.starts_with("authentication failure;")
         || body.starts_with("PAM ") && body.contains("authentication failure")

@@ -94,6 +94,8 @@ fn pam_in_program_tag() {
     );
     assert_eq!(ev.action.as_deref(), Some("pam_auth_failure"));
     assert_eq!(ev.source_ip(), Some("218.188.2.4"));
+    // the service, as `pam_unix(sshd:auth)` names it in the newer form
+    assert_eq!(ev.label("pam_service"), Some("sshd"));
 }
 
 #[test]
