@@ -202,6 +202,7 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
                 .program_hint
                 .as_deref()
                 .is_some_and(|p| syslog::parse_bare(ev, line, p)));
+    unmap_source_ip(ev);
     ev.parsed();
     if !ok && format != Format::Raw {
         ev.parse_error = Some(Cow::Borrowed(if format == Format::Auto {
@@ -222,6 +223,21 @@ fn parse_as(ev: &mut Event, line: &str, format: Format, state: &mut SourceState,
         ev.timestamp = ingested_ms;
     }
     ev.hash = fingerprint(ev);
+}
+
+/// A client reached over IPv4 on a dual-stack socket is logged as
+/// `::ffff:203.0.113.5` (vsftpd, Dovecot, Java servers): the same address
+/// as `203.0.113.5` in the next log, so one attacker would be two
+/// offenders, and a block of the mapped form would miss its IPv4 traffic.
+fn unmap_source_ip(ev: &mut Event) {
+    let Some(v4) = ev
+        .source_ip()
+        .and_then(|ip| ip.strip_prefix("::ffff:"))
+        .filter(|v4| v4.contains('.') && is_ip(v4))
+    else {
+        return;
+    };
+    ev.source_ip = Some(ev.text(v4));
 }
 
 /// Fills `ev` from `line` by the parser of `format`; false when it does

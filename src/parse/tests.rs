@@ -88,6 +88,22 @@ fn rsyslog_repeat_sets_count() {
 }
 
 #[test]
+fn an_ipv4_client_on_a_dual_stack_socket_is_its_ipv4_address() {
+    for line in [
+        "Jan 28 10:16:13 mx dovecot[7508]: imap-login: Disconnected (auth failed, 1 attempts in 6 secs): user=<a>, method=PLAIN, rip=::ffff:203.0.113.5, lip=::ffff:192.0.2.1, TLS, session=<x>",
+        "Jun 14 15:16:01 ftp vsftpd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=ftp ruser=anonymous rhost=::ffff:203.0.113.5",
+        r#"::ffff:203.0.113.5 - - [05/Mar/2026:10:00:01 +0000] "GET /.env HTTP/1.1" 404 153 "-" "curl/8.0""#,
+    ] {
+        assert_eq!(one(line).source_ip(), Some("203.0.113.5"), "{line}");
+    }
+    // a real IPv6 address stays as it is
+    let ev = one(
+        r#"2001:db8::7 - - [05/Mar/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 153 "-" "curl/8.0""#,
+    );
+    assert_eq!(ev.source_ip(), Some("2001:db8::7"));
+}
+
+#[test]
 fn pam_in_program_tag() {
     let ev = one(
         "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4 ",
