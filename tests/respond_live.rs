@@ -50,6 +50,28 @@ impl Drop for Killed {
     }
 }
 
+/// A server with worker processes (nginx), asked to stop: a master killed
+/// outright leaves its workers running after the test. Killed after five
+/// seconds if it has not stopped.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `curl` from a given local address; returns the HTTP status.
 fn curl(from: &str, method: &str, url: &str) -> u16 {
     let out = Command::new("curl")
@@ -177,7 +199,7 @@ http {{
         ),
     )
     .unwrap();
-    let _nginx = Killed(
+    let _nginx = Stopped(
         Command::new(NGINX)
             .args([
                 "-p",
