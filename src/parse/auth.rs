@@ -32,9 +32,9 @@ pub fn parse_pam(ev: &mut Event, msg: &str) -> bool {
             if let Some(service) = ev
                 .process_name()
                 .and_then(|p| p.strip_suffix("(pam_unix)"))
-                .map(str::to_owned)
+                .map(|s| ev.text(s))
             {
-                ev.push_label("pam_service", &service);
+                ev.labels.push(("pam_service".into(), service));
             }
             msg
         }

@@ -21,11 +21,15 @@ fn set(ev: &mut Event, action: &'static str, outcome: Outcome) {
     ev.outcome = outcome;
 }
 
-/// `HOST[IP]` (the host is `unknown` without reverse DNS): the address.
-fn client(s: &str) -> Option<&str> {
-    let (_, rest) = s.split_once('[')?;
-    let ip = rest.split(']').next()?;
-    is_ip(ip).then_some(ip)
+/// `HOST[IP]` (the host is `unknown` without reverse DNS): the address,
+/// as the event's source.
+fn set_client(ev: &mut Event, s: &str) {
+    if let Some((_, rest)) = s.split_once('[')
+        && let Some(ip) = rest.split(']').next()
+        && is_ip(ip)
+    {
+        ev.set_source_ip(ip);
+    }
 }
 
 /// Parses a message of Postfix's `smtpd`; false when it is none of these.
@@ -36,9 +40,7 @@ pub fn parse_postfix(ev: &mut Event, msg: &str) -> bool {
         && let Some((mechanism, _)) = super::split_once_str(what, " authentication failed")
     {
         set(ev, "smtp_auth", Outcome::Failure);
-        if let Some(ip) = client(who) {
-            ev.set_source_ip(ip);
-        }
+        set_client(ev, who);
         ev.push_label("auth_method", mechanism);
         return true;
     }
@@ -48,9 +50,7 @@ pub fn parse_postfix(ev: &mut Event, msg: &str) -> bool {
     {
         set(ev, "smtp_reject", Outcome::Failure);
         ev.category = Some("email");
-        if let Some(ip) = client(rest) {
-            ev.set_source_ip(ip);
-        }
+        set_client(ev, rest);
         ev.push_label("smtp_command", command);
         let reply = rest.split_once("]: ").map_or("", |(_, r)| r);
         let reason = reply.split(';').next().unwrap_or("");
@@ -67,9 +67,7 @@ pub fn parse_postfix(ev: &mut Event, msg: &str) -> bool {
     {
         set(ev, "smtp_lost_connection", Outcome::Unknown);
         ev.category = Some("email");
-        if let Some(ip) = client(who) {
-            ev.set_source_ip(ip);
-        }
+        set_client(ev, who);
         ev.push_label("after", after);
         return true;
     }

@@ -52,13 +52,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         if let Some(rest) = msg.strip_prefix(prefix) {
             // PAM's own failure, beside (or instead of) `Failed password`
             set(ev, "ssh_login", Outcome::Failure);
-            let rest = rest
-                .strip_prefix("illegal user ")
-                .or_else(|| rest.strip_prefix("invalid user "))
-                .unwrap_or(rest);
-            let (user, tail) = split_user_from(rest);
-            ev.user_name = user.map(|v| ev.text(v));
-            ip_port(ev, tail);
+            user_from(ev, unqualified(rest));
             return true;
         }
     }
@@ -66,13 +60,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         msg.strip_prefix("User not known to the underlying authentication module for ")
     {
         set(ev, "ssh_invalid_user", Outcome::Failure);
-        let rest = rest
-            .strip_prefix("illegal user ")
-            .or_else(|| rest.strip_prefix("invalid user "))
-            .unwrap_or(rest);
-        let (user, tail) = split_user_from(rest);
-        ev.user_name = user.map(|v| ev.text(v));
-        ip_port(ev, tail);
+        user_from(ev, unqualified(rest));
         return true;
     }
     if let Some(rest) = msg
@@ -90,10 +78,8 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
         .or_else(|| msg.strip_prefix("illegal user "))
     {
         // "Invalid user NAME from IP [port N]"; NAME may be empty
-        let (user, tail) = split_user_from(rest);
         set(ev, "ssh_invalid_user", Outcome::Failure);
-        ev.user_name = user.map(|v| ev.text(v));
-        ip_port(ev, tail);
+        user_from(ev, rest);
         return true;
     }
     if let Some(rest) = msg.strip_prefix("input_userauth_request: invalid user ") {
@@ -168,10 +154,7 @@ pub fn parse(ev: &mut Event, msg: &str) -> bool {
     }
     if let Some(rest) = msg.strip_prefix("maximum authentication attempts exceeded for ") {
         set(ev, "ssh_too_many_auth_failures", Outcome::Failure);
-        let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
-        let (user, tail) = split_user_from(rest);
-        ev.user_name = user.map(|v| ev.text(v));
-        ip_port(ev, tail);
+        user_from(ev, rest.strip_prefix("invalid user ").unwrap_or(rest));
         return true;
     }
     if let Some(rest) = msg.strip_prefix("banner exchange: Connection from ") {
@@ -309,9 +292,7 @@ const NOT_ALLOWED: &str = " not allowed because ";
 /// it.
 fn user_not_allowed(ev: &mut Event, who: &str, why: &str) {
     set(ev, "ssh_user_not_allowed", Outcome::Failure);
-    let (user, tail) = split_user_from(who);
-    ev.user_name = user.map(|v| ev.text(v));
-    ip_port(ev, tail);
+    user_from(ev, who);
     ev.push_label("reason", why);
 }
 
@@ -343,6 +324,21 @@ fn login(ev: &mut Event, rest: &str, outcome: Outcome) -> bool {
     ev.push_label("auth_method", method);
     ip_port(ev, tail);
     true
+}
+
+/// "NAME from IP [port N]": the user (none when empty) and the address.
+fn user_from(ev: &mut Event, s: &str) {
+    let (user, tail) = split_user_from(s);
+    ev.user_name = user.map(|v| ev.text(v));
+    ip_port(ev, tail);
+}
+
+/// PAM's messages name an unknown user `illegal user NAME` (older) or
+/// `invalid user NAME`: the name alone.
+fn unqualified(s: &str) -> &str {
+    s.strip_prefix("illegal user ")
+        .or_else(|| s.strip_prefix("invalid user "))
+        .unwrap_or(s)
 }
 
 /// Splits "NAME from TAIL" where NAME may contain spaces or be empty; uses the
