@@ -153,13 +153,17 @@ type LineMemo = crate::memo::Memo<Seen, 4096, 128>;
 /// unit, method, state or status name (`HTTPS`, `SOCKS5`, `KB`, `GET`,
 /// `LOOKING`, `TIME_WAIT`), in brackets or not, glued to the bracket
 /// that follows it (`LOGIN(uid=0)`, `DENIED[<*>]`), or the last part of a
-/// qualified name (`android.intent.action.SCREEN_OFF`). Such words name what a
+/// qualified name (`android.intent.action.SCREEN_OFF`); or a capitalised
+/// word (`Started`, `Stopped`, `Kerberos`). Such words name what a
 /// line is about, so two lines that differ in one are two templates
 /// (`<*> KB` and `<*> MB`, `open through proxy <*> HTTPS` and
-/// `… SOCKS5`, `by (uid=<*>)` and `by LOGIN(uid=<*>)`), however similar the
-/// rest; other constants may still generalise to `<*>`.
+/// `… SOCKS5`, `by (uid=<*>)` and `by LOGIN(uid=<*>)`, `VM Started` and
+/// `VM Stopped`), however similar the rest; other constants may still
+/// generalise to `<*>`. Capitalised words that do vary, the day and month
+/// names of dates written in a message, are masked before this (see
+/// `mask.rs`).
 fn is_keyword(tok: &str) -> bool {
-    if is_upper_word(tok) {
+    if is_upper_word(tok) || is_capitalised_word(tok) {
         return true;
     }
     // a qualified constant: `android.intent.action.SCREEN_OFF`
@@ -174,6 +178,17 @@ fn is_keyword(tok: &str) -> bool {
         .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
         .unwrap_or(tok.len());
     tok[word..].starts_with(['(', '[', '{', '<']) && is_upper_word(&tok[..word])
+}
+
+/// A capitalised word of 2 to 24 letters (`Started`, `Paused`), surrounding
+/// punctuation aside: a state or event name, or a sentence's first word.
+fn is_capitalised_word(tok: &str) -> bool {
+    let b = tok
+        .trim_matches(|c: char| c.is_ascii_punctuation())
+        .as_bytes();
+    (2..=24).contains(&b.len())
+        && b[0].is_ascii_uppercase()
+        && b[1..].iter().all(u8::is_ascii_lowercase)
 }
 
 /// An upper-case word of 2 to 24 letters, digits and `_` that starts with
@@ -589,7 +604,15 @@ mod tests {
         let login = d.add("session opened for user root by LOGIN(uid=0)");
         let plain = d.add("session opened for user cyrus by (uid=0)");
         assert_ne!(plain, login);
-        assert!(!is_keyword("Failed") && !is_keyword("K"));
+        assert!(is_keyword("Failed") && !is_keyword("failed") && !is_keyword("K"));
+        // a capitalised word is a state: two events, not one with a variable
+        let started = d.add("[instance: 7a1e] VM Started (Lifecycle Event)");
+        let stopped = d.add("[instance: 9c3f] VM Stopped (Lifecycle Event)");
+        assert_ne!(started, stopped);
+        // while the day and month of a date written in the message vary
+        let sun = d.add("connection from 10.0.0.1 (host) at Sun Jul 10 03:55:21 2005");
+        let fri = d.add("connection from 10.0.0.9 (other) at Fri Jun 24 18:55:01 2005");
+        assert_eq!(sun, fri);
         // the last part of a qualified name: two broadcasts, not one with a variable
         let on = d.add("onReceive action: android.intent.action.SCREEN_ON");
         let off = d.add("onReceive action: android.intent.action.SCREEN_OFF");

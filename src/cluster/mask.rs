@@ -6,7 +6,7 @@
 //! (with sign, decimals, units like `ms`, `kB`), hex (`0x1f`, long hex ids),
 //! IPv4/IPv6 with optional port, UUIDs, paths (`/a/b`), `key=value` values,
 //! and identifiers that carry digit runs (`blk_-1608`, `job_1445_0020`,
-//! `node-246`). Surrounding punctuation is kept (`[<*>]`, `(<*>)`), as the
+//! `node-246`), and day and month names. Surrounding punctuation is kept (`[<*>]`, `(<*>)`), as the
 //! Loghub ground truth writes its templates.
 
 /// The wildcard token.
@@ -52,13 +52,14 @@ pub fn mask_token(tok: &str) -> Option<String> {
 fn mask_into(tok: &str, out: &mut String) -> bool {
     let b = tok.as_bytes();
     if !b.iter().any(|c| c.is_ascii_digit()) {
-        // paths and urls without digits are still variable, in brackets too
+        // paths and urls without digits are still variable, in brackets
+        // too, and so are the names of days and months
         let start = b.iter().position(|c| !is_wrap(*c)).unwrap_or(b.len());
         let end = b
             .iter()
             .rposition(|c| !is_wrap(*c))
             .map_or(start, |e| e + 1);
-        if start < end && is_path(&tok[start..end]) {
+        if start < end && (is_path(&tok[start..end]) || is_calendar_name(&tok[start..end])) {
             out.push_str(&tok[..start]);
             out.push_str(WILDCARD);
             out.push_str(&tok[end..]);
@@ -125,6 +126,52 @@ fn mask_into(tok: &str, out: &mut String) -> bool {
         out.truncate(kept);
     }
     false
+}
+
+/// A day or month name, as dates are written inside messages (`at Sun Jul
+/// 10 03:55:21 2005`, `Monday, 2 March`): part of a timestamp, so a
+/// variable, however constant a capitalised word looks.
+fn is_calendar_name(s: &str) -> bool {
+    matches!(
+        s,
+        "Mon"
+            | "Tue"
+            | "Wed"
+            | "Thu"
+            | "Fri"
+            | "Sat"
+            | "Sun"
+            | "Monday"
+            | "Tuesday"
+            | "Wednesday"
+            | "Thursday"
+            | "Friday"
+            | "Saturday"
+            | "Sunday"
+            | "Jan"
+            | "Feb"
+            | "Mar"
+            | "Apr"
+            | "May"
+            | "Jun"
+            | "Jul"
+            | "Aug"
+            | "Sep"
+            | "Oct"
+            | "Nov"
+            | "Dec"
+            | "January"
+            | "February"
+            | "March"
+            | "April"
+            | "June"
+            | "July"
+            | "August"
+            | "September"
+            | "October"
+            | "November"
+            | "December"
+    )
 }
 
 fn is_wrap(c: u8) -> bool {
@@ -249,6 +296,9 @@ mod tests {
         assert_eq!(mask_token("/var/log/x"), Some("<*>".to_owned()));
         assert_eq!(mask_token(r"C:\Windows\Temp").as_deref(), Some("<*>"));
         assert_eq!(mask_token(r"(\\fs\share\logs)").as_deref(), Some("(<*>)"));
+        assert_eq!(mask_token("(Sun").as_deref(), Some("(<*>"));
+        assert_eq!(mask_token("July,").as_deref(), Some("<*>,"));
+        assert_eq!(mask_token("Sunday-school"), None);
         assert_eq!(mask_token("ssh2"), None);
         assert_eq!(mask_token("password"), None);
         assert_eq!(mask_token("123ms").as_deref(), Some("<*>"));
