@@ -5,9 +5,9 @@
 //! Masked, by hand-written byte checks (no regex on the hot path): numbers
 //! (with sign, decimals, units like `ms`, `kB`), hex (`0x1f`, long hex ids),
 //! IPv4/IPv6 with optional port, UUIDs, paths (`/a/b`), `key=value` values,
-//! and identifiers that carry digit runs (`blk_-1608`, `job_1445_0020`,
-//! `node-246`), and day and month names. Surrounding punctuation is kept (`[<*>]`, `(<*>)`), as the
-//! Loghub ground truth writes its templates.
+//! identifiers that carry digit runs (`blk_-1608`, `job_1445_0020`,
+//! `node-246`), and day and month names. Surrounding punctuation is kept
+//! (`[<*>]`, `(<*>)`), as the Loghub ground truth writes its templates.
 
 /// The wildcard token.
 pub const WILDCARD: &str = "<*>";
