@@ -24,7 +24,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::mask::{Masked, WILDCARD, classify};
+use super::mask::{Masked, WILDCARD, classify, is_calendar_name};
 
 /// Clustering settings; one configuration serves every log source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -183,13 +183,16 @@ fn is_keyword(tok: &str) -> bool {
 
 /// A capitalised word of 2 to 24 letters (`Started`, `Paused`), surrounding
 /// punctuation aside: a state or event name, or a sentence's first word.
+/// Not a day or month name: masking made that a variable, also in
+/// brackets or before a comma (`(Sun`, `Jul,`), where the token is only
+/// partly masked and would otherwise come here too.
 fn is_capitalised_word(tok: &str) -> bool {
-    let b = tok
-        .trim_matches(|c: char| c.is_ascii_punctuation())
-        .as_bytes();
+    let word = tok.trim_matches(|c: char| c.is_ascii_punctuation());
+    let b = word.as_bytes();
     (2..=24).contains(&b.len())
         && b[0].is_ascii_uppercase()
         && b[1..].iter().all(u8::is_ascii_lowercase)
+        && !is_calendar_name(word)
 }
 
 /// An upper-case word of 2 to 24 letters, digits and `_` that starts with
@@ -606,6 +609,7 @@ mod tests {
         let plain = d.add("session opened for user cyrus by (uid=0)");
         assert_ne!(plain, login);
         assert!(is_keyword("Failed") && !is_keyword("failed") && !is_keyword("K"));
+        assert!(!is_keyword("(Sun") && !is_keyword("Jul,"));
         // a capitalised word is a state: two events, not one with a variable
         let started = d.add("[instance: 7a1e] VM Started (Lifecycle Event)");
         let stopped = d.add("[instance: 9c3f] VM Stopped (Lifecycle Event)");

@@ -131,7 +131,7 @@ fn mask_into(tok: &str, out: &mut String) -> bool {
 /// A day or month name, as dates are written inside messages (`at Sun Jul
 /// 10 03:55:21 2005`, `Monday, 2 March`): part of a timestamp, so a
 /// variable, however constant a capitalised word looks.
-fn is_calendar_name(s: &str) -> bool {
+pub(super) fn is_calendar_name(s: &str) -> bool {
     matches!(
         s,
         "Mon"
