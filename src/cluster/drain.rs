@@ -15,7 +15,13 @@
 //! its id changes with its text (the old id stays valid for events already
 //! emitted). The cluster count is capped: past `max_clusters`, lines join
 //! the closest existing cluster of their length or an all-wildcard one, and
-//! `overflowed` counts them.
+//! `overflowed` counts them. So is the work a line costs: a leaf holds at
+//! most `leaf_templates` templates to compare it with, and a new template
+//! in a full leaf takes the place of the one matched least recently
+//! (`evicted` counts them). Real logs keep a few templates per leaf (8 at
+//! most in any log under the evaluation data); lines no template fits
+//! (garbled input, random payloads) would otherwise each add one to a leaf
+//! that every later line of that length is compared with in full.
 
 use crate::prehashed::PrehashedMap;
 use std::sync::Arc;
@@ -42,6 +48,11 @@ pub struct DrainConfig {
     /// Upper bound on clusters held in memory.
     #[serde(default = "default_max_clusters")]
     pub max_clusters: usize,
+    /// Templates a line is compared with at most: those of its leaf (its
+    /// length and leading tokens). A new template in a full leaf takes the
+    /// place of the one matched least recently, which keeps its id.
+    #[serde(default = "default_leaf_templates")]
+    pub leaf_templates: usize,
 }
 
 fn default_depth() -> usize {
@@ -60,6 +71,11 @@ fn default_max_children() -> usize {
 fn default_max_clusters() -> usize {
     100_000
 }
+fn default_leaf_templates() -> usize {
+    // eight times the most any log of the evaluation data needs; a line
+    // then costs at most 64 comparisons of its token hashes
+    64
+}
 
 impl Default for DrainConfig {
     fn default() -> Self {
@@ -68,6 +84,7 @@ impl Default for DrainConfig {
             similarity: default_similarity(),
             max_children: default_max_children(),
             max_clusters: default_max_clusters(),
+            leaf_templates: default_leaf_templates(),
         }
     }
 }
@@ -85,6 +102,10 @@ pub struct Cluster {
     pub id: u64,
     pub text: Arc<str>,
     pub size: u64,
+    /// The miner's line count when a line last joined this template: the
+    /// least recent in a full leaf makes room (see [`DrainConfig::leaf_templates`]).
+    #[serde(default)]
+    last_matched: u64,
 }
 
 impl Cluster {
@@ -97,6 +118,7 @@ impl Cluster {
             hashes,
             keywords,
             size: 0,
+            last_matched: 0,
         }
     }
 }
@@ -123,6 +145,12 @@ pub struct Drain {
     /// Times a template generalised (took a `<*>`), each giving it a new id.
     #[serde(default)]
     pub generalized: u64,
+    /// Templates that left a full leaf for a newer one.
+    #[serde(default)]
+    pub evicted: u64,
+    /// Lines added so far, which stamp [`Cluster::last_matched`].
+    #[serde(default)]
+    lines_added: u64,
     #[serde(skip)]
     scratch_hashes: Vec<u64>,
     #[serde(skip)]
@@ -317,8 +345,14 @@ fn masked_tokens<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<Box<str>> {
 /// the template's wildcard count (ties go to the most general template).
 /// A line scores 0 where it differs from a constant of the template and
 /// either of the two is a keyword: a keyword stays put whether the template
-/// or the line brought it first.
-fn similarity(template: &Cluster, line: &[u64], line_keywords: u64) -> (f64, usize) {
+/// or the line brought it first. Past `most_differing` differing tokens
+/// the line scores 0 without reading on (see [`Drain::best_match`]).
+fn similarity(
+    template: &Cluster,
+    line: &[u64],
+    line_keywords: u64,
+    most_differing: usize,
+) -> (f64, usize) {
     let mut constants = 0usize;
     let mut kept = 0usize;
     let mut differ = 0u64;
@@ -327,6 +361,8 @@ fn similarity(template: &Cluster, line: &[u64], line_keywords: u64) -> (f64, usi
             constants += 1;
             if t == h {
                 kept += 1;
+            } else if constants - kept > most_differing {
+                return (0.0, 0);
             } else if i < 64 {
                 differ |= 1 << i;
             }
@@ -353,6 +389,8 @@ impl Drain {
             clusters: Vec::new(),
             overflowed: 0,
             generalized: 0,
+            evicted: 0,
+            lines_added: 0,
             scratch_hashes: Vec::new(),
             scratch_masked: String::new(),
             memo: TokenMemo::default(),
@@ -399,7 +437,10 @@ impl Drain {
         if let Some(&seen) = self.lines.get(hash, key)
             && self.nodes[seen.leaf].generation == seen.generation
         {
-            self.clusters[seen.cluster].size += 1;
+            self.lines_added += 1;
+            let c = &mut self.clusters[seen.cluster];
+            c.size += 1;
+            c.last_matched = self.lines_added;
             return seen.cluster;
         }
         let overflowed = self.overflowed;
@@ -424,6 +465,7 @@ impl Drain {
 
     /// Assigns a line to a cluster: (cluster index, leaf).
     fn place<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> (usize, usize) {
+        self.lines_added += 1;
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
         let (keywords, qualified) = tokenize(
             tokens.clone(),
@@ -458,7 +500,9 @@ impl Drain {
                 }
             }
         };
-        self.clusters[idx].size += 1;
+        let c = &mut self.clusters[idx];
+        c.size += 1;
+        c.last_matched = self.lines_added;
         self.scratch_hashes = hashes;
         (idx, leaf)
     }
@@ -472,7 +516,19 @@ impl Drain {
     ) -> usize {
         let idx = self.clusters.len();
         self.clusters.push(Cluster::new(tokens, hashes, keywords));
-        self.nodes[leaf].clusters.push(idx);
+        let held = &mut self.nodes[leaf].clusters;
+        // `while`: a leaf restored from a checkpoint, or kept under a
+        // larger setting, may hold more
+        while held.len() >= self.cfg.leaf_templates.max(1) {
+            let clusters = &self.clusters;
+            let Some(pos) = (0..held.len()).min_by_key(|&p| clusters[held[p]].last_matched) else {
+                break;
+            };
+            // order kept: ties in similarity go to the earlier template
+            held.remove(pos);
+            self.evicted += 1;
+        }
+        held.push(idx);
         self.nodes[leaf].generation += 1;
         idx
     }
@@ -522,10 +578,32 @@ impl Drain {
         cur
     }
 
+    /// The leaf's template most similar to the line, and its score. Until
+    /// the miner is full, only a score at or above `similarity` is used:
+    /// a template stops being read once the line differs from it in more
+    /// tokens than that allows (the score is at most 1 − differing ÷
+    /// length), which is what makes a leaf of templates no line fits cheap
+    /// to walk. Past `max_clusters`, the best of any score is wanted.
     fn best_match(&self, leaf: usize, hashes: &[u64], keywords: u64) -> Option<(usize, f64)> {
+        let most_differing = if self.clusters.len() >= self.cfg.max_clusters {
+            usize::MAX
+        } else {
+            // the tolerance keeps a template that reaches the threshold exactly
+            ((1.0 - self.cfg.similarity) * hashes.len() as f64 + 1e-9).floor() as usize
+        };
+        self.best_within(leaf, hashes, keywords, most_differing)
+    }
+
+    fn best_within(
+        &self,
+        leaf: usize,
+        hashes: &[u64],
+        keywords: u64,
+        most_differing: usize,
+    ) -> Option<(usize, f64)> {
         let mut best: Option<(usize, f64, usize)> = None;
         for &ci in &self.nodes[leaf].clusters {
-            let (sim, params) = similarity(&self.clusters[ci], hashes, keywords);
+            let (sim, params) = similarity(&self.clusters[ci], hashes, keywords, most_differing);
             if best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p)) {
                 best = Some((ci, sim, params));
             }
@@ -647,6 +725,43 @@ mod tests {
         assert!(!is_qualified_name("a.b") && !is_qualified_name("/usr/lib/x.so.1"));
     }
 
+    #[test]
+    fn a_full_leaf_makes_room_by_dropping_its_least_recently_matched_template() {
+        let cfg = DrainConfig {
+            leaf_templates: 3,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(cfg);
+        // one length, one head: one leaf; no two lines alike enough to merge
+        let a = d.add("job run alpha ended cleanly");
+        let b = d.add("job run beta failed twice");
+        let c = d.add("job run gamma paused again");
+        assert_eq!(d.add("job run alpha ended cleanly"), a);
+        // a fourth template: beta, matched least recently, leaves the leaf
+        let e = d.add("job run delta moved somewhere");
+        assert_eq!(d.evicted, 1);
+        let leaf_of = |d: &Drain, i: usize| d.nodes.iter().position(|n| n.clusters.contains(&i));
+        assert_eq!(leaf_of(&d, b), None);
+        assert!([a, c, e].iter().all(|&i| leaf_of(&d, i).is_some()));
+        // a line of the dropped template starts it again, under the same id
+        let b2 = d.add("job run beta failed twice");
+        assert_ne!(b2, b);
+        assert_eq!(d.cluster(b2).id, d.cluster(b).id);
+        // the leaf never holds more than its share, however many lines
+        // fit none of its templates
+        let word = |i: usize| -> String {
+            i.to_string()
+                .bytes()
+                .map(|b| (b - b'0' + b'a') as char)
+                .collect()
+        };
+        for i in 0..200 {
+            d.add(&format!("job run {}x ended {}y", word(i), word(i + 7)));
+        }
+        assert!(d.clusters().len() > 200);
+        assert!(d.nodes.iter().all(|n| n.clusters.len() <= 3));
+    }
+
     proptest! {
         /// A line remembered by its key lands where mining it afresh would,
         /// with the same template, counts and overflow, whatever came
@@ -657,9 +772,10 @@ mod tests {
             // compete for the same lines and generalise under them
             lines in proptest::collection::vec("[ab] [xy]( [a-d]| [0-9]| A| B){1,4}", 1..120),
             max_clusters in 1usize..12,
+            leaf_templates in 1usize..5,
             similarity in 0.3f64..1.0,
         ) {
-            let cfg = DrainConfig { max_clusters, similarity, ..DrainConfig::default() };
+            let cfg = DrainConfig { max_clusters, leaf_templates, similarity, ..DrainConfig::default() };
             let (mut fresh, mut keyed) = (Drain::new(cfg.clone()), Drain::new(cfg));
             for line in &lines {
                 let a = fresh.add(line);
@@ -669,7 +785,38 @@ mod tests {
             }
             let sizes = |d: &Drain| d.clusters().iter().map(|c| (c.id, c.size)).collect::<Vec<_>>();
             prop_assert_eq!(sizes(&fresh), sizes(&keyed));
-            prop_assert_eq!((fresh.overflowed, fresh.generalized), (keyed.overflowed, keyed.generalized));
+            prop_assert_eq!(
+                (fresh.overflowed, fresh.generalized, fresh.evicted),
+                (keyed.overflowed, keyed.generalized, keyed.evicted)
+            );
+        }
+
+        /// Giving up on a template once the line differs too much never
+        /// changes where a line goes: the same template is taken, or none.
+        #[test]
+        fn reading_templates_only_while_they_can_match_decides_as_reading_them_whole(
+            lines in proptest::collection::vec("[ab] [xy]( [a-d]| [0-9]| A| [e-f]{2}){1,8}", 1..80),
+            similarity in 0.0f64..1.0,
+        ) {
+            let cfg = DrainConfig { similarity, ..DrainConfig::default() };
+            let mut d = Drain::new(cfg);
+            for line in &lines {
+                let mut hashes = Vec::new();
+                let (keywords, qualified) = tokenize(
+                    super::super::words::tokens(line),
+                    &mut hashes,
+                    &mut String::new(),
+                    &mut TokenMemo::default(),
+                    d.cfg.depth,
+                );
+                let leaf = d.leaf_for(&hashes, qualified);
+                let fits = |m: Option<(usize, f64)>| m.filter(|&(_, s)| s >= similarity).map(|(c, _)| c);
+                prop_assert_eq!(
+                    fits(d.best_match(leaf, &hashes, keywords)),
+                    fits(d.best_within(leaf, &hashes, keywords, usize::MAX))
+                );
+                d.add(line);
+            }
         }
 
         /// Template stability: the same input gives the same ids in every run.
