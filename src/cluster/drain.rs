@@ -22,6 +22,9 @@
 //! most in any log under the evaluation data); lines no template fits
 //! (garbled input, random payloads) would otherwise each add one to a leaf
 //! that every later line of that length is compared with in full.
+//! And so is memory, whatever the lines: a line counts its first
+//! [`MAX_TOKENS`] tokens (the rest are one `<*>`), and templates stop
+//! being added once they hold `max_template_bytes`, as past `max_clusters`.
 
 use crate::prehashed::PrehashedMap;
 use std::sync::Arc;
@@ -53,6 +56,10 @@ pub struct DrainConfig {
     /// place of the one matched least recently, which keeps its id.
     #[serde(default = "default_leaf_templates")]
     pub leaf_templates: usize,
+    /// Upper bound on the bytes templates hold (their words and text):
+    /// past it, as past `max_clusters`, no template is added.
+    #[serde(default = "default_max_template_bytes")]
+    pub max_template_bytes: usize,
 }
 
 fn default_depth() -> usize {
@@ -71,6 +78,10 @@ fn default_max_children() -> usize {
 fn default_max_clusters() -> usize {
     100_000
 }
+fn default_max_template_bytes() -> usize {
+    // 100,000 templates of a typical 300 bytes fill about half of it
+    64 << 20
+}
 fn default_leaf_templates() -> usize {
     // eight times the most any log of the evaluation data needs; a line
     // then costs at most 64 comparisons of its token hashes
@@ -85,11 +96,47 @@ impl Default for DrainConfig {
             max_children: default_max_children(),
             max_clusters: default_max_clusters(),
             leaf_templates: default_leaf_templates(),
+            max_template_bytes: default_max_template_bytes(),
         }
     }
 }
 
 const WILD: u64 = 0;
+
+/// Tokens of a line that count; whatever follows is one `<*>`. Four times
+/// the longest line of the evaluation data (HDFS, 110 words); a longer one
+/// (a dump, a payload) would otherwise make a template as long as itself.
+pub const MAX_TOKENS: usize = 256;
+
+/// A line's first `left` tokens, the last of them `<*>` when more follow.
+#[derive(Clone)]
+struct Capped<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<'a, I: Iterator<Item = &'a str>> Iterator for Capped<I> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match self.left {
+            0 => None,
+            1 => {
+                self.left = 0;
+                let tok = self.inner.next()?;
+                Some(if self.inner.next().is_some() {
+                    WILDCARD
+                } else {
+                    tok
+                })
+            }
+            _ => {
+                self.left -= 1;
+                self.inner.next()
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
@@ -109,6 +156,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// What the template holds in memory, about.
+    fn bytes(&self) -> u64 {
+        let words: usize = self
+            .tokens
+            .iter()
+            .map(|t| t.len() + std::mem::size_of::<Box<str>>())
+            .sum();
+        (std::mem::size_of::<Cluster>() + self.text.len() + 8 * self.hashes.len() + words) as u64
+    }
+
     fn new(tokens: Vec<Box<str>>, hashes: Vec<u64>, keywords: u64) -> Cluster {
         let text: Arc<str> = Arc::from(tokens.join(" "));
         Cluster {
@@ -151,6 +208,13 @@ pub struct Drain {
     /// Lines added so far, which stamp [`Cluster::last_matched`].
     #[serde(default)]
     lines_added: u64,
+    /// What the templates hold, about (see [`DrainConfig::max_template_bytes`]).
+    #[serde(default)]
+    held_bytes: u64,
+    /// Past the caps, the all-wildcard template of each length, shared by
+    /// the leaves of that length that have no template of their own.
+    #[serde(default)]
+    all_wild: PrehashedMap<usize, usize>,
     #[serde(skip)]
     scratch_hashes: Vec<u64>,
     #[serde(skip)]
@@ -391,6 +455,8 @@ impl Drain {
             generalized: 0,
             evicted: 0,
             lines_added: 0,
+            held_bytes: 0,
+            all_wild: PrehashedMap::default(),
             scratch_hashes: Vec::new(),
             scratch_masked: String::new(),
             memo: TokenMemo::default(),
@@ -466,6 +532,10 @@ impl Drain {
     /// Assigns a line to a cluster: (cluster index, leaf).
     fn place<'a>(&mut self, tokens: impl Iterator<Item = &'a str> + Clone) -> (usize, usize) {
         self.lines_added += 1;
+        let tokens = Capped {
+            inner: tokens,
+            left: MAX_TOKENS,
+        };
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
         let (keywords, qualified) = tokenize(
             tokens.clone(),
@@ -481,19 +551,14 @@ impl Drain {
                 ci
             }
             best => {
-                if self.clusters.len() >= self.cfg.max_clusters {
+                if self.full() {
                     self.overflowed += 1;
                     match best {
                         Some((ci, _)) => {
                             self.merge(leaf, ci, &hashes);
                             ci
                         }
-                        None => self.new_cluster(
-                            leaf,
-                            vec![WILDCARD.into(); hashes.len()],
-                            vec![WILD; hashes.len()],
-                            0,
-                        ),
+                        None => self.all_wild(leaf, hashes.len()),
                     }
                 } else {
                     self.new_cluster(leaf, masked_tokens(tokens), hashes.clone(), keywords)
@@ -507,6 +572,30 @@ impl Drain {
         (idx, leaf)
     }
 
+    /// Whether templates have reached either cap: lines then join the
+    /// closest template of their leaf, or the all-wildcard one.
+    fn full(&self) -> bool {
+        self.clusters.len() >= self.cfg.max_clusters
+            || self.held_bytes >= self.cfg.max_template_bytes as u64
+    }
+
+    /// The all-wildcard template of lines of `len` tokens, made once and
+    /// shared: past the caps, each new leaf would otherwise add one.
+    fn all_wild(&mut self, leaf: usize, len: usize) -> usize {
+        match self.all_wild.get(&len) {
+            Some(&ci) => {
+                self.nodes[leaf].clusters.push(ci);
+                self.nodes[leaf].generation += 1;
+                ci
+            }
+            None => {
+                let ci = self.new_cluster(leaf, vec![WILDCARD.into(); len], vec![WILD; len], 0);
+                self.all_wild.insert(len, ci);
+                ci
+            }
+        }
+    }
+
     fn new_cluster(
         &mut self,
         leaf: usize,
@@ -515,7 +604,9 @@ impl Drain {
         keywords: u64,
     ) -> usize {
         let idx = self.clusters.len();
-        self.clusters.push(Cluster::new(tokens, hashes, keywords));
+        let c = Cluster::new(tokens, hashes, keywords);
+        self.held_bytes += c.bytes();
+        self.clusters.push(c);
         let held = &mut self.nodes[leaf].clusters;
         // `while`: a leaf restored from a checkpoint, or kept under a
         // larger setting, may hold more
@@ -583,9 +674,10 @@ impl Drain {
     /// a template stops being read once the line differs from it in more
     /// tokens than that allows (the score is at most 1 − differing ÷
     /// length), which is what makes a leaf of templates no line fits cheap
-    /// to walk. Past `max_clusters`, the best of any score is wanted.
+    /// to walk. Past the caps (see [`Drain::full`]), the best of any score
+    /// is wanted.
     fn best_match(&self, leaf: usize, hashes: &[u64], keywords: u64) -> Option<(usize, f64)> {
-        let most_differing = if self.clusters.len() >= self.cfg.max_clusters {
+        let most_differing = if self.full() {
             usize::MAX
         } else {
             // the tolerance keeps a template that reaches the threshold exactly
@@ -615,15 +707,20 @@ impl Drain {
     fn merge(&mut self, leaf: usize, ci: usize, hashes: &[u64]) {
         let c = &mut self.clusters[ci];
         let mut changed = false;
+        // the words given up, less their `<*>`s
+        let mut freed = 0i64;
         for ((t, tok), h) in c.hashes.iter_mut().zip(c.tokens.iter_mut()).zip(hashes) {
             if *t != WILD && t != h {
                 *t = WILD;
+                freed += tok.len() as i64 - WILDCARD.len() as i64;
                 *tok = WILDCARD.into();
                 changed = true;
             }
         }
         if changed {
             let text: Arc<str> = Arc::from(c.tokens.join(" "));
+            freed += c.text.len() as i64 - text.len() as i64;
+            self.held_bytes = self.held_bytes.saturating_add_signed(-freed);
             c.id = xxh3_64(text.as_bytes());
             c.text = text;
             self.generalized += 1;
@@ -760,6 +857,70 @@ mod tests {
         }
         assert!(d.clusters().len() > 200);
         assert!(d.nodes.iter().all(|n| n.clusters.len() <= 3));
+    }
+
+    #[test]
+    fn a_long_line_counts_its_first_tokens_and_the_rest_as_one_variable() {
+        let mut d = Drain::new(DrainConfig::default());
+        let words = |n: usize, tag: &str| -> String {
+            (0..n)
+                .map(|i| format!("{tag}{}", char::from(b'a' + (i % 26) as u8)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let a = d.add(&words(5000, "w"));
+        let t = d.cluster(a).text.split(' ').collect::<Vec<_>>();
+        assert_eq!(t.len(), MAX_TOKENS);
+        let nth = |i: usize, tag: &str| format!("{tag}{}", char::from(b'a' + (i % 26) as u8));
+        assert_eq!(t[MAX_TOKENS - 2], nth(MAX_TOKENS - 2, "w"));
+        assert_eq!(t[MAX_TOKENS - 1], "<*>");
+        // another tail of any length: the same template
+        let b = d.add(&format!(
+            "{} {}",
+            words(MAX_TOKENS - 1, "w"),
+            words(900, "x")
+        ));
+        assert_eq!(a, b);
+        // exactly MAX_TOKENS tokens: nothing folded
+        let c = d.add(&words(MAX_TOKENS, "v"));
+        assert!(d.cluster(c).text.ends_with(&nth(MAX_TOKENS - 1, " v")));
+    }
+
+    #[test]
+    fn templates_stop_being_added_once_they_hold_their_share_of_memory() {
+        let cfg = DrainConfig {
+            max_template_bytes: 4096,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(cfg);
+        let word = |i: usize| -> String {
+            i.to_string()
+                .bytes()
+                .map(|b| (b - b'0' + b'a') as char)
+                .collect()
+        };
+        for i in 0..2000 {
+            // lengths 3 to 9, heads and words of their own: no two alike
+            let n = 3 + i % 7;
+            let line: Vec<String> = (0..n).map(|k| format!("{}q{}", word(i), word(k))).collect();
+            d.add(&line.join(" "));
+        }
+        assert!(d.overflowed > 0);
+        // the caps stop new templates: one past the budget at most, then
+        // one all-wildcard template per length, shared by its leaves
+        let biggest = d.clusters().iter().map(Cluster::bytes).max().unwrap();
+        assert!(
+            d.held_bytes <= 4096 + biggest + 7 * biggest,
+            "{}",
+            d.held_bytes
+        );
+        let wild: Vec<&Cluster> = d
+            .clusters()
+            .iter()
+            .filter(|c| c.text.split(' ').all(|t| t == "<*>"))
+            .collect();
+        assert!(!wild.is_empty() && wild.len() <= 7, "{}", wild.len());
+        assert!(d.clusters().len() < 60);
     }
 
     proptest! {
