@@ -822,6 +822,14 @@ mod tests {
         assert!(!is_qualified_name("a.b") && !is_qualified_name("/usr/lib/x.so.1"));
     }
 
+    /// `i` in letters (`12` is `bc`): a word the masker keeps.
+    fn letters(i: usize) -> String {
+        i.to_string()
+            .bytes()
+            .map(|b| char::from(b - b'0' + b'a'))
+            .collect()
+    }
+
     #[test]
     fn a_full_leaf_makes_room_by_dropping_its_least_recently_matched_template() {
         let cfg = DrainConfig {
@@ -846,14 +854,12 @@ mod tests {
         assert_eq!(d.cluster(b2).id, d.cluster(b).id);
         // the leaf never holds more than its share, however many lines
         // fit none of its templates
-        let word = |i: usize| -> String {
-            i.to_string()
-                .bytes()
-                .map(|b| (b - b'0' + b'a') as char)
-                .collect()
-        };
         for i in 0..200 {
-            d.add(&format!("job run {}x ended {}y", word(i), word(i + 7)));
+            d.add(&format!(
+                "job run {}x ended {}y",
+                letters(i),
+                letters(i + 7)
+            ));
         }
         assert!(d.clusters().len() > 200);
         assert!(d.nodes.iter().all(|n| n.clusters.len() <= 3));
@@ -893,16 +899,12 @@ mod tests {
             ..DrainConfig::default()
         };
         let mut d = Drain::new(cfg);
-        let word = |i: usize| -> String {
-            i.to_string()
-                .bytes()
-                .map(|b| (b - b'0' + b'a') as char)
-                .collect()
-        };
         for i in 0..2000 {
             // lengths 3 to 9, heads and words of their own: no two alike
             let n = 3 + i % 7;
-            let line: Vec<String> = (0..n).map(|k| format!("{}q{}", word(i), word(k))).collect();
+            let line: Vec<String> = (0..n)
+                .map(|k| format!("{}q{}", letters(i), letters(k)))
+                .collect();
             d.add(&line.join(" "));
         }
         assert!(d.overflowed > 0);
