@@ -209,7 +209,9 @@ pub struct Drain {
     #[serde(default)]
     lines_added: u64,
     /// What the templates hold, about (see [`DrainConfig::max_template_bytes`]).
-    #[serde(default)]
+    /// Follows from the templates, so checkpoints leave it out: a
+    /// restored miner counts it again in [`Drain::set_config`].
+    #[serde(skip)]
     held_bytes: u64,
     /// Past the caps, the all-wildcard template of each length, shared by
     /// the leaves of that length that have no template of their own.
@@ -468,10 +470,13 @@ impl Drain {
         &self.cfg
     }
 
+    /// Puts the configured settings on a miner restored from a checkpoint,
+    /// and counts again what its templates hold.
     pub fn set_config(&mut self, cfg: DrainConfig) {
         self.cfg = cfg;
         // another similarity may have placed remembered lines elsewhere
         self.lines = LineMemo::default();
+        self.held_bytes = self.clusters.iter().map(Cluster::bytes).sum();
     }
 
     pub fn clusters(&self) -> &[Cluster] {
@@ -868,16 +873,14 @@ mod tests {
     #[test]
     fn a_long_line_counts_its_first_tokens_and_the_rest_as_one_variable() {
         let mut d = Drain::new(DrainConfig::default());
+        // the i-th word of a line: its tag and a letter
+        let nth = |i: usize, tag: &str| format!("{tag}{}", char::from(b'a' + (i % 26) as u8));
         let words = |n: usize, tag: &str| -> String {
-            (0..n)
-                .map(|i| format!("{tag}{}", char::from(b'a' + (i % 26) as u8)))
-                .collect::<Vec<_>>()
-                .join(" ")
+            (0..n).map(|i| nth(i, tag)).collect::<Vec<_>>().join(" ")
         };
         let a = d.add(&words(5000, "w"));
         let t = d.cluster(a).text.split(' ').collect::<Vec<_>>();
         assert_eq!(t.len(), MAX_TOKENS);
-        let nth = |i: usize, tag: &str| format!("{tag}{}", char::from(b'a' + (i % 26) as u8));
         assert_eq!(t[MAX_TOKENS - 2], nth(MAX_TOKENS - 2, "w"));
         assert_eq!(t[MAX_TOKENS - 1], "<*>");
         // another tail of any length: the same template
@@ -923,6 +926,12 @@ mod tests {
             .collect();
         assert!(!wild.is_empty() && wild.len() <= 7, "{}", wild.len());
         assert!(d.clusters().len() < 60);
+        // a checkpoint leaves the count out; the restored miner counts it again
+        let mut restored: Drain =
+            serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(restored.held_bytes, 0);
+        restored.set_config(d.cfg.clone());
+        assert_eq!(restored.held_bytes, d.held_bytes);
     }
 
     proptest! {
