@@ -1,19 +1,67 @@
 //! Reading input files (or `-` for stdin) line by line, with a clear error
 //! naming the file when one cannot be read. Invalid UTF-8 is replaced, not
-//! fatal: a log line with a stray byte is still a log line.
+//! fatal: a log line with a stray byte is still a log line. Gzip input (a
+//! rotated log's `auth.log.2.gz`) is inflated as it is read, known by its
+//! first bytes rather than its name.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 
 use anyhow::Context;
 
-/// Opens a path, `-` meaning stdin.
+/// Opens a path, `-` meaning stdin; gzip is inflated (see [`inflated`]).
 pub fn open(path: &str) -> anyhow::Result<Box<dyn BufRead>> {
-    if path == "-" {
-        return Ok(Box::new(BufReader::new(std::io::stdin())));
+    let raw: Box<dyn BufRead> = if path == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f = File::open(path).with_context(|| format!("cannot open {path}"))?;
+        Box::new(BufReader::with_capacity(1 << 16, f))
+    };
+    inflated(raw).with_context(|| format!("cannot read {path}"))
+}
+
+/// The text of `r`: gzip (one member or several, as `cat a.gz b.gz`
+/// makes) inflated as it is read. Other compressions are refused with
+/// their name rather than read as garbled lines; a log line never starts
+/// with these bytes (control characters, or bytes UTF-8 never begins with).
+pub fn inflated(mut r: Box<dyn BufRead>) -> std::io::Result<Box<dyn BufRead>> {
+    let head = loop {
+        match r.fill_buf() {
+            Ok(head) => break head,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let refused = |name: &str, tool: &str| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "compressed with {name}, which is not read; pipe it in: `{tool} -dc FILE | threatpilot … -`"
+            ),
+        ))
+    };
+    match head {
+        [0x1f, 0x8b, ..] => Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::bufread::MultiGzDecoder::new(r),
+        ))),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => refused("xz", "xz"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => refused("zstd", "zstd"),
+        [
+            b'B',
+            b'Z',
+            b'h',
+            b'1'..=b'9',
+            0x31,
+            0x41,
+            0x59,
+            0x26,
+            0x53,
+            0x59,
+            ..,
+        ] => refused("bzip2", "bzip2"),
+        _ => Ok(r),
     }
-    let f = File::open(path).with_context(|| format!("cannot open {path}"))?;
-    Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
 }
 
 /// Calls `f` with each line (without its newline); lines are lossily decoded.

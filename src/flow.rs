@@ -213,6 +213,9 @@ pub struct RawBatch {
     /// The last lines of a bounded input (a file read to its end): nothing
     /// more comes in its time domain, whose open windows can then close.
     pub last: bool,
+    /// The file these lines came from, where an input reads several (a
+    /// rotation set): their events' `log.file.path` from this batch on.
+    pub file: Option<crate::name::Name>,
 }
 
 impl RawBatch {
@@ -225,7 +228,13 @@ impl RawBatch {
             read_ns: mono_ns(),
             grant: None,
             last: false,
+            file: None,
         }
+    }
+
+    /// Notes the file the lines came from (see [`RawBatch::file`]).
+    pub fn from_file(self, file: Option<crate::name::Name>) -> RawBatch {
+        RawBatch { file, ..self }
     }
 
     /// Marks the batch as its input's last (see [`RawBatch::last`]).

@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod prehashed;
 pub mod report;
 pub mod respond;
+pub mod rotation;
 pub mod schema;
 pub mod search;
 pub mod simulate;

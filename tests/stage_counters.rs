@@ -25,7 +25,7 @@ fn counters_add_up_across_the_graph() {
             );
             state.time_domain = i as u32;
             SourceInput {
-                path: Some((*f).to_owned()),
+                paths: vec![(*f).to_owned()],
                 state,
                 pace_lines_per_sec: None,
             }

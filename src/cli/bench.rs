@@ -365,7 +365,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
         state.time_domain = 0;
         let ins = vec![crate::pipeline::graph::SourceInput {
-            path: Some(path.display().to_string()),
+            paths: vec![path.display().to_string()],
             state,
             pace_lines_per_sec: None,
         }];
@@ -383,7 +383,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, lines[..paced_lines].join("\n"))?;
         let state = SourceState::new(Format::Auto, crate::simulate::START_MS + 86_400_000);
         let ins = vec![crate::pipeline::graph::SourceInput {
-            path: Some(path.display().to_string()),
+            paths: vec![path.display().to_string()],
             state,
             pace_lines_per_sec: Some(args.latency_rate),
         }];

@@ -256,7 +256,7 @@ fn pass(
     );
     st.time_domain = 0;
     let ins = vec![crate::pipeline::graph::SourceInput {
-        path: Some(input.display().to_string()),
+        paths: vec![input.display().to_string()],
         state: st,
         pace_lines_per_sec: None,
     }];

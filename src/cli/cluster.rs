@@ -9,6 +9,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crate::cluster::logformat::LogFormat;
 use crate::cluster::{Drain, DrainConfig};
 use crate::event::template_id_string;
@@ -50,7 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         crate::cli_support::for_each_line(crate::cli_support::open(path)?, |l| {
             lines.push(l.to_owned())
-        })?;
+        })
+        .with_context(|| format!("cannot read {path}"))?;
     }
     let (drain, assigned) = cluster_lines(
         lines.iter().map(String::as_str),

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crate::parse::{Format, SourceState, parse_into};
 
 #[derive(clap::Args)]
@@ -39,7 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             },
-        )?;
+        )
+        .with_context(|| format!("cannot read {path}"))?;
         if let Some(e) = write_err {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(ExitCode::SUCCESS);

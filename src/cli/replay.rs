@@ -1,6 +1,8 @@
 //! `threatpilot replay FILE...`: findings as JSON lines on stdout (each in its
 //! final state; `--updates` for every version), a summary on stderr. Each
-//! file is its own source with its own event-time progress.
+//! file is its own source with its own event-time progress, except that the
+//! files of a rotation set (`auth.log.2.gz auth.log.1 auth.log`) are one,
+//! read oldest first (see [`crate::rotation`]).
 //!
 //! `threatpilot run --pipeline FILE`: the same graph from a pipeline file.
 
@@ -101,14 +103,22 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let reference = reference(args.reference_time.as_deref())?;
     let mut ins = Vec::new();
-    for (i, f) in args.files.iter().enumerate() {
+    for (i, set) in crate::rotation::streams(&args.files)
+        .into_iter()
+        .enumerate()
+    {
+        if set.len() > 1 {
+            eprintln!(
+                "one stream, oldest first (a rotation set): {}",
+                set.join(", ")
+            );
+        }
         let mut state = SourceState::new(Format::Auto, reference);
         state.time_domain = i as u32;
-        if f != "-" {
-            state.file_path = Some(f.as_str().into());
-        }
+        let paths: Vec<String> = set.into_iter().filter(|f| f != "-").collect();
+        state.file_path = paths.first().map(|f| f.as_str().into());
         ins.push(crate::pipeline::graph::SourceInput {
-            path: (f != "-").then(|| f.clone()),
+            paths,
             state,
             pace_lines_per_sec: args.lines_per_sec,
         });

@@ -125,15 +125,16 @@ pub fn score_test(dir: &Path, detectors: Vec<super::Detector>) -> Result<TestSco
     let mut inputs = Vec::new();
     let mut lines = 0;
     for (i, f) in files.iter().enumerate() {
-        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let file = std::fs::File::open(f)
+            .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::BufRead>)
+            .and_then(crate::cli_support::inflated)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
         let mut state = SourceState::new(Format::Auto, FIXTURE_REFERENCE_MS);
         state.time_domain = i as u32;
         state.file_path = Some(Name::new(&f.display().to_string()));
         let mut records = Vec::new();
-        crate::cli_support::for_each_record(f.to_str(), std::io::BufReader::new(file), |r| {
-            records.push(r.to_owned())
-        })
-        .map_err(|e| format!("{}: {e}", f.display()))?;
+        crate::cli_support::for_each_record(f.to_str(), file, |r| records.push(r.to_owned()))
+            .map_err(|e| format!("{}: {e}", f.display()))?;
         lines += records.len();
         inputs.push((state, records));
     }

@@ -80,7 +80,10 @@ fn default_max_streams() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
-    /// Files read to the end; each file is its own event-time domain.
+    /// Files read to the end (gzip inflated); each file is its own
+    /// event-time domain, except that the files of a rotation set
+    /// (`auth.log`, `auth.log.1`, `auth.log.2.gz`) are one, read oldest
+    /// first (see `crate::rotation`).
     File {
         id: String,
         paths: Vec<String>,

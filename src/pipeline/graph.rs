@@ -143,17 +143,20 @@ pub struct RunSummary {
     pub elapsed_secs: f64,
 }
 
-/// A source file resolved to its parser state.
+/// A bounded input resolved to its parser state: a file, the files of a
+/// rotation set read as one stream (oldest first, see
+/// [`crate::rotation`]), or stdin.
 pub struct SourceInput {
-    pub path: Option<String>,
+    /// The files read one after another; empty for stdin.
+    pub paths: Vec<String>,
     pub state: SourceState,
     /// Read at most this many lines per second (replay at a given speed);
     /// batches are then sent every 10 ms instead of when full.
     pub pace_lines_per_sec: Option<f64>,
 }
 
-/// Expands the pipeline's file and stdin sources into one input per file;
-/// push and NATS sources are started by the caller.
+/// Expands the pipeline's file and stdin sources into one input per file
+/// (per rotation set); push and NATS sources are started by the caller.
 pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
     let mut out = Vec::new();
     for src in &spec.sources {
@@ -166,14 +169,14 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                 json_mapping,
                 ..
             } => {
-                for p in paths {
+                for set in crate::rotation::streams(paths) {
                     let mut state = SourceState::new(*format, reference_ms);
                     state.dataset_hint = dataset.as_deref().map(Name::new);
                     state.host_hint = host.as_deref().map(Name::new);
                     state.json = json_mapping.clone();
-                    state.file_path = Some(Name::new(p));
+                    state.file_path = set.first().map(|p| Name::new(p));
                     out.push(SourceInput {
-                        path: Some(p.clone()),
+                        paths: set,
                         state,
                         pace_lines_per_sec: None,
                     });
@@ -185,7 +188,7 @@ pub fn inputs(spec: &PipelineSpec, reference_ms: i64) -> Vec<SourceInput> {
                 let mut state = SourceState::new(*format, reference_ms);
                 state.dataset_hint = dataset.as_deref().map(Name::new);
                 out.push(SourceInput {
-                    path: None,
+                    paths: Vec::new(),
                     state,
                     pace_lines_per_sec: None,
                 });
@@ -213,7 +216,7 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     let (paths, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()
-        .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
+        .map(|i| ((i.paths, i.pace_lines_per_sec), i.state))
         .unzip();
     let (ingress, graph) = start(spec, states, detectors, sinks)?;
     let files = spawn_files(paths, spec.batch_size, ingress);
@@ -222,14 +225,15 @@ pub async fn run(
 }
 
 /// Reads files (or stdin) one after another into the graph, on a blocking
-/// thread; input `i` is `Origin::Input(i)`. Small files travel together:
+/// thread; input `i` is `Origin::Input(i)`, and the files of one input (a
+/// rotation set) are read in turn as one stream. Small files travel together:
 /// a file's last lines wait for the next file's first ones until a batch's
 /// worth is gathered, so a thousand 200-line files (a load balancer's
 /// five-minute logs) cross the stages in a few hundred hand-offs rather
 /// than thousands; each file's findings still resolve right after its own
 /// last event (see the detect stage).
 pub fn spawn_files(
-    inputs: Vec<(Option<String>, Option<f64>)>,
+    inputs: Vec<(Vec<String>, Option<f64>)>,
     batch_size: usize,
     ingress: Ingress,
 ) -> tokio::task::JoinHandle<anyhow::Result<StageReport>> {
@@ -257,69 +261,77 @@ pub fn spawn_files(
                 }
             };
         // a file that cannot be opened or read ends the reading; the files
-        // before it were read whole, and go on before the error is told
+        // before it were read whole, and what it gave before the error goes
+        // on with them before the error is told
         let mut failure = None;
-        for (i, (path, pace)) in inputs.iter().enumerate() {
-            let reader: Box<dyn std::io::BufRead> = match path {
-                Some(p) => match std::fs::File::open(p) {
-                    Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
-                    Err(e) => {
-                        failure = Some(anyhow::anyhow!("cannot open {p}: {e}"));
-                        break;
-                    }
-                },
-                None => Box::new(std::io::BufReader::new(std::io::stdin())),
-            };
-            let mut lines = Lines::with_capacity(batch_size, room);
+        'inputs: for (i, (paths, pace)) in inputs.iter().enumerate() {
             let pace = pace.filter(|p| *p > 0.0);
             let started = Instant::now();
             let mut read = 0u64;
             let mut next_flush = Duration::from_millis(10);
-            let outcome = crate::cli_support::for_each_record(path.as_deref(), reader, |l| {
-                if let Some(p) = pace {
-                    // hold each line until its time comes, as a live stream would deliver it
-                    let due = Duration::from_secs_f64(read as f64 / p);
-                    if let Some(wait) = due.checked_sub(started.elapsed())
-                        && wait > Duration::from_micros(200)
-                    {
-                        std::thread::sleep(wait);
+            // stdin where no file is named
+            let files: Vec<Option<&str>> = match paths.as_slice() {
+                [] => vec![None],
+                paths => paths.iter().map(|p| Some(p.as_str())).collect(),
+            };
+            for (n, path) in files.iter().copied().enumerate() {
+                // which file a batch is from, where the input reads several
+                let file = (files.len() > 1).then(|| crate::name::Name::new(path.unwrap_or("-")));
+                let reader = match open_input(path) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'inputs;
                     }
-                    read += 1;
-                }
-                lines.push(l);
-                let flush_due = pace.is_some() && started.elapsed() >= next_flush;
-                if flush_due {
-                    next_flush = started.elapsed() + Duration::from_millis(10);
-                }
-                if lines.len() >= batch_size || flush_due {
-                    room = lines.bytes() + lines.bytes() / 8;
-                    let full =
-                        std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
-                    // what was gathered goes first and alone: a group over a
-                    // batch is cut, and the files in it end with its last part
-                    if let Some(group) = gathered.drain() {
-                        send(group, &mut live, &mut closed, &mut since);
+                };
+                let mut lines = Lines::with_capacity(batch_size, room);
+                let outcome = crate::cli_support::for_each_record(path, reader, |l| {
+                    if let Some(p) = pace {
+                        // hold each line until its time comes, as a live stream would deliver it
+                        let due = Duration::from_secs_f64(read as f64 / p);
+                        if let Some(wait) = due.checked_sub(started.elapsed())
+                            && wait > Duration::from_micros(200)
+                        {
+                            std::thread::sleep(wait);
+                        }
+                        read += 1;
                     }
-                    let batch = RawBatch::lines(Origin::Input(i), full);
+                    lines.push(l);
+                    let flush_due = pace.is_some() && started.elapsed() >= next_flush;
+                    if flush_due {
+                        next_flush = started.elapsed() + Duration::from_millis(10);
+                    }
+                    if lines.len() >= batch_size || flush_due {
+                        room = lines.bytes() + lines.bytes() / 8;
+                        let full =
+                            std::mem::replace(&mut lines, Lines::with_capacity(batch_size, room));
+                        // what was gathered goes first and alone: a group over a
+                        // batch is cut, and the files in it end with its last part
+                        if let Some(group) = gathered.drain() {
+                            send(group, &mut live, &mut closed, &mut since);
+                        }
+                        let batch = RawBatch::lines(Origin::Input(i), full).from_file(file.clone());
+                        send(vec![batch], &mut live, &mut closed, &mut since);
+                    }
+                })
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.unwrap_or("stdin")));
+                room = room.max(lines.bytes() + lines.bytes() / 8);
+                let mut batch = RawBatch::lines(Origin::Input(i), lines).from_file(file);
+                // the end of the input, even with no line left to send: its
+                // windows close once the lines before are evaluated
+                if n + 1 == files.len() || outcome.is_err() {
+                    batch = batch.ending();
+                }
+                // a paced input is a live stream's stand-in: it waits for no one
+                if pace.is_some() {
                     send(vec![batch], &mut live, &mut closed, &mut since);
+                } else if let Some(group) = gathered.add(batch, batch_size) {
+                    send(group, &mut live, &mut closed, &mut since);
                 }
-            })
-            .map_err(|e| {
-                anyhow::anyhow!("cannot read {}: {e}", path.as_deref().unwrap_or("stdin"))
-            });
-            if let Err(e) = outcome {
-                failure = Some(e);
-                break;
-            }
-            room = room.max(lines.bytes() + lines.bytes() / 8);
-            // the end of the file, even with no line left to send: its
-            // windows close once the lines before are evaluated
-            let batch = RawBatch::lines(Origin::Input(i), lines).ending();
-            // a paced input is a live stream's stand-in: it waits for no one
-            if pace.is_some() {
-                send(vec![batch], &mut live, &mut closed, &mut since);
-            } else if let Some(group) = gathered.add(batch, batch_size) {
-                send(group, &mut live, &mut closed, &mut since);
+                if let Err(e) = outcome {
+                    failure = Some(e);
+                    break 'inputs;
+                }
             }
         }
         if let Some(group) = gathered.drain() {
@@ -330,6 +342,19 @@ pub fn spawn_files(
             None => Ok(live.rep),
         }
     })
+}
+
+/// A file (stdin for None), inflated where it is gzip.
+fn open_input(path: Option<&str>) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    let raw: Box<dyn std::io::BufRead> = match path {
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
+            Err(e) => anyhow::bail!("cannot open {p}: {e}"),
+        },
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    crate::cli_support::inflated(raw)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.unwrap_or("stdin")))
 }
 
 /// The ends of small files waiting to travel together (see [`spawn_files`]).
@@ -758,7 +783,12 @@ impl Parser {
         let now = crate::time::now_ms();
         let (state, stream) = match &b.origin {
             Origin::Input(i) => match self.inputs.get_mut(*i) {
-                Some(s) => (s, None),
+                Some(s) => {
+                    if let Some(file) = b.file.take() {
+                        s.file_path = Some(file);
+                    }
+                    (s, None)
+                }
                 None => return (b.lines.len() as u64, 0, 0),
             },
             Origin::Stream(st) => {
@@ -912,6 +942,31 @@ mod tests {
                 _ => usize::MAX,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_events_of_a_rotation_set_name_the_file_they_came_from() {
+        let mut state = SourceState::new(crate::parse::Format::Auto, 0);
+        state.file_path = Some(Name::new("auth.log.1"));
+        let mut parser = Parser::new(vec![state], 8, i64::MAX);
+        let line = "Mar  3 10:00:00 bastion sshd[1]: Failed password for root from 198.51.100.1 port 2 ssh2";
+        let mut paths = Vec::new();
+        for file in [None, Some("auth.log"), None] {
+            let mut batch = RawBatch::lines(Origin::Input(0), vec![line.to_string()])
+                .from_file(file.map(Name::new));
+            let mut events = Vec::new();
+            parser.parse(&mut batch, &mut events);
+            paths.extend(
+                events
+                    .iter()
+                    .map(|e| e.file_path.as_ref().map(|p| p.to_string())),
+            );
+        }
+        let named = |p: &str| Some(p.to_string());
+        assert_eq!(
+            paths,
+            [named("auth.log.1"), named("auth.log"), named("auth.log")]
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub async fn serve(
     }
     let (files, states): (Vec<_>, Vec<_>) = inputs
         .into_iter()
-        .map(|i| ((i.path, i.pace_lines_per_sec), i.state))
+        .map(|i| ((i.paths, i.pace_lines_per_sec), i.state))
         .unzip();
     let console = console_context(spec, &detectors);
     let (ingress, running) = graph::start(spec, states, detectors, sinks)?;
