@@ -696,6 +696,7 @@ pub const EXTRA_FIELDS: &[&str] = &[
     "process.exit_code",
     "process.target.name",
     "process.target.pid",
+    "dll.name",
     "sudo.command",
     "sudo.target_user",
     "nginx.limit_zone",

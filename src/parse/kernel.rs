@@ -5,7 +5,8 @@
 //! "Killed process" line: one per kill, whichever kernel version wrote it),
 //! `oom_invoked` (the older "Kill process … or sacrifice child" notice, not a
 //! second kill), `hung_task`, `kernel_oops`, `fs_error`, `fs_read_only`,
-//! `disk_full`, `segfault`, `netdevice_stuck`.
+//! `disk_full`, `segfault` (with the file the faulting code came from in
+//! `dll.name`), `netdevice_stuck`.
 
 use std::borrow::Cow;
 
@@ -13,20 +14,30 @@ use crate::event::{Event, Outcome};
 
 /// `[  123.456789] message`
 pub fn parse_dmesg(ev: &mut Event, line: &str) -> bool {
-    match line.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-        Some((uptime, msg)) if uptime.trim().parse::<f64>().is_ok() => {
+    match after_uptime(line) {
+        Some(msg) => {
             let at = super::offset_in(line, msg);
             ev.set_message_range(at, line.len());
             ev.dataset = Cow::Borrowed("kernel");
             parse_message(ev, msg);
             true
         }
-        _ => false,
+        None => false,
     }
+}
+
+/// The message after the kernel's uptime stamp (`[  123.456789] `), if it
+/// has one.
+fn after_uptime(line: &str) -> Option<&str> {
+    let (uptime, msg) = line.strip_prefix('[')?.split_once("] ")?;
+    uptime.trim().parse::<f64>().is_ok().then_some(msg)
 }
 
 /// Classifies a kernel message; false when it is none of the known problems.
 pub fn parse_message(ev: &mut Event, msg: &str) -> bool {
+    // syslog keeps the uptime stamp where klogd or imklog forwarded it
+    // (`kernel: [869507.505196] su[1433535]: segfault at …`)
+    let msg = after_uptime(msg).unwrap_or(msg);
     let (action, level): (&'static str, &'static str) = if let Some(i) = msg.find("Killed process ")
     {
         target(ev, &msg[i + "Killed process ".len()..]);
@@ -61,12 +72,19 @@ pub fn parse_message(ev: &mut Event, msg: &str) -> bool {
     } else if msg.starts_with("EXT4-fs error") || msg.starts_with("XFS") && msg.contains("shutdown")
     {
         ("fs_error", "error")
-    } else if msg.contains(": segfault at ") {
-        if let Some((prog, _)) = msg.split_once(": segfault at ")
-            && let Some((name, pid)) = prog.rsplit_once('[')
-        {
+    } else if let Some((prog, fault)) = msg.split_once(": segfault at ") {
+        if let Some((name, pid)) = prog.rsplit_once('[') {
             ev.push_extra("process.target.name", name);
             ev.push_extra("process.target.pid", pid.trim_end_matches(']'));
+        }
+        // `… error 6 in ld-linux-x86-64.so.2[7f1f9b85e000+25000]`: the
+        // file the faulting code was mapped from (absent when the address
+        // was in none)
+        if let Some((_, mapped)) = fault.split_once(" in ")
+            && let Some((file, _)) = mapped.split_once('[')
+            && !file.is_empty()
+        {
+            ev.push_extra("dll.name", file);
         }
         ("segfault", "error")
     } else if msg.starts_with("unregister_netdevice: waiting for") {

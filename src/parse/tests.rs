@@ -508,6 +508,35 @@ fn kernel_oom_bare_and_dmesg() {
     assert_eq!(ev.host_name(), Some("node-1"));
 }
 
+/// Regression: syslog lines that keep the kernel's uptime stamp
+/// (`kernel: [869507.505196] …`) lost every problem whose message must
+/// start a certain way, and a segfault's program took the stamp as part
+/// of its name (`[869507.505196] su`).
+#[test]
+fn kernel_messages_forwarded_with_their_uptime_stamp_read_as_bare_ones() {
+    let ev = one(
+        "2023-10-05T11:47:20.799042+02:00 leto kernel: [869507.505196] su[1433535]: segfault at 7f1f9b891000 ip 00007f1f9b870d7d sp 00007ffd5dab97f0 error 6 in ld-linux-x86-64.so.2[7f1f9b85e000+25000] likely on CPU 2 (core 2, socket 0)",
+    );
+    assert_eq!(ev.action.as_deref(), Some("segfault"));
+    assert_eq!(ev.extra("process.target.name"), Some("su"));
+    assert_eq!(ev.extra("process.target.pid"), Some("1433535"));
+    assert_eq!(ev.extra("dll.name"), Some("ld-linux-x86-64.so.2"));
+    let ev = one(
+        "Oct  5 11:47:20 leto kernel: [  242.119482] INFO: task jbd2/sda1-8:181 blocked for more than 120 seconds.",
+    );
+    assert_eq!(ev.action.as_deref(), Some("hung_task"));
+    assert_eq!(ev.extra("process.target.name"), Some("jbd2/sda1-8"));
+    let ev = one(
+        "Oct  5 11:47:20 leto kernel: [ 4242.4242] BUG: unable to handle kernel NULL pointer dereference at 0000000000000078",
+    );
+    assert_eq!(ev.action.as_deref(), Some("kernel_oops"));
+    // a fault at an address no file is mapped at names no file
+    let ev = one("[ 9.9] app[77]: segfault at 0 ip 0000000000000000 sp 00007ffd5dab97f0 error 14");
+    assert_eq!(ev.action.as_deref(), Some("segfault"));
+    assert_eq!(ev.extra("process.target.name"), Some("app"));
+    assert_eq!(ev.extra("dll.name"), None);
+}
+
 #[test]
 fn kubelet_crashloop_and_describe_events() {
     let ev = one(
