@@ -676,6 +676,16 @@ impl Engine {
         *newest = (*newest).max(ev.timestamp);
         let newest = *newest;
         self.stats.evaluated += 1;
+        // findings whose quiet period ended before this event resolve
+        // before it is counted: after a long gap (a sparse log, hours
+        // between two crashes) the event opens a new finding rather than
+        // updating one that was over. Not so for an alert: its time is
+        // when it started, and alerts that started hours apart can all be
+        // firing now (see `sweep_due` below)
+        let alert = ev.kind == Kind::Alert;
+        if !alert {
+            self.sweep_due(ev.time_domain, newest, out);
+        }
         let Engine {
             detectors,
             index,
@@ -737,11 +747,8 @@ impl Engine {
                 );
             }
         }
-        let watermark = newest - self.cfg.allowed_lateness_ms;
-        let last = self.last_sweep.entry(ev.time_domain).or_insert(i64::MIN);
-        if *last == i64::MIN || watermark - *last >= 1000 {
-            *last = watermark;
-            self.sweep(ev.time_domain, watermark, out);
+        if alert {
+            self.sweep_due(ev.time_domain, newest, out);
         }
         self.since_expiry += 1;
         let kept = self.kept_at_expiry;
@@ -837,6 +844,17 @@ impl Engine {
     }
 
     /// Resolves findings quiet since before `watermark` minus their resolve delay.
+    /// Sweeps `domain` once its watermark (from its newest event time)
+    /// has moved a second or more since the last sweep.
+    fn sweep_due(&mut self, domain: u32, newest: i64, out: &mut Vec<Finding>) {
+        let watermark = newest - self.cfg.allowed_lateness_ms;
+        let last = self.last_sweep.entry(domain).or_insert(i64::MIN);
+        if *last == i64::MIN || watermark - *last >= 1000 {
+            *last = watermark;
+            self.sweep(domain, watermark, out);
+        }
+    }
+
     fn sweep(&mut self, domain: u32, watermark: i64, out: &mut Vec<Finding>) {
         let (keys, detectors) = (&self.keys, &self.detectors);
         let due = self.active.take_due(domain, watermark, |k| {
@@ -1445,6 +1463,42 @@ output:
         assert_eq!(run(&bursts), 1);
         // four minutes apart is one long burst
         assert_eq!(run(&[(0, 0), (4, 0), (8, 0), (12, 0)]), 0);
+    }
+
+    /// Regression: an event that came after its key's finding had been
+    /// quiet past its resolve delay updated that finding (a crash a day
+    /// after the last one joined the day before's finding), since the
+    /// sweep that resolves findings ran only after the event was counted.
+    #[test]
+    fn a_finding_quiet_past_its_resolve_delay_is_over_before_the_next_event() {
+        let one = BF
+            .replace("threshold: 20", "threshold: 1\n  resolve_after_secs: 600")
+            .replace("kind: sliding", "kind: tumbling");
+        let det = crate::detect::load_str(&one, "bf.yaml").unwrap();
+        let mut engine = Engine::new(vec![det], EngineConfig::default());
+        let mut st = SourceState::new(Format::Auto, 1_780_000_000_000);
+        let mut out = Vec::new();
+        for at in ["Mar  3 10:00:00", "Mar  3 10:01:00", "Mar  4 10:00:00"] {
+            let line =
+                format!("{at} h sshd[1]: Failed password for root from 203.0.113.8 port 22 ssh2");
+            engine.process(&parse_line(&line, &mut st, 0), &mut out);
+        }
+        engine.flush(&mut out);
+        let versions: Vec<(Status, u64)> = out
+            .iter()
+            .map(|f| (f.status, f.metrics.event_count))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                (Status::Open, 1),
+                (Status::Updated, 2),
+                (Status::Resolved, 2),
+                (Status::Open, 1),
+                (Status::Resolved, 1),
+            ]
+        );
+        assert_ne!(out[0].finding_id, out[3].finding_id);
     }
 
     #[test]
