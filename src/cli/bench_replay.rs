@@ -77,8 +77,13 @@ fn copies(files: &[String], n: usize, dir: &Path) -> anyhow::Result<(Vec<PathBuf
     let ip = regex::bytes::Regex::new(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")?;
     let (mut paths, mut lines, mut bytes) = (Vec::new(), 0, 0u64);
     for (fi, f) in files.iter().enumerate() {
-        // bytes as they are: invalid UTF-8 is part of what is measured
-        let raw = std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?;
+        // bytes as they are (inflated where gzip, as replay reads them, so
+        // that addresses can be shifted): invalid UTF-8 is part of what is
+        // measured
+        let mut raw = Vec::new();
+        crate::cli_support::open(f)?
+            .read_to_end(&mut raw)
+            .map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?;
         for c in 0..n.max(1) {
             let text: Vec<u8> = if c == 0 {
                 raw.clone()
