@@ -22,8 +22,10 @@ pub fn open(path: &str) -> anyhow::Result<Box<dyn BufRead>> {
 
 /// The text of `r`: gzip (one member or several, as `cat a.gz b.gz`
 /// makes) inflated as it is read. Other compressions are refused with
-/// their name rather than read as garbled lines; a log line never starts
-/// with these bytes (control characters, or bytes UTF-8 never begins with).
+/// their name rather than read as garbled lines. No log line starts with
+/// these bytes: gzip's and xz's begin with bytes no UTF-8 text starts
+/// with, zstd's with `(` and a byte no UTF-8 character starts with, and
+/// bzip2's is ten bytes long (`BZh91AY&SY`).
 pub fn inflated(mut r: Box<dyn BufRead>) -> std::io::Result<Box<dyn BufRead>> {
     let head = loop {
         match r.fill_buf() {
