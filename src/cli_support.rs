@@ -11,13 +11,18 @@ use anyhow::Context;
 
 /// Opens a path, `-` meaning stdin; gzip is inflated (see [`inflated`]).
 pub fn open(path: &str) -> anyhow::Result<Box<dyn BufRead>> {
-    let raw: Box<dyn BufRead> = if path == "-" {
-        Box::new(BufReader::new(std::io::stdin()))
+    let read = if path == "-" {
+        inflated(Box::new(BufReader::new(std::io::stdin())))
     } else {
-        let f = File::open(path).with_context(|| format!("cannot open {path}"))?;
-        Box::new(BufReader::with_capacity(1 << 16, f))
+        read_file(File::open(path).with_context(|| format!("cannot open {path}"))?)
     };
-    inflated(raw).with_context(|| format!("cannot read {path}"))
+    read.with_context(|| format!("cannot read {path}"))
+}
+
+/// An opened file's text, through a 64 KiB buffer, inflated where it is
+/// gzip (see [`inflated`]).
+pub fn read_file(f: File) -> std::io::Result<Box<dyn BufRead>> {
+    inflated(Box::new(BufReader::with_capacity(1 << 16, f)))
 }
 
 /// The text of `r`: gzip (one member or several, as `cat a.gz b.gz`

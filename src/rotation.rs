@@ -28,8 +28,9 @@ pub fn streams(paths: &[String]) -> Vec<Vec<String>> {
     let mut sets: Vec<Set> = Vec::new();
     for p in paths {
         let (base, place) = match rotation(p) {
-            _ if p == "-" => (None, Place::Current),
             Some((base, place)) => (Some(base), place),
+            // stdin is never grouped
+            None if p == "-" => (None, Place::Current),
             None => (Some(p.as_str()), Place::Current),
         };
         match sets.iter_mut().find(|(b, _)| b.is_some() && *b == base) {

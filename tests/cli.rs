@@ -367,6 +367,12 @@ fn rotated_logs_concatenated_newest_first_are_all_evaluated() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+fn gzip(text: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
 #[test]
 fn rotated_files_named_in_any_order_are_one_stream_read_oldest_first() {
     let dir = scratch("tp-rotation-set");
@@ -380,9 +386,7 @@ fn rotated_files_named_in_any_order_are_one_stream_read_oldest_first() {
     // glob lists them: newest first
     std::fs::write(dir.join("auth.log"), &c).unwrap();
     std::fs::write(dir.join("auth.log.1"), &b).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, a.as_bytes()).unwrap();
-    std::fs::write(dir.join("auth.log.2.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(dir.join("auth.log.2.gz"), gzip(&a)).unwrap();
     let got = tp()
         .args(["replay"])
         .args(["auth.log", "auth.log.1", "auth.log.2.gz"].map(|f| dir.join(f)))
@@ -421,9 +425,7 @@ fn a_compressed_log_is_read_or_refused_by_name_never_read_as_garbage() {
     let dir = scratch("tp-compressed");
     std::fs::create_dir_all(&dir).unwrap();
     let log = rotated(10, 1);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, log.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = gzip(&log);
     std::fs::write(dir.join("a.log.gz"), &gz).unwrap();
     let parsed = tp()
         .arg("parse")

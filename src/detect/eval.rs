@@ -126,8 +126,7 @@ pub fn score_test(dir: &Path, detectors: Vec<super::Detector>) -> Result<TestSco
     let mut lines = 0;
     for (i, f) in files.iter().enumerate() {
         let file = std::fs::File::open(f)
-            .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::BufRead>)
-            .and_then(crate::cli_support::inflated)
+            .and_then(crate::cli_support::read_file)
             .map_err(|e| format!("{}: {e}", f.display()))?;
         let mut state = SourceState::new(Format::Auto, FIXTURE_REFERENCE_MS);
         state.time_domain = i as u32;

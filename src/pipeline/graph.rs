@@ -346,15 +346,14 @@ pub fn spawn_files(
 
 /// A file (stdin for None), inflated where it is gzip.
 fn open_input(path: Option<&str>) -> anyhow::Result<Box<dyn std::io::BufRead>> {
-    let raw: Box<dyn std::io::BufRead> = match path {
+    let read = match path {
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
+            Ok(f) => crate::cli_support::read_file(f),
             Err(e) => anyhow::bail!("cannot open {p}: {e}"),
         },
-        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+        None => crate::cli_support::inflated(Box::new(std::io::BufReader::new(std::io::stdin()))),
     };
-    crate::cli_support::inflated(raw)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.unwrap_or("stdin")))
+    read.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.unwrap_or("stdin")))
 }
 
 /// The ends of small files waiting to travel together (see [`spawn_files`]).
