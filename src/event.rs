@@ -699,6 +699,8 @@ pub const EXTRA_FIELDS: &[&str] = &[
     "dll.name",
     "sudo.command",
     "sudo.target_user",
+    "user.target.name",
+    "process.command_line",
     "nginx.limit_zone",
     "url.domain",
     "http.request.referrer",

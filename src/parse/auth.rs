@@ -1,9 +1,15 @@
 //! PAM (`pam_unix(sshd:auth): authentication failure; … rhost=… user=…`,
-//! also as `sshd(pam_unix)[pid]: authentication failure; …`) and sudo
-//! (`alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls`).
+//! also as `sshd(pam_unix)[pid]: authentication failure; …`), sudo
+//! (`alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls`) and
+//! pkexec (`alice: Executing command [USER=root] [TTY=…] [CWD=…]
+//! [COMMAND=…]`).
 //!
 //! Actions: `pam_auth_failure`, `pam_check_pass`, `session_opened`,
-//! `session_closed`, `sudo_command`, `sudo_auth_failure`, `sudo_not_allowed`.
+//! `session_closed`, `sudo_command`, `sudo_auth_failure`, `sudo_not_allowed`,
+//! `pkexec_command`, `pkexec_not_authorized` and `pkexec_unsafe_environment`:
+//! pkexec refusing an environment no honest caller sets, the trace the
+//! public exploits of CVE-2021-4034 ("PwnKit") leave (`SHELL` not in
+//! `/etc/shells`, `XAUTHORITY` or another variable with suspicious content).
 
 use std::borrow::Cow;
 
@@ -106,6 +112,62 @@ pub fn parse_sudo(ev: &mut Event, msg: &str) -> bool {
         } else if let Some(v) = kv.strip_prefix("COMMAND=") {
             ev.push_extra("sudo.command", v);
         }
+    }
+    true
+}
+
+/// Parses a pkexec message (`USER: TEXT [USER=…] [TTY=…] [CWD=…]
+/// [COMMAND=…]`, pkexec's `log_message`); falls back to PAM lines pkexec
+/// also writes.
+pub fn parse_pkexec(ev: &mut Event, msg: &str) -> bool {
+    if parse_pam(ev, msg) {
+        return true;
+    }
+    let Some((user, rest)) = super::split_once_str(msg, ": ") else {
+        return false;
+    };
+    if user.is_empty() || user.contains(' ') {
+        return false;
+    }
+    let text = super::find_byte(rest, b'[')
+        .map_or(rest, |i| &rest[..i])
+        .trim_end();
+    let (action, outcome) = if text.starts_with("Executing command") {
+        ("pkexec_command", Outcome::Success)
+    } else if text.starts_with("Error executing command as another user") {
+        ("pkexec_not_authorized", Outcome::Failure)
+    } else if text.starts_with("The value for the SHELL variable was not found")
+        // pkexec's own spelling was long `suscipious`
+        || text.starts_with("The value for environment variable") && text.contains(" contains sus")
+    {
+        ("pkexec_unsafe_environment", Outcome::Failure)
+    } else {
+        return false;
+    };
+    ev.set_user_name(user);
+    set(ev, action, outcome);
+    ev.category = Some("process");
+    let mut tail = rest[text.len()..].trim_start();
+    while let Some(body) = tail.strip_prefix('[') {
+        let Some((key, after)) = super::split_once_str(body, "=") else {
+            break;
+        };
+        if key == "COMMAND" {
+            // the command runs to the last bracket: its arguments may hold some
+            let command = after.trim_end();
+            ev.push_extra(
+                "process.command_line",
+                command.strip_suffix(']').unwrap_or(command),
+            );
+            break;
+        }
+        let Some(end) = super::find_byte(after, b']') else {
+            break;
+        };
+        if key == "USER" {
+            ev.push_extra("user.target.name", &after[..end]);
+        }
+        tail = after[end + 1..].trim_start();
     }
     true
 }

@@ -253,6 +253,7 @@ fn program_kind(prog: &str) -> &'static str {
         "sshd-session",
         "sshd-auth",
         "sudo",
+        "pkexec",
         "su",
         "login",
         "passwd",
@@ -323,6 +324,10 @@ pub(super) fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         "sudo" => {
             ev.dataset = Cow::Borrowed("sudo");
             auth::parse_sudo(ev, msg);
+        }
+        "pkexec" => {
+            ev.dataset = Cow::Borrowed("auth");
+            auth::parse_pkexec(ev, msg);
         }
         "su" | "login" | "passwd" | "systemd-logind" | "gdm-password" | "polkitd" | "vsftpd"
         | "cron" | "CRON" => {

@@ -792,3 +792,53 @@ proptest::proptest! {
         );
     }
 }
+
+#[test]
+fn pkexec_commands_refusals_and_the_pwnkit_trace() {
+    for (line, action, user, target, command) in [
+        (
+            "Jan 27 10:58:02 machine pkexec[387101]: alice: Executing command [USER=root] [TTY=/dev/pts/1] [CWD=/home/alice] [COMMAND=/usr/bin/apt update]",
+            "pkexec_command",
+            "alice",
+            "root",
+            "/usr/bin/apt update",
+        ),
+        (
+            "Jan 27 11:01:10 machine pkexec[387200]: bob: Error executing command as another user: Not authorized [USER=root] [TTY=/dev/pts/2] [CWD=/home/bob] [COMMAND=/usr/bin/gparted]",
+            "pkexec_not_authorized",
+            "bob",
+            "root",
+            "/usr/bin/gparted",
+        ),
+        (
+            "Jan 27 11:02:49 machine pkexec[387348]: srcuser: The value for the SHELL variable was not found the /etc/shells file [USER=root] [TTY=/dev/pts/3] [CWD=/tmp/poc-cve-2021-4034-main] [COMMAND=GCONV_PATH=./gconv PATH=GCONV_PATH=. SHELL=/fake/shell CHARSET=payload]",
+            "pkexec_unsafe_environment",
+            "srcuser",
+            "root",
+            "GCONV_PATH=./gconv PATH=GCONV_PATH=. SHELL=/fake/shell CHARSET=payload",
+        ),
+        (
+            // pkexec's own spelling, and a command holding brackets
+            "Jan 27 11:20:05 db-1 pkexec[5510]: mallory: The value for environment variable XAUTHORITY contains suscipious content [USER=root] [TTY=/dev/pts/0] [CWD=/tmp] [COMMAND=/bin/sh -c [x]]",
+            "pkexec_unsafe_environment",
+            "mallory",
+            "root",
+            "/bin/sh -c [x]",
+        ),
+    ] {
+        let ev = one(line);
+        assert_eq!(ev.dataset, "auth", "{line}");
+        assert_eq!(ev.action.as_deref(), Some(action), "{line}");
+        assert_eq!(ev.user_name(), Some(user), "{line}");
+        assert_eq!(ev.extra("user.target.name"), Some(target), "{line}");
+        assert_eq!(ev.extra("process.command_line"), Some(command), "{line}");
+    }
+    // PAM lines pkexec writes are PAM's; other text is left unparsed
+    let ev = one(
+        "Jan 27 10:58:02 machine pkexec[387101]: pam_unix(polkit-1:session): session opened for user root(uid=0) by alice(uid=1000)",
+    );
+    assert_eq!(ev.action.as_deref(), Some("session_opened"));
+    let ev = one("Jan 27 10:58:02 machine pkexec[387101]: alice: something else entirely");
+    assert_eq!(ev.action, None);
+    assert_eq!(ev.user_name(), None);
+}
