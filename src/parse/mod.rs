@@ -15,6 +15,7 @@
 
 mod access;
 mod alertmanager;
+mod auditd;
 mod auth;
 mod elb;
 mod envoy;
@@ -67,6 +68,8 @@ pub enum Format {
     Elb,
     /// Envoy's or Istio's default text access log.
     Envoy,
+    /// Linux audit records (`type=… msg=audit(…): …`).
+    Auditd,
     /// No parsing: the event is the line (`message` = line).
     Raw,
 }
@@ -257,6 +260,7 @@ fn parse_format(ev: &mut Event, line: &str, format: Format, state: &mut SourceSt
         Format::Klog => kube::parse_klog_line(ev, line, state),
         Format::Elb => elb::parse(ev, line),
         Format::Envoy => envoy::parse(ev, line),
+        Format::Auditd => auditd::parse(ev, line),
         Format::KubeEvents => kube::parse_events_line(ev, line),
         // a detected source's line that fits no W3C columns (files of
         // other formats after an IIS log on one stream) is detected anew
@@ -336,7 +340,9 @@ pub fn detect(b: &[u8]) -> Format {
             }
         }
         _ => {
-            if elb::opens_like_alb(b) && elb::looks_like_elb(b) {
+            if auditd::looks_like_auditd(b) {
+                Format::Auditd
+            } else if elb::opens_like_alb(b) && elb::looks_like_elb(b) {
                 Format::Elb
             } else if access::looks_like_access(b) {
                 Format::Access

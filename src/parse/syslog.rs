@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::{SourceState, auth, haproxy, kernel, kube, mail, sshd, token};
+use super::{SourceState, auditd, auth, haproxy, kernel, kube, mail, sshd, token};
 use crate::event::{Event, Text};
 use crate::time::{digits, epoch_ms, fraction_ms, month_from_abbrev, parse_rfc3339, year_month};
 
@@ -273,6 +273,9 @@ fn program_kind(prog: &str) -> &'static str {
         "httpd",
         "haproxy",
         "dovecot",
+        "audispd",
+        "audisp-syslog",
+        "auditd",
     ];
     let base = super::find_byte(prog, b'(').map_or(prog, |i| &prog[..i]);
     // Postfix logs as its service: `postfix/smtpd`, `postfix/submission/smtpd`,
@@ -347,6 +350,10 @@ pub(super) fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         }
         "haproxy" => {
             haproxy::parse(ev, msg);
+        }
+        // audit records sent on by audisp keep their own stamp and fields
+        "audispd" | "audisp-syslog" | "auditd" => {
+            auditd::parse_at(ev, msg, msg_at);
         }
         "postfix" => {
             ev.dataset = Cow::Borrowed("postfix");

@@ -842,3 +842,75 @@ fn pkexec_commands_refusals_and_the_pwnkit_trace() {
     assert_eq!(ev.action, None);
     assert_eq!(ev.user_name(), None);
 }
+
+#[test]
+fn audit_records_keep_their_stamp_and_read_as_ecs_fields() {
+    // a PAM authentication failure, as auditd writes it
+    let ev = one(
+        "type=USER_AUTH msg=audit(1684331127.071:3213): pid=3411 uid=0 auid=4294967295 ses=4294967295 msg='op=PAM:authentication grantors=? acct=\"root\" exe=\"/usr/sbin/sshd\" hostname=203.0.113.9 addr=203.0.113.9 terminal=ssh res=failed'",
+    );
+    assert_eq!(ev.dataset, "auditd");
+    assert_eq!(ev.action.as_deref(), Some("user_auth"));
+    assert_eq!(ev.outcome, Outcome::Failure);
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2023-05-17T13:45:27.071Z"
+    );
+    assert_eq!(ev.user_name(), Some("root"));
+    assert_eq!(ev.source_ip(), Some("203.0.113.9"));
+    // the client's name is not the host that logged
+    assert_eq!(ev.host_name(), None);
+    assert_eq!(ev.extra("process.executable"), Some("/usr/sbin/sshd"));
+    assert_eq!(ev.label("terminal"), Some("ssh"));
+
+    // an execve, enriched: the login user by name
+    let ev = one(
+        "node=web-3 type=SYSCALL msg=audit(1684331127.071:3212): arch=c000003e syscall=59 success=yes exit=0 ppid=26843 pid=27282 auid=1000 uid=1000 tty=pts2 comm=\"blitz64\" exe=\"/tmp/blitz64\" key=(null)\u{1d}ARCH=x86_64 SYSCALL=execve AUID=\"alice\" UID=\"alice\"",
+    );
+    assert_eq!(ev.host_name(), Some("web-3"));
+    assert_eq!(ev.action.as_deref(), Some("syscall"));
+    assert_eq!(ev.outcome, Outcome::Success);
+    assert_eq!(ev.process_name(), Some("blitz64"));
+    assert_eq!(ev.process_pid, Some(27282));
+    assert_eq!(ev.extra("process.parent.pid"), Some("26843"));
+    assert_eq!(ev.extra("process.executable"), Some("/tmp/blitz64"));
+    assert_eq!(ev.extra("user.id"), Some("1000"));
+    assert_eq!(ev.extra("rule.name"), None);
+    assert_eq!(ev.user_name(), Some("alice"));
+    assert_eq!(ev.label("syscall"), Some("59"));
+    assert!(!ev.message().contains("AUID"), "{}", ev.message());
+
+    // arguments audit wrote in hex (they hold spaces or quotes) are decoded
+    let ev = one(
+        "type=EXECVE msg=audit(1684331127.080:3214): argc=3 a0=\"sh\" a1=\"-c\" a2=6563686F2022612062227C20626173653634202D64",
+    );
+    assert_eq!(
+        ev.extra("process.command_line"),
+        Some("sh -c echo \"a b\"| base64 -d")
+    );
+    let ev =
+        one("type=PROCTITLE msg=audit(1684331127.080:3214): proctitle=2F62696E2F7368002D63006964");
+    assert_eq!(ev.extra("process.command_line"), Some("/bin/sh -c id"));
+
+    // sent on through syslog by audisp; an invalid user's `acct` is no user
+    let ev = one(
+        "Jan  5 10:00:00 web-4 audisp-syslog: type=USER_LOGIN msg=audit(1704448800.250:77): pid=3411 uid=0 auid=4294967295 ses=4294967295 msg='op=login acct=28696E76616C6964207573657229 exe=\"/usr/sbin/sshd\" hostname=? addr=198.51.100.4 terminal=sshd res=failed'",
+    );
+    assert_eq!(ev.dataset, "auditd");
+    assert_eq!(ev.host_name(), Some("web-4"));
+    assert_eq!(ev.action.as_deref(), Some("user_login"));
+    assert_eq!(ev.outcome, Outcome::Failure);
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2024-01-05T10:00:00.250Z"
+    );
+    assert_eq!(ev.source_ip(), Some("198.51.100.4"));
+    assert_eq!(ev.user_name(), None);
+    assert!(ev.message().starts_with("pid=3411 "), "{}", ev.message());
+
+    // key=value lines that are not audit records stay logfmt
+    assert_eq!(
+        one("type=info msg=\"started\" service=api").dataset,
+        "logfmt"
+    );
+}
