@@ -51,6 +51,13 @@ pub fn parse(ev: &mut Event, line: &str) -> bool {
 
 /// Parses a record that starts `at` bytes into the event's line (after a
 /// syslog header); false when it is not one.
+///
+/// Besides auditd's own lines, three forms: `ausearch -i`'s, with the
+/// stamp as a date and a ` : ` after it (`msg=audit(08/31/2017
+/// 22:59:50.870:756395) : pid=…`); the kernel's, where no auditd runs
+/// (`audit: type=1100 audit(1614093720.123:456): pid=…`, numbered types);
+/// and the journal's (`audit[3411]: USER_AUTH pid=…`, timed by the syslog
+/// header).
 pub(super) fn parse_at(ev: &mut Event, record: &str, at: usize) -> bool {
     let mut rest = record;
     if let Some(after) = rest.strip_prefix("node=") {
@@ -58,20 +65,77 @@ pub(super) fn parse_at(ev: &mut Event, record: &str, at: usize) -> bool {
         ev.set_host_name(node);
         rest = after;
     }
-    let Some(after) = rest.strip_prefix("type=") else {
+    let kernel = rest.strip_prefix("audit: ");
+    let Some(after) = kernel.unwrap_or(rest).strip_prefix("type=") else {
         return false;
     };
     let (kind, after) = super::token(after);
-    let Some(after) = after.strip_prefix("msg=audit(") else {
+    let Some(after) = after
+        .strip_prefix("msg=audit(")
+        .or_else(|| kernel.and_then(|_| after.strip_prefix("audit(")))
+    else {
         return false;
     };
-    let Some((stamp, body)) = super::split_once_str(after, "): ") else {
+    let Some((stamp, body)) = super::split_once_str(after, ")") else {
+        return false;
+    };
+    let Some(body) = body.strip_prefix(": ").or_else(|| body.strip_prefix(" : ")) else {
         return false;
     };
     let Some(ts) = stamp_ms(stamp) else {
         return false;
     };
     ev.timestamp = ts;
+    record_fields(
+        ev,
+        type_name(kind),
+        body,
+        at + super::offset_in(record, body),
+    );
+    true
+}
+
+/// Parses the journal's form of a record (`USER_AUTH pid=… msg='…'`, the
+/// message of syslog identifier `audit`); false when it is not one.
+pub(super) fn parse_journal(ev: &mut Event, msg: &str, at: usize) -> bool {
+    let (kind, body) = super::token(msg);
+    if kind.is_empty()
+        || !kind.bytes().all(|c| c.is_ascii_uppercase() || c == b'_')
+        || !body.contains('=')
+    {
+        return false;
+    }
+    record_fields(ev, kind, body, at + super::offset_in(msg, body));
+    true
+}
+
+/// The kernel numbers the types it prints; auditd names them.
+fn type_name(kind: &str) -> &str {
+    match kind {
+        "1100" => "USER_AUTH",
+        "1101" => "USER_ACCT",
+        "1103" => "CRED_ACQ",
+        "1104" => "CRED_DISP",
+        "1105" => "USER_START",
+        "1106" => "USER_END",
+        "1109" => "USER_CMD",
+        "1110" => "CRED_REFR",
+        "1112" => "USER_LOGIN",
+        "1300" => "SYSCALL",
+        "1302" => "PATH",
+        "1307" => "CWD",
+        "1309" => "EXECVE",
+        "1327" => "PROCTITLE",
+        "1107" => "USER_AVC",
+        "1326" => "SECCOMP",
+        "1400" => "AVC",
+        "1701" => "ANOM_ABEND",
+        other => other,
+    }
+}
+
+/// Fills `ev` from a record's type and body (`body_at` bytes into the line).
+fn record_fields(ev: &mut Event, kind: &str, body: &str, body_at: usize) {
     ev.dataset = Cow::Borrowed("auditd");
     ev.action = Some(Cow::Owned(kind.to_ascii_lowercase()));
     ev.category = Some(category(kind));
@@ -81,8 +145,7 @@ pub(super) fn parse_at(ev: &mut Event, record: &str, at: usize) -> bool {
         None => (body, None),
     };
     let body = body.trim_end();
-    let start = at + super::offset_in(record, body);
-    ev.set_message_range(start, start + body.len());
+    ev.set_message_range(body_at, body_at + body.len());
     let execve = kind == "EXECVE";
     let mut args: Vec<Cow<str>> = Vec::new();
     for (key, value) in pairs(body) {
@@ -107,14 +170,36 @@ pub(super) fn parse_at(ev: &mut Event, record: &str, at: usize) -> bool {
             }
         }
     }
-    true
 }
 
-/// `1700000000.123:456` as epoch milliseconds (the serial after `:` dropped).
+/// `1700000000.123:456` as epoch milliseconds (the serial after the last
+/// `:` dropped); also `ausearch -i`'s `08/31/2017 22:59:50.870:756395`
+/// (its date in the C and US locales' order, read as UTC).
 fn stamp_ms(stamp: &str) -> Option<i64> {
-    let time = stamp.split(':').next()?;
+    let time = &stamp[..stamp.rfind(':')?];
     let (secs, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let secs: i64 = secs.parse().ok()?;
+    let secs: i64 = match secs.split_once(' ') {
+        Some((date, clock)) => {
+            let mut d = date.split('/').map(|p| p.parse::<u32>().ok());
+            let (month, day, year) = (d.next()??, d.next()??, d.next()??);
+            let year = if year < 100 { 2000 + year } else { year };
+            let mut c = clock.split(':').map(|p| p.parse::<i64>().ok());
+            let (h, m, sec) = (c.next()??, c.next()??, c.next()??);
+            if !(1..=12).contains(&month)
+                || !(1..=31).contains(&day)
+                || h > 23
+                || m > 59
+                || sec > 60
+            {
+                return None;
+            }
+            crate::time::days_from_civil(i64::from(year), month, day) * 86_400
+                + h * 3600
+                + m * 60
+                + sec
+        }
+        None => secs.parse().ok()?,
+    };
     // milliseconds from the first three digits, however many were written
     let mut ms = 0;
     for place in 0..3 {
@@ -177,7 +262,12 @@ fn field<'a>(
                 _ => Outcome::Unknown,
             }
         }
-        "acct" if !matches!(value.as_ref(), "?" | "(unknown)" | "(invalid user)") => {
+        "acct"
+            if !matches!(
+                value.as_ref(),
+                "?" | "(unknown)" | "(invalid user)" | "unknown"
+            ) =>
+        {
             ev.set_user_name(&value)
         }
         "addr" if is_ip(&value) => ev.set_source_ip(&value),
@@ -185,7 +275,9 @@ fn field<'a>(
         "ppid" => ev.push_extra("process.parent.pid", &value),
         "comm" => ev.set_process_name(&value),
         "exe" => ev.push_extra("process.executable", &value),
-        "auid" if value != "4294967295" => ev.push_extra("user.id", &value),
+        "auid" if !matches!(value.as_ref(), "4294967295" | "unset") => {
+            ev.push_extra("user.id", &value)
+        }
         "key" if value != "(null)" => ev.push_extra("rule.name", &value),
         "proctitle" => ev.push_extra("process.command_line", value.replace('\0', " ")),
         "acct" | "addr" | "auid" | "key" | "hostname" | "argc" => {}

@@ -276,6 +276,7 @@ fn program_kind(prog: &str) -> &'static str {
         "audispd",
         "audisp-syslog",
         "auditd",
+        "audit",
     ];
     let base = super::find_byte(prog, b'(').map_or(prog, |i| &prog[..i]);
     // Postfix logs as its service: `postfix/smtpd`, `postfix/submission/smtpd`,
@@ -337,6 +338,10 @@ pub(super) fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
             ev.dataset = Cow::Borrowed("auth");
             auth::parse_pam(ev, msg);
         }
+        // where no auditd runs, the kernel prints the records it is sent
+        "kernel" if msg.starts_with("audit: type=") => {
+            auditd::parse_at(ev, msg, msg_at);
+        }
         "kernel" => {
             ev.dataset = Cow::Borrowed("kernel");
             kernel::parse_message(ev, msg);
@@ -354,6 +359,9 @@ pub(super) fn dispatch(ev: &mut Event, msg: &str, msg_at: usize) {
         // audit records sent on by audisp keep their own stamp and fields
         "audispd" | "audisp-syslog" | "auditd" => {
             auditd::parse_at(ev, msg, msg_at);
+        }
+        "audit" => {
+            auditd::parse_journal(ev, msg, msg_at);
         }
         "postfix" => {
             ev.dataset = Cow::Borrowed("postfix");

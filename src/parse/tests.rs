@@ -914,3 +914,53 @@ fn audit_records_keep_their_stamp_and_read_as_ecs_fields() {
         "logfmt"
     );
 }
+
+#[test]
+fn audit_records_from_ausearch_the_kernel_and_the_journal() {
+    // `ausearch -i`: the stamp as a date, names for ids, `(unknown)` for an invalid user
+    let ev = one(
+        "type=USER_AUTH msg=audit(08/31/2017 22:59:50.870:756395) : pid=32288 uid=root auid=unset ses=unset subj=system_u:system_r:sshd_t:s0-s0:c0.c1023 msg='op=password acct=(unknown) exe=/usr/sbin/sshd hostname=? addr=58.56.184.242 terminal=ssh res=failed'",
+    );
+    assert_eq!(ev.dataset, "auditd");
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2017-08-31T22:59:50.870Z"
+    );
+    assert_eq!(ev.action.as_deref(), Some("user_auth"));
+    assert_eq!(ev.outcome, Outcome::Failure);
+    assert_eq!(ev.source_ip(), Some("58.56.184.242"));
+    assert_eq!(ev.user_name(), None);
+    assert_eq!(ev.extra("user.id"), None);
+    assert_eq!(ev.label("op"), Some("password"));
+
+    // the kernel's copy where no auditd runs: numbered types
+    let ev = one(
+        "Mar  1 12:00:00 db-2 kernel: audit: type=1100 audit(1772366400.500:81): pid=901 uid=0 auid=4294967295 ses=4294967295 msg='op=PAM:authentication grantors=? acct=\"postgres\" exe=\"/usr/sbin/sshd\" hostname=192.0.2.8 addr=192.0.2.8 terminal=ssh res=failed'",
+    );
+    assert_eq!(ev.dataset, "auditd");
+    assert_eq!(ev.host_name(), Some("db-2"));
+    assert_eq!(ev.action.as_deref(), Some("user_auth"));
+    assert_eq!(ev.user_name(), Some("postgres"));
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2026-03-01T12:00:00.500Z"
+    );
+
+    // the journal's: the type first, the syslog header's time
+    let ev = one(
+        "2026-03-01T12:00:01+00:00 db-2 audit[901]: USER_AUTH pid=901 uid=0 auid=4294967295 ses=4294967295 msg='op=PAM:authentication grantors=? acct=\"postgres\" exe=\"/usr/sbin/sshd\" hostname=192.0.2.8 addr=192.0.2.8 terminal=ssh res=failed'",
+    );
+    assert_eq!(ev.dataset, "auditd");
+    assert_eq!(ev.action.as_deref(), Some("user_auth"));
+    assert_eq!(ev.outcome, Outcome::Failure);
+    assert_eq!(ev.source_ip(), Some("192.0.2.8"));
+    assert_eq!(
+        crate::time::format_rfc3339(ev.timestamp),
+        "2026-03-01T12:00:01.000Z"
+    );
+    assert!(ev.message().starts_with("pid=901 "), "{}", ev.message());
+
+    // other kernel lines stay the kernel's
+    let ev = one("Mar  1 12:00:00 db-2 kernel: Out of memory: Killed process 4242 (java)");
+    assert_eq!(ev.dataset, "kernel");
+}
