@@ -26,6 +26,9 @@ pub fn streams(paths: &[String]) -> Vec<Vec<String>> {
     // (the set's path without the suffix, None for stdin; its files)
     type Set<'a> = (Option<&'a str>, Vec<(Place, &'a String)>);
     let mut sets: Vec<Set> = Vec::new();
+    // where each base's set is: thousands of files (a copy per host) are
+    // grouped in one pass, not one search of the sets per file
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for p in paths {
         let (base, place) = match rotation(p) {
             Some((base, place)) => (Some(base), place),
@@ -33,9 +36,14 @@ pub fn streams(paths: &[String]) -> Vec<Vec<String>> {
             None if p == "-" => (None, Place::Current),
             None => (Some(p.as_str()), Place::Current),
         };
-        match sets.iter_mut().find(|(b, _)| b.is_some() && *b == base) {
-            Some((_, members)) => members.push((place, p)),
-            None => sets.push((base, vec![(place, p)])),
+        match base.and_then(|b| at.get(b)) {
+            Some(&i) => sets[i].1.push((place, p)),
+            None => {
+                if let Some(b) = base {
+                    at.insert(b, sets.len());
+                }
+                sets.push((base, vec![(place, p)]));
+            }
         }
     }
     sets.into_iter()
