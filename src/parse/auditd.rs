@@ -139,6 +139,8 @@ fn record_fields(ev: &mut Event, kind: &str, body: &str, body_at: usize) {
     ev.dataset = Cow::Borrowed("auditd");
     ev.action = Some(Cow::Owned(kind.to_ascii_lowercase()));
     ev.category = Some(category(kind));
+    // as audit names it, for Sigma's `type: EXECVE`
+    ev.push_label("type", kind);
     // the enriched form adds the names of ids after a group separator
     let (body, enriched) = match super::find_byte(body, 0x1d) {
         Some(i) => (&body[..i], Some(&body[i + 1..])),
@@ -251,6 +253,8 @@ fn field<'a>(
         None => Cow::Borrowed(value),
     };
     if arg {
+        // each by its name too, for Sigma's `a0: wget`
+        ev.push_label(Cow::Owned(key.to_owned()), &value);
         args.push(value);
         return;
     }
