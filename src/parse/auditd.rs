@@ -1,6 +1,8 @@
 //! Linux audit records: `/var/log/audit/audit.log` as auditd writes it,
-//! with or without `node=HOST`, in its raw or enriched form, or sent on
-//! through syslog by audisp (`audisp-syslog: type=… msg=audit(…): …`).
+//! with or without `node=HOST`, in its raw or enriched form, sent on
+//! through syslog by audisp (`audisp-syslog: type=… msg=audit(…): …`), as
+//! `ausearch -i` prints them, and the kernel's and the journal's copies
+//! where no auditd runs (see [`parse_at`]).
 //!
 //! ```text
 //! type=USER_AUTH msg=audit(1700000000.123:456): pid=3411 uid=0 auid=4294967295 ses=4294967295 msg='op=PAM:authentication grantors=? acct="root" exe="/usr/sbin/sshd" hostname=203.0.113.9 addr=203.0.113.9 terminal=ssh res=failed'
