@@ -187,10 +187,13 @@ fn stamp_ms(stamp: &str) -> Option<i64> {
             let mut d = date.split('/').map(|p| p.parse::<u32>().ok());
             let (month, day, year) = (d.next()??, d.next()??, d.next()??);
             let year = if year < 100 { 2000 + year } else { year };
-            let mut c = clock.split(':').map(|p| p.parse::<i64>().ok());
+            let mut c = clock
+                .split(':')
+                .map(|p| p.parse::<u32>().ok().map(i64::from));
             let (h, m, sec) = (c.next()??, c.next()??, c.next()??);
             if !(1..=12).contains(&month)
                 || !(1..=31).contains(&day)
+                || year > 9999
                 || h > 23
                 || m > 59
                 || sec > 60
@@ -214,7 +217,7 @@ fn stamp_ms(stamp: &str) -> Option<i64> {
         };
         ms = ms * 10 + digit;
     }
-    Some(secs * 1000 + ms)
+    secs.checked_mul(1000)?.checked_add(ms)
 }
 
 fn category(kind: &str) -> &'static str {
@@ -359,6 +362,11 @@ mod tests {
         assert_eq!(stamp_ms("1684331127.039:3210"), Some(1_684_331_127_039));
         assert_eq!(stamp_ms("1684331127.5:1"), Some(1_684_331_127_500));
         assert_eq!(stamp_ms("x:1"), None);
+        // out of range, never an overflow
+        assert_eq!(stamp_ms("99999999999999999.000:1"), None);
+        assert_eq!(stamp_ms("01/01/4294967295 00:00:00.000:1"), None);
+        assert_eq!(stamp_ms("01/01/2026 -1:00:00.000:1"), None);
+        assert_eq!(stamp_ms("01/02/26 03:04:05.6:1"), Some(1_767_323_045_600));
         assert_eq!(hex("2F746D702F61206220").as_deref(), Some("/tmp/a b "));
         assert_eq!(hex("abc"), None);
         assert_eq!(hex("/usr/bin/id"), None);

@@ -655,6 +655,10 @@ mod no_panics {
         "  Warning  BackOff    2m38s (x26 over 7m37s)  kubelet  Back-off restarting failed container d in pod a_b(c)",
         "[ 8123.456] EXT4-fs (sda1): Remounting filesystem read-only",
         r#"{"version":"4","groupKey":"g","status":"firing","receiver":"r","alerts":[{"labels":{"alertname":"X"},"startsAt":"2026-01-16T06:48:51Z"}]}"#,
+        "node=h type=USER_AUTH msg=audit(1684331127.071:3213): pid=3411 uid=0 auid=4294967295 msg='op=PAM:authentication acct=\"root\" exe=\"/usr/sbin/sshd\" addr=203.0.113.9 terminal=ssh res=failed'\u{1d}UID=\"root\" AUID=\"unset\"",
+        "type=EXECVE msg=audit(08/31/2017 22:59:50.870:756395) : argc=2 a0=\"sh\" a1=2D6320696420",
+        "Mar  1 12:00:00 db-2 kernel: audit: type=1100 audit(1772366400.500:81): pid=901 msg='op=login acct=28696E76616C696429 res=failed'",
+        "Jan 27 11:02:49 machine pkexec[387348]: srcuser: The value for the SHELL variable was not found the /etc/shells file [USER=root] [TTY=/dev/pts/3] [CWD=/tmp] [COMMAND=GCONV_PATH=./gconv SHELL=/fake/shell]",
     ];
 
     proptest! {
